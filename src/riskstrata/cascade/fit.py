@@ -1,0 +1,470 @@
+"""Fit Model A on in-memory pandas data: the one entry point is :func:`fit_cascade`.
+
+The work is split into blocks of stocks that share their ETFs (SPEC §6: the partitions Dask
+would run). Inside a block every array is (T, n): moments come from
+:mod:`riskstrata.cascade.moments`, the algebra from :mod:`riskstrata.cascade.kernel`.
+Stocks with no missing day share their group's ETF moments; the others get their own,
+masked to the days they traded, so every regression uses exactly the stock's valid rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.assignments import AssignmentCodes, Pair, assignment_codes
+from riskstrata.cascade.kernel import (NULLING_FLAGS, Flag, WindowCovariances, check_normal_equations,
+                                       solve_cascade)
+from riskstrata.cascade.lstar import LSTAR_THRESHOLD, lstar
+from riskstrata.cascade.moments import center, decay_for, window_sums
+from riskstrata.errors import DataValidationError, InsufficientHistory
+
+# Output fields, in wire names (api-contract §6.1). Float fields unless noted.
+HR_FIELDS = ["l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr"]
+ER_FIELDS = ["l1_mkt_er", "l1_res_er", "l2_mkt_er", "l2_sec_er", "l2_res_er",
+             "l3_mkt_er", "l3_sec_er", "l3_sub_er", "l3_res_er"]
+BETA_FIELDS = ["l1_mkt_beta", "l2_sec_beta", "l3_sub_beta"]
+LINK_FIELDS = ["lambda_sm", "lambda_um", "lambda_us"]
+RETURN_FIELDS = ["l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr", "lstar_rr"]
+VOL_FIELDS = ["stock_var", "vol_23d", "vol_252d_ann"]
+FLOAT_FIELDS = HR_FIELDS + ER_FIELDS + BETA_FIELDS + LINK_FIELDS + RETURN_FIELDS + VOL_FIELDS + [
+    "returns_gross", "n_obs"]
+INT_FIELDS = ["lstar_level", "flags"]
+
+VOL_SHORT_WINDOW = 23
+VOL_LONG_WINDOW = 252
+ANNUALISE = np.sqrt(252.0)
+
+
+@dataclass(frozen=True)
+class CascadeParams:
+    """How the rolling regressions are run. window in trading days; halflife in days or None."""
+
+    market_etf: str = "SPY"
+    window: int = 252
+    halflife: float | None = None
+    min_obs: int | None = None
+    lstar_threshold: float = LSTAR_THRESHOLD
+
+    @property
+    def min_obs_effective(self) -> int:
+        # A quarter of the window (63 days for 252) and never fewer than 4 × the 4 parameters.
+        return self.min_obs if self.min_obs is not None else max(16, self.window // 4)
+
+    def validate(self) -> None:
+        if not isinstance(self.window, (int, np.integer)) or self.window < 2:
+            raise DataValidationError(f"window must be an integer ≥ 2 trading days, got {self.window!r}")
+        decay_for(self.halflife)
+        if self.min_obs_effective < 5:
+            raise DataValidationError("min_obs must be at least 5 (four parameters plus one)")
+        if self.min_obs_effective > self.window:
+            raise DataValidationError(f"min_obs {self.min_obs_effective} exceeds the window {self.window}")
+
+
+@dataclass
+class CascadeBlock:
+    """Outputs for a block of stocks: values[field] is (T, n) for ``tickers``."""
+
+    tickers: list[str]
+    values: dict[str, np.ndarray]
+    codes: np.ndarray  # (T, n) int32 assignment code per date
+
+
+@dataclass
+class PreparedInputs:
+    """Validated, aligned arrays: returns (T, N), ETF returns (T, E), assignment codes."""
+
+    dates: pd.DatetimeIndex
+    tickers: pd.Index
+    returns: np.ndarray
+    etfs: pd.Index
+    etf_returns: np.ndarray
+    assignment: AssignmentCodes
+    diagnostics: list[str] = field(default_factory=list)
+
+    def etf_column(self, etf: str) -> int:
+        return int(self.etfs.get_loc(etf))
+
+
+def _finite_frame(frame: pd.DataFrame, what: str, diagnostics: list[str]) -> np.ndarray:
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    bad = np.isinf(values)
+    if bad.any():
+        diagnostics.append(f"{what}: {int(bad.sum())} infinite values treated as missing")
+        values[bad] = np.nan
+    return values
+
+
+def prepare_inputs(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: pd.DataFrame | None,
+                   params: CascadeParams) -> PreparedInputs:
+    """Check and align the pandas inputs once, at the boundary."""
+    params.validate()
+    for name, frame in (("returns", returns), ("etf_returns", etf_returns)):
+        if not isinstance(frame, pd.DataFrame):
+            raise DataValidationError(f"{name} must be a DataFrame (dates × tickers)")
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            try:
+                frame.index = pd.DatetimeIndex(frame.index)
+            except (TypeError, ValueError) as exc:
+                raise DataValidationError(f"{name} index must be dates: {exc}") from None
+        if frame.index.has_duplicates:
+            raise DataValidationError(f"{name} has duplicate dates")
+        if frame.columns.has_duplicates:
+            raise DataValidationError(f"{name} has duplicate columns: {list(frame.columns[frame.columns.duplicated()])[:5]}")
+    if returns.shape[1] == 0 or returns.shape[0] == 0:
+        raise DataValidationError("returns is empty")
+    if params.market_etf not in etf_returns.columns:
+        raise DataValidationError(f"etf_returns has no market ETF column {params.market_etf!r}")
+    diagnostics: list[str] = []
+    dates = returns.index.sort_values()
+    returns = returns.reindex(dates)
+    etf = etf_returns.reindex(dates)
+    extra = etf_returns.index.difference(dates)
+    if len(extra):
+        diagnostics.append(f"etf_returns: {len(extra)} dates with no stock returns ignored")
+    r = _finite_frame(returns, "returns", diagnostics)
+    e = _finite_frame(etf, "etf_returns", diagnostics)
+    codes = assignment_codes(assignments, returns.columns, dates)
+    unknown = sorted({x for pair in codes.pairs for x in pair if x is not None} - set(etf.columns))
+    if unknown:
+        raise DataValidationError(f"assignments name ETFs with no returns in etf_returns: {unknown}")
+    # An ETF's missing days inside its listed life (not before its first day) would knock out
+    # every stock mapped to it; they are repaired to a zero return and reported.
+    for j, name in enumerate(etf.columns):
+        col = e[:, j]
+        first = np.argmax(np.isfinite(col)) if np.isfinite(col).any() else len(col)
+        holes = ~np.isfinite(col[first:])
+        if name != params.market_etf and holes.any():
+            diagnostics.append(f"{name}: {int(holes.sum())} missing days inside its history set to 0 return")
+            col[first:][holes] = 0.0
+    return PreparedInputs(dates, returns.columns, r, etf.columns, e, codes, diagnostics)
+
+
+def _listed_full_window(col: np.ndarray, window: int) -> np.ndarray:
+    """(T,) bool: the ETF has data on every row of the window ending at t (it is usable)."""
+    listed = np.isfinite(col).astype(np.float64)
+    return window_sums(listed, window) >= min(window, len(col)) - 0.5
+
+
+@dataclass
+class _GroupFactors:
+    """Centred, zero-filled factor series of one (sector, subsector) pair; None = absent."""
+
+    m: np.ndarray
+    s: np.ndarray | None
+    u: np.ndarray | None
+    s_usable: np.ndarray  # (T,) bool
+    u_usable: np.ndarray
+
+
+class CascadeEngine:
+    """Runs the cascade block by block over prepared inputs (no I/O)."""
+
+    def __init__(self, inputs: PreparedInputs, params: CascadeParams) -> None:
+        self.inputs = inputs
+        self.params = params
+        self.decay = decay_for(params.halflife)
+        T = len(inputs.dates)
+        m_raw = inputs.etf_returns[:, inputs.etf_column(params.market_etf)]
+        self.market_ok = np.isfinite(m_raw)
+        if self.market_ok.sum() < params.min_obs_effective:
+            raise InsufficientHistory(
+                f"market ETF {params.market_etf} has {int(self.market_ok.sum())} valid days; "
+                f"at least {params.min_obs_effective} are needed")
+        self._centred = center(inputs.etf_returns)
+        self._raw = np.nan_to_num(inputs.etf_returns, nan=0.0)
+        self._usable = {name: _listed_full_window(inputs.etf_returns[:, j], params.window)
+                        for j, name in enumerate(inputs.etfs)}
+        self._groups: dict[int, _GroupFactors] = {}
+        self.T = T
+
+    # ------------------------------------------------------------------ factors per pair
+    def _series(self, etf: str | None) -> np.ndarray | None:
+        if etf is None:
+            return None
+        return np.nan_to_num(self._centred[:, self.inputs.etf_column(etf)], nan=0.0)
+
+    def group(self, code: int) -> _GroupFactors:
+        if code not in self._groups:
+            sec, sub = self.inputs.assignment.pairs[code]
+            m = np.where(self.market_ok, self._series(self.params.market_etf), 0.0)
+            none = np.zeros(self.T, dtype=bool)
+            self._groups[code] = _GroupFactors(
+                m=m, s=self._series(sec), u=self._series(sub),
+                s_usable=self._usable[sec] if sec else none,
+                u_usable=self._usable[sub] if sub else none)
+        return self._groups[code]
+
+    # ------------------------------------------------------------------ moments
+    def _covariances(self, g: _GroupFactors, r: np.ndarray, valid: np.ndarray | None
+                     ) -> tuple[WindowCovariances, np.ndarray, np.ndarray]:
+        """Window covariances for stocks r (T, n); valid=None means every row is valid.
+
+        Returns (covariances, weight sum n_w (T, 1|n), valid-day count (T, 1|n)).
+        """
+        W, d = self.params.window, self.decay
+        zeros = np.zeros(self.T)
+        s = g.s if g.s is not None else zeros
+        u = g.u if g.u is not None else zeros
+        if valid is None:
+            mask = self.market_ok[:, None].astype(np.float64)
+        else:
+            mask = valid.astype(np.float64)
+
+        def ws(x: np.ndarray) -> np.ndarray:
+            return window_sums(x, W, d)
+
+        col = (lambda x: x[:, None] * mask)  # a factor series restricted to the valid rows
+        fm, fs, fu = col(g.m), col(s), col(u)
+        n_w = ws(mask)
+        count = n_w if d == 1.0 else window_sums(mask, W)
+        S = {
+            "m": ws(fm), "s": ws(fs), "u": ws(fu),
+            "mm": ws(fm * g.m[:, None]), "ms": ws(fm * s[:, None]), "mu": ws(fm * u[:, None]),
+            "ss": ws(fs * s[:, None]), "su": ws(fs * u[:, None]), "uu": ws(fu * u[:, None]),
+            "r": ws(r), "rr": ws(r * r),
+            "rm": ws(r * g.m[:, None]), "rs": ws(r * s[:, None]), "ru": ws(r * u[:, None]),
+        }
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inv = np.where(n_w > 0, 1.0 / np.where(n_w > 0, n_w, 1.0), 0.0)
+            mean = {k: S[k] * inv for k in ("m", "s", "u", "r")}
+
+            def cov(xy: str, x: str, y: str) -> np.ndarray:
+                return S[xy] * inv - mean[x] * mean[y]
+
+            c = WindowCovariances(
+                c_mm=cov("mm", "m", "m"), c_ms=cov("ms", "m", "s"), c_mu=cov("mu", "m", "u"),
+                c_ss=cov("ss", "s", "s"), c_su=cov("su", "s", "u"), c_uu=cov("uu", "u", "u"),
+                c_rm=cov("rm", "r", "m"), c_rs=cov("rs", "r", "s"), c_ru=cov("ru", "r", "u"),
+                c_rr=cov("rr", "r", "r"))
+        # A factor not listed for the whole window is dropped on that date: the level falls back.
+        s_off, u_off = ~g.s_usable[:, None], ~g.u_usable[:, None]
+        for name in ("c_ms", "c_ss", "c_su", "c_rs"):
+            setattr(c, name, np.where(s_off, 0.0, getattr(c, name)))
+        for name in ("c_mu", "c_su", "c_uu", "c_ru"):
+            setattr(c, name, np.where(u_off, 0.0, getattr(c, name)))
+        return c, n_w, count
+
+    # ------------------------------------------------------------------ one pair, some stocks
+    def _solve_pair(self, code: int, cols: np.ndarray, check: bool) -> dict[str, np.ndarray]:
+        """All estimates for stock columns ``cols`` as if they used pair ``code`` on every date."""
+        g = self.group(code)
+        r_raw = self.inputs.returns[:, cols]
+        valid = np.isfinite(r_raw) & self.market_ok[:, None]
+        r = np.where(valid, center(r_raw), 0.0)
+        complete = (valid == self.market_ok[:, None]).all(axis=0)
+        out: dict[str, np.ndarray] = {}
+        parts = [(np.flatnonzero(complete), None), (np.flatnonzero(~complete), "masked")]
+        for idx, kind in parts:
+            if len(idx) == 0:
+                continue
+            cov, n_w, count = self._covariances(g, r[:, idx], valid[:, idx] if kind else None)
+            est = solve_cascade(cov)
+            count = np.broadcast_to(count, est["flags"].shape)
+            enough = count >= self.params.min_obs_effective - 0.5
+            if check:
+                check_normal_equations(cov, est, enough & (est["flags"] & NULLING_FLAGS == 0))
+            est["flags"] |= np.where(~enough, Flag.INSUFFICIENT_HISTORY, 0).astype(np.int32)
+            sec, sub = self.inputs.assignment.pairs[code]
+            est["flags"] |= np.where(
+                np.broadcast_to(~g.s_usable[:, None], est["flags"].shape),
+                Flag.NO_SECTOR_ETF if sec is None else Flag.SECTOR_FALLBACK, 0).astype(np.int32)
+            est["flags"] |= np.where(
+                np.broadcast_to(~g.u_usable[:, None], est["flags"].shape),
+                Flag.NO_SUBSECTOR_ETF if sub is None else Flag.SUBSECTOR_FALLBACK, 0).astype(np.int32)
+            # Sample (ddof=1) variance for a uniform window; weighted population one for EWMA.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                c_rr = np.broadcast_to(cov.c_rr, count.shape)
+                est["stock_var"] = c_rr * (count / (count - 1.0)) if self.decay == 1.0 else c_rr.copy()
+            est["n_obs"] = count.astype(np.float64)
+            null_rows = (est["flags"] & NULLING_FLAGS) != 0
+            for key, arr in est.items():
+                if key not in ("flags", "n_obs"):
+                    arr[null_rows] = np.nan
+            for key, arr in est.items():
+                out.setdefault(key, np.empty((self.T, len(cols)), dtype=arr.dtype))[:, idx] = arr
+        self._time_safe_returns(code, out, r_raw)
+        return out
+
+    def _time_safe_returns(self, code: int, est: dict[str, np.ndarray], r_raw: np.ndarray) -> None:
+        """Day-t factor and residual returns from hedge ratios estimated through t−1."""
+        sec, sub = self.inputs.assignment.pairs[code]
+        cols = self.inputs.etfs
+        m = self._raw[:, cols.get_loc(self.params.market_etf)][:, None]
+        s = self._raw[:, cols.get_loc(sec)][:, None] if sec else np.zeros_like(m)
+        u = self._raw[:, cols.get_loc(sub)][:, None] if sub else np.zeros_like(m)
+
+        def lag(x: np.ndarray) -> np.ndarray:
+            out = np.full_like(x, np.nan)
+            out[1:] = x[:-1]
+            return out
+
+        hr = {k: lag(est[k]) for k in HR_FIELDS}
+        r_ok = np.isfinite(r_raw)
+        with np.errstate(invalid="ignore"):
+            cfr = {
+                1: -(hr["l1_mkt_hr"] * m),
+                2: -(hr["l2_mkt_hr"] * m + hr["l2_sec_hr"] * s),
+                3: -(hr["l3_mkt_hr"] * m + hr["l3_sec_hr"] * s + hr["l3_sub_hr"] * u),
+            }
+            for k, f in cfr.items():
+                f = np.where(r_ok, f, np.nan)
+                est[f"l{k}_cfr"] = f
+                est[f"l{k}_rr"] = r_raw - f
+
+    # ------------------------------------------------------------------ blocks
+    def blocks(self, block_size: int = 512, check: bool = True) -> Iterator[CascadeBlock]:
+        """Yield results for blocks of stocks grouped by their latest ETF pair."""
+        codes = self.inputs.assignment.codes
+        home = codes[-1] if len(codes) else np.zeros(0, dtype=np.int32)
+        order = np.argsort(home, kind="stable")
+        for start in range(0, len(order), block_size):
+            cols = order[start:start + block_size]
+            yield self._block(cols, check)
+
+    def _block(self, cols: np.ndarray, check: bool) -> CascadeBlock:
+        codes = self.inputs.assignment.codes[:, cols]
+        values: dict[str, np.ndarray] = {}
+        for code in np.unique(codes):
+            users = np.flatnonzero((codes == code).any(axis=0))
+            est = self._solve_pair(int(code), cols[users], check)
+            on = codes[:, users] == code
+            # Returns on day t follow the pair held at t−1 (the hedge that was on).
+            on_lag = np.vstack([on[:1], on[:-1]])
+            for key, arr in est.items():
+                target = values.setdefault(key, np.full((self.T, len(cols)),
+                                                        0 if arr.dtype.kind == "i" else np.nan, dtype=arr.dtype))
+                use = on_lag if key in ("l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr") else on
+                sub = target[:, users]
+                sub[use] = arr[use]
+                target[:, users] = sub
+        r_raw = self.inputs.returns[:, cols]
+        values["returns_gross"] = r_raw.copy()
+        values.update(_volatility(r_raw))
+        values.update(lstar(values, self.params.lstar_threshold))
+        return CascadeBlock([str(t) for t in self.inputs.tickers[cols]], values, codes)
+
+    def held_etf_returns(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw returns of the ETFs each stock held the day before: {'m','s','u'} → (T, n)."""
+        lagged = np.vstack([codes[:1], codes[:-1]])
+        cols = self.inputs.etfs
+        m = self._raw[:, cols.get_loc(self.params.market_etf)]
+        out = {"m": np.broadcast_to(m[:, None], codes.shape).copy(),
+               "s": np.zeros(codes.shape), "u": np.zeros(codes.shape)}
+        for code in np.unique(lagged):
+            on = lagged == code
+            for key, etf in zip(("s", "u"), self.inputs.assignment.pairs[code]):
+                if etf is not None:
+                    out[key][on] = np.broadcast_to(self._raw[:, cols.get_loc(etf)][:, None], codes.shape)[on]
+        return out
+
+    def link_betas(self) -> pd.DataFrame:
+        """Link betas per ETF pair and date, from the ETFs' full windows (long frame)."""
+        frames = []
+        for code, (sec, sub) in enumerate(self.inputs.assignment.pairs):
+            if sec is None and sub is None:
+                continue
+            g = self.group(code)
+            zero = np.zeros((self.T, 1))
+            cov, _, count = self._covariances(g, zero, None)
+            cov.c_rr = np.ones_like(cov.c_mm)
+            est = solve_cascade(cov)
+            ok = (count[:, 0] >= self.params.min_obs_effective) & self.market_ok
+            frame = pd.DataFrame({
+                "date": self.inputs.dates, "sector_etf": sec, "subsector_etf": sub,
+                **{k: np.where(ok, est[k][:, 0], np.nan) for k in LINK_FIELDS}})
+            frame.loc[~g.s_usable, ["lambda_sm", "lambda_us"]] = np.nan
+            frame.loc[~g.u_usable, ["lambda_um", "lambda_us"]] = np.nan
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["date", "sector_etf", "subsector_etf", *LINK_FIELDS])
+        return pd.concat(frames, ignore_index=True)
+
+
+def _volatility(r: np.ndarray) -> dict[str, np.ndarray]:
+    """vol_23d and vol_252d_ann: sample std of the last 23 / 252 trading days × √252."""
+    ok = np.isfinite(r)
+    x = np.where(ok, center(r), 0.0)
+    out = {}
+    for name, window, need in (("vol_23d", VOL_SHORT_WINDOW, 15), ("vol_252d_ann", VOL_LONG_WINDOW, 126)):
+        n = window_sums(ok.astype(np.float64), window)
+        s1, s2 = window_sums(x, window), window_sums(x * x, window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (s2 - s1 * s1 / n) / (n - 1.0)
+        out[name] = np.where(n >= need, np.sqrt(np.maximum(var, 0.0)) * ANNUALISE, np.nan)
+    return out
+
+
+def check_result_identities(values: dict[str, np.ndarray], etf_raw: dict[str, np.ndarray],
+                            tol_share: float = 1e-9, tol_rep: float = 1e-12) -> None:
+    """Build-time identities over a block, recomputed from the published fields.
+
+    - shares: l1/l2/l3 ER plus residual share = 1 wherever defined;
+    - replication: r_t = −Σ HR_{k,t−1}·f_{k,t} + rr_t with the raw ETF returns ``etf_raw``
+      ({'m','s','u'} → (T, n) arrays of the ETFs each stock held at t−1).
+    Raises IdentityViolation naming the broken identity.
+    """
+    from riskstrata.errors import IdentityViolation
+
+    for level, parts in ((1, ("l1_mkt_er", "l1_res_er")), (2, ("l2_mkt_er", "l2_sec_er", "l2_res_er")),
+                         (3, ("l3_mkt_er", "l3_sec_er", "l3_sub_er", "l3_res_er"))):
+        total = sum(values[p] for p in parts)
+        bad = np.isfinite(total) & (np.abs(total - 1.0) > tol_share)
+        if bad.any():
+            raise IdentityViolation(f"L{level} explained-risk shares do not sum to 1 on {int(bad.sum())} stock-days")
+    legs = {1: (("l1_mkt_hr", "m"),), 2: (("l2_mkt_hr", "m"), ("l2_sec_hr", "s")),
+            3: (("l3_mkt_hr", "m"), ("l3_sec_hr", "s"), ("l3_sub_hr", "u"))}
+    r = values["returns_gross"]
+    for level, pairs in legs.items():
+        hedge = np.zeros_like(r)
+        for hr_name, f in pairs:
+            hr_lag = np.full_like(r, np.nan)
+            hr_lag[1:] = values[hr_name][:-1]
+            hedge = hedge + hr_lag * etf_raw[f]
+        rebuilt = -hedge + values[f"l{level}_rr"]
+        with np.errstate(invalid="ignore"):
+            bad = np.isfinite(rebuilt) & (np.abs(rebuilt - r) > tol_rep * np.maximum(1.0, np.abs(r)))
+        if bad.any():
+            raise IdentityViolation(f"L{level} replication identity r = −ΣHR·f + rr fails on {int(bad.sum())} stock-days")
+
+
+def fit_cascade(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: pd.DataFrame | None = None, *,
+                market_etf: str = "SPY", window: int = 252, halflife: float | None = None,
+                min_obs: int | None = None, check: bool = True):
+    """Fit Model A (the L1/L2/L3 ETF cascade) for every stock and date.
+
+    returns: (T dates × N tickers) simple daily returns (decimal), NaN = no trade that day.
+    etf_returns: (T × E) daily returns of the market ETF and every ETF named in ``assignments``.
+    assignments: per ticker ``sector_etf``/``subsector_etf`` (index ticker), or dated rows with
+        ``ticker, valid_from, sector_etf, subsector_etf``; a missing ticker is hedged with the
+        market only. An ETF can be a ticker too (a sector ETF with no sector ETF of its own is
+        decomposed on SPY alone).
+    window: trading days in the rolling window; halflife: days, for exponential weights inside it.
+    min_obs: valid days needed for an estimate (default max(16, window // 4)).
+    check: assert the share and replication identities; a violation raises IdentityViolation.
+
+    Returns a :class:`~riskstrata.cascade.result.CascadeResult`.
+    """
+    from riskstrata.cascade.result import CascadeResult
+
+    params = CascadeParams(market_etf=market_etf, window=window, halflife=halflife, min_obs=min_obs)
+    inputs = prepare_inputs(returns, etf_returns, assignments, params)
+    engine = CascadeEngine(inputs, params)
+    T, N = len(inputs.dates), len(inputs.tickers)
+    values: dict[str, np.ndarray] = {}
+    for block in engine.blocks(check=check):
+        cols = inputs.tickers.get_indexer(block.tickers)
+        if check:
+            check_result_identities(block.values, engine.held_etf_returns(block.codes))
+        for key, arr in block.values.items():
+            target = values.setdefault(key, np.empty((T, N), dtype=arr.dtype))
+            target[:, cols] = arr
+    return CascadeResult(
+        dates=inputs.dates, tickers=inputs.tickers, values=values, codes=inputs.assignment.codes,
+        pairs=inputs.assignment.pairs, link_betas=engine.link_betas(),
+        params={"market_etf": market_etf, "window": window, "halflife": halflife,
+                "min_obs": params.min_obs_effective},
+        diagnostics=inputs.diagnostics)

@@ -1,0 +1,127 @@
+"""CascadeResult: the fitted Model A, field by field, with its diagnostics.
+
+Every field is a (dates × tickers) frame under its wire name (``result["l3_mkt_hr"]``);
+:meth:`CascadeResult.snapshot` gives one date as (tickers × fields), :meth:`to_long` the
+long table the store keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.attribution import Attribution, geometric_attribution
+from riskstrata.cascade.kernel import Flag, describe_flags
+from riskstrata.cascade.lstar import DEFAULT_SEGMENT, lstar, recommended_hedge_level
+from riskstrata.errors import DateOutOfRange, UnknownTicker
+
+# The wire fields of api-contract §6.1 this model produces, in display order.
+WIRE_FIELDS = [
+    "l1_mkt_hr", "l1_mkt_er", "l1_res_er", "l1_mkt_beta",
+    "l2_mkt_hr", "l2_sec_hr", "l2_mkt_er", "l2_sec_er", "l2_res_er", "l2_sec_beta",
+    "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr", "l3_mkt_er", "l3_sec_er", "l3_sub_er", "l3_res_er", "l3_sub_beta",
+    "l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr", "lstar_level", "lstar_rr",
+    "vol_23d", "vol_252d_ann", "stock_var",
+]
+EXTRA_FIELDS = ["returns_gross", "lambda_sm", "lambda_um", "lambda_us", "n_obs", "flags"]
+
+
+def etf_used(pairs: list[tuple[str | None, str | None]], codes: np.ndarray, flags: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Sector and subsector ETF actually used per (date, stock): None where the level fell back."""
+    sec_names = np.array([p[0] for p in pairs], dtype=object)
+    sub_names = np.array([p[1] for p in pairs], dtype=object)
+    sec = sec_names[codes]
+    sub = sub_names[codes]
+    sec = np.where((flags & (Flag.SECTOR_FALLBACK | Flag.COLLINEAR_SECTOR)) != 0, None, sec)
+    sub = np.where((flags & (Flag.SUBSECTOR_FALLBACK | Flag.COLLINEAR_SUBSECTOR)) != 0, None, sub)
+    return sec, sub
+
+
+@dataclass
+class CascadeResult:
+    """Fitted cascade. values[field]: (T, N) arrays aligned to ``dates`` × ``tickers``."""
+
+    dates: pd.DatetimeIndex
+    tickers: pd.Index
+    values: dict[str, np.ndarray]
+    codes: np.ndarray
+    pairs: list[tuple[str | None, str | None]]
+    link_betas: pd.DataFrame
+    params: dict
+    diagnostics: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def fields(self) -> list[str]:
+        return [f for f in WIRE_FIELDS + EXTRA_FIELDS if f in self.values]
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name in ("sector_etf", "subsector_etf"):
+            sec, sub = etf_used(self.pairs, self.codes, self.values["flags"])
+            return pd.DataFrame(sec if name == "sector_etf" else sub, index=self.dates, columns=self.tickers)
+        if name not in self.values:
+            raise KeyError(f"no field {name!r}; fields are {self.fields}")
+        return pd.DataFrame(self.values[name], index=self.dates, columns=self.tickers)
+
+    def _col(self, ticker: str) -> int:
+        try:
+            return int(self.tickers.get_loc(ticker))
+        except KeyError:
+            raise UnknownTicker(ticker, "not in this model's universe") from None
+
+    def _row(self, date: object | None) -> int:
+        if date is None:
+            return len(self.dates) - 1
+        ts = pd.Timestamp(date)
+        if ts < self.dates[0] or ts > self.dates[-1]:
+            raise DateOutOfRange(f"{ts.date()} is outside the fitted range {self.dates[0].date()}…{self.dates[-1].date()}")
+        return int(self.dates.searchsorted(ts, side="right")) - 1  # last trading day on or before
+
+    def snapshot(self, date: object | None = None) -> pd.DataFrame:
+        """One date (default: the last) as a (tickers × fields) frame, with ETFs used and reasons."""
+        i = self._row(date)
+        frame = pd.DataFrame({f: self.values[f][i] for f in self.fields}, index=self.tickers)
+        sec, sub = etf_used(self.pairs, self.codes[i:i + 1], self.values["flags"][i:i + 1])
+        frame["sector_etf"], frame["subsector_etf"] = sec[0], sub[0]
+        frame["notes"] = ["; ".join(describe_flags(f)) for f in frame["flags"]]
+        frame.attrs["date"] = self.dates[i]
+        return frame
+
+    def history(self, ticker: str, fields: list[str] | None = None) -> pd.DataFrame:
+        """One stock's fields over time (dates × fields)."""
+        j = self._col(ticker)
+        names = fields or self.fields
+        return pd.DataFrame({f: self.values[f][:, j] for f in names}, index=self.dates)
+
+    def to_long(self) -> pd.DataFrame:
+        """Long table (date, ticker, fields…, sector_etf, subsector_etf), one row per stock-day with data."""
+        has_data = np.isfinite(self.values["returns_gross"]) | np.isfinite(self.values["l1_mkt_hr"])
+        t_idx, n_idx = np.nonzero(has_data)
+        sec, sub = etf_used(self.pairs, self.codes, self.values["flags"])
+        frame = pd.DataFrame({"date": self.dates[t_idx], "ticker": self.tickers[n_idx]})
+        for f in self.fields:
+            frame[f] = self.values[f][t_idx, n_idx]
+        frame["sector_etf"] = sec[t_idx, n_idx]
+        frame["subsector_etf"] = sub[t_idx, n_idx]
+        return frame
+
+    # ------------------------------------------------------------------ derived views
+    def lstar(self, threshold: float) -> dict[str, pd.DataFrame]:
+        """L* history for a custom θ: {'lstar_level', 'lstar_rr'} as (dates × tickers) frames."""
+        out = lstar(self.values, threshold)
+        return {k: pd.DataFrame(v, index=self.dates, columns=self.tickers) for k, v in out.items()}
+
+    def recommended_hedge_level(self, segment: str = DEFAULT_SEGMENT) -> pd.DataFrame:
+        """Economic hedge level (1/2/3) per date and stock for a user segment's leverage cap."""
+        return pd.DataFrame(recommended_hedge_level(self.values, segment), index=self.dates, columns=self.tickers)
+
+    def attribution(self, ticker: str, start: object | None = None, end: object | None = None) -> Attribution:
+        """Geometric market/sector/subsector/residual bridge for one stock over [start, end]."""
+        h = self.history(ticker, ["returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"])
+        h = h.loc[pd.Timestamp(start) if start else None: pd.Timestamp(end) if end else None]
+        if h.empty:
+            raise DateOutOfRange(f"no dates between {start} and {end}")
+        return geometric_attribution(h["returns_gross"], h["l1_cfr"], h["l2_cfr"], h["l3_cfr"])
