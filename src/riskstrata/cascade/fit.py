@@ -29,6 +29,7 @@ ER_FIELDS = ["l1_mkt_er", "l1_res_er", "l2_mkt_er", "l2_sec_er", "l2_res_er",
 BETA_FIELDS = ["l1_mkt_beta", "l2_sec_beta", "l3_sub_beta"]
 LINK_FIELDS = ["lambda_sm", "lambda_um", "lambda_us"]
 RETURN_FIELDS = ["l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr", "lstar_rr"]
+LAGGED_FIELDS = frozenset(["l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr"])
 VOL_FIELDS = ["stock_var", "vol_23d", "vol_252d_ann"]
 FLOAT_FIELDS = HR_FIELDS + ER_FIELDS + BETA_FIELDS + LINK_FIELDS + RETURN_FIELDS + VOL_FIELDS + [
     "returns_gross", "n_obs"]
@@ -316,31 +317,37 @@ class CascadeEngine:
                 est[f"l{k}_rr"] = r_raw - f
 
     # ------------------------------------------------------------------ blocks
-    def blocks(self, block_size: int = 512, check: bool = True) -> Iterator[CascadeBlock]:
-        """Yield results for blocks of stocks grouped by their latest ETF pair."""
+    def blocks(self, block_size: int = 1024, check: bool = True) -> Iterator[CascadeBlock]:
+        """Yield results for blocks of stocks that share their latest ETF pair (≤ block_size each)."""
         codes = self.inputs.assignment.codes
         home = codes[-1] if len(codes) else np.zeros(0, dtype=np.int32)
-        order = np.argsort(home, kind="stable")
-        for start in range(0, len(order), block_size):
-            cols = order[start:start + block_size]
-            yield self._block(cols, check)
+        for code in np.unique(home):
+            members = np.flatnonzero(home == code)
+            for start in range(0, len(members), block_size):
+                yield self._block(members[start:start + block_size], check)
 
     def _block(self, cols: np.ndarray, check: bool) -> CascadeBlock:
         codes = self.inputs.assignment.codes[:, cols]
+        static = (codes == codes[:1]).all(axis=0)
         values: dict[str, np.ndarray] = {}
-        for code in np.unique(codes):
+        present = np.unique(codes)
+        if len(present) == 1:  # the usual block: one ETF pair for every stock on every date
+            values = self._solve_pair(int(present[0]), cols, check)
+            present = present[:0]
+        for code in present:
             users = np.flatnonzero((codes == code).any(axis=0))
             est = self._solve_pair(int(code), cols[users], check)
-            on = codes[:, users] == code
-            # Returns on day t follow the pair held at t−1 (the hedge that was on).
-            on_lag = np.vstack([on[:1], on[:-1]])
+            fixed, moving = users[static[users]], np.flatnonzero(~static[users])
             for key, arr in est.items():
-                target = values.setdefault(key, np.full((self.T, len(cols)),
-                                                        0 if arr.dtype.kind == "i" else np.nan, dtype=arr.dtype))
-                use = on_lag if key in ("l1_cfr", "l2_cfr", "l3_cfr", "l1_rr", "l2_rr", "l3_rr") else on
-                sub = target[:, users]
-                sub[use] = arr[use]
-                target[:, users] = sub
+                target = values.get(key)
+                if target is None:  # every (date, stock) is covered by exactly one pair
+                    target = values[key] = np.empty((self.T, len(cols)), dtype=arr.dtype)
+                target[:, fixed] = arr[:, static[users]]
+                for j in moving:  # reclassified stocks: take each date from the pair held then
+                    on = codes[:, users[j]] == code
+                    if key in LAGGED_FIELDS:  # returns on day t follow the hedge held at t−1
+                        on = np.concatenate([on[:1], on[:-1]])
+                    target[on, users[j]] = arr[on, j]
         r_raw = self.inputs.returns[:, cols]
         values["returns_gross"] = r_raw.copy()
         values.update(_volatility(r_raw))

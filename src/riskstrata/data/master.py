@@ -1,0 +1,476 @@
+"""The point-in-time security master.
+
+A *security* has a stable ``security_id`` and one or more dated *records*
+``[valid_from, valid_to]`` (both inclusive, ``valid_to`` NaT = still valid) carrying the ticker,
+name, asset type and shares outstanding of that period. Tickers change (renames) and get
+recycled by unrelated companies, so every lookup takes an ``as_of`` date and a ticker never
+merges two securities into one history.
+
+Stable id, strongest available: FIGI, else ISIN, else ``TKR:<ticker>``; a later, different
+security on a recycled ticker gets ``TKR:<ticker>:<valid_from YYYYMMDD>``. Ids never change once
+assigned.
+
+Table ``securities`` in the store holds the records, one row each, columns
+:data:`SECURITY_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.data.store import Store
+from riskstrata.errors import DataValidationError, UnknownTicker
+
+__all__ = [
+    "ASSET_TYPES",
+    "MIN_DATE",
+    "SECURITY_COLUMNS",
+    "SecurityMaster",
+    "clip_intervals",
+    "guess_asset_type",
+    "read_securities_file",
+]
+
+SECURITY_COLUMNS = [
+    "security_id", "figi", "isin", "ticker", "name", "asset_type",
+    "valid_from", "valid_to", "shares_outstanding",
+]  # fmt: skip
+ASSET_TYPES = ("stock", "etf", "index", "rate")
+# "Since forever": the valid_from of records whose start is unknown (undated files).
+MIN_DATE = pd.Timestamp("1900-01-01")
+_FAR_FUTURE = pd.Timestamp("2262-01-01")  # stands in for an open valid_to in comparisons
+_FAR_PAST = pd.Timestamp("1678-01-01")
+_DAY = pd.Timedelta(days=1)
+# Prices that run up to within this many calendar days of a ticker-based security's first record
+# are the same listing seen earlier (a backfill), not a recycled ticker: a week-long holiday
+# closure plus a weekend is the longest normal pause in trading.
+CONTIGUOUS_DAYS = 10
+_RATE_TICKERS = frozenset({"^IRX", "^FVX", "^TNX", "^TYX"})
+_STR_COLUMNS = ["security_id", "figi", "isin", "ticker", "name", "asset_type"]
+
+AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
+
+
+def guess_asset_type(ticker: str) -> str:
+    """Default asset type from a ticker alone: Yahoo ``^`` symbols are yields or indices."""
+    if "^" in ticker:
+        return "rate" if ticker in _RATE_TICKERS else "index"
+    return "stock"
+
+
+def _asset_types(tickers: pd.Series, hint: AssetTypeHint) -> pd.Series:
+    if isinstance(hint, str):
+        return pd.Series(hint, index=tickers.index, dtype="str")
+    if hint is None:
+        return tickers.map(guess_asset_type).astype("str")
+    if isinstance(hint, Mapping):
+        return tickers.map(lambda t: hint.get(t) or guess_asset_type(t)).astype("str")
+    return tickers.map(hint).astype("str")
+
+
+def _clean_str(s: pd.Series) -> pd.Series:
+    return s.astype("str").str.strip().replace("", np.nan)
+
+
+def _to_dates(s: pd.Series) -> pd.Series:
+    """Dates at midnight as ``datetime64[ns]`` (unparsable → NaT)."""
+    return pd.to_datetime(s, errors="coerce", format="mixed").dt.tz_localize(None).dt.normalize().astype(
+        "datetime64[ns]"
+    )
+
+
+def _open_end(valid_to: pd.Series) -> pd.Series:
+    return valid_to.fillna(_FAR_FUTURE)
+
+
+def clip_intervals(df: pd.DataFrame, by: str | list[str], *, clip_explicit: bool) -> pd.DataFrame:
+    """Chain dated records within each ``by`` group so they do not overlap.
+
+    Sorted by ``valid_from``, an open record (``valid_to`` NaT) followed by another is closed
+    the day before the next one starts. With ``clip_explicit`` an explicit ``valid_to`` that
+    runs into the next record is cut too (a newer record wins), and records left empty are
+    dropped. Returns a new frame sorted by ``by`` then ``valid_from``.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    out = df.sort_values([*by, "valid_from"], kind="stable").reset_index(drop=True)
+    next_from = out.groupby(by, sort=False, dropna=False)["valid_from"].shift(-1)
+    cut = next_from - _DAY
+    has_next = next_from.notna()
+    if clip_explicit:
+        clip = has_next & (_open_end(out["valid_to"]) > cut)
+    else:
+        clip = has_next & out["valid_to"].isna()
+    out.loc[clip, "valid_to"] = cut[clip]
+    keep = out["valid_to"].isna() | (out["valid_to"] >= out["valid_from"])
+    return out.loc[keep].reset_index(drop=True)
+
+
+def _describe_spans(rows: pd.DataFrame) -> str:
+    spans = []
+    for sid, vf, vt in rows[["security_id", "valid_from", "valid_to"]].itertuples(index=False):
+        end = "open" if pd.isna(vt) else f"{vt:%Y-%m-%d}"
+        spans.append(f"{sid} {vf:%Y-%m-%d}..{end}")
+    return "; ".join(spans)
+
+
+class SecurityMaster:
+    """Securities and their dated records; immutable (``upsert``/``ensure_tickers`` return new masters).
+
+    Parameters
+    ----------
+    records:
+        One row per dated record with at least ``ticker`` and ``valid_from``; the other columns
+        of :data:`SECURITY_COLUMNS` are optional. Rows without ``security_id`` get one from FIGI,
+        ISIN or the ticker (ticker-only rows of one ticker form one security while their dates
+        are contiguous; a gap starts a new security, i.e. a recycled ticker).
+
+    Raises
+    ------
+    DataValidationError
+        Missing ticker/valid_from, unknown asset type, ``valid_to`` before ``valid_from``,
+        overlapping records of one security, or two securities holding a ticker on the same day.
+    """
+
+    def __init__(self, records: pd.DataFrame) -> None:
+        recs = _normalize(records)
+        recs = _assign_ids(recs, existing=None)
+        recs = clip_intervals(recs, "security_id", clip_explicit=False)
+        _check_overlaps(recs)
+        self._records = recs.sort_values(["ticker", "valid_from"], kind="stable").reset_index(drop=True)
+        self._by_ticker: dict[str, np.ndarray] = self._records.groupby("ticker", sort=False).indices
+        self._by_id: dict[str, np.ndarray] = self._records.groupby("security_id", sort=False).indices
+
+    # ------------------------------------------------------------------ construction / storage
+
+    @classmethod
+    def empty(cls) -> SecurityMaster:
+        return cls(pd.DataFrame(columns=SECURITY_COLUMNS))
+
+    @classmethod
+    def from_store(cls, store: Store) -> SecurityMaster:
+        """The master in table ``securities`` of ``store``; an empty master if there is none."""
+        if not store.has_table("securities"):
+            return cls.empty()
+        return cls(store.read_table("securities"))
+
+    def to_store(self, store: Store) -> None:
+        """Replace table ``securities`` with this master (atomically)."""
+        store.write_table("securities", self.records)
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """A copy of all records, columns :data:`SECURITY_COLUMNS`, sorted by ticker, valid_from."""
+        return self._records.copy()
+
+    def __len__(self) -> int:
+        return int(self._records["security_id"].nunique())
+
+    def __repr__(self) -> str:
+        return f"SecurityMaster({len(self)} securities, {len(self._records)} records)"
+
+    # ------------------------------------------------------------------ point-in-time lookups
+
+    def resolve(self, ticker: str, as_of: Any) -> str:
+        """The security holding ``ticker`` on ``as_of``; raises :class:`UnknownTicker` otherwise,
+        saying on which dates the ticker is known, if any."""
+        ticker = str(ticker).strip().upper()
+        day = pd.Timestamp(as_of).normalize()
+        rows = self._rows(self._by_ticker.get(ticker))
+        hit = rows[(rows["valid_from"] <= day) & (_open_end(rows["valid_to"]) >= day)]
+        if len(hit):
+            return str(hit["security_id"].iloc[0])
+        if rows.empty:
+            raise UnknownTicker(ticker, "not in the security master")
+        raise UnknownTicker(
+            ticker, f"no security holds it on {day:%Y-%m-%d}; it is held by {_describe_spans(rows)}"
+        )
+
+    def resolve_many(self, tickers: Sequence[str], as_of: Any) -> pd.Series:
+        """``tickers`` → security id on ``as_of`` (NaN where unknown); indexed by the tickers given."""
+        tickers = list(tickers)
+        day = pd.Timestamp(as_of).normalize()
+        ids = self.resolve_rows(pd.Series(tickers, dtype="str"), pd.Series(day, index=range(len(tickers))))
+        return pd.Series(ids, index=pd.Index(tickers, name="ticker"), name="security_id")
+
+    def resolve_rows(self, tickers: pd.Series, dates: pd.Series) -> np.ndarray:
+        """Row-wise point-in-time resolution, vectorised.
+
+        tickers, dates: (n,) aligned series (tickers already upper-case). Returns (n,) object
+        array of security ids, NaN where no security holds the ticker on that row's date.
+        """
+        n = len(tickers)
+        out = np.full(n, np.nan, dtype=object)
+        if n == 0 or self._records.empty:
+            return out
+        left = pd.DataFrame(
+            {"ticker": np.asarray(tickers, dtype=object), "date": _to_dates(pd.Series(np.asarray(dates))), "pos": np.arange(n)}
+        )
+        left = left[left["ticker"].notna() & left["date"].notna()]
+        left["ticker"] = left["ticker"].astype("str")
+        right = self._records[["ticker", "valid_from", "valid_to", "security_id"]].sort_values("valid_from")
+        # Records of one ticker never overlap (checked on construction), so the latest record
+        # starting on or before the date is the only candidate; it holds if not yet ended.
+        hit = pd.merge_asof(
+            left.sort_values("date"), right, left_on="date", right_on="valid_from", by="ticker", direction="backward"
+        )
+        ok = hit["security_id"].notna() & (hit["date"] <= _open_end(hit["valid_to"]))
+        out[hit.loc[ok, "pos"].to_numpy()] = hit.loc[ok, "security_id"].to_numpy(dtype=object)
+        return out
+
+    def latest_holders(self, tickers: Sequence[str]) -> pd.Series:
+        """ticker → the security of its most recent record (NaN if unknown), for undated data."""
+        last = self._records.sort_values("valid_from").groupby("ticker")["security_id"].last()
+        idx = pd.Index([str(t).strip().upper() for t in tickers], name="ticker")
+        return last.reindex(idx).rename("security_id")
+
+    def record(self, security_id: str, as_of: Any) -> pd.Series:
+        """The record of ``security_id`` valid on ``as_of`` (a row of :data:`SECURITY_COLUMNS`)."""
+        day = pd.Timestamp(as_of).normalize()
+        rows = self._rows(self._by_id.get(security_id))
+        hit = rows[(rows["valid_from"] <= day) & (_open_end(rows["valid_to"]) >= day)]
+        if hit.empty:
+            detail = "not in the security master" if rows.empty else (
+                f"security has no record on {day:%Y-%m-%d}; records: {_describe_spans(rows)}"
+            )
+            raise UnknownTicker(security_id, detail)
+        return hit.iloc[0].copy()
+
+    def ticker_of(self, security_id: str, as_of: Any) -> str:
+        """The ticker ``security_id`` traded under on ``as_of``."""
+        return str(self.record(security_id, as_of)["ticker"])
+
+    def snapshot(self, as_of: Any) -> pd.DataFrame:
+        """All records valid on ``as_of``, one per security, sorted by ticker."""
+        day = pd.Timestamp(as_of).normalize()
+        r = self._records
+        return r[(r["valid_from"] <= day) & (_open_end(r["valid_to"]) >= day)].reset_index(drop=True)
+
+    def _rows(self, idx: np.ndarray | None) -> pd.DataFrame:
+        return self._records.iloc[idx] if idx is not None else self._records.iloc[:0]
+
+    # ------------------------------------------------------------------ updates
+
+    def upsert(self, records: pd.DataFrame) -> SecurityMaster:
+        """Merge new dated records; a record with the same (security_id, valid_from) replaces the
+        old one and a newer record cuts short an older one it overlaps. Idempotent.
+
+        Rows without ids are matched to the security holding their ticker on ``valid_from``;
+        a rename is a record with the same FIGI/ISIN (or security_id) and the new ticker.
+        """
+        new = _assign_ids(_normalize(records), existing=self)
+        if new.empty:
+            return self
+        old = self._records
+        key_new = pd.MultiIndex.from_frame(new[["security_id", "valid_from"]])
+        key_old = pd.MultiIndex.from_frame(old[["security_id", "valid_from"]])
+        merged = pd.concat([old[~key_old.isin(key_new)], new], ignore_index=True)
+        return SecurityMaster(clip_intervals(merged, "security_id", clip_explicit=True))
+
+    def ensure_tickers(self, tickers_with_dates: pd.DataFrame, asset_type_hint: AssetTypeHint = None) -> SecurityMaster:
+        """Make sure every ticker seen in data has a security for the dates it was seen.
+
+        tickers_with_dates: columns ``ticker, first_date, last_date`` (dates seen in the data).
+        The part of each span no record covers gets a new ticker-based security, open-ended if
+        nothing follows it — except that data running up to (within ``CONTIGUOUS_DAYS``) the first
+        record of a ticker-based security extends that security back (a backfill, not a new
+        listing). Records that exist are left alone; calling it again changes nothing.
+        asset_type_hint: one type for all, a ticker → type mapping, or a callable; default
+        :func:`guess_asset_type`.
+        """
+        spans = tickers_with_dates.rename(columns=str.lower)
+        missing = {"ticker", "first_date", "last_date"} - set(spans.columns)
+        if missing:
+            raise DataValidationError(f"ensure_tickers needs columns ticker, first_date, last_date; missing {sorted(missing)}")
+        spans = pd.DataFrame(
+            {
+                "ticker": _clean_str(spans["ticker"]).str.upper(),
+                "first_date": _to_dates(spans["first_date"]),
+                "last_date": _to_dates(spans["last_date"]),
+            }
+        ).dropna()
+        if spans.empty:
+            return self
+        known = spans["ticker"].isin(self._by_ticker.keys())
+        # Tickers never seen: one new open-ended security each (the common, vectorised case).
+        fresh = spans[~known].groupby("ticker", as_index=False)["first_date"].min()
+        new_parts = [fresh.rename(columns={"first_date": "valid_from"}).assign(valid_to=pd.NaT)]
+        extend: dict[int, pd.Timestamp] = {}  # record row → new valid_from
+        # Tickers with records: fill the uncovered parts, one ticker at a time (rare: few tickers).
+        for ticker, group in spans[known].groupby("ticker"):
+            pieces, ext = self._uncovered(ticker, group)
+            new_parts.append(pieces)
+            extend.update(ext)
+        new = pd.concat(new_parts, ignore_index=True)
+        if new.empty and not extend:
+            return self
+        recs = self._records.copy()
+        for row, start in extend.items():
+            recs.loc[row, "valid_from"] = start
+        if not new.empty:
+            new["asset_type"] = _asset_types(new["ticker"], asset_type_hint).to_numpy()
+            new["security_id"] = _ticker_ids(new, used=set(self._by_id))
+            recs = pd.concat([recs, new], ignore_index=True)
+        return SecurityMaster(recs)
+
+    def _uncovered(self, ticker: str, spans: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.Timestamp]]:
+        """New records for the parts of ``spans`` no record of ``ticker`` covers, and backfill
+        extensions {record row: new valid_from} of ticker-based securities."""
+        idx = self._by_ticker[ticker]
+        rows = self._records.iloc[idx].sort_values("valid_from")
+        starts = rows["valid_from"].tolist()
+        ends = _open_end(rows["valid_to"]).tolist()
+        # Gaps between records: (gap_start, gap_end, position of the record after the gap or None).
+        gaps = [(_FAR_PAST, starts[0] - _DAY, 0)]
+        gaps += [(ends[i] + _DAY, starts[i + 1] - _DAY, i + 1) for i in range(len(starts) - 1)]
+        if ends[-1] < _FAR_FUTURE:
+            gaps.append((ends[-1] + _DAY, _FAR_FUTURE, None))
+        new, ext = [], {}
+        for gap_start, gap_end, after in gaps:
+            lo = spans["first_date"].clip(lower=gap_start)
+            hi = spans["last_date"].clip(upper=gap_end)
+            hit = lo <= hi
+            if gap_start > gap_end or not hit.any():
+                continue
+            first, last = lo[hit].min(), hi[hit].max()
+            if after is None:
+                new.append({"ticker": ticker, "valid_from": first, "valid_to": pd.NaT})
+                continue
+            nxt = rows.iloc[after]
+            sid = str(nxt["security_id"])
+            first_of_sid = self._records.iloc[self._by_id[sid]]["valid_from"].min() == nxt["valid_from"]
+            if sid.startswith("TKR:") and first_of_sid and (nxt["valid_from"] - last).days <= CONTIGUOUS_DAYS:
+                ext[int(nxt.name)] = first  # records are RangeIndex-ed, so the label is the row
+            else:
+                new.append({"ticker": ticker, "valid_from": first, "valid_to": gap_end})
+        return pd.DataFrame(new, columns=["ticker", "valid_from", "valid_to"]), ext
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _normalize(records: pd.DataFrame) -> pd.DataFrame:
+    """Records with exactly :data:`SECURITY_COLUMNS`, typed, tickers upper-case; validated."""
+    df = records.rename(columns=lambda c: str(c).strip().lower()).copy()
+    for col in SECURITY_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    out = pd.DataFrame(index=df.index)
+    for col in _STR_COLUMNS:
+        out[col] = _clean_str(df[col])
+    out["ticker"] = out["ticker"].str.upper()
+    out["asset_type"] = out["asset_type"].str.lower().fillna("stock")
+    out["valid_from"] = _to_dates(df["valid_from"])
+    out["valid_to"] = _to_dates(df["valid_to"])
+    out["shares_outstanding"] = pd.to_numeric(df["shares_outstanding"], errors="coerce").astype("float64")
+    out = out[SECURITY_COLUMNS].reset_index(drop=True)
+
+    problems = []
+    for what, bad in [
+        ("no ticker", out["ticker"].isna()),
+        ("no or unparsable valid_from", out["valid_from"].isna()),
+        ("valid_to before valid_from", out["valid_to"] < out["valid_from"]),
+        (f"asset_type not one of {ASSET_TYPES}", ~out["asset_type"].isin(ASSET_TYPES)),
+    ]:
+        if bad.any():
+            rows = (np.flatnonzero(bad.to_numpy()) + 1)[:5].tolist()
+            problems.append(f"{int(bad.sum())} record(s) with {what} (rows {rows})")
+    if problems:
+        raise DataValidationError("invalid security records: " + "; ".join(problems))
+    return out
+
+
+def _ticker_ids(new: pd.DataFrame, used: set[str]) -> np.ndarray:
+    """Ticker-based ids for new securities: ``TKR:<t>`` for the earliest new one of a ticker if
+    free, else ``TKR:<t>:<valid_from YYYYMMDD>`` (a recycled ticker)."""
+    order = new.sort_values(["ticker", "valid_from"]).index
+    ids = pd.Series(index=new.index, dtype=object)
+    first = ~new.loc[order, "ticker"].duplicated()
+    plain = "TKR:" + new.loc[order, "ticker"]
+    dated = plain + ":" + new.loc[order, "valid_from"].dt.strftime("%Y%m%d")
+    use_plain = first & ~plain.isin(used)
+    ids.loc[order] = np.where(use_plain, plain, dated)
+    return ids.to_numpy(dtype=object)
+
+
+def _assign_ids(recs: pd.DataFrame, existing: SecurityMaster | None) -> pd.DataFrame:
+    """Fill missing ``security_id``: FIGI, else ISIN, else ticker-based (see :class:`SecurityMaster`)."""
+    recs = recs.copy()
+    sid = recs["security_id"].fillna(recs["figi"]).fillna(recs["isin"])
+    recs["security_id"] = sid
+    bare = sid.isna()
+    if not bare.any():
+        return recs
+    # Ticker-only rows: one security per run of contiguous records of a ticker.
+    b = recs.loc[bare].sort_values(["ticker", "valid_from"])
+    prev_end = b.groupby("ticker")["valid_to"].shift(1)
+    prev_open = prev_end.isna() & b["ticker"].duplicated()
+    new_run = ~b["ticker"].duplicated() | (~prev_open & (b["valid_from"] > prev_end + _DAY))
+    run = new_run.cumsum()
+    starts = b[new_run][["ticker", "valid_from"]].assign(run=run[new_run].to_numpy())
+    run_id = pd.Series(np.nan, index=starts.index, dtype=object)
+    used: set[str] = set(recs["security_id"].dropna())
+    if existing is not None and len(existing._records):
+        # A ticker-only update belongs to the security already holding the ticker on that date.
+        held = existing.resolve_rows(starts["ticker"], starts["valid_from"])
+        run_id[:] = held
+        used |= set(existing._by_id)
+    unmatched = run_id.isna()
+    if unmatched.any():
+        run_id[unmatched] = _ticker_ids(starts[unmatched], used)
+    by_run = pd.Series(run_id.to_numpy(), index=starts["run"].to_numpy())
+    recs.loc[b.index, "security_id"] = by_run.reindex(run.to_numpy()).to_numpy()
+    return recs
+
+
+def _check_overlaps(recs: pd.DataFrame) -> None:
+    """Raise DataValidationError if one security has overlapping records or two securities hold
+    the same ticker on the same day."""
+    problems = []
+    for key, label in [("security_id", "security"), ("ticker", "ticker")]:
+        r = recs.sort_values([key, "valid_from"], kind="stable")
+        end = _open_end(r["valid_to"])
+        prev_max_end = end.groupby(r[key]).cummax().groupby(r[key]).shift(1)
+        clash = r["valid_from"] <= prev_max_end
+        if key == "ticker":
+            # Consecutive records of one security never overlap once the first check passed.
+            clash &= r["security_id"] != r.groupby(key)["security_id"].shift(1)
+        for name in r.loc[clash, key].unique()[:5]:
+            rows = r[r[key] == name]
+            what = "has overlapping records" if label == "security" else "is held by two securities on the same day"
+            problems.append(f"{label} {name!r} {what}: {_describe_spans(rows)}")
+    if problems:
+        raise DataValidationError("security master conflict: " + " | ".join(problems))
+
+
+def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read security records from CSV or Parquet.
+
+    Columns (case-insensitive): ``ticker`` (required), optional ``security_id``, ``figi``,
+    ``isin``, ``name``, ``asset_type`` (default stock), ``valid_from`` (default
+    :data:`MIN_DATE`: valid since forever), ``valid_to`` (empty = open), ``shares_outstanding``.
+    Returns a frame for :class:`SecurityMaster` / :meth:`SecurityMaster.upsert`.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:  # any reader failure is a bad file from the user's point of view
+        raise DataValidationError(f"cannot read securities file {path}: {exc}") from exc
+    df = df.rename(columns=lambda c: str(c).strip().lower().replace(" ", "_"))
+    if "ticker" not in df.columns and "symbol" in df.columns:
+        df = df.rename(columns={"symbol": "ticker"})
+    if "ticker" not in df.columns:
+        raise DataValidationError(f"securities file {path} has no ticker column (columns: {list(df.columns)})")
+    if "valid_from" not in df.columns:
+        df["valid_from"] = MIN_DATE
+    df["valid_from"] = df["valid_from"].where(df["valid_from"].notna(), MIN_DATE)
+    keep = [c for c in SECURITY_COLUMNS if c in df.columns]
+    return df[keep].reset_index(drop=True)
