@@ -40,6 +40,24 @@ def etf_used(pairs: list[tuple[str | None, str | None]], codes: np.ndarray, flag
     return sec, sub
 
 
+def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.ndarray], codes: np.ndarray,
+               pairs: list[tuple[str | None, str | None]], key: str = "ticker") -> pd.DataFrame:
+    """(T, n) field arrays → long rows (date, <key>, fields…, sector_etf, subsector_etf).
+
+    Keeps the stock-days with a return or an estimate; a stock's days before listing are dropped.
+    """
+    has_data = np.isfinite(values["returns_gross"]) | np.isfinite(values["l1_mkt_hr"])
+    t_idx, n_idx = np.nonzero(has_data)
+    sec, sub = etf_used(pairs, codes, values["flags"])
+    frame = pd.DataFrame({"date": dates[t_idx], key: np.asarray(tickers)[n_idx]})
+    for f in WIRE_FIELDS + EXTRA_FIELDS:
+        if f in values:
+            frame[f] = values[f][t_idx, n_idx]
+    frame["sector_etf"] = sec[t_idx, n_idx]
+    frame["subsector_etf"] = sub[t_idx, n_idx]
+    return frame
+
+
 @dataclass
 class CascadeResult:
     """Fitted cascade. values[field]: (T, N) arrays aligned to ``dates`` × ``tickers``."""
@@ -98,15 +116,7 @@ class CascadeResult:
 
     def to_long(self) -> pd.DataFrame:
         """Long table (date, ticker, fields…, sector_etf, subsector_etf), one row per stock-day with data."""
-        has_data = np.isfinite(self.values["returns_gross"]) | np.isfinite(self.values["l1_mkt_hr"])
-        t_idx, n_idx = np.nonzero(has_data)
-        sec, sub = etf_used(self.pairs, self.codes, self.values["flags"])
-        frame = pd.DataFrame({"date": self.dates[t_idx], "ticker": self.tickers[n_idx]})
-        for f in self.fields:
-            frame[f] = self.values[f][t_idx, n_idx]
-        frame["sector_etf"] = sec[t_idx, n_idx]
-        frame["subsector_etf"] = sub[t_idx, n_idx]
-        return frame
+        return long_frame(self.dates, self.tickers, self.values, self.codes, self.pairs)
 
     # ------------------------------------------------------------------ derived views
     def lstar(self, threshold: float) -> dict[str, pd.DataFrame]:

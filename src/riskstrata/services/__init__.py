@@ -1,0 +1,1 @@
+"""Services: store-backed operations shared by the CLI and the REST API."""

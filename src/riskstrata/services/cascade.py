@@ -1,0 +1,295 @@
+"""Model A over the store: build a version, and answer per-ticker questions from it.
+
+The CLI and (later) the REST API call these functions; they never do math themselves.
+Stocks are keyed by ``security_id`` inside the build (a recycled ticker stays two securities);
+the stored rows also carry the ticker each security traded under on that date.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.fit import CascadeEngine, CascadeParams, check_result_identities, prepare_inputs
+from riskstrata.cascade.kernel import describe_flags
+from riskstrata.cascade.lstar import DEFAULT_SEGMENT, LSTAR_THRESHOLD, lstar_level, recommended_hedge_level
+from riskstrata.cascade.attribution import Attribution, geometric_attribution
+from riskstrata.cascade.result import WIRE_FIELDS, long_frame
+from riskstrata.data.master import SecurityMaster
+from riskstrata.data.registry import EtfRegistry, infer_assignments
+from riskstrata.data.store import Store
+from riskstrata.errors import DateOutOfRange, InsufficientHistory, StoreError
+
+MODEL = "cascade"
+LINK_MODEL = "cascade_link_betas"
+ASSIGNMENT_COLUMNS = ["security_id", "ticker", "valid_from", "sector_etf", "subsector_etf", "assignment_source", "note"]
+
+
+@dataclass
+class MarketInputs:
+    """What the engine needs, read from the store.
+
+    returns: (T dates × N security_id) daily returns; etf_returns: (T × E) by ETF ticker;
+    assignments: dated rows (security_id as ``ticker``, valid_from, sector_etf, subsector_etf).
+    """
+
+    returns: pd.DataFrame
+    etf_returns: pd.DataFrame
+    assignments: pd.DataFrame
+    tickers: pd.DataFrame  # security_id, ticker, valid_from, valid_to (who traded under what)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_market_inputs(store: Store, registry: EtfRegistry | None = None, start: object | None = None,
+                       end: object | None = None) -> MarketInputs:
+    """Returns, ETF returns and dated ETF assignments from the store's prices and classifications."""
+    registry = registry or EtfRegistry.default()
+    if not store.has_table("prices"):
+        raise StoreError(f"no prices in store {store.root}: run `riskstrata ingest prices FILE` first")
+    where, params = [], []
+    if start is not None:
+        where.append("date >= ?")
+        params.append(pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        where.append("date <= ?")
+        params.append(pd.Timestamp(end).to_pydatetime())
+    prices = store.read_table("prices", columns=["security_id", "date", "ret"],
+                              where=" AND ".join(where) or None, params=params or None)
+    if prices.empty:
+        raise DateOutOfRange("no prices in the requested date range")
+    returns = prices.pivot(index="date", columns="security_id", values="ret").sort_index()
+    returns.index = pd.DatetimeIndex(returns.index)
+    master = SecurityMaster.from_store(store)
+    records = master.records
+    notes: list[str] = []
+
+    # ETF returns by ticker, from the security each ETF ticker names at the end of the range.
+    last_day = returns.index[-1]
+    etf_ids = master.resolve_many(registry.etfs(), last_day).dropna()
+    etf_ids = etf_ids[etf_ids.isin(returns.columns)]
+    if registry.market_etf not in etf_ids.index:
+        raise StoreError(f"the market ETF {registry.market_etf} has no prices in the store; ingest it first")
+    etf_returns = returns[etf_ids.to_numpy()].set_axis(etf_ids.index.to_list(), axis=1)
+    available = set(etf_returns.columns)
+
+    assignments = _assignments(store, registry, records, returns, etf_returns, etf_ids, notes)
+    # An ETF the registry names but the store lacks: fall back one level rather than fail.
+    for col in ("subsector_etf", "sector_etf"):
+        missing = assignments[col].notna() & ~assignments[col].isin(available)
+        if missing.any():
+            notes.append(f"{int(missing.sum())} assignments name {col.replace('_', ' ')}s with no prices "
+                         f"({sorted(assignments.loc[missing, col].unique())[:8]}); that level falls back")
+            if col == "subsector_etf":
+                assignments.loc[missing, col] = assignments.loc[missing, "sector_etf"]
+            else:
+                assignments.loc[missing, col] = None
+    bad_sub = assignments["subsector_etf"].notna() & ~assignments["subsector_etf"].isin(available)
+    assignments.loc[bad_sub, "subsector_etf"] = None
+    tickers = records[["security_id", "ticker", "valid_from", "valid_to"]]
+    return MarketInputs(returns, etf_returns, assignments, tickers, notes)
+
+
+def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, returns: pd.DataFrame,
+                 etf_returns: pd.DataFrame, etf_ids: pd.Series, notes: list[str]) -> pd.DataFrame:
+    """Dated assignments per security: classifications via the registry, ETFs via their parents,
+    and the data-driven fallback (flagged ``inferred``) for stocks with neither."""
+    frames = []
+    if store.has_table("classifications"):
+        cls = store.read_table("classifications")
+        cls = cls[cls["security_id"].isin(returns.columns)]
+        assigned = registry.assign(cls)
+        frames.append(assigned.assign(valid_from=pd.to_datetime(assigned["valid_from"])))
+    etf_rows = pd.DataFrame({"security_id": etf_ids.to_numpy(), "ticker": etf_ids.index})
+    if len(etf_rows):
+        parents = [registry.parent_of(t) for t in etf_rows["ticker"]]
+        frames.append(etf_rows.assign(valid_from=pd.NaT, sector_etf=[p["sector_etf"] for p in parents],
+                                      subsector_etf=[p["subsector_etf"] for p in parents],
+                                      assignment_source="registry_etf", note="ETF decomposed as an asset"))
+    known = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
+    unclassified = returns.columns.difference(pd.Index(known["security_id"].dropna().unique()))
+    if len(unclassified):
+        inferred = infer_assignments(returns[unclassified], etf_returns, registry)
+        inferred = inferred.rename_axis("security_id").reset_index()
+        frames.append(inferred.assign(valid_from=pd.NaT, ticker=inferred["security_id"]))
+        notes.append(f"{len(unclassified)} securities without a classification: ETFs inferred from returns")
+        known = pd.concat(frames, ignore_index=True)
+    known = known.drop_duplicates(["security_id", "valid_from"], keep="last")
+    for col in ASSIGNMENT_COLUMNS:
+        if col not in known.columns:
+            known[col] = None
+    return known[ASSIGNMENT_COLUMNS].reset_index(drop=True)
+
+
+def _ticker_labels(tickers: pd.DataFrame, security_ids: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """The ticker each (security_id, date) row traded under, from the master's dated records."""
+    left = pd.DataFrame({"security_id": security_ids, "date": dates, "pos": np.arange(len(dates))})
+    right = tickers.sort_values("valid_from")[["security_id", "valid_from", "ticker"]]
+    right = right.assign(valid_from=pd.to_datetime(right["valid_from"]))
+    hit = pd.merge_asof(left.sort_values("date"), right, left_on="date", right_on="valid_from", by="security_id",
+                        direction="backward")
+    out = np.empty(len(dates), dtype=object)
+    out[hit["pos"].to_numpy()] = hit["ticker"].to_numpy(dtype=object)
+    # Days before a security's first record (history ingested ahead of its master record).
+    first = right.groupby("security_id")["ticker"].first()
+    missing = pd.isna(out)
+    out[missing] = first.reindex(security_ids[missing]).to_numpy(dtype=object)
+    return out
+
+
+@dataclass
+class BuildSummary:
+    version: str
+    rows: int
+    securities: int
+    dates: tuple[str, str]
+    seconds: float
+    notes: list[str]
+
+
+def build_cascade(store: Store, *, window: int = 252, halflife: float | None = None, min_obs: int | None = None,
+                  start: object | None = None, end: object | None = None, registry: EtfRegistry | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> BuildSummary:
+    """Fit the cascade on the store's data and publish it as a new version, atomically.
+
+    Reads from ``window`` trading days (×1.5 in calendar days) before ``start`` so the first
+    stored date has a full window. Identities are checked per block; a violation raises
+    IdentityViolation and nothing is published. progress(done, total) is called per block.
+    """
+    began = time.perf_counter()
+    params = CascadeParams(window=window, halflife=halflife, min_obs=min_obs)
+    params.validate()
+    load_from = None if start is None else pd.Timestamp(start) - pd.Timedelta(days=int(window * 1.5) + 10)
+    inputs = load_market_inputs(store, registry, load_from, end)
+    by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
+    prepared = prepare_inputs(inputs.returns, inputs.etf_returns, by_security.rename(columns={"security_id": "ticker"}),
+                              params)
+    engine = CascadeEngine(prepared, params)
+    keep = prepared.dates >= pd.Timestamp(start) if start is not None else np.ones(len(prepared.dates), bool)
+    if not keep.any():
+        raise DateOutOfRange(f"no trading days on or after {start}")
+    total, done, rows = len(prepared.tickers), 0, 0
+    meta = {"model": MODEL, "params": {"window": window, "halflife": halflife, "min_obs": params.min_obs_effective,
+                                       "market_etf": params.market_etf, "lstar_threshold": LSTAR_THRESHOLD},
+            "start": str(prepared.dates[keep][0].date()), "end": str(prepared.dates[-1].date()),
+            "notes": inputs.notes + prepared.diagnostics, "identities_checked": True}
+    with store.begin_version(LINK_MODEL) as links:
+        lb = engine.link_betas()
+        links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))
+        link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]})
+    with store.begin_version(MODEL) as writer:
+        for block in engine.blocks():
+            check_result_identities(block.values, engine.held_etf_returns(block.codes))
+            values = {k: v[keep] for k, v in block.values.items()}
+            frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
+                               prepared.assignment.pairs, key="security_id")
+            frame.insert(2, "ticker", _ticker_labels(inputs.tickers, frame["security_id"].to_numpy(),
+                                                      frame["date"].to_numpy()))
+            writer.write_part(frame)
+            rows += len(frame)
+            done += len(block.tickers)
+            if progress:
+                progress(done, total)
+        version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
+    store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))
+    return BuildSummary(version, rows, total, (meta["start"], meta["end"]), time.perf_counter() - began, meta["notes"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a built model.
+
+def _resolve(store: Store, ticker: str, as_of: object | None) -> tuple[str, pd.Timestamp]:
+    """ticker → (security_id, date) from the store's master; as_of defaults to the model's end."""
+    meta = store.model_meta(MODEL)
+    day = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(meta["end"])
+    if day < pd.Timestamp(meta["start"]) or day > pd.Timestamp(meta["end"]):
+        raise DateOutOfRange(f"{day.date()} is outside the built model ({meta['start']} … {meta['end']})")
+    return SecurityMaster.from_store(store).resolve(ticker, day), day
+
+
+def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
+    """The latest row on or before ``date`` for one ticker: every wire field plus ETFs used and notes."""
+    sid, day = _resolve(store, ticker, date)
+    rows = store.read_model(MODEL, where="security_id = ? AND date <= ?", params=[sid, day.to_pydatetime()])
+    if rows.empty:
+        raise InsufficientHistory(f"{ticker} has no model rows on or before {day.date()}")
+    row = rows.sort_values("date").iloc[-1]
+    out = {"ticker": str(row["ticker"]), "security_id": sid, "date": str(pd.Timestamp(row["date"]).date())}
+    for f in WIRE_FIELDS:
+        out[f] = _clean(row[f])
+    out["lstar_level"] = int(row["lstar_level"]) or None
+    out.update({"sector_etf": row["sector_etf"], "subsector_etf": row["subsector_etf"],
+                "market_etf": store.model_meta(MODEL)["params"]["market_etf"],
+                "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
+                "flags": int(row["flags"]), "notes": describe_flags(int(row["flags"]))})
+    out["recommended_hedge_level"] = int(recommended_hedge_level(
+        {k: np.array([out[k] if out[k] is not None else np.nan]) for k in
+         ("l2_sec_er", "l3_sub_er", "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")},
+        DEFAULT_SEGMENT)[0])
+    return out
+
+
+def _clean(value: object) -> float | None:
+    """JSON-safe float: NaN/inf → None."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def history(store: Store, ticker: str, start: object | None = None, end: object | None = None,
+            fields: list[str] | None = None) -> pd.DataFrame:
+    """One security's stored rows (dates × fields), resolved by ticker as of ``end``."""
+    sid, _ = _resolve(store, ticker, end)
+    where, params = ["security_id = ?"], [sid]
+    if start is not None:
+        where.append("date >= ?")
+        params.append(pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        where.append("date <= ?")
+        params.append(pd.Timestamp(end).to_pydatetime())
+    cols = None if fields is None else ["date", *fields]
+    rows = store.read_model(MODEL, columns=cols, where=" AND ".join(where), params=params)
+    return rows.sort_values("date").set_index("date")
+
+
+def decompose(store: Store, ticker: str, date: object | None = None) -> dict:
+    """Four-bet view on one date: market / sector / subsector / residual ER, HR and hedge ETF (L3)."""
+    m = metrics(store, ticker, date)
+    bets = {
+        "market": {"er": m["l3_mkt_er"], "hr": m["l3_mkt_hr"], "hedge_etf": m["market_etf"]},
+        "sector": {"er": m["l3_sec_er"], "hr": m["l3_sec_hr"], "hedge_etf": m["sector_etf"]},
+        "subsector": {"er": m["l3_sub_er"], "hr": m["l3_sub_hr"], "hedge_etf": m["subsector_etf"]},
+        "residual": {"er": m["l3_res_er"], "hr": None, "hedge_etf": None},
+    }
+    return {"ticker": m["ticker"], "date": m["date"], "bets": bets, "notes": m["notes"]}
+
+
+def lstar_history(store: Store, ticker: str, threshold: float | None = None, start: object | None = None,
+                  end: object | None = None) -> pd.DataFrame:
+    """Per-date L*: the stored level (θ = 0.01) when threshold is None, else recomputed with θ.
+
+    Columns: lstar_level, lstar_rr (time-safe: residual of the level chosen the day before),
+    l2_sec_er, l3_sub_er, threshold.
+    """
+    h = history(store, ticker, start, end, ["l2_sec_er", "l3_sub_er", "l1_rr", "l2_rr", "l3_rr", "lstar_level", "lstar_rr"])
+    if threshold is not None:
+        level = lstar_level(h["l2_sec_er"].to_numpy(), h["l3_sub_er"].to_numpy(), threshold)
+        held = np.concatenate([[0], level[:-1]])
+        rr = np.full(len(h), np.nan)
+        for k in (1, 2, 3):
+            rr = np.where(held == k, h[f"l{k}_rr"].to_numpy(), rr)
+        h = h.assign(lstar_level=level, lstar_rr=rr)
+    return h[["lstar_level", "lstar_rr", "l2_sec_er", "l3_sub_er"]].assign(
+        threshold=LSTAR_THRESHOLD if threshold is None else threshold)
+
+
+def attribution(store: Store, ticker: str, start: object | None = None, end: object | None = None) -> Attribution:
+    """Geometric market/sector/subsector/residual bridge for one ticker over [start, end]."""
+    h = history(store, ticker, start, end, ["returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"])
+    if h.empty:
+        raise DateOutOfRange(f"no model rows for {ticker} between {start} and {end}")
+    return geometric_attribution(h["returns_gross"], h["l1_cfr"], h["l2_cfr"], h["l3_cfr"])
