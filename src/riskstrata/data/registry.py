@@ -238,6 +238,11 @@ class EtfRegistry:
                             ("_sector_etfs", sector_etfs), ("_parent", parent), ("_inception", inception)):
             object.__setattr__(self, name, value)
 
+    def __repr__(self) -> str:
+        levels = self.table["level"].value_counts()
+        return (f"EtfRegistry({levels.get('sector', 0)} sectors, {levels.get('subsector', 0)} "
+                f"sub-industries, {len(self.etfs())} ETFs, market {self.market_etf})")
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def default(cls) -> EtfRegistry:
@@ -362,7 +367,10 @@ class EtfRegistry:
             raise DataValidationError("classifications need a 'ticker' or 'security_id' column")
         out = classifications.copy()
         n = len(out)
-        col = lambda name: out[name].to_numpy(dtype=object) if name in out.columns else np.full(n, None, dtype=object)
+
+        def col(name: str) -> np.ndarray:
+            return out[name].to_numpy(dtype=object) if name in out.columns else np.full(n, None, dtype=object)
+
         gics_sec, gics_sub = col("gics_sector"), col("gics_sub_industry")
         direct_sec = np.array([_clean_ticker(v) for v in col("sector_etf")], dtype=object)
         direct_sub = np.array([_clean_ticker(v) for v in col("subsector_etf")], dtype=object)
@@ -371,8 +379,8 @@ class EtfRegistry:
         known = self.known_etfs()
 
         # Resolve each distinct classification once: universes repeat a few hundred pairs.
-        pairs = pd.DataFrame({"s": [_norm(v) for v in gics_sec], "u": [_norm(v) for v in gics_sub]})
-        codes, uniques = pd.MultiIndex.from_frame(pairs).factorize()
+        keys = pd.Series([f"{_norm(s)}|{_norm(u)}" for s, u in zip(gics_sec, gics_sub)], dtype=object)
+        codes, _ = pd.factorize(keys)
         first = pd.Series(np.arange(n)).groupby(codes).first().to_numpy()
         resolved = [self._resolve(gics_sec[i], gics_sub[i]) for i in first]
 
@@ -386,6 +394,9 @@ class EtfRegistry:
                 sec, sub = direct_sec[i], direct_sub[i]
                 if sec is None:
                     sec = self._parent.get(sub) or g_sec
+                if sec is None:
+                    # A lone ETF with no known sector: hedge with it at the sector level.
+                    sec, note[i] = sub, f"{sub} given without a sector ETF; used as the sector ETF"
                 if sub is None:
                     # Keep the GICS subsector only if it hangs off the sector given directly.
                     sub = g_sub if (g_sec is not None and g_sec == sec) else sec
@@ -455,6 +466,14 @@ def _partial_r2(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(bad, np.nan, rho2), np.where(bad, np.nan, r2)
 
 
+def _sector_candidates(registry: EtfRegistry, sector_etf: str, available: pd.Index) -> list[str]:
+    """Industry ETFs (not the sector ETF itself) of a sector's sub-industries, in file order."""
+    tab = registry.table
+    name = tab.loc[(tab["level"] == "sector") & (tab["etf"] == sector_etf), "gics_sector"]
+    subs = tab.loc[(tab["level"] == "subsector") & tab["gics_sector"].isin(name), "etf"]
+    return [e for e in dict.fromkeys(subs) if e != sector_etf and e in available]
+
+
 def infer_assignments(returns: pd.DataFrame, etf_returns: pd.DataFrame, registry: EtfRegistry,
                       *, min_obs: int = 126, min_sub_r2: float = 0.005,
                       min_sub_f: float = 10.83) -> pd.DataFrame:
@@ -462,21 +481,24 @@ def infer_assignments(returns: pd.DataFrame, etf_returns: pd.DataFrame, registry
 
     returns: (T, N) simple daily returns, dates x tickers, NaN = missing. etf_returns: (T', E)
     the same for ETFs; it must hold the registry's market ETF; sector and subsector ETFs absent
-    from it are simply not candidates. Rows are aligned on returns' dates.
+    from it are simply not candidates. Rows are aligned on returns' dates; every fit uses the
+    rows where the stock and the ETFs involved all have a return (pairwise complete).
 
-    Step 1, sector: the sector ETF whose return orthogonalised on the market (s* = s − λ·m)
-    best explains the stock's market residual, i.e. the highest squared partial correlation of
-    r and s given m (which is the share of the residual variance s* explains), on the rows where
-    the stock, m and s all exist. Every stock with ``min_obs`` such rows gets a sector.
-    Step 2, subsector: among the industry ETFs of that sector, the highest partial R² of r and
-    u given (m, s). An industry ETF is kept only if it clears both ``min_sub_r2`` (economic
-    size, like L*'s θ) and an F statistic of ``min_sub_f`` (10.83 = p 0.001 for one
-    restriction), because the best of ten noise candidates always explains *something*;
-    otherwise subsector_etf = sector_etf (no subsector factor).
+    Sector: the sector whose ETFs, orthogonalised on the market (s* = s − λ·m, and its industry
+    ETFs' u* given m and s), explain the largest share of the stock's market residual. Each
+    sector is scored by its best model, s alone or s with one of its industry ETFs, through
+    a BIC on that share, log(1 − share) + p·log(n)/n, p = 1 or 2 ETFs, so a two-ETF model must
+    earn its extra regressor. Using the industry ETF as evidence matters: a regional bank is
+    far closer to KRE than to XLF. Every stock with ``min_obs`` usable rows gets a sector.
+
+    Subsector: among the chosen sector's industry ETFs, the highest partial R² of r and u given
+    (m, s), kept only if it clears both ``min_sub_r2`` (economic size, like L*'s θ) and an F
+    statistic of ``min_sub_f`` (10.83 = p 0.001 for one restriction), because the best of ten
+    noise candidates always explains *something*; otherwise subsector_etf = sector_etf.
 
     Returns a frame indexed by ticker: sector_etf, subsector_etf, assignment_source ('inferred',
     or 'unassigned' with a note such as 'insufficient history'), fit_r2 (R² of r on the chosen
-    ETFs, market included), n_obs, note.
+    ETFs, market included), n_obs (rows with the stock and the market), note.
     """
     market = registry.market_etf
     if market not in etf_returns.columns:
@@ -484,6 +506,9 @@ def infer_assignments(returns: pd.DataFrame, etf_returns: pd.DataFrame, registry
     etf = etf_returns.reindex(returns.index)
     if not etf[market].notna().any():
         raise DataValidationError("etf_returns and returns share no dates with a market return")
+    sectors = [e for e in registry.sector_etfs() if e in etf.columns]
+    if not sectors:
+        raise DataValidationError("etf_returns holds none of the registry's sector ETFs")
     r = returns.to_numpy(dtype=np.float64)
     valid_b = np.isfinite(r)
     r0 = np.where(valid_b, r, 0.0)
@@ -493,56 +518,46 @@ def infer_assignments(returns: pd.DataFrame, etf_returns: pd.DataFrame, registry
     n_stocks = r.shape[1]
     n_obs = (valid_b & np.isfinite(m)[:, None]).sum(axis=0)
 
-    sectors = [e for e in registry.sector_etfs() if e in etf.columns]
-    if not sectors:
-        raise DataValidationError("etf_returns holds none of the registry's sector ETFs")
-    score = np.full((len(sectors), n_stocks), -np.inf)
-    fit = np.full((len(sectors), n_stocks), np.nan)
-    for k, sec in enumerate(sectors):
-        x = np.column_stack([m, etf[sec].to_numpy(dtype=np.float64)])
-        rows = np.isfinite(x).all(axis=1)
-        cov, n = _masked_cov(r0, r0_sq, valid, x, rows)
-        rho2, r2 = _partial_r2(cov)
-        usable = (n >= min_obs) & np.isfinite(rho2)
-        score[k] = np.where(usable, rho2, -np.inf)
-        fit[k] = r2
-    best = np.argmax(score, axis=0)
-    has_sector = np.isfinite(score[best, np.arange(n_stocks)])
+    def fit(columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """BIC criterion of the ETF block beyond m, partial R² of the last ETF, R², n."""
+        x = np.column_stack([m] + [etf[c].to_numpy(dtype=np.float64) for c in columns])
+        cov, n = _masked_cov(r0, r0_sq, valid, x, np.isfinite(x).all(axis=1))
+        rho2_last, r2 = _partial_r2(cov)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2_m = cov[:, 0, 1] ** 2 / (cov[:, 0, 0] * cov[:, 1, 1])
+            share = np.clip((r2 - r2_m) / (1.0 - r2_m), 0.0, 1.0 - 1e-12)
+            crit = np.log1p(-share) + len(columns) * np.log(n) / n
+        crit = np.where((n >= min_obs) & np.isfinite(crit), crit, np.inf)
+        return crit, rho2_last, r2, n
 
-    sector_etf = np.full(n_stocks, None, dtype=object)
-    subsector_etf = np.full(n_stocks, None, dtype=object)
-    fit_r2 = np.full(n_stocks, np.nan)
-    sector_etf[has_sector] = np.array(sectors, dtype=object)[best[has_sector]]
-    subsector_etf[has_sector] = sector_etf[has_sector]
-    fit_r2[has_sector] = fit[best[has_sector], np.flatnonzero(has_sector)]
-
-    table = registry.table
+    crit = np.full((len(sectors), n_stocks), np.inf)
+    fit_r2 = np.full((len(sectors), n_stocks), np.nan)
+    sub_pick = np.full((len(sectors), n_stocks), None, dtype=object)
     for k, sec in enumerate(sectors):
-        cols = np.flatnonzero(has_sector & (best == k))
-        sector_name = table.loc[(table["level"] == "sector") & (table["etf"] == sec), "gics_sector"]
-        subs = table.loc[(table["level"] == "subsector") & table["gics_sector"].isin(sector_name), "etf"]
-        candidates = [e for e in dict.fromkeys(subs) if e != sec and e in etf.columns]
-        if len(cols) == 0 or not candidates:
-            continue
-        best_rho2 = np.full(len(cols), -np.inf)
-        for cand in candidates:
-            x = np.column_stack([m, etf[sec].to_numpy(dtype=np.float64), etf[cand].to_numpy(dtype=np.float64)])
-            rows = np.isfinite(x).all(axis=1)
-            cov, n = _masked_cov(r0[:, cols], r0_sq[:, cols], valid[:, cols], x, rows)
-            rho2, r2 = _partial_r2(cov)
+        crit[k], _, fit_r2[k], _ = fit([sec])
+        sub_pick[k] = sec
+        best_rho2 = np.full(n_stocks, -np.inf)
+        for cand in _sector_candidates(registry, sec, etf.columns):
+            c, rho2, r2, n = fit([sec, cand])
+            crit[k] = np.minimum(crit[k], c)
             with np.errstate(invalid="ignore", divide="ignore"):
                 f_stat = rho2 * (n - 4) / (1.0 - rho2)
             take = (n >= min_obs) & (rho2 >= min_sub_r2) & (f_stat >= min_sub_f) & (rho2 > best_rho2)
             best_rho2 = np.where(take, rho2, best_rho2)
-            subsector_etf[cols[take]] = cand
-            fit_r2[cols[take]] = r2[take]
+            sub_pick[k, take] = cand
+            fit_r2[k, take] = r2[take]
 
+    cols = np.arange(n_stocks)
+    best = np.argmin(crit, axis=0)
+    has_sector = np.isfinite(crit[best, cols])
+    sector_etf = np.where(has_sector, np.array(sectors, dtype=object)[best], None)
+    subsector_etf = np.where(has_sector, sub_pick[best, cols], None)
     note = np.full(n_stocks, None, dtype=object)
     note[~has_sector] = np.where(n_obs[~has_sector] < min_obs, "insufficient history",
                                  "no sector ETF overlaps enough of its history")
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "sector_etf": sector_etf, "subsector_etf": subsector_etf,
         "assignment_source": np.where(has_sector, "inferred", "unassigned"),
-        "fit_r2": fit_r2, "n_obs": n_obs.astype(np.int64), "note": note,
+        "fit_r2": np.where(has_sector, fit_r2[best, cols], np.nan),
+        "n_obs": n_obs.astype(np.int64), "note": note,
     }, index=pd.Index(returns.columns, name="ticker"))
-    return out
