@@ -9,7 +9,10 @@ masked to the days they traded, so every regression uses exactly the stock's val
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,38 +260,46 @@ class CascadeEngine:
         valid = np.isfinite(r_raw) & self.market_ok[:, None]
         r = np.where(valid, center(r_raw), 0.0)
         complete = (valid == self.market_ok[:, None]).all(axis=0)
+        parts = [(idx, kind) for idx, kind in ((np.flatnonzero(complete), None), (np.flatnonzero(~complete), "masked"))
+                 if len(idx)]
         out: dict[str, np.ndarray] = {}
-        parts = [(np.flatnonzero(complete), None), (np.flatnonzero(~complete), "masked")]
         for idx, kind in parts:
-            if len(idx) == 0:
-                continue
-            cov, n_w, count = self._covariances(g, r[:, idx], valid[:, idx] if kind else None)
-            est = solve_cascade(cov)
-            count = np.broadcast_to(count, est["flags"].shape)
-            enough = count >= self.params.min_obs_effective - 0.5
-            if check:
-                check_normal_equations(cov, est, enough & (est["flags"] & NULLING_FLAGS == 0))
-            est["flags"] |= np.where(~enough, Flag.INSUFFICIENT_HISTORY, 0).astype(np.int32)
-            sec, sub = self.inputs.assignment.pairs[code]
-            est["flags"] |= np.where(
-                np.broadcast_to(~g.s_usable[:, None], est["flags"].shape),
-                Flag.NO_SECTOR_ETF if sec is None else Flag.SECTOR_FALLBACK, 0).astype(np.int32)
-            est["flags"] |= np.where(
-                np.broadcast_to(~g.u_usable[:, None], est["flags"].shape),
-                Flag.NO_SUBSECTOR_ETF if sub is None else Flag.SUBSECTOR_FALLBACK, 0).astype(np.int32)
-            # Sample (ddof=1) variance for a uniform window; weighted population one for EWMA.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                c_rr = np.broadcast_to(cov.c_rr, count.shape)
-                est["stock_var"] = c_rr * (count / (count - 1.0)) if self.decay == 1.0 else c_rr.copy()
-            est["n_obs"] = count.astype(np.float64)
-            null_rows = (est["flags"] & NULLING_FLAGS) != 0
-            for key, arr in est.items():
-                if key not in ("flags", "n_obs"):
-                    arr[null_rows] = np.nan
+            whole = len(parts) == 1  # no scatter needed when one path covers every column
+            est = self._estimate(code, g, r if whole else r[:, idx],
+                                 None if kind is None else (valid if whole else valid[:, idx]), check)
+            if whole:
+                out = est
+                break
             for key, arr in est.items():
                 out.setdefault(key, np.empty((self.T, len(cols)), dtype=arr.dtype))[:, idx] = arr
         self._time_safe_returns(code, out, r_raw)
         return out
+
+    def _estimate(self, code: int, g: _GroupFactors, r: np.ndarray, valid: np.ndarray | None,
+                  check: bool) -> dict[str, np.ndarray]:
+        """Estimates for centred returns r (T, n); valid=None when every market day is valid."""
+        cov, _, count = self._covariances(g, r, valid)
+        est = solve_cascade(cov)
+        flags = est["flags"]
+        count = np.broadcast_to(count, flags.shape)
+        enough = count >= self.params.min_obs_effective - 0.5
+        if check:
+            check_normal_equations(cov, est, enough & (flags & NULLING_FLAGS == 0))
+        flags[~enough] |= Flag.INSUFFICIENT_HISTORY
+        sec, sub = self.inputs.assignment.pairs[code]
+        flags[~g.s_usable] |= Flag.NO_SECTOR_ETF if sec is None else Flag.SECTOR_FALLBACK
+        flags[~g.u_usable] |= Flag.NO_SUBSECTOR_ETF if sub is None else Flag.SUBSECTOR_FALLBACK
+        # Sample (ddof=1) variance for a uniform window; weighted population one for EWMA.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c_rr = np.broadcast_to(cov.c_rr, count.shape)
+            est["stock_var"] = c_rr * (count / (count - 1.0)) if self.decay == 1.0 else c_rr.copy()
+        est["n_obs"] = count.astype(np.float64)
+        null_rows = (flags & NULLING_FLAGS) != 0
+        if null_rows.any():
+            for key, arr in est.items():
+                if key not in ("flags", "n_obs"):
+                    np.copyto(arr, np.nan, where=null_rows)
+        return est
 
     def _time_safe_returns(self, code: int, est: dict[str, np.ndarray], r_raw: np.ndarray) -> None:
         """Day-t factor and residual returns from hedge ratios estimated through t−1."""
@@ -317,14 +328,33 @@ class CascadeEngine:
                 est[f"l{k}_rr"] = r_raw - f
 
     # ------------------------------------------------------------------ blocks
-    def blocks(self, block_size: int = 1024, check: bool = True) -> Iterator[CascadeBlock]:
-        """Yield results for blocks of stocks that share their latest ETF pair (≤ block_size each)."""
+    def blocks(self, block_size: int = 1024, check: bool = True, workers: int | None = None) -> Iterator[CascadeBlock]:
+        """Yield results for blocks of stocks that share their latest ETF pair (≤ block_size each).
+
+        Blocks are independent, and numpy releases the GIL in the heavy loops, so ``workers``
+        threads (default: the machine's cores, at most 4) compute them concurrently; at most
+        workers + 1 finished-or-running blocks are held, so memory stays bounded.
+        """
         codes = self.inputs.assignment.codes
         home = codes[-1] if len(codes) else np.zeros(0, dtype=np.int32)
-        for code in np.unique(home):
-            members = np.flatnonzero(home == code)
-            for start in range(0, len(members), block_size):
-                yield self._block(members[start:start + block_size], check)
+        chunks = [members[start:start + block_size]
+                  for code in np.unique(home) for members in [np.flatnonzero(home == code)]
+                  for start in range(0, len(members), block_size)]
+        for code in np.unique(codes):  # build the shared group factors before threads start
+            self.group(int(code))
+        workers = workers or min(4, os.cpu_count() or 1)
+        if workers <= 1:
+            for cols in chunks:
+                yield self._block(cols, check)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for cols in chunks:
+                pending.append(pool.submit(self._block, cols, check))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def _block(self, cols: np.ndarray, check: bool) -> CascadeBlock:
         codes = self.inputs.assignment.codes[:, cols]
