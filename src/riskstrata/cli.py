@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from riskstrata.errors import RiskstrataError
+from riskstrata.errors import DataValidationError, RiskstrataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="riskstrata: open, self-hosted equity risk models (ETF cascade, factor model).")
@@ -28,7 +28,8 @@ build_app = typer.Typer(no_args_is_help=True, help="Build model versions in the 
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(build_app, name="build")
 
-out = Console()
+# Pipes and CI have no terminal width; wide tables should not be squeezed to 80 columns there.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", envvar="RISKSTRATA_STORE",
@@ -40,6 +41,18 @@ def _store(path: Optional[Path], create: bool = False):
     from riskstrata.data.store import Store
 
     return Store(path, create=create)
+
+
+def _date(text: Optional[str]) -> Optional[str]:
+    """Validate a YYYY-MM-DD option at the boundary (None passes through)."""
+    if text is None:
+        return None
+    import pandas as pd
+
+    try:
+        return str(pd.Timestamp(text).date())
+    except (ValueError, TypeError):
+        raise DataValidationError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
 def _json(obj: Any) -> None:
@@ -59,7 +72,7 @@ def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v + 0.0:.4f}"  # + 0.0 turns −0.0 into 0.0
     return str(v)
 
 
@@ -124,8 +137,9 @@ def build_cascade_cmd(
 
     with _progress() as bar:
         task = bar.add_task("cascade", total=None)
-        summary = build_cascade(_store(store), window=window, halflife=halflife, min_obs=min_obs, start=start,
-                                end=end, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        summary = build_cascade(_store(store), window=window, halflife=halflife, min_obs=min_obs,
+                                start=_date(start), end=_date(end),
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         _json(summary.__dict__)
         return
@@ -148,11 +162,12 @@ def metrics(ticker: str, store: StoreOpt = None,
     """Every Model A field for one ticker on one date (wire names)."""
     from riskstrata.services.cascade import metrics as get_metrics
 
-    m = get_metrics(_store(store), ticker, date)
+    m = get_metrics(_store(store), ticker, _date(date))
     if as_json:
         _json(m)
         return
-    table = Table(title=f"{m['ticker']} on {m['date']}  (sector {m['sector_etf'] or '—'}, subsector {m['subsector_etf'] or '—'})")
+    out.print(f"{m['ticker']} on {m['date']}  (sector {m['sector_etf'] or '—'}, subsector {m['subsector_etf'] or '—'})")
+    table = Table()
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in m.items():
@@ -169,7 +184,7 @@ def decompose(ticker: str, store: StoreOpt = None, date: Annotated[Optional[str]
     """Four-bet view: market / sector / subsector / residual explained risk, hedge ratio and ETF."""
     from riskstrata.services.cascade import decompose as get_decompose
 
-    d = get_decompose(_store(store), ticker, date)
+    d = get_decompose(_store(store), ticker, _date(date))
     if as_json:
         _json(d)
         return
@@ -191,7 +206,7 @@ def lstar(ticker: str, store: StoreOpt = None,
     """L* hedge depth per date: the simplest level whose marginal explained risk clears θ."""
     from riskstrata.services.cascade import lstar_history
 
-    h = lstar_history(_store(store), ticker, threshold, start, end)
+    h = lstar_history(_store(store), ticker, threshold, _date(start), _date(end))
     if as_json:
         rows = h.reset_index()
         rows["date"] = rows["date"].dt.strftime("%Y-%m-%d")
@@ -215,13 +230,14 @@ def attribution(ticker: str, start: Annotated[str, typer.Option(help="YYYY-MM-DD
     """Geometric multi-period attribution: market, sector, subsector and residual bars."""
     from riskstrata.services.cascade import attribution as get_attribution
 
-    a = get_attribution(_store(store), ticker, start, end)
+    a = get_attribution(_store(store), ticker, _date(start), _date(end))
     if as_json:
         _json({"ticker": ticker.upper(), "start": start, "end": end, **a.bars(), "days": a.days,
                "days_skipped": a.days_skipped,
                "cum_residual": {str(k.date()): v for k, v in a.lines["cum_residual"].items()}})
         return
-    table = Table(title=f"{ticker.upper()} {start} … {end}: compound return {100 * a.gross:+.2f}% over {a.days} days")
+    out.print(f"{ticker.upper()} {start} … {end}: compound return {100 * a.gross:+.2f}% over {a.days} days")
+    table = Table()
     table.add_column("bar")
     table.add_column("contribution", justify="right")
     for name, value in a.bars().items():
@@ -242,7 +258,18 @@ def demo(store: StoreOpt = None,
     store_path = store or Path(os.environ.get("RISKSTRATA_DEMO_STORE", ".riskstrata-store/demo"))
     report = run_demo(_store(store_path, create=True), n_stocks=stocks, years=years, seed=seed,
                       progress=_progress)
-    out.print(report)
+    for line in report.header:
+        out.print(line, highlight=False)
+    table = Table(title="estimated L3 hedge ratios next to the generator's truth (last date)")
+    table.add_column("ticker")
+    for col in report.names.columns:
+        table.add_column("(true)" if col.startswith("true_") else col, justify="right")
+    for ticker, row in report.names.iterrows():
+        table.add_row(str(ticker), *(_fmt(v) for v in row))
+    out.print(table)
+    out.print("try:")
+    for hint in report.hints:
+        out.print(f"  {hint}", highlight=False)
 
 
 def main() -> None:
@@ -255,19 +282,16 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         raise exc
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error from the parser
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("RISKSTRATA_DEBUG"):
             raise
         err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {exc} (set RISKSTRATA_DEBUG=1 for a traceback)",
                   highlight=False)
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.data.store import Store
+from riskstrata.data.validation import RATE_TICKERS, parse_dates
 from riskstrata.errors import DataValidationError, UnknownTicker
 
 __all__ = [
@@ -51,7 +52,6 @@ _DAY = pd.Timedelta(days=1)
 # are the same listing seen earlier (a backfill), not a recycled ticker: a week-long holiday
 # closure plus a weekend is the longest normal pause in trading.
 CONTIGUOUS_DAYS = 10
-_RATE_TICKERS = frozenset({"^IRX", "^FVX", "^TNX", "^TYX"})
 _STR_COLUMNS = ["security_id", "figi", "isin", "ticker", "name", "asset_type"]
 
 AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
@@ -60,7 +60,7 @@ AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
 def guess_asset_type(ticker: str) -> str:
     """Default asset type from a ticker alone: Yahoo ``^`` symbols are yields or indices."""
     if "^" in ticker:
-        return "rate" if ticker in _RATE_TICKERS else "index"
+        return "rate" if ticker in RATE_TICKERS else "index"
     return "stock"
 
 
@@ -80,9 +80,7 @@ def _clean_str(s: pd.Series) -> pd.Series:
 
 def _to_dates(s: pd.Series) -> pd.Series:
     """Dates at midnight as ``datetime64[ns]`` (unparsable → NaT)."""
-    return pd.to_datetime(s, errors="coerce", format="mixed").dt.tz_localize(None).dt.normalize().astype(
-        "datetime64[ns]"
-    )
+    return parse_dates(pd.Series(s))
 
 
 def _open_end(valid_to: pd.Series) -> pd.Series:
@@ -269,8 +267,13 @@ class SecurityMaster:
         old = self._records
         key_new = pd.MultiIndex.from_frame(new[["security_id", "valid_from"]])
         key_old = pd.MultiIndex.from_frame(old[["security_id", "valid_from"]])
-        merged = pd.concat([old[~key_old.isin(key_new)], new], ignore_index=True)
-        return SecurityMaster(clip_intervals(merged, "security_id", clip_explicit=True))
+        merged = clip_intervals(
+            pd.concat([old[~key_old.isin(key_new)], new], ignore_index=True), "security_id", clip_explicit=True
+        )
+        # A record that leaves name/FIGI/ISIN empty carries them over from the security's previous record.
+        carry = ["name", "figi", "isin"]
+        merged[carry] = merged.groupby("security_id", sort=False)[carry].ffill()
+        return SecurityMaster(merged)
 
     def ensure_tickers(self, tickers_with_dates: pd.DataFrame, asset_type_hint: AssetTypeHint = None) -> SecurityMaster:
         """Make sure every ticker seen in data has a security for the dates it was seen.

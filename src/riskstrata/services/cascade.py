@@ -243,7 +243,12 @@ def _clean(value: object) -> float | None:
 def history(store: Store, ticker: str, start: object | None = None, end: object | None = None,
             fields: list[str] | None = None) -> pd.DataFrame:
     """One security's stored rows (dates × fields), resolved by ticker as of ``end``."""
-    sid, _ = _resolve(store, ticker, end)
+    meta = store.model_meta(MODEL)
+    first, last = pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
+    if (start is not None and pd.Timestamp(start) > last) or (end is not None and pd.Timestamp(end) < first):
+        raise DateOutOfRange(f"{start or '…'} – {end or '…'} does not overlap the built model ({meta['start']} … {meta['end']})")
+    # A range reaching past the model is clipped to it; the ticker is resolved on the range's last day.
+    sid, _ = _resolve(store, ticker, min(pd.Timestamp(end), last) if end is not None else None)
     where, params = ["security_id = ?"], [sid]
     if start is not None:
         where.append("date >= ?")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from riskstrata.data.ingest import ingest_classifications, ingest_prices
 from riskstrata.data.registry import EtfRegistry
@@ -31,9 +34,18 @@ def load_synthetic_into_store(store: Store, market: SyntheticMarket) -> None:
         ingest_classifications(store, classes)
 
 
+@dataclass
+class DemoReport:
+    """What the demo did and a few names next to the generator's truth."""
+
+    header: list[str]
+    names: pd.DataFrame  # index ticker: ETFs, L*, estimated vs true L3 hedge ratios, residual share
+    hints: list[str]
+
+
 def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7,
-             progress: Callable | None = None) -> str:
-    """Generate, ingest, build and report; returns the report text."""
+             progress: Callable | None = None) -> DemoReport:
+    """Generate, ingest, build, and compare a few estimates with the truth."""
     market = synthetic_market(n_stocks=n_stocks, n_days=years * TRADING_DAYS_PER_YEAR, seed=seed)
     load_synthetic_into_store(store, market)
     if progress is not None:
@@ -43,18 +55,12 @@ def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7
     else:
         summary = build_cascade(store)
     truth = market.true_hedge_ratios()
-    lines = [
-        f"riskstrata demo — synthetic market, seed {seed}: {n_stocks} stocks, {len(market.etf_returns.columns)} ETFs, "
-        f"{len(market.returns)} trading days",
-        f"store: {store.root}",
-        f"cascade version {summary.version}: {summary.rows:,} stock-days in {summary.seconds:.1f}s; "
-        "identities (shares sum to 1, replication) checked",
-        "",
-        f"{'ticker':<7}{'sector':>7}{'sub':>6}{'L*':>4}{'l3_mkt_hr':>11}{'(true)':>9}{'l3_sec_hr':>11}{'(true)':>9}"
-        f"{'l3_sub_hr':>11}{'(true)':>9}{'l3_res_er':>11}",
-    ]
-    shown = 0
-    for ticker in truth.index:
+    # Show names with a subsector ETF first (all three legs), then sector-only ones.
+    has_sub = market.assignments["subsector_etf"] != market.assignments["sector_etf"]
+    order = list(truth.index[has_sub.reindex(truth.index).to_numpy()][:5]) + list(
+        truth.index[~has_sub.reindex(truth.index).to_numpy()][:3])
+    rows = []
+    for ticker in order:
         try:
             m = metrics(store, ticker)
         except RiskstrataError:  # delisted names have no row on the last date; show others
@@ -62,15 +68,19 @@ def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7
         if m["l3_mkt_hr"] is None:
             continue
         t = truth.loc[ticker]
-        lines.append(
-            f"{ticker:<7}{m['sector_etf'] or '—':>7}{m['subsector_etf'] or '—':>6}{'L' + str(m['lstar_level']):>4}"
-            f"{m['l3_mkt_hr']:>11.3f}{t['l3_mkt_hr']:>9.3f}{m['l3_sec_hr']:>11.3f}{t['l3_sec_hr']:>9.3f}"
-            f"{m['l3_sub_hr']:>11.3f}{t['l3_sub_hr']:>9.3f}{m['l3_res_er']:>11.3f}")
-        shown += 1
-        if shown == 8:
-            break
-    lines += ["", f"try: riskstrata metrics {truth.index[0]} --store {store.root}",
-              f"     riskstrata decompose {truth.index[0]} --store {store.root}",
-              f"     riskstrata lstar {truth.index[0]} --threshold 0.05 --store {store.root}"]
-    return "\n".join(lines)
-
+        rows.append({"ticker": ticker, "sector_etf": m["sector_etf"], "subsector_etf": m["subsector_etf"],
+                     "lstar": f"L{m['lstar_level']}", "l3_mkt_hr": m["l3_mkt_hr"], "true_l3_mkt_hr": t["l3_mkt_hr"],
+                     "l3_sec_hr": m["l3_sec_hr"], "true_l3_sec_hr": t["l3_sec_hr"], "l3_sub_hr": m["l3_sub_hr"],
+                     "true_l3_sub_hr": t["l3_sub_hr"], "l3_res_er": m["l3_res_er"]})
+    header = [
+        f"synthetic market (seed {seed}): {n_stocks} stocks, {len(market.etf_returns.columns)} ETFs, "
+        f"{len(market.returns)} trading days",
+        f"store: {store.root}",
+        f"cascade version {summary.version}: {summary.rows:,} stock-days built in {summary.seconds:.1f}s; "
+        "identities (shares sum to 1, replication) checked",
+    ]
+    first = rows[0]["ticker"] if rows else truth.index[0]
+    hints = [f"riskstrata metrics {first} --store {store.root}",
+             f"riskstrata decompose {first} --store {store.root}",
+             f"riskstrata lstar {first} --threshold 0.05 --store {store.root}"]
+    return DemoReport(header, pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame(), hints)

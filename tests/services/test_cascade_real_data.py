@@ -1,0 +1,100 @@
+"""Real data: ingest the S&P 500 + ETFs from ../shared/data, build 2016–2026, check what a quant would.
+
+Skipped where ../shared/data is absent (its terms allow testing, not redistribution).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from riskstrata.cascade.kernel import Flag
+from riskstrata.data.ingest import ingest_classifications, ingest_prices
+from riskstrata.data.registry import EtfRegistry
+from riskstrata.data.store import Store
+from riskstrata.services import cascade as svc
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+pytestmark = pytest.mark.realdata
+if not (SHARED / "prices" / "core.parquet").exists():
+    pytest.skip(f"real market data not present at {SHARED}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory) -> Store:
+    tmp = tmp_path_factory.mktemp("real")
+    px = pd.read_parquet(SHARED / "prices" / "core.parquet", filters=[("date", ">=", pd.Timestamp("2014-06-01"))])
+    px = px[~px["ticker"].str.startswith("^")]  # yields are not prices
+    path = tmp / "core_2014.parquet"
+    px.to_parquet(path, index=False)
+    store = Store(tmp / "store")
+    ingest_prices(store, [path], etf_tickers=set(EtfRegistry.default().known_etfs()))
+    ingest_classifications(store, SHARED / "reference" / "gics_current.csv")
+    svc.build_cascade(store, start="2016-01-01")
+    return store
+
+
+@pytest.fixture(scope="module")
+def model(real_store) -> pd.DataFrame:
+    return real_store.read_model(svc.MODEL)
+
+
+def test_spy_against_itself_is_a_perfect_minus_one_hedge(real_store):
+    m = svc.metrics(real_store, "SPY")
+    assert m["l1_mkt_hr"] == pytest.approx(-1.0, abs=1e-10)
+    assert m["l1_res_er"] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_median_sp500_market_beta_is_near_one(real_store, model):
+    last = model[model["date"] == model["date"].max()]
+    gics = pd.read_csv(SHARED / "reference" / "gics_current.csv")
+    stocks = last[last["ticker"].isin(gics["ticker"])]
+    assert len(stocks) > 450
+    assert 0.8 < stocks["l1_mkt_beta"].median() < 1.2
+
+
+def test_semiconductor_names_hedge_with_a_semiconductor_etf(real_store):
+    for ticker in ("NVDA", "AMD", "AVGO", "INTC"):
+        assert svc.metrics(real_store, ticker)["subsector_etf"] in ("SOXX", "SMH")
+
+
+def test_xlc_names_fall_back_to_l1_at_level_2_before_xlc_has_a_full_window(real_store):
+    early = svc.metrics(real_store, "META", "2018-12-31")
+    assert early["flags"] & Flag.SECTOR_FALLBACK and early["sector_etf"] is None and early["l2_sec_hr"] == 0
+    late = svc.metrics(real_store, "META", "2020-06-30")
+    assert late["sector_etf"] == "XLC" and not late["flags"] & Flag.SECTOR_FALLBACK
+
+
+def test_identities_hold_on_the_whole_build(model):
+    v = model
+    for parts in (["l1_mkt_er", "l1_res_er"], ["l2_mkt_er", "l2_sec_er", "l2_res_er"],
+                  ["l3_mkt_er", "l3_sec_er", "l3_sub_er", "l3_res_er"]):
+        total = v[parts].sum(axis=1, min_count=len(parts))
+        assert total.notna().sum() > 500_000
+        assert (total.dropna() - 1).abs().max() < 1e-9
+    for k in (1, 2, 3):
+        gap = (v[f"l{k}_cfr"] + v[f"l{k}_rr"] - v["returns_gross"]).abs()
+        assert gap.max() < 1e-12
+    assert not np.isinf(v.select_dtypes("number").to_numpy()).any()
+
+
+def test_equals_statsmodels_ols_at_random_windows_of_real_data(real_store, model):
+    prices = real_store.read_table("prices", columns=["ticker", "date", "ret"])
+    wide = prices.pivot_table(index="date", columns="ticker", values="ret", aggfunc="first").sort_index()
+    rng = np.random.default_rng(42)
+    rows = model[(model["n_obs"] >= 252) & model["l3_mkt_hr"].notna() & model["subsector_etf"].notna()]
+    picks = rows.iloc[rng.integers(0, len(rows), 30)]
+    for row in picks.itertuples():
+        dates = wide.index[wide.index <= row.date][-252:]
+        y = wide.loc[dates, row.ticker]
+        X = wide.loc[dates, ["SPY", row.sector_etf, row.subsector_etf]]
+        ok = y.notna() & X.notna().all(axis=1)
+        fit = sm.OLS(y[ok].to_numpy(), sm.add_constant(X[ok].to_numpy())).fit()
+        assert [-row.l3_mkt_hr, -row.l3_sec_hr, -row.l3_sub_hr] == pytest.approx(list(fit.params[1:]), abs=1e-8), row.ticker
+        assert 1 - row.l3_res_er == pytest.approx(fit.rsquared, abs=1e-8)
+        l1 = sm.OLS(y[ok].to_numpy(), sm.add_constant(X[ok]["SPY"].to_numpy())).fit()
+        assert -row.l1_mkt_hr == pytest.approx(l1.params[1], abs=1e-8)
