@@ -221,7 +221,7 @@ def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
     for f in WIRE_FIELDS:
         out[f] = _clean(row[f])
     out["lstar_level"] = int(row["lstar_level"]) or None
-    out.update({"sector_etf": row["sector_etf"], "subsector_etf": row["subsector_etf"],
+    out.update({"sector_etf": _text(row["sector_etf"]), "subsector_etf": _text(row["subsector_etf"]),
                 "market_etf": store.model_meta(MODEL)["params"]["market_etf"],
                 "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
                 "flags": int(row["flags"]), "notes": describe_flags(int(row["flags"]))})
@@ -230,6 +230,11 @@ def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
          ("l2_sec_er", "l3_sub_er", "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")},
         DEFAULT_SEGMENT)[0])
     return out
+
+
+def _text(value: object) -> str | None:
+    """A stored string or None (nulls come back from Parquet as None or NaN)."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def _clean(value: object) -> float | None:
