@@ -111,12 +111,15 @@ def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, ret
                                       assignment_source="registry_etf", note="ETF decomposed as an asset"))
     known = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
     unclassified = returns.columns.difference(pd.Index(known["security_id"].dropna().unique()))
-    if len(unclassified):
+    if len(unclassified) and any(e in etf_returns.columns for e in registry.sector_etfs()):
         inferred = infer_assignments(returns[unclassified], etf_returns, registry)
         inferred = inferred.rename_axis("security_id").reset_index()
         frames.append(inferred.assign(valid_from=pd.NaT, ticker=inferred["security_id"]))
         notes.append(f"{len(unclassified)} securities without a classification: ETFs inferred from returns")
         known = pd.concat(frames, ignore_index=True)
+    elif len(unclassified):
+        notes.append(f"{len(unclassified)} securities without a classification and no sector ETF prices: "
+                     "market (L1) hedge only")
     known = known.drop_duplicates(["security_id", "valid_from"], keep="last")
     for col in ASSIGNMENT_COLUMNS:
         if col not in known.columns:
