@@ -45,17 +45,29 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
     """(T, n) field arrays → long rows (date, <key>, fields…, sector_etf, subsector_etf).
 
     Keeps the stock-days with a return or an estimate; a stock's days before listing are dropped.
+    Labels are categoricals built from codes (no per-row strings), which is what makes writing
+    millions of rows cheap.
     """
     has_data = np.isfinite(values["returns_gross"]) | np.isfinite(values["l1_mkt_hr"])
     t_idx, n_idx = np.nonzero(has_data)
-    sec, sub = etf_used(pairs, codes, values["flags"])
-    frame = pd.DataFrame({"date": dates[t_idx], key: np.asarray(tickers)[n_idx]})
+    flags = values["flags"][t_idx, n_idx]
+    pair_codes = codes[t_idx, n_idx]
+    columns: dict[str, object] = {
+        "date": dates[t_idx],
+        key: pd.Categorical.from_codes(n_idx, categories=pd.Index(tickers).astype(str)),
+    }
     for f in WIRE_FIELDS + EXTRA_FIELDS:
         if f in values:
-            frame[f] = values[f][t_idx, n_idx]
-    frame["sector_etf"] = sec[t_idx, n_idx]
-    frame["subsector_etf"] = sub[t_idx, n_idx]
-    return frame
+            columns[f] = values[f][t_idx, n_idx]
+    for name, pos, dropped in (("sector_etf", 0, Flag.SECTOR_FALLBACK | Flag.COLLINEAR_SECTOR),
+                               ("subsector_etf", 1, Flag.SUBSECTOR_FALLBACK | Flag.COLLINEAR_SUBSECTOR)):
+        labels = [p[pos] for p in pairs]
+        categories = sorted({x for x in labels if x is not None})
+        lookup = np.array([categories.index(x) if x is not None else -1 for x in labels], dtype=np.int32)
+        etf_codes = lookup[pair_codes] if len(lookup) else np.full(len(pair_codes), -1, dtype=np.int32)
+        etf_codes = np.where((flags & dropped) != 0, -1, etf_codes)  # the ETF was not used that day
+        columns[name] = pd.Categorical.from_codes(etf_codes, categories=categories)
+    return pd.DataFrame(columns)
 
 
 @dataclass

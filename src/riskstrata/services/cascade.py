@@ -127,20 +127,25 @@ def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, ret
     return known[ASSIGNMENT_COLUMNS].reset_index(drop=True)
 
 
-def _ticker_labels(tickers: pd.DataFrame, security_ids: np.ndarray, dates: np.ndarray) -> np.ndarray:
-    """The ticker each (security_id, date) row traded under, from the master's dated records."""
-    left = pd.DataFrame({"security_id": security_ids, "date": dates, "pos": np.arange(len(dates))})
-    right = tickers.sort_values("valid_from")[["security_id", "valid_from", "ticker"]]
-    right = right.assign(valid_from=pd.to_datetime(right["valid_from"]))
-    hit = pd.merge_asof(left.sort_values("date"), right, left_on="date", right_on="valid_from", by="security_id",
-                        direction="backward")
-    out = np.empty(len(dates), dtype=object)
-    out[hit["pos"].to_numpy()] = hit["ticker"].to_numpy(dtype=object)
-    # Days before a security's first record (history ingested ahead of its master record).
-    first = right.groupby("security_id")["ticker"].first()
-    missing = pd.isna(out)
-    out[missing] = first.reindex(security_ids[missing]).to_numpy(dtype=object)
-    return out
+def _ticker_labels(tickers: pd.DataFrame, security_ids: pd.Categorical, dates: np.ndarray) -> pd.Categorical:
+    """The ticker each (security_id, date) row traded under, from the master's dated records.
+
+    Most securities have one ticker for life and map directly; only renamed or recycled ones
+    need the point-in-time join.
+    """
+    records = tickers.assign(valid_from=pd.to_datetime(tickers["valid_from"])).sort_values("valid_from")
+    first = records.groupby("security_id")["ticker"].first()
+    label = pd.Series(first.reindex(security_ids.categories).to_numpy(dtype=object))[security_ids.codes].to_numpy()
+    several = records["security_id"].duplicated(keep=False)
+    if several.any():
+        moved = np.flatnonzero(np.isin(np.asarray(security_ids), records.loc[several, "security_id"].unique()))
+        left = pd.DataFrame({"security_id": np.asarray(security_ids)[moved], "date": dates[moved], "pos": moved})
+        right = records.loc[several, ["security_id", "valid_from", "ticker"]]
+        hit = pd.merge_asof(left.sort_values("date"), right, left_on="date", right_on="valid_from", by="security_id",
+                            direction="backward")
+        ok = hit["ticker"].notna()  # days before a security's first record keep its first ticker
+        label[hit.loc[ok, "pos"].to_numpy()] = hit.loc[ok, "ticker"].to_numpy(dtype=object)
+    return pd.Categorical(label)
 
 
 @dataclass
@@ -189,7 +194,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
             values = {k: v[keep] for k, v in block.values.items()}
             frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
                                prepared.assignment.pairs, key="security_id")
-            frame.insert(2, "ticker", _ticker_labels(inputs.tickers, frame["security_id"].to_numpy(),
+            frame.insert(2, "ticker", _ticker_labels(inputs.tickers, frame["security_id"].array,
                                                       frame["date"].to_numpy()))
             writer.write_part(frame)
             rows += len(frame)
