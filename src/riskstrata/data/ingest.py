@@ -29,12 +29,14 @@ from riskstrata.data.validation import (
     RATE_TICKERS,
     IngestReport,
     ValueKind,
-    _concat_issues,
-    _issues,
+    concat_issues,
+    issue_rows,
     chain_returns,
     default_calendar,
     parse_dates,
+    as_calendar,
     read_price_file,
+    row_keys,
     screen_prices,
 )
 from riskstrata.errors import DataValidationError
@@ -69,16 +71,20 @@ PathLike = str | os.PathLike[str]
 
 def _ensure_and_resolve(
     master: SecurityMaster, tickers: pd.Series, dates: pd.Series, hint: Any
-) -> tuple[SecurityMaster, np.ndarray]:
+) -> tuple[SecurityMaster, pd.Series]:
     """Security id of each (ticker, date) row, creating ticker-based securities for rows no
     record covers. Unresolved rows are grouped by the gap between existing records they fall
     in, so a recycled ticker's rows never stretch one new security across another's dates."""
     sid = master.resolve_rows(tickers, dates)
-    todo = pd.isna(sid)
+    todo = sid.isna().to_numpy()
     if not todo.any():
         return master, sid
-    rows = pd.DataFrame({"ticker": np.asarray(tickers, dtype=object)[todo], "date": np.asarray(dates)[todo]})
-    rows["ticker"] = rows["ticker"].astype("str")
+    rows = pd.DataFrame(
+        {
+            "ticker": pd.Series(tickers).iloc[todo].astype("str").to_numpy(),
+            "date": parse_dates(pd.Series(dates).iloc[todo]).to_numpy(),
+        }
+    )
     recs = master.records[["ticker", "valid_from"]].sort_values("valid_from")
     rows = pd.merge_asof(
         rows.sort_values("date"), recs.rename(columns={"valid_from": "after"}),
@@ -87,7 +93,8 @@ def _ensure_and_resolve(
     rows["after"] = rows["after"].fillna(pd.Timestamp("1678-01-01"))
     spans = rows.groupby(["ticker", "after"], as_index=False)["date"].agg(first_date="min", last_date="max")
     master = master.ensure_tickers(spans[["ticker", "first_date", "last_date"]], asset_type_hint=hint)
-    return master, master.resolve_rows(tickers, dates)
+    sid[todo] = master.resolve_rows(pd.Series(tickers).iloc[todo], pd.Series(dates).iloc[todo]).to_numpy()
+    return master, sid
 
 
 def _append_issues(store: Store, report: IngestReport, kind: str) -> None:
@@ -148,7 +155,7 @@ def ingest_prices(
         frame["file"] = str(path)
         frame["file_order"] = order
         frames.append(frame)
-    raw = pd.concat(frames, ignore_index=True)
+    raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     raw.attrs = {}
     clean, screen_issues = screen_prices(raw, rate_tickers=rate_tickers)
 
@@ -158,7 +165,7 @@ def ingest_prices(
         hint = lambda t: "etf" if t in etfs else guess_asset_type(t)  # noqa: E731
     master = SecurityMaster.from_store(store)
     master, sid = _ensure_and_resolve(master, clean["ticker"], clean["date"], hint)
-    clean["security_id"] = sid
+    clean["security_id"] = sid.array
 
     stored = store.read_table("prices") if store.has_table("prices") else pd.DataFrame(columns=PRICE_COLUMNS)
     stored = stored.astype({"security_id": "str", "ticker": "str", "date": "datetime64[ns]"})
@@ -166,11 +173,15 @@ def ingest_prices(
         seen = pd.concat([raw[["date", "ticker"]], stored[["date", "ticker"]]], ignore_index=True)
         calendar = default_calendar(seen)
     else:
-        calendar = np.unique(pd.to_datetime(pd.Series(list(trading_calendar))).dt.normalize().to_numpy("datetime64[ns]"))
+        calendar = as_calendar(trading_calendar)
 
-    affected = stored["security_id"].isin(clean["security_id"].unique())
-    new_keys = pd.MultiIndex.from_frame(clean[["security_id", "date"]])
-    replaced = affected & pd.MultiIndex.from_frame(stored[["security_id", "date"]]).isin(new_keys)
+    # (security_id, date) as int64 keys: set operations on millions of rows in a fraction of a second.
+    codes = pd.factorize(pd.concat([stored["security_id"], clean["security_id"]], ignore_index=True))[0]
+    code_old, code_new = codes[: len(stored)], codes[len(stored) :]
+    affected = pd.Series(code_old).isin(np.unique(code_new)).to_numpy()
+    replaced = affected & pd.Series(row_keys(code_old, stored["date"].to_numpy("datetime64[ns]"))).isin(
+        row_keys(code_new, clean["date"].to_numpy("datetime64[ns]"))
+    ).to_numpy()
     context = stored[affected & ~replaced].assign(
         ret_given=lambda d: d["adj_close"].isna(),
         is_level=lambda d: d["ticker"].isin(list(rate_tickers)),
@@ -193,9 +204,10 @@ def ingest_prices(
     prices = pd.concat([stored[~affected], chained[PRICE_COLUMNS]], ignore_index=True)
     prices = prices.astype({"security_id": "str", "ticker": "str", "date": "datetime64[ns]",
                             "adj_close": "float64", "ret": "float64", "volume": "float64"})  # fmt: skip
-    prices = prices.sort_values(["security_id", "date"], kind="stable").reset_index(drop=True)
+    sid_order = pd.factorize(prices["security_id"], sort=True)[0]
+    prices = prices.take(np.lexsort((prices["date"].to_numpy("datetime64[ns]"), sid_order))).reset_index(drop=True)
 
-    report = IngestReport.from_issues(len(raw), _concat_issues([screen_issues, chain_issues]), [str(p) for p in paths])
+    report = IngestReport.from_issues(len(raw), concat_issues([screen_issues, chain_issues]), [str(p) for p in paths])
     report.run_id = _new_run_id()
     master.to_store(store)  # first, so prices never name a security the store does not know
     store.write_table("prices", prices)
@@ -227,7 +239,9 @@ def load_returns(
             return pd.DataFrame(dtype="float64")
         where.append(f"security_id IN ({', '.join('?' * len(ids))})")
         params.extend(ids)
-    long = store.read_table("prices", columns=["date", "security_id", "ret"], where=" AND ".join(where) or None, params=params)
+    long = store.read_table(
+        "prices", columns=["date", "security_id", "ret"], where=" AND ".join(where) or None, params=params
+    )
     wide = long.pivot(index="date", columns="security_id", values="ret").astype("float64")
     wide.index = pd.DatetimeIndex(wide.index, name="date")
     return wide.sort_index().sort_index(axis=1)
@@ -271,12 +285,13 @@ def read_classification_file(path: PathLike) -> pd.DataFrame:
         )
     out = pd.DataFrame({"ticker": df["ticker"].astype("str").str.strip().str.upper().replace("", np.nan)})
     for c in CLASS_FIELDS:
-        out[c] = df[c].astype("str").str.strip().replace("", np.nan) if c in df else pd.Series(np.nan, index=df.index, dtype="str")
+        given = df[c] if c in df else pd.Series(np.nan, index=df.index)
+        out[c] = given.astype("str").str.strip().replace("", np.nan)
     for c in ("sector_etf", "subsector_etf"):
         out[c] = out[c].str.upper()
     if "valid_from" in df.columns:
         out["valid_from"] = parse_dates(df["valid_from"])
-        out["valid_to"] = parse_dates(df["valid_to"]) if "valid_to" in df else pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns]")
+        out["valid_to"] = parse_dates(df["valid_to"] if "valid_to" in df else pd.Series(pd.NaT, index=df.index))
     elif "snapshot_date" in df.columns:
         out["snapshot_date"] = parse_dates(df["snapshot_date"])
     out["source_row"] = np.arange(1, len(out) + 1)
@@ -285,13 +300,18 @@ def read_classification_file(path: PathLike) -> pd.DataFrame:
 
 def _class_rejections(df: pd.DataFrame, date_col: str | None) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
     """Screen classification rows. Returns ``(present, accepted, issues)``: *present* rows show
-    a ticker on a valid date (even without a classification they break a run of snapshots);
-    *accepted* rows also carry a classification."""
+    a ticker on a valid date, once per (ticker, date) (even without a classification they break
+    a run of snapshots); *accepted* rows also carry a classification.
+
+    Rules: missing_ticker, bad_date, no_classification (rejected); the same ticker and date
+    twice: with different classifications all copies are rejected (duplicate_conflict), with
+    identical ones the extra copies are merged (duplicate_identical, repaired).
+    """
     n = len(df)
     rows = df.assign(date=df[date_col] if date_col else pd.NaT)
     no_date = df[date_col].isna().to_numpy() if date_col else np.zeros(n, dtype=bool)
     if date_col == "valid_from":
-        no_date |= (df["valid_to"] < df["valid_from"]).to_numpy()
+        no_date = no_date | (df["valid_to"] < df["valid_from"]).to_numpy()
     alive = np.ones(n, dtype=bool)
     issues = []
     present = alive
@@ -304,9 +324,48 @@ def _class_rejections(df: pd.DataFrame, date_col: str | None) -> tuple[np.ndarra
             present = alive.copy()
         mask = bad & alive
         if mask.any():
-            issues.append(_issues(rows, mask, "rejected", reason, detail))
+            issues.append(issue_rows(rows, mask, "rejected", reason, detail))
         alive &= ~mask
+
+    key = ["ticker"] + ([date_col] if date_col else [])
+    live = df[alive]
+    variants = live.drop_duplicates([*key, *CLASS_FIELDS]).groupby(key, dropna=False).size()
+    clash = pd.MultiIndex.from_frame(live[key]).isin(variants[variants > 1].index) if len(key) > 1 else (
+        live["ticker"].isin(variants[variants > 1].index)
+    )
+    if clash.any():
+        mask = np.zeros(n, dtype=bool)
+        mask[np.flatnonzero(alive)[np.asarray(clash)]] = True
+        text = "same ticker and date with different classifications; all copies rejected"
+        issues.append(issue_rows(rows, mask, "rejected", "duplicate_conflict", text))
+        alive &= ~mask
+    twins = np.zeros(n, dtype=bool)
+    twins[np.flatnonzero(alive)[df[alive].duplicated(key).to_numpy()]] = True
+    if twins.any():
+        text = "identical copy of an earlier row; merged"
+        issues.append(issue_rows(rows, twins, "repaired", "duplicate_identical", text))
+        alive &= ~twins
+    # One present row per (ticker, date), the accepted one where there is one.
+    order = np.flatnonzero(present)
+    order = order[np.argsort(~alive[order], kind="stable")]
+    present = np.zeros(n, dtype=bool)
+    present[order[~df.iloc[order].duplicated(key).to_numpy()]] = True
     return present, alive, issues
+
+
+def _resolve_intervals(master: SecurityMaster, df: pd.DataFrame) -> tuple[SecurityMaster, pd.Series]:
+    """Security of each (ticker, valid_from, valid_to) interval: the holder at its start, else
+    at its end (the latest holder if open: a sector given from before a listing is harmless),
+    else a new ticker-based security."""
+    tick, start, end = df["ticker"].reset_index(drop=True), df["valid_from"], df["valid_to"]
+    sid = master.resolve_rows(tick, start)
+    closed = sid.isna().to_numpy() & end.notna().to_numpy()
+    sid[closed] = master.resolve_rows(tick[closed], end[closed]).to_numpy()
+    still = sid.isna().to_numpy() & end.isna().to_numpy()
+    sid[still] = master.latest_holders(tick[still]).to_numpy()
+    if sid.isna().any():
+        master, sid = _ensure_and_resolve(master, tick, start, "stock")
+    return master, sid
 
 
 def _snapshot_intervals(df: pd.DataFrame, accepted: np.ndarray, present: np.ndarray) -> pd.DataFrame:
@@ -367,14 +426,14 @@ def ingest_classifications(store: Store, path: PathLike) -> IngestReport:
             master = master.ensure_tickers(spans, asset_type_hint="stock")
         df.loc[accepted, "security_id"] = master.latest_holders(tick).to_numpy()
         intervals = df[accepted].assign(valid_from=MIN_DATE, valid_to=pd.NaT)
+    elif dating == "snapshot":
+        master, sid = _ensure_and_resolve(master, df.loc[present, "ticker"], df.loc[present, date_col], "stock")
+        df.loc[present, "security_id"] = sid.to_numpy(dtype=object)
+        intervals = _snapshot_intervals(df, accepted, present)
     else:
-        rows = present if dating == "snapshot" else accepted
-        master, sid = _ensure_and_resolve(master, df.loc[rows, "ticker"], df.loc[rows, date_col], "stock")
-        df.loc[rows, "security_id"] = sid
-        if dating == "snapshot":
-            intervals = _snapshot_intervals(df, accepted, present)
-        else:
-            intervals = df[accepted]
+        master, sid = _resolve_intervals(master, df[accepted])
+        df.loc[accepted, "security_id"] = sid.to_numpy(dtype=object)
+        intervals = df[accepted]
 
     new = intervals.assign(source="file")[CLASSIFICATION_COLUMNS]
     new = new.astype({"valid_from": "datetime64[ns]", "valid_to": "datetime64[ns]"})
@@ -386,7 +445,7 @@ def ingest_classifications(store: Store, path: PathLike) -> IngestReport:
     table = clip_intervals(new, "security_id", clip_explicit=True)[CLASSIFICATION_COLUMNS]
     table = table.astype({c: "str" for c in ["security_id", "ticker", *CLASS_FIELDS, "source"]})
 
-    report = IngestReport.from_issues(len(df), _concat_issues(issues), [str(path)])
+    report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
     report.run_id = _new_run_id()
     master.to_store(store)
     store.write_table("classifications", table)

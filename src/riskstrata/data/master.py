@@ -193,33 +193,50 @@ class SecurityMaster:
         """``tickers`` → security id on ``as_of`` (NaN where unknown); indexed by the tickers given."""
         tickers = list(tickers)
         day = pd.Timestamp(as_of).normalize()
-        ids = self.resolve_rows(pd.Series(tickers, dtype="str"), pd.Series(day, index=range(len(tickers))))
-        return pd.Series(ids, index=pd.Index(tickers, name="ticker"), name="security_id")
+        upper = pd.Series(tickers, dtype="str").str.strip().str.upper()
+        ids = self.resolve_rows(upper, pd.Series(day, index=range(len(tickers))))
+        return pd.Series(ids.to_numpy(), index=pd.Index(tickers, name="ticker"), name="security_id")
 
-    def resolve_rows(self, tickers: pd.Series, dates: pd.Series) -> np.ndarray:
+    def resolve_rows(self, tickers: pd.Series, dates: pd.Series) -> pd.Series:
         """Row-wise point-in-time resolution, vectorised.
 
-        tickers, dates: (n,) aligned series (tickers already upper-case). Returns (n,) object
-        array of security ids, NaN where no security holds the ticker on that row's date.
+        tickers, dates: (n,) aligned (tickers already upper-case). Returns an (n,) str Series
+        (RangeIndex) of security ids, NaN where no security holds the ticker on that row's date.
         """
         n = len(tickers)
-        out = np.full(n, np.nan, dtype=object)
-        if n == 0 or self._records.empty:
-            return out
-        left = pd.DataFrame(
-            {"ticker": np.asarray(tickers, dtype=object), "date": _to_dates(pd.Series(np.asarray(dates))), "pos": np.arange(n)}
-        )
-        left = left[left["ticker"].notna() & left["date"].notna()]
-        left["ticker"] = left["ticker"].astype("str")
-        right = self._records[["ticker", "valid_from", "valid_to", "security_id"]].sort_values("valid_from")
-        # Records of one ticker never overlap (checked on construction), so the latest record
-        # starting on or before the date is the only candidate; it holds if not yet ended.
-        hit = pd.merge_asof(
-            left.sort_values("date"), right, left_on="date", right_on="valid_from", by="ticker", direction="backward"
-        )
-        ok = hit["security_id"].notna() & (hit["date"] <= _open_end(hit["valid_to"]))
-        out[hit.loc[ok, "pos"].to_numpy()] = hit.loc[ok, "security_id"].to_numpy(dtype=object)
-        return out
+        ids = pd.array(self._records["security_id"].unique(), dtype="str")
+        code = np.full(n, -1, dtype=np.int64)  # row → position in ids, -1 = unresolved
+        if n and len(self._records):
+            tick = pd.Series(tickers).reset_index(drop=True).astype("str")
+            day = _to_dates(pd.Series(dates).reset_index(drop=True)).to_numpy("datetime64[ns]")
+            recs = self._records
+            rec_id = pd.Index(ids).get_indexer(recs["security_id"])
+            n_recs = recs.groupby("ticker")["ticker"].transform("size").to_numpy()
+            # Look tickers up once per distinct ticker, not once per row.
+            tcode, uniq = pd.factorize(tick)
+            # Fast path: a ticker with a single record (nearly all of them) maps by lookup.
+            single = recs[n_recs == 1]
+            slot = np.append(pd.Index(single["ticker"]).get_indexer(uniq), -1)[tcode]  # code -1 (NaN) → -1
+            hit = slot >= 0
+            s_from = single["valid_from"].to_numpy("datetime64[ns]")[slot[hit]]
+            s_to = _open_end(single["valid_to"]).to_numpy("datetime64[ns]")[slot[hit]]
+            ok = (day[hit] >= s_from) & (day[hit] <= s_to)
+            code[np.flatnonzero(hit)[ok]] = rec_id[n_recs == 1][slot[hit]][ok]
+            # Tickers with several records (renames, recycling): latest record starting on or
+            # before the date; records of one ticker never overlap, so it is the only candidate.
+            multi = recs[n_recs > 1]
+            is_multi = np.append(pd.Index(uniq).isin(multi["ticker"].unique()), False)[tcode]
+            todo = np.flatnonzero(is_multi & ~np.isnat(day))
+            if len(todo):
+                left = pd.DataFrame({"ticker": tick.iloc[todo].to_numpy(), "date": day[todo], "pos": todo})
+                right = multi[["ticker", "valid_from", "valid_to"]].assign(rid=rec_id[n_recs > 1])
+                m = pd.merge_asof(
+                    left.sort_values("date"), right.sort_values("valid_from"),
+                    left_on="date", right_on="valid_from", by="ticker", direction="backward",
+                )  # fmt: skip
+                ok = m["rid"].notna() & (m["date"] <= _open_end(m["valid_to"]))
+                code[m.loc[ok, "pos"].to_numpy()] = m.loc[ok, "rid"].to_numpy(dtype=np.int64)
+        return pd.Series(ids.take(code, allow_fill=True), name="security_id")
 
     def latest_holders(self, tickers: Sequence[str]) -> pd.Series:
         """ticker → the security of its most recent record (NaN if unknown), for undated data."""
@@ -289,7 +306,9 @@ class SecurityMaster:
         spans = tickers_with_dates.rename(columns=str.lower)
         missing = {"ticker", "first_date", "last_date"} - set(spans.columns)
         if missing:
-            raise DataValidationError(f"ensure_tickers needs columns ticker, first_date, last_date; missing {sorted(missing)}")
+            raise DataValidationError(
+                f"ensure_tickers needs columns ticker, first_date, last_date; missing {sorted(missing)}"
+            )
         spans = pd.DataFrame(
             {
                 "ticker": _clean_str(spans["ticker"]).str.upper(),
@@ -300,58 +319,68 @@ class SecurityMaster:
         if spans.empty:
             return self
         known = spans["ticker"].isin(self._by_ticker.keys())
-        # Tickers never seen: one new open-ended security each (the common, vectorised case).
+        # Tickers never seen: one new open-ended security each.
         fresh = spans[~known].groupby("ticker", as_index=False)["first_date"].min()
-        new_parts = [fresh.rename(columns={"first_date": "valid_from"}).assign(valid_to=pd.NaT)]
-        extend: dict[int, pd.Timestamp] = {}  # record row → new valid_from
-        # Tickers with records: fill the uncovered parts, one ticker at a time (rare: few tickers).
-        for ticker, group in spans[known].groupby("ticker"):
-            pieces, ext = self._uncovered(ticker, group)
-            new_parts.append(pieces)
-            extend.update(ext)
-        new = pd.concat(new_parts, ignore_index=True)
-        if new.empty and not extend:
+        fresh = fresh.rename(columns={"first_date": "valid_from"}).assign(valid_to=pd.NaT)
+        pieces, extend = self._uncovered(spans[known])
+        new = pd.concat([fresh, pieces], ignore_index=True)
+        if new.empty and extend.empty:
             return self
         recs = self._records.copy()
-        for row, start in extend.items():
-            recs.loc[row, "valid_from"] = start
+        recs.loc[extend.index, "valid_from"] = extend.to_numpy()
         if not new.empty:
+            new = new.astype({"valid_from": "datetime64[ns]", "valid_to": "datetime64[ns]"})
             new["asset_type"] = _asset_types(new["ticker"], asset_type_hint).to_numpy()
             new["security_id"] = _ticker_ids(new, used=set(self._by_id))
             recs = pd.concat([recs, new], ignore_index=True)
         return SecurityMaster(recs)
 
-    def _uncovered(self, ticker: str, spans: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.Timestamp]]:
-        """New records for the parts of ``spans`` no record of ``ticker`` covers, and backfill
-        extensions {record row: new valid_from} of ticker-based securities."""
-        idx = self._by_ticker[ticker]
-        rows = self._records.iloc[idx].sort_values("valid_from")
-        starts = rows["valid_from"].tolist()
-        ends = _open_end(rows["valid_to"]).tolist()
-        # Gaps between records: (gap_start, gap_end, position of the record after the gap or None).
-        gaps = [(_FAR_PAST, starts[0] - _DAY, 0)]
-        gaps += [(ends[i] + _DAY, starts[i + 1] - _DAY, i + 1) for i in range(len(starts) - 1)]
-        if ends[-1] < _FAR_FUTURE:
-            gaps.append((ends[-1] + _DAY, _FAR_FUTURE, None))
-        new, ext = [], {}
-        for gap_start, gap_end, after in gaps:
-            lo = spans["first_date"].clip(lower=gap_start)
-            hi = spans["last_date"].clip(upper=gap_end)
-            hit = lo <= hi
-            if gap_start > gap_end or not hit.any():
-                continue
-            first, last = lo[hit].min(), hi[hit].max()
-            if after is None:
-                new.append({"ticker": ticker, "valid_from": first, "valid_to": pd.NaT})
-                continue
-            nxt = rows.iloc[after]
-            sid = str(nxt["security_id"])
-            first_of_sid = self._records.iloc[self._by_id[sid]]["valid_from"].min() == nxt["valid_from"]
-            if sid.startswith("TKR:") and first_of_sid and (nxt["valid_from"] - last).days <= CONTIGUOUS_DAYS:
-                ext[int(nxt.name)] = first  # records are RangeIndex-ed, so the label is the row
-            else:
-                new.append({"ticker": ticker, "valid_from": first, "valid_to": gap_end})
-        return pd.DataFrame(new, columns=["ticker", "valid_from", "valid_to"]), ext
+    def _uncovered(self, spans: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        """For spans of tickers that have records: new records for the parts no record covers
+        (``ticker, valid_from, valid_to``), and backfill extensions (record row → new valid_from)."""
+        r = self._records.sort_values(["ticker", "valid_from"])
+        first_of_ticker = ~r["ticker"].duplicated()
+        last_of_ticker = ~r["ticker"].duplicated(keep="last")
+        prev_end = r.groupby("ticker")["valid_to"].shift(1)
+        # Gaps between a ticker's records, each with the record that follows it (-1: none).
+        gaps = pd.concat(
+            [
+                pd.DataFrame({"ticker": r["ticker"], "gap_start": np.where(first_of_ticker, _FAR_PAST, prev_end + _DAY),
+                              "gap_end": r["valid_from"] - _DAY, "after": r.index}),
+                pd.DataFrame({"ticker": r["ticker"], "gap_start": r["valid_to"] + _DAY,
+                              "gap_end": _FAR_FUTURE, "after": -1})[last_of_ticker & r["valid_to"].notna()],
+            ],
+            ignore_index=True,
+        )  # fmt: skip
+        gaps = gaps.astype({"gap_start": "datetime64[ns]", "gap_end": "datetime64[ns]"})
+        gaps = gaps[gaps["gap_start"] <= gaps["gap_end"]].reset_index(names="gap")
+        hit = spans.merge(gaps, on="ticker")
+        hit["lo"] = hit[["first_date", "gap_start"]].max(axis=1)
+        hit["hi"] = hit[["last_date", "gap_end"]].min(axis=1)
+        hit = hit[hit["lo"] <= hit["hi"]]
+        pieces = hit.groupby("gap", as_index=False).agg(
+            ticker=("ticker", "first"), lo=("lo", "min"), hi=("hi", "max"),
+            gap_end=("gap_end", "first"), after=("after", "first"),
+        )  # fmt: skip
+        nxt = r.reindex(pieces["after"].to_numpy())  # NaN rows where nothing follows
+        is_first = r["valid_from"] == r.groupby("security_id")["valid_from"].transform("min")
+        first_of_sid = is_first.reindex(pieces["after"].to_numpy())
+        backfill = (
+            (pieces["after"].to_numpy() >= 0)
+            & nxt["security_id"].str.startswith("TKR:").fillna(False).to_numpy(dtype=bool)
+            & first_of_sid.fillna(False).to_numpy(dtype=bool)
+            & ((nxt["valid_from"].to_numpy() - pieces["hi"].to_numpy()) <= np.timedelta64(CONTIGUOUS_DAYS, "D"))
+        )
+        extend = pd.Series(pieces.loc[backfill, "lo"].to_numpy(), index=pieces.loc[backfill, "after"].to_numpy())
+        created = pieces[~backfill]
+        new = pd.DataFrame(
+            {
+                "ticker": created["ticker"].to_numpy(),
+                "valid_from": created["lo"].to_numpy(),
+                "valid_to": np.where(created["after"] >= 0, created["gap_end"], np.datetime64("NaT")),
+            }
+        )
+        return new, extend
 
 
 # ---------------------------------------------------------------------- helpers
@@ -420,8 +449,7 @@ def _assign_ids(recs: pd.DataFrame, existing: SecurityMaster | None) -> pd.DataF
     used: set[str] = set(recs["security_id"].dropna())
     if existing is not None and len(existing._records):
         # A ticker-only update belongs to the security already holding the ticker on that date.
-        held = existing.resolve_rows(starts["ticker"], starts["valid_from"])
-        run_id[:] = held
+        run_id[:] = existing.resolve_rows(starts["ticker"], starts["valid_from"]).to_numpy(dtype=object)
         used |= set(existing._by_id)
     unmatched = run_id.isna()
     if unmatched.any():

@@ -87,7 +87,9 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` (index dropped) as zstd Parquet at ``path`` and fsync the file."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     with open(path, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd")
+        # Row groups of 256k rows: small enough for DuckDB to skip most of a sorted table on a
+        # filter (min/max statistics), large enough to compress well.
+        pq.write_table(table, fh, compression="zstd", row_group_size=1 << 18)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -207,7 +209,7 @@ class Store:
                         f'CREATE VIEW "model_{model}" AS '
                         f"SELECT * FROM read_parquet({file_list}, union_by_name = true)"
                     )
-            return con.execute(sql, params or []).df()
+            return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
         except duckdb.Error as exc:
             raise StoreError(f"query failed: {exc}") from exc
         finally:
@@ -227,7 +229,9 @@ class Store:
             sql += f" WHERE {where}"
         con = duckdb.connect()
         try:
-            return con.execute(sql, params or []).df()
+            # Through Arrow: several times faster than DuckDB's own pandas conversion on
+            # millions of rows. (Integer columns with nulls come back as float64.)
+            return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
         except duckdb.Error as exc:
             raise StoreError(f"reading {what} failed: {exc}") from exc
         finally:

@@ -15,6 +15,7 @@ accepted as is appears in the report's ``issues`` with a reason code from :data:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from riskstrata.errors import DataValidationError
 
@@ -30,10 +33,12 @@ __all__ = [
     "RATE_TICKERS",
     "REASONS",
     "IngestReport",
+    "as_calendar",
     "chain_returns",
     "default_calendar",
     "parse_dates",
     "read_price_file",
+    "row_keys",
     "screen_prices",
     "validate_prices",
 ]
@@ -157,7 +162,9 @@ class IngestReport:
 Detail = str | Callable[[pd.DataFrame, np.ndarray], Any]
 
 
-def _issues(rows: pd.DataFrame, mask: np.ndarray | pd.Series, action: str, reason: str, detail: Detail) -> pd.DataFrame:
+def issue_rows(
+    rows: pd.DataFrame, mask: np.ndarray | pd.Series, action: str, reason: str, detail: Detail
+) -> pd.DataFrame:
     """Issue rows for ``rows[mask]`` (rows has file, source_row, date, ticker).
 
     detail: a text, or ``f(selected_rows, positions) -> texts`` evaluated on the selected rows
@@ -182,12 +189,22 @@ def _issues(rows: pd.DataFrame, mask: np.ndarray | pd.Series, action: str, reaso
     )
 
 
-def _concat_issues(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def concat_issues(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_issues()
     out = pd.concat(parts, ignore_index=True)
-    return out.astype({"file": "str", "source_row": "str", "ticker": "str", "action": "str", "reason": "str", "detail": "str"})
+    return out.astype({c: "str" for c in ISSUE_COLUMNS if c != "date"})
+
+
+def row_keys(codes: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """One int64 per (series, day): ``codes`` (n,) non-negative ints, ``dates`` (n,) datetime64.
+
+    Hashing and sorting these is an order of magnitude faster than (string, timestamp) pairs.
+    Days since 1970 lie within ±2^19 for every representable date, so they fit in 20 bits.
+    """
+    days = np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
+    return np.asarray(codes, dtype=np.int64) * (1 << 20) + (days + (1 << 19))
 
 
 # ---------------------------------------------------------------------- reading files
@@ -208,7 +225,9 @@ def parse_dates(raw: pd.Series) -> pd.Series:
         text = raw.astype("str").str.strip()
         # Fast path: one format inferred from the data; only the leftovers go through the
         # slow per-element parser.
-        out = pd.to_datetime(text, errors="coerce")
+        with warnings.catch_warnings():  # "could not infer format": the fallback below handles it
+            warnings.simplefilter("ignore", UserWarning)
+            out = pd.to_datetime(text, errors="coerce")
         left = out.isna() & text.notna() & (text != "")
         if left.any():
             out = out.astype("datetime64[ns]")
@@ -318,23 +337,35 @@ def _wide_frame(path: Path, raw: pd.DataFrame, names: dict[Any, str], value_kind
     if values.shape[1] == 0:
         raise DataValidationError(f"price file {path} has a date column but no ticker columns")
     tickers = pd.Index([str(c).strip().upper() for c in values.columns])
-    cells = values.to_numpy(dtype=object).ravel()  # row-major: (row, column)
-    present = pd.notna(cells) & (pd.Series(cells, dtype=object).astype("str").str.strip() != "").to_numpy()
     n_rows, n_cols = values.shape
+    grid = np.full((n_rows, n_cols), np.nan)
+    filled = np.zeros((n_rows, n_cols), dtype=bool)
+    for j in range(n_cols):  # column by column: each is one vectorised conversion
+        col = values.iloc[:, j]
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            grid[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
+            filled[:, j] = col.notna().to_numpy()
+        else:  # text: blank cells are absence, anything else is a value (maybe unparsable)
+            text = col.astype("str").str.strip()
+            filled[:, j] = (text.notna() & (text != "")).to_numpy()
+            grid[:, j] = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    present = filled.ravel()  # row-major: (row, column)
     row_no = np.repeat(np.arange(1, n_rows + 1), n_cols)[present]
     col_no = np.tile(np.arange(n_cols), n_rows)[present]
-    numbers = pd.to_numeric(pd.Series(cells[present], dtype=object), errors="coerce").astype("float64").to_numpy()
-    tick = tickers.to_numpy()[col_no]
+    numbers = grid.ravel()[present]
+    # Strings for millions of cells are built in Arrow: an order of magnitude faster than numpy/object.
+    tick = pa.array(tickers.to_numpy(dtype=object), pa.string()).take(pa.array(col_no))
+    where = pc.binary_join_element_wise(pc.cast(pa.array(row_no), pa.string()), tick, ":")
     nan = np.full(len(row_no), np.nan)
     is_ret = value_kind == "return"
     out = pd.DataFrame(
         {
             "date": dates.to_numpy()[row_no - 1],
-            "ticker": pd.Series(tick, dtype="str"),
+            "ticker": tick.to_pandas().astype("str"),
             "adj_close": nan if is_ret else numbers,
             "ret": numbers if is_ret else nan,
             "volume": nan,
-            "source_row": pd.Series(row_no.astype(str), dtype="str") + ":" + pd.Series(tick, dtype="str"),
+            "source_row": where.to_pandas().astype("str"),
         }
     )
     out.attrs["value_kind"] = "return" if is_ret else "price"
@@ -385,17 +416,22 @@ def screen_prices(
     else:
         kind = np.full(n, _value_kind(df), dtype=object)
     is_price, is_ret, is_both = kind == "price", kind == "return", kind == "both"
-    col = df.get
-    blank = pd.Series(np.nan, index=df.index)
+
+    def number(*names: str) -> np.ndarray:
+        for name in names:
+            if name in df.columns:
+                return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return np.full(n, np.nan)
+
     rows = pd.DataFrame(
         {
             "date": parse_dates(df["date"]),
             "ticker": df["ticker"].astype("str").str.strip().str.upper().replace("", np.nan),
-            "adj_close": pd.to_numeric(col("adj_close", col("close", blank)), errors="coerce").astype("float64"),
-            "ret": pd.to_numeric(col("ret", blank), errors="coerce").astype("float64"),
-            "volume": pd.to_numeric(col("volume", blank), errors="coerce").astype("float64"),
-            "file": col("file", pd.Series(source or "<frame>", index=df.index)).astype("str"),
-            "source_row": col("source_row", pd.Series(np.arange(1, n + 1), index=df.index)),
+            "adj_close": number("adj_close", "close"),
+            "ret": number("ret"),
+            "volume": number("volume"),
+            "file": df["file"].astype("str") if "file" in df.columns else source or "<frame>",
+            "source_row": df["source_row"] if "source_row" in df.columns else np.arange(1, n + 1),
         }
     )
     rows.loc[is_price, "ret"] = np.nan
@@ -410,7 +446,7 @@ def screen_prices(
     def reject(mask: np.ndarray, reason: str, detail: Detail) -> None:
         mask = mask & alive
         if mask.any():
-            issues.append(_issues(rows, mask, "rejected", reason, detail))
+            issues.append(issue_rows(rows, mask, "rejected", reason, detail))
             alive[mask] = False
 
     value = np.where(is_ret, ret, price)
@@ -431,29 +467,36 @@ def screen_prices(
         )  # fmt: skip
 
     key = ["date", "ticker"]
-    if "file_order" in df.columns:
-        order = pd.Series(np.where(alive, df["file_order"].to_numpy(), -1), index=rows.index)
-        newest = order.groupby([rows["date"], rows["ticker"]]).transform("max").to_numpy()
-        reject(alive & (order.to_numpy() < newest), "superseded", "a later file gives this date and ticker; its value is used")
+    keys = np.zeros(n, dtype=np.int64)
+    keys[alive] = row_keys(pd.factorize(rows["ticker"][alive])[0], rows["date"][alive].to_numpy("datetime64[ns]"))
+    if "file_order" in df.columns and df["file_order"].nunique() > 1:
+        order = pd.Series(df["file_order"].to_numpy()[alive])
+        newest = np.full(n, -1)
+        newest[alive] = order.groupby(keys[alive]).transform("max").to_numpy()
+        older = alive & (df["file_order"].to_numpy() < newest)
+        reject(older, "superseded", "a later file gives this date and ticker; its value is used")
 
-    live = rows[alive]
-    dup = live.duplicated(key, keep=False)
-    if dup.any():
-        d = live[dup]
+    live_keys = keys[alive]
+    if len(live_keys) < 2 or np.all(live_keys[1:] > live_keys[:-1]):  # sorted by ticker, date: no duplicates
+        dup_pos = np.array([], dtype=np.int64)
+    else:
+        dup_pos = np.flatnonzero(alive)[pd.Series(live_keys).duplicated(keep=False).to_numpy()]
+    if len(dup_pos):
+        # Only the (usually few) duplicated rows are compared value by value.
+        d = rows.iloc[dup_pos]
         variants = d.drop_duplicates([*key, "adj_close", "ret", "volume"]).groupby(key).size()
         conflict_keys = variants[variants > 1].index
-        in_conflict = pd.MultiIndex.from_frame(d[key]).isin(conflict_keys)
         mask = np.zeros(n, dtype=bool)
-        mask[d.index[in_conflict]] = True
+        mask[dup_pos[pd.MultiIndex.from_frame(d[key]).isin(conflict_keys)]] = True
         reject(mask, "duplicate_conflict", "this date and ticker appear with different values; all copies rejected")
-        live = rows[alive]
-        twins = live.duplicated(key, keep="first")
+        d = rows.iloc[dup_pos[alive[dup_pos]]]
+        twins = d.duplicated(key, keep="first")
         if twins.any():
-            first_row = live.groupby(key)["source_row"].transform("first").astype("str")
+            first_row = d.groupby(key)["source_row"].transform("first").astype("str")
             mask = np.zeros(n, dtype=bool)
-            mask[live.index[twins]] = True
+            mask[d.index[twins]] = True
             issues.append(
-                _issues(
+                issue_rows(
                     rows, mask, "repaired", "duplicate_identical",
                     lambda sel, pos: "identical to source row " + first_row.loc[pos] + "; merged into it",
                 )
@@ -461,7 +504,7 @@ def screen_prices(
             alive[mask] = False  # merged: accepted, but not a separate row of the clean data
 
     clean = rows[alive].reset_index(drop=True)
-    return clean, _concat_issues(issues)
+    return clean, concat_issues(issues)
 
 
 # ---------------------------------------------------------------------- stage 2: returns
@@ -483,6 +526,11 @@ def default_calendar(frame: pd.DataFrame, market: str = "SPY") -> np.ndarray:
     return np.unique(np.asarray(cal, dtype="datetime64[ns]"))
 
 
+def as_calendar(days: Any) -> np.ndarray:
+    """Any sequence of dates as a sorted unique datetime64[ns] calendar."""
+    return np.unique(parse_dates(pd.Series(list(days))).dropna().to_numpy("datetime64[ns]"))
+
+
 def chain_returns(
     frame: pd.DataFrame,
     *,
@@ -495,16 +543,16 @@ def chain_returns(
 
     frame: columns ``key, date, adj_close, ret, ret_given`` [+ ``is_level``] (+ ``ticker, file,
     source_row`` for issues). Rows with ``ret_given`` keep their return; ``is_level`` rows (rates)
-    get none. ``update`` (bool, aligned with frame;
-    default all) marks the rows to compute and report; other rows are context (e.g. stored data
-    before a new file) and keep their ``ret``.
+    get none. ``update`` (bool, aligned with frame; default all) marks the rows to compute and
+    report; other rows are context (e.g. stored data before a new file) and keep their ``ret``.
 
     - gap: calendar days (``calendar``, sorted datetime64[ns]) missing between a row and the
       previous row of its series. A computed return then spans several days: set to NaN, the
       price kept (repaired). A given return is kept and flagged.
     - implausible_move: ``|ret| > max_abs_return`` → flagged, kept.
 
-    Returns ``(frame sorted by key, date; issues)``.
+    Returns ``(frame, issues)``, the frame grouped by ``key`` (in order of first appearance)
+    and sorted by date within each series.
     """
     f = frame.reset_index(drop=True)
     f["_update"] = np.ones(len(f), dtype=bool) if update is None else np.asarray(update, dtype=bool)
@@ -538,6 +586,7 @@ def chain_returns(
 
     reportable = upd & ~level & (f["file"].notna().to_numpy() if "file" in f else False)
     issues = []
+
     def gap_text(suffix: str) -> Callable[[pd.DataFrame, np.ndarray], pd.Series]:
         def text(sel: pd.DataFrame, pos: np.ndarray) -> pd.Series:
             since = pd.Series(prev_date[pos]).dt.strftime("%Y-%m-%d")
@@ -548,20 +597,21 @@ def chain_returns(
         repaired = gap & reportable & ~given
         flagged = gap & reportable & given
         if repaired.any():
-            issues.append(_issues(f, repaired, "repaired", "gap", gap_text("; the return spans them, set to NaN (price kept)")))
+            text = gap_text("; the return spans them, set to NaN (price kept)")
+            issues.append(issue_rows(f, repaired, "repaired", "gap", text))
         if flagged.any():
-            issues.append(_issues(f, flagged, "flagged", "gap", gap_text("; the given return is kept")))
+            issues.append(issue_rows(f, flagged, "flagged", "gap", gap_text("; the given return is kept")))
     with np.errstate(invalid="ignore"):
         wild = reportable & (np.abs(ret) > max_abs_return)
     if wild.any():
         tail = f" exceeds ±{max_abs_return:.0%}; kept as real data, please check the source"
         issues.append(
-            _issues(
+            issue_rows(
                 f, wild, "flagged", "implausible_move",
                 lambda sel, pos: ["one-day return " + f"{r:+.1%}" + tail for r in ret[pos]],
             )
         )  # fmt: skip
-    return f.drop(columns="_update"), _concat_issues(issues)
+    return f.drop(columns="_update"), concat_issues(issues)
 
 
 # ---------------------------------------------------------------------- both stages
@@ -583,7 +633,7 @@ def validate_prices(
     rate_tickers: yield series, kept as levels without returns (see :func:`screen_prices`).
 
     Returns ``(clean, report)``: clean has columns ``date, ticker, adj_close, ret, volume,
-    source_row, file``, sorted by ticker, date.
+    source_row, file``, grouped by ticker and sorted by date within each.
     """
     clean, screened = screen_prices(long_df, source=source, rate_tickers=rate_tickers)
     if trading_calendar is None:
@@ -592,9 +642,9 @@ def validate_prices(
         )
         calendar = default_calendar(frame)
     else:
-        calendar = np.unique(pd.to_datetime(pd.Series(list(trading_calendar))).dt.normalize().to_numpy(dtype="datetime64[ns]"))
+        calendar = as_calendar(trading_calendar)
     chained, chain_issues = chain_returns(clean, key="ticker", calendar=calendar, max_abs_return=max_abs_return)
     files = sorted(long_df["file"].astype("str").unique()) if "file" in long_df else [source or "<frame>"]
-    report = IngestReport.from_issues(len(long_df), _concat_issues([screened, chain_issues]), files)
+    report = IngestReport.from_issues(len(long_df), concat_issues([screened, chain_issues]), files)
     out = chained[["date", "ticker", "adj_close", "ret", "volume", "source_row", "file"]]
     return out, report
