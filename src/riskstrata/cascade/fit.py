@@ -382,6 +382,8 @@ class CascadeEngine:
         values["returns_gross"] = r_raw.copy()
         values.update(_volatility(r_raw))
         values.update(lstar(values, self.params.lstar_threshold))
+        if check:
+            check_result_identities(values, self.held_etf_returns(codes))
         return CascadeBlock([str(t) for t in self.inputs.tickers[cols]], values, codes)
 
     def held_etf_returns(self, codes: np.ndarray) -> dict[str, np.ndarray]:
@@ -494,8 +496,6 @@ def fit_cascade(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: p
     values: dict[str, np.ndarray] = {}
     for block in engine.blocks(check=check):
         cols = inputs.tickers.get_indexer(block.tickers)
-        if check:
-            check_result_identities(block.values, engine.held_etf_returns(block.codes))
         for key, arr in block.values.items():
             target = values.setdefault(key, np.empty((T, N), dtype=arr.dtype))
             target[:, cols] = arr

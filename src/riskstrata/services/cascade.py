@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import CascadeEngine, CascadeParams, check_result_identities, prepare_inputs
+from riskstrata.cascade.fit import CascadeEngine, CascadeParams, prepare_inputs
 from riskstrata.cascade.kernel import describe_flags
 from riskstrata.cascade.lstar import DEFAULT_SEGMENT, LSTAR_THRESHOLD, lstar_level, recommended_hedge_level
 from riskstrata.cascade.attribution import Attribution, geometric_attribution
@@ -188,19 +189,25 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
         lb = engine.link_betas()
         links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))
         link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]})
-    with store.begin_version(MODEL) as writer:
-        for block in engine.blocks():
-            check_result_identities(block.values, engine.held_etf_returns(block.codes))
+    # Parquet encoding releases the GIL: write each part on a second thread while the next
+    # block is computed, keeping at most one part in flight.
+    with store.begin_version(MODEL) as writer, ThreadPoolExecutor(max_workers=1) as io:
+        pending = None
+        for block in engine.blocks(check=True):
             values = {k: v[keep] for k, v in block.values.items()}
             frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
                                prepared.assignment.pairs, key="security_id")
             frame.insert(2, "ticker", _ticker_labels(inputs.tickers, frame["security_id"].array,
                                                       frame["date"].to_numpy()))
-            writer.write_part(frame)
+            if pending is not None:
+                pending.result()
+            pending = io.submit(writer.write_part, frame)
             rows += len(frame)
             done += len(block.tickers)
             if progress:
                 progress(done, total)
+        if pending is not None:
+            pending.result()
         version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
     store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))
     return BuildSummary(version, rows, total, (meta["start"], meta["end"]), time.perf_counter() - began, meta["notes"])
