@@ -60,10 +60,36 @@ def prepare_inputs(n_stocks: int, n_days: int) -> str:
         market = synthetic_market(n_stocks=n_stocks, n_days=n_days, seed=11)
         returns, etf_ret, assignments = market.returns, market.etf_returns, market.assignments
         source = f"synthetic: {n_stocks} stocks × {n_days} days (../shared/data absent)"
-    returns.to_parquet(WORK / "returns.parquet")
-    etf_ret.to_parquet(WORK / "etf.parquet")
+    save_frame(returns, "returns")
+    save_frame(etf_ret, "etf")
     assignments.to_parquet(WORK / "assignments.parquet")
     return source
+
+
+def save_frame(frame: pd.DataFrame, name: str) -> None:
+    """Wide frames as .npy + labels: reading a 3,000-column Parquet file costs more memory than
+    the build itself, which would hide the number being measured."""
+    np.save(WORK / f"{name}.npy", frame.to_numpy(dtype=np.float64))
+    pd.Series(frame.index).to_frame("date").to_parquet(WORK / f"{name}.dates.parquet")
+    pd.Series(frame.columns.astype(str)).to_frame("ticker").to_parquet(WORK / f"{name}.columns.parquet")
+
+
+def load_frame(name: str) -> pd.DataFrame:
+    dates = pd.DatetimeIndex(pd.read_parquet(WORK / f"{name}.dates.parquet")["date"])
+    cols = pd.read_parquet(WORK / f"{name}.columns.parquet")["ticker"].to_list()
+    return pd.DataFrame(np.load(WORK / f"{name}.npy"), index=dates, columns=cols)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM). getrusage's ru_maxrss is not used: it is
+    carried across fork/exec on Linux, so it would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child_build() -> None:
@@ -71,10 +97,10 @@ def child_build() -> None:
     from riskstrata.cascade.fit import CascadeEngine, CascadeParams
     from riskstrata.cascade.fit import prepare_inputs as prep
 
-    returns = pd.read_parquet(WORK / "returns.parquet")
-    etf = pd.read_parquet(WORK / "etf.parquet")
+    returns = load_frame("returns")
+    etf = load_frame("etf")
     assignments = pd.read_parquet(WORK / "assignments.parquet")
-    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_inputs = peak_rss_mb()
     t0 = time.perf_counter()
     params = CascadeParams(window=252)
     inputs = prep(returns, etf, assignments, params)
@@ -84,7 +110,7 @@ def child_build() -> None:
         cells += block.values["l3_mkt_hr"].size
     engine.link_betas()
     wall = time.perf_counter() - t0
-    print(json.dumps({"build_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"build_s": wall, "peak_rss_mb": peak_rss_mb(),
                       "rss_after_inputs_mb": rss_inputs, "stock_days": cells,
                       "stocks": returns.shape[1], "days": returns.shape[0]}))
 
@@ -94,8 +120,8 @@ def statsmodels_per_stock_level(sample: int) -> float:
     from statsmodels.regression.rolling import RollingOLS
     import statsmodels.api as sm
 
-    returns = pd.read_parquet(WORK / "returns.parquet")
-    etf = pd.read_parquet(WORK / "etf.parquet")
+    returns = load_frame("returns")
+    etf = load_frame("etf")
     assignments = pd.read_parquet(WORK / "assignments.parquet")
     rng = np.random.default_rng(0)
     picks = rng.choice(returns.columns[returns.notna().sum() > 300], size=sample, replace=False)
