@@ -8,4 +8,9 @@ Entry points:
 
 from __future__ import annotations
 
+from riskstrata.cascade import CascadeResult, fit_cascade
+from riskstrata.data.store import Store
+from riskstrata.data.synthetic import synthetic_market
+
 __version__ = "0.1.0"
+__all__ = ["CascadeResult", "Store", "fit_cascade", "synthetic_market", "__version__"]

@@ -130,15 +130,20 @@ def build_cascade_cmd(
     min_obs: Annotated[Optional[int], typer.Option(help="Valid days needed for an estimate.")] = None,
     start: Annotated[Optional[str], typer.Option(help="First date to store (YYYY-MM-DD).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last date (YYYY-MM-DD).")] = None,
+    registry: Annotated[Optional[Path], typer.Option(
+        help="Your edited copy of the ETF registry CSV (default: the packaged etf_map.csv).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit Model A (L1/L2/L3 ETF cascade) on the store's data and publish a new version."""
+    from riskstrata.data.registry import EtfRegistry
     from riskstrata.services.cascade import build_cascade
+
+    etf_registry = EtfRegistry.from_csv(registry) if registry else None
 
     with _progress() as bar:
         task = bar.add_task("cascade", total=None)
         summary = build_cascade(_store(store), window=window, halflife=halflife, min_obs=min_obs,
-                                start=_date(start), end=_date(end),
+                                start=_date(start), end=_date(end), registry=etf_registry,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         _json(summary.__dict__)

@@ -23,7 +23,7 @@ from riskstrata.cascade.result import WIRE_FIELDS, long_frame
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.registry import EtfRegistry, infer_assignments
 from riskstrata.data.store import Store
-from riskstrata.errors import DateOutOfRange, InsufficientHistory, StoreError
+from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, StoreError
 
 MODEL = "cascade"
 LINK_MODEL = "cascade_link_betas"
@@ -240,11 +240,22 @@ def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
                 "market_etf": store.model_meta(MODEL)["params"]["market_etf"],
                 "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
                 "flags": int(row["flags"]), "notes": describe_flags(int(row["flags"]))})
+    out["assignment_source"] = _assignment_source(store, sid, day)
     out["recommended_hedge_level"] = int(recommended_hedge_level(
         {k: np.array([out[k] if out[k] is not None else np.nan]) for k in
          ("l2_sec_er", "l3_sub_er", "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")},
         DEFAULT_SEGMENT)[0])
     return out
+
+
+def _assignment_source(store: Store, security_id: str, day: pd.Timestamp) -> str | None:
+    """How the security's ETFs were chosen on ``day``: gics, direct, registry_etf or inferred."""
+    if not store.has_table("cascade_assignments"):
+        return None
+    rows = store.read_table("cascade_assignments", columns=["valid_from", "assignment_source"],
+                            where="security_id = ?", params=[security_id])
+    rows = rows[rows["valid_from"].isna() | (rows["valid_from"] <= day)]
+    return None if rows.empty else _text(rows.sort_values("valid_from", na_position="first")["assignment_source"].iloc[-1])
 
 
 def _text(value: object) -> str | None:
@@ -318,3 +329,37 @@ def attribution(store: Store, ticker: str, start: object | None = None, end: obj
     if h.empty:
         raise DateOutOfRange(f"no model rows for {ticker} between {start} and {end}")
     return geometric_attribution(h["returns_gross"], h["l1_cfr"], h["l2_cfr"], h["l3_cfr"])
+
+
+def stored_frame(store: Store, field: str, start: object | None = None, end: object | None = None,
+                 tickers: list[str] | None = None) -> pd.DataFrame:
+    """One field of the built model as a (dates × tickers) frame, like ``CascadeResult[field]``.
+
+    Columns are the tickers as traded on each row's date; pass ``tickers`` to restrict (a
+    predicate pushed down to the Parquet scan).
+    """
+    if field not in WIRE_FIELDS and field not in ("returns_gross", "lambda_sm", "lambda_um", "lambda_us", "n_obs", "flags"):
+        raise DataValidationError(f"no field {field!r} in the cascade model; fields are {WIRE_FIELDS}")
+    where, params = [], []
+    if start is not None:
+        where.append("date >= ?")
+        params.append(pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        where.append("date <= ?")
+        params.append(pd.Timestamp(end).to_pydatetime())
+    if tickers:
+        where.append(f"ticker IN ({', '.join('?' for _ in tickers)})")
+        params.extend(t.upper() for t in tickers)
+    rows = store.read_model(MODEL, columns=["date", "ticker", field], where=" AND ".join(where) or None,
+                            params=params or None)
+    return rows.pivot_table(index="date", columns="ticker", values=field, aggfunc="last", observed=True).sort_index()
+
+
+def stored_snapshot(store: Store, date: object | None = None) -> pd.DataFrame:
+    """Every security on one date (default: the model's last) as (tickers × fields)."""
+    day = pd.Timestamp(date) if date is not None else pd.Timestamp(store.model_meta(MODEL)["end"])
+    last = store.query(f"SELECT max(date) AS d FROM model_{MODEL} WHERE date <= ?", [day.to_pydatetime()])["d"].iloc[0]
+    if pd.isna(last):
+        raise DateOutOfRange(f"no model rows on or before {day.date()}")
+    rows = store.read_model(MODEL, where="date = ?", params=[pd.Timestamp(last).to_pydatetime()])
+    return rows.set_index("ticker").sort_index()
