@@ -88,7 +88,7 @@ def test_identities_hold_on_the_whole_build(model):
     assert not np.isinf(v.select_dtypes("number").to_numpy()).any()
 
 
-def test_equals_statsmodels_ols_at_random_windows_of_real_data(real_store, model):
+def test_equals_statsmodels_ols_on_raw_and_orthogonal_etfs_at_random_windows_of_real_data(real_store, model):
     prices = real_store.read_table("prices", columns=["ticker", "date", "ret"])
     wide = prices.pivot_table(index="date", columns="ticker", values="ret", aggfunc="first").sort_index()
     rng = np.random.default_rng(42)
@@ -105,3 +105,14 @@ def test_equals_statsmodels_ols_at_random_windows_of_real_data(real_store, model
         assert 1 - row.l3_res_er == pytest.approx(fit.rsquared, abs=1e-8)
         l1 = sm.OLS(y[ok].to_numpy(), sm.add_constant(X[ok]["SPY"].to_numpy())).fit()
         assert -row.l1_mkt_hr == pytest.approx(l1.params[1], abs=1e-8)
+        l2 = sm.OLS(y[ok].to_numpy(), sm.add_constant(X[ok][["SPY", row.sector_etf]].to_numpy())).fit()
+        assert [-row.l2_mkt_hr, -row.l2_sec_hr] == pytest.approx(list(l2.params[1:]), abs=1e-8)
+        # On the orthogonalised ETFs of the same window: s* = s − λ_sm·m, u* = u − λ_um·m − λ_us·s*.
+        m, s, u = (X[ok][c].to_numpy() for c in ("SPY", row.sector_etf, row.subsector_etf))
+        lam_sm = sm.OLS(s, sm.add_constant(m)).fit().params[1]
+        s_star = s - lam_sm * m
+        lam = sm.OLS(u, sm.add_constant(np.column_stack([m, s_star]))).fit().params
+        u_star = u - lam[1] * m - lam[2] * s_star
+        orth = sm.OLS(y[ok].to_numpy(), sm.add_constant(np.column_stack([m, s_star, u_star]))).fit()
+        assert [row.l1_mkt_beta, row.l2_sec_beta, row.l3_sub_beta] == pytest.approx(list(orth.params[1:]), abs=1e-8)
+        assert [row.lambda_sm, row.lambda_um, row.lambda_us] == pytest.approx([lam_sm, lam[1], lam[2]], abs=1e-8)

@@ -87,3 +87,25 @@ def test_malformed_files_and_missing_stores_are_clear_errors(tmp_path):
     assert proc.returncode != 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("metrics", "AAPL", store=tmp_path / "nowhere")
     assert proc.returncode != 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ingest_and_build_from_files_with_exponential_weights(tmp_path):
+    from riskstrata.data.synthetic import synthetic_market
+
+    market = synthetic_market(n_stocks=20, n_days=400, seed=8)
+    wide = market.prices().pivot(index="date", columns="ticker", values="adj_close")
+    prices, classes = tmp_path / "prices.csv", tmp_path / "gics.csv"
+    wide.to_csv(prices)  # wide: dates × tickers
+    market.classifications[["ticker", "gics_sector", "gics_sub_industry"]].to_csv(classes, index=False)
+    store = tmp_path / "store"
+    ingest = run("ingest", "prices", str(prices), store=store)
+    assert ingest.returncode == 0, ingest.stderr
+    assert "rows" in ingest.stdout
+    assert run("ingest", "classifications", str(classes), store=store).returncode == 0
+    build = run("build", "cascade", "--window", "200", "--halflife", "60", "--json", store=store)
+    assert build.returncode == 0, build.stderr
+    summary = json.loads(build.stdout)
+    assert summary["securities"] >= 20 and summary["rows"] > 5000
+    ticker = market.returns.columns[0]
+    m = json.loads(run("metrics", ticker, "--json", store=store).stdout)
+    assert m["ticker"] == ticker and m["sector_etf"] == market.assignments.loc[ticker, "sector_etf"]
