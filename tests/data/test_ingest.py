@@ -16,8 +16,10 @@ from riskstrata.data.ingest import (
     read_classification_file,
 )
 from riskstrata.data.master import SecurityMaster
+from riskstrata.data.readers import read_price_file
+from riskstrata.data.report import IngestReport
 from riskstrata.data.store import Store
-from riskstrata.data.validation import IngestReport, read_price_file, validate_prices
+from riskstrata.data.validation import validate_prices
 from riskstrata.errors import DataValidationError
 
 DAYS = ["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07", "2020-01-08", "2020-01-09"]

@@ -24,18 +24,14 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.data.master import MIN_DATE, SecurityMaster, clip_intervals, guess_asset_type
-from riskstrata.data.store import Store
+from riskstrata.data.store import Store, date_range_clause
+from riskstrata.data.readers import ValueKind, parse_dates, read_price_file
+from riskstrata.data.report import IngestReport, concat_issues, issue_rows
 from riskstrata.data.validation import (
     RATE_TICKERS,
-    IngestReport,
-    ValueKind,
-    concat_issues,
-    issue_rows,
+    as_calendar,
     chain_returns,
     default_calendar,
-    parse_dates,
-    as_calendar,
-    read_price_file,
     row_keys,
     screen_prices,
 )
@@ -226,13 +222,7 @@ def load_returns(
     start, end: inclusive date bounds (optional); security_ids: restrict to these (optional).
     The filters are pushed into the Parquet scan by DuckDB.
     """
-    where, params = [], []
-    if start is not None:
-        where.append("date >= ?")
-        params.append(pd.Timestamp(start).to_pydatetime())
-    if end is not None:
-        where.append("date <= ?")
-        params.append(pd.Timestamp(end).to_pydatetime())
+    where, params = date_range_clause(start, end)
     if security_ids is not None:
         ids = [str(s) for s in security_ids]
         if not ids:

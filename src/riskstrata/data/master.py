@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.data.store import Store
-from riskstrata.data.validation import RATE_TICKERS, parse_dates
+from riskstrata.data.readers import parse_dates
+from riskstrata.data.validation import RATE_TICKERS
 from riskstrata.errors import DataValidationError, UnknownTicker
 
 __all__ = [

@@ -126,6 +126,19 @@ def _select(columns: Sequence[str] | None) -> str:
     return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
 
 
+def date_range_clause(start: Any = None, end: Any = None, column: str = "date") -> tuple[list[str], list[Any]]:
+    """SQL conditions and parameters for an inclusive [start, end] date filter (either optional)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if start is not None:
+        where.append(f"{column} >= ?")
+        params.append(pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        where.append(f"{column} <= ?")
+        params.append(pd.Timestamp(end).to_pydatetime())
+    return where, params
+
+
 class Store:
     """A riskstrata store rooted at a directory.
 

@@ -1,200 +1,39 @@
-"""Reading price files and validating them, with a reason code for every row not taken as is.
+"""Validating long price frames, with a reason code for every row not taken as is.
 
-Shapes: a *long price frame* has one row per (date, ticker) observation with columns
-``date`` (datetime64[ns], midnight), ``ticker`` (str, upper case), ``adj_close`` (float, price
-units, NaN = not given), ``ret`` (float, simple daily return as a decimal, 0.01 = 1%, NaN = not
-given), optional ``volume`` (float, shares) and ``source_row`` (where the row came from).
-
-Validation runs in two stages so that ingest can route rows to securities in between:
-:func:`screen_prices` rejects or merges rows (bad values, duplicates), then :func:`chain_returns`
-computes returns along each series and repairs/flags them (gaps, implausible moves).
-:func:`validate_prices` runs both, chaining by ticker. Nothing is dropped silently: every row not
-accepted as is appears in the report's ``issues`` with a reason code from :data:`REASONS`.
+Input is a long price frame (see :mod:`riskstrata.data.readers`). Validation runs in two stages
+so that ingest can route rows to securities in between: :func:`screen_prices` rejects or merges
+rows (bad values, duplicates), then :func:`chain_returns` computes returns along each series and
+repairs/flags them (gaps, implausible moves). :func:`validate_prices` runs both, chaining by
+ticker. Nothing is dropped silently: every row not accepted as is appears in the report's
+``issues`` (see :mod:`riskstrata.data.report`) with a reason code from
+:data:`~riskstrata.data.report.REASONS`.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from riskstrata.data.readers import parse_dates
+from riskstrata.data.report import Detail, IngestReport, concat_issues, issue_rows
 from riskstrata.errors import DataValidationError
 
 __all__ = [
-    "ISSUE_COLUMNS",
     "RATE_TICKERS",
-    "REASONS",
-    "IngestReport",
     "as_calendar",
     "chain_returns",
     "default_calendar",
-    "parse_dates",
-    "read_price_file",
     "row_keys",
     "screen_prices",
     "validate_prices",
 ]
 
-ValueKind = Literal["price", "return"]
-
-# Reason code → what it means, for reports and the CLI.
-REASONS: dict[str, str] = {
-    "missing_ticker": "row has no ticker",
-    "bad_date": "date missing or not a date",
-    "non_finite": "value missing, infinite or not a number",
-    "non_positive_price": "price is zero or negative",
-    "return_below_minus_one": "return at or below -100%",
-    "superseded": "a later file of the same ingest gives the same date and ticker",
-    "duplicate_conflict": "same date and ticker given with different values; all copies rejected",
-    "duplicate_identical": "same date and ticker given more than once with identical values; one kept",
-    "gap": "series missing on trading days; the return spanning them is not a one-day return",
-    "implausible_move": "one-day move larger than the plausibility bound; kept, please check",
-    "no_classification": "row has no sector, sub-industry or ETF",
-}
 # Yahoo yield series: levels in percent, not prices. They can be zero or negative (2020) and a
 # "return" of a yield means nothing, so they are kept as levels with ret NaN.
 RATE_TICKERS = frozenset({"^IRX", "^FVX", "^TNX", "^TYX"})
-ISSUE_COLUMNS = ["file", "source_row", "date", "ticker", "action", "reason", "detail"]
-
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "date": ("date", "datetime", "timestamp", "time", "day", "trade_date", "asof", "as_of"),
-    "ticker": ("ticker", "symbol", "tic", "sym"),
-    "adj_close": ("adj_close", "adjclose", "adjusted_close", "adj_price", "adjusted_price"),
-    "close": ("close", "price", "px_last", "last"),
-    "ret": ("ret", "return", "returns", "total_return", "daily_return"),
-    "value": ("value",),
-    "volume": ("volume", "vol"),
-}
-
-
-# ---------------------------------------------------------------------- the report
-
-
-def empty_issues() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "file": pd.Series(dtype="str"),
-            "source_row": pd.Series(dtype="str"),
-            "date": pd.Series(dtype="datetime64[ns]"),
-            "ticker": pd.Series(dtype="str"),
-            "action": pd.Series(dtype="str"),
-            "reason": pd.Series(dtype="str"),
-            "detail": pd.Series(dtype="str"),
-        }
-    )
-
-
-@dataclass
-class IngestReport:
-    """What an ingest (or a validation) did with every row it read.
-
-    ``rows_read == rows_accepted + rows_rejected``. Accepted rows may also be *repaired*
-    (a gap's return set to NaN; an identical duplicate merged into its twin, so the clean data
-    can be shorter than ``rows_accepted``) or *flagged* (kept, but a person should look).
-    ``issues`` has one row per (row, reason), columns :data:`ISSUE_COLUMNS`, with ``action`` in
-    rejected / repaired / flagged and ``source_row`` the 1-based data row in the file (header not
-    counted; ``"row:TICKER"`` for wide files).
-    """
-
-    rows_read: int = 0
-    rows_accepted: int = 0
-    rows_rejected: int = 0
-    rows_repaired: int = 0
-    rows_flagged: int = 0
-    issues: pd.DataFrame = field(default_factory=empty_issues)
-    files: list[str] = field(default_factory=list)
-    run_id: str | None = None
-
-    @classmethod
-    def from_issues(cls, rows_read: int, issues: pd.DataFrame, files: Sequence[str] = ()) -> IngestReport:
-        """Count rows per action from ``issues`` (a row counts once per action)."""
-        issues = issues.reset_index(drop=True)
-
-        def rows(action: str) -> int:
-            hit = issues.loc[issues["action"] == action, ["file", "source_row"]]
-            return int(len(hit.drop_duplicates()))
-
-        rejected = rows("rejected")
-        return cls(
-            rows_read=int(rows_read),
-            rows_accepted=int(rows_read) - rejected,
-            rows_rejected=rejected,
-            rows_repaired=rows("repaired"),
-            rows_flagged=rows("flagged"),
-            issues=issues,
-            files=list(files),
-        )
-
-    def reason_counts(self) -> pd.Series:
-        """Issue count per (action, reason)."""
-        return self.issues.groupby(["action", "reason"]).size().rename("rows")
-
-    def summary(self) -> str:
-        """A short human text, e.g. ``read 1,000 rows from 1 file: 990 accepted (...), 10 rejected``."""
-        n_files = len(self.files)
-        head = (
-            f"read {self.rows_read:,} rows"
-            + (f" from {n_files} file{'s' if n_files != 1 else ''}" if n_files else "")
-            + f": {self.rows_accepted:,} accepted ({self.rows_repaired:,} repaired, {self.rows_flagged:,} flagged),"
-            f" {self.rows_rejected:,} rejected"
-        )
-        if self.issues.empty:
-            return head
-        parts = [f"{action} {reason} {n:,}" for (action, reason), n in self.reason_counts().items()]
-        return head + " — " + ", ".join(parts)
-
-    def to_frame(self) -> pd.DataFrame:
-        """The issues, one row per (row, reason), columns :data:`ISSUE_COLUMNS`."""
-        return self.issues.copy()
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-Detail = str | Callable[[pd.DataFrame, np.ndarray], Any]
-
-
-def issue_rows(
-    rows: pd.DataFrame, mask: np.ndarray | pd.Series, action: str, reason: str, detail: Detail
-) -> pd.DataFrame:
-    """Issue rows for ``rows[mask]`` (rows has file, source_row, date, ticker).
-
-    detail: a text, or ``f(selected_rows, positions) -> texts`` evaluated on the selected rows
-    only (building texts for millions of clean rows would dominate an ingest's run time).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    pos = np.flatnonzero(mask)
-    sel = rows.iloc[pos]
-    text = detail(sel, pos) if callable(detail) else detail
-    if isinstance(text, pd.Series):
-        text = text.to_numpy()
-    return pd.DataFrame(
-        {
-            "file": sel["file"].astype("str").to_numpy(),
-            "source_row": sel["source_row"].astype("str").to_numpy(),
-            "date": sel["date"].to_numpy(),
-            "ticker": sel["ticker"].to_numpy(),
-            "action": action,
-            "reason": reason,
-            "detail": text,
-        }
-    )
-
-
-def concat_issues(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return empty_issues()
-    out = pd.concat(parts, ignore_index=True)
-    return out.astype({c: "str" for c in ISSUE_COLUMNS if c != "date"})
 
 
 def row_keys(codes: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -205,171 +44,6 @@ def row_keys(codes: np.ndarray, dates: np.ndarray) -> np.ndarray:
     """
     days = np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
     return np.asarray(codes, dtype=np.int64) * (1 << 20) + (days + (1 << 19))
-
-
-# ---------------------------------------------------------------------- reading files
-
-
-def parse_dates(raw: pd.Series) -> pd.Series:
-    """Parse dates to midnight ``datetime64[ns]``; unparsable → NaT. Accepts ISO text, other
-    common text formats, ``YYYYMMDD`` integers and datetimes (time zone dropped)."""
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        out = raw.dt.tz_localize(None)
-    elif pd.api.types.is_datetime64_any_dtype(raw.dtype):
-        out = raw
-    elif pd.api.types.is_numeric_dtype(raw.dtype):
-        # Numbers are YYYYMMDD (as in CRSP/French files), never epoch nanoseconds.
-        whole = raw.where(raw == np.floor(raw))  # a fractional number is no date
-        out = pd.to_datetime(whole.astype("Int64").astype("str"), format="%Y%m%d", errors="coerce")
-    else:
-        text = raw.astype("str").str.strip()
-        # Fast path: one format inferred from the data; only the leftovers go through the
-        # slow per-element parser.
-        with warnings.catch_warnings():  # "could not infer format": the fallback below handles it
-            warnings.simplefilter("ignore", UserWarning)
-            out = pd.to_datetime(text, errors="coerce")
-        left = out.isna() & text.notna() & (text != "")
-        if left.any():
-            out = out.astype("datetime64[ns]")
-            out[left] = pd.to_datetime(text[left], errors="coerce", format="mixed").astype("datetime64[ns]")
-        if isinstance(out.dtype, pd.DatetimeTZDtype):
-            out = out.dt.tz_localize(None)
-    return out.dt.normalize().astype("datetime64[ns]")
-
-
-def _canonical(columns: Sequence[Any]) -> dict[Any, str]:
-    """Map original column names to canonical ones (first match wins per canonical name)."""
-    mapping: dict[Any, str] = {}
-    taken: set[str] = set()
-    for col in columns:
-        norm = str(col).strip().lower().replace(" ", "_").replace("-", "_")
-        for canon, names in _ALIASES.items():
-            if norm in names and canon not in taken:
-                mapping[col] = canon
-                taken.add(canon)
-                break
-    return mapping
-
-
-def _read_any(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataValidationError(f"price file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise DataValidationError(f"price file {path} is empty")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, low_memory=False)
-    except Exception as exc:  # any reader failure means the file is not what it claims to be
-        raise DataValidationError(f"cannot read {path} as CSV or Parquet: {type(exc).__name__}: {exc}") from exc
-
-
-def read_price_file(path: str | os.PathLike[str], *, value_kind: ValueKind | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet price file into a long price frame.
-
-    Long files: columns ``date, ticker`` and at least one of ``adj_close`` / ``close`` / ``return``
-    (or a generic ``value``), optional ``volume``; names are case-insensitive and ``Date``,
-    ``Ticker``, ``Adj Close``, ``symbol`` are understood. ``adj_close`` is preferred over ``close``.
-    Wide files (no ticker column): first column dates, every other column a ticker; values are
-    prices unless ``value_kind="return"``. Empty cells of a wide file are absence, not rows.
-
-    Returns columns ``date, ticker, adj_close, ret, volume, source_row`` (see the module doc);
-    ``attrs["value_kind"]`` is ``"price"``, ``"return"`` or ``"both"``. Unparsable values become
-    NaN (and are rejected by validation, not here).
-
-    Raises DataValidationError for an empty or unreadable file, or one without a date or value column.
-    """
-    path = Path(path)
-    raw = _read_any(path)
-    if raw.empty or raw.shape[1] == 0:
-        raise DataValidationError(f"price file {path} has no data rows")
-    raw = raw.loc[:, [not str(c).startswith("Unnamed:") for c in raw.columns]]
-    names = _canonical(raw.columns)
-    if "ticker" in names.values():
-        out = _long_frame(path, raw.rename(columns=names), value_kind)
-    else:
-        out = _wide_frame(path, raw, names, value_kind)
-    if out.empty:
-        raise DataValidationError(f"price file {path} has no values")
-    return out
-
-
-def _long_frame(path: Path, df: pd.DataFrame, value_kind: ValueKind | None) -> pd.DataFrame:
-    if "date" not in df.columns:
-        raise DataValidationError(f"price file {path} has no date column (columns: {list(df.columns)})")
-    price_col = "adj_close" if "adj_close" in df.columns else ("close" if "close" in df.columns else None)
-    ret_col = "ret" if "ret" in df.columns else None
-    if "value" in df.columns and price_col is None and ret_col is None:
-        price_col, ret_col = (None, "value") if value_kind == "return" else ("value", None)
-    if value_kind == "return" and ret_col is None and price_col is not None:
-        price_col, ret_col = None, price_col  # the caller says the single value column holds returns
-    if price_col is None and ret_col is None:
-        raise DataValidationError(
-            f"price file {path} has no value column: expected adj_close, close or return "
-            f"(columns: {list(df.columns)})"
-        )
-    n = len(df)
-    nan = np.full(n, np.nan)
-    out = pd.DataFrame(
-        {
-            "date": parse_dates(df["date"]),
-            "ticker": df["ticker"].astype("str").str.strip().str.upper().replace("", np.nan),
-            "adj_close": pd.to_numeric(df[price_col], errors="coerce").astype("float64") if price_col else nan,
-            "ret": pd.to_numeric(df[ret_col], errors="coerce").astype("float64") if ret_col else nan,
-            "volume": pd.to_numeric(df["volume"], errors="coerce").astype("float64") if "volume" in df else nan,
-            "source_row": np.arange(1, n + 1),
-        }
-    )
-    out.attrs["value_kind"] = "both" if price_col and ret_col else ("price" if price_col else "return")
-    return out
-
-
-def _wide_frame(path: Path, raw: pd.DataFrame, names: dict[Any, str], value_kind: ValueKind | None) -> pd.DataFrame:
-    date_col = next((c for c, canon in names.items() if canon == "date"), raw.columns[0])
-    dates = parse_dates(raw[date_col])
-    given = raw[date_col].notna()
-    if given.sum() == 0 or dates[given].isna().mean() > 0.5:
-        raise DataValidationError(
-            f"price file {path} has no date column: no ticker column, so it was read as a wide file, "
-            f"but its first column {str(date_col)!r} does not hold dates"
-        )
-    values = raw.drop(columns=[date_col])
-    if values.shape[1] == 0:
-        raise DataValidationError(f"price file {path} has a date column but no ticker columns")
-    tickers = pd.Index([str(c).strip().upper() for c in values.columns])
-    n_rows, n_cols = values.shape
-    grid = np.full((n_rows, n_cols), np.nan)
-    filled = np.zeros((n_rows, n_cols), dtype=bool)
-    for j in range(n_cols):  # column by column: each is one vectorised conversion
-        col = values.iloc[:, j]
-        if pd.api.types.is_numeric_dtype(col.dtype):
-            grid[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
-            filled[:, j] = col.notna().to_numpy()
-        else:  # text: blank cells are absence, anything else is a value (maybe unparsable)
-            text = col.astype("str").str.strip()
-            filled[:, j] = (text.notna() & (text != "")).to_numpy()
-            grid[:, j] = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    present = filled.ravel()  # row-major: (row, column)
-    row_no = np.repeat(np.arange(1, n_rows + 1), n_cols)[present]
-    col_no = np.tile(np.arange(n_cols), n_rows)[present]
-    numbers = grid.ravel()[present]
-    # Strings for millions of cells are built in Arrow: an order of magnitude faster than numpy/object.
-    tick = pa.array(tickers.to_numpy(dtype=object), pa.string()).take(pa.array(col_no))
-    where = pc.binary_join_element_wise(pc.cast(pa.array(row_no), pa.string()), tick, ":")
-    nan = np.full(len(row_no), np.nan)
-    is_ret = value_kind == "return"
-    out = pd.DataFrame(
-        {
-            "date": dates.to_numpy()[row_no - 1],
-            "ticker": tick.to_pandas().astype("str"),
-            "adj_close": nan if is_ret else numbers,
-            "ret": numbers if is_ret else nan,
-            "volume": nan,
-            "source_row": where.to_pandas().astype("str"),
-        }
-    )
-    out.attrs["value_kind"] = "return" if is_ret else "price"
-    return out
 
 
 def _value_kind(df: pd.DataFrame) -> str:
@@ -391,8 +65,9 @@ def screen_prices(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reject bad rows and resolve duplicates; no returns yet.
 
-    long_df: a long price frame (see module doc); may carry ``file`` (str) and ``file_order``
-    (int, later = newer) when several files are screened together, and ``source_row``.
+    long_df: a long price frame (see :mod:`riskstrata.data.readers`); may carry ``file`` (str)
+    and ``file_order`` (int, later = newer) when several files are screened together, and
+    ``source_row``.
     Rules, first match wins: missing_ticker, bad_date, non_finite, non_positive_price,
     return_below_minus_one (rejected); superseded (rejected: a later file has the key);
     duplicate_conflict (rejected, all copies); duplicate_identical (one copy kept, the others

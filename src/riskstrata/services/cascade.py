@@ -22,7 +22,8 @@ from riskstrata.cascade.attribution import Attribution, geometric_attribution
 from riskstrata.cascade.result import WIRE_FIELDS, long_frame
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.registry import EtfRegistry, infer_assignments
-from riskstrata.data.store import Store
+from riskstrata.data.ingest import load_returns
+from riskstrata.data.store import Store, date_range_clause
 from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, StoreError
 
 MODEL = "cascade"
@@ -51,19 +52,9 @@ def load_market_inputs(store: Store, registry: EtfRegistry | None = None, start:
     registry = registry or EtfRegistry.default()
     if not store.has_table("prices"):
         raise StoreError(f"no prices in store {store.root}: run `riskstrata ingest prices FILE` first")
-    where, params = [], []
-    if start is not None:
-        where.append("date >= ?")
-        params.append(pd.Timestamp(start).to_pydatetime())
-    if end is not None:
-        where.append("date <= ?")
-        params.append(pd.Timestamp(end).to_pydatetime())
-    prices = store.read_table("prices", columns=["security_id", "date", "ret"],
-                              where=" AND ".join(where) or None, params=params or None)
-    if prices.empty:
+    returns = load_returns(store, start, end)
+    if returns.empty:
         raise DateOutOfRange("no prices in the requested date range")
-    returns = prices.pivot(index="date", columns="security_id", values="ret").sort_index()
-    returns.index = pd.DatetimeIndex(returns.index)
     master = SecurityMaster.from_store(store)
     records = master.records
     notes: list[str] = []
@@ -280,13 +271,8 @@ def history(store: Store, ticker: str, start: object | None = None, end: object 
         raise DateOutOfRange(f"{start or '…'} – {end or '…'} does not overlap the built model ({meta['start']} … {meta['end']})")
     # A range reaching past the model is clipped to it; the ticker is resolved on the range's last day.
     sid, _ = _resolve(store, ticker, min(pd.Timestamp(end), last) if end is not None else None)
-    where, params = ["security_id = ?"], [sid]
-    if start is not None:
-        where.append("date >= ?")
-        params.append(pd.Timestamp(start).to_pydatetime())
-    if end is not None:
-        where.append("date <= ?")
-        params.append(pd.Timestamp(end).to_pydatetime())
+    where, params = date_range_clause(start, end)
+    where, params = ["security_id = ?", *where], [sid, *params]
     cols = None if fields is None else ["date", *fields]
     rows = store.read_model(MODEL, columns=cols, where=" AND ".join(where), params=params)
     return rows.sort_values("date").set_index("date")
@@ -340,13 +326,7 @@ def stored_frame(store: Store, field: str, start: object | None = None, end: obj
     """
     if field not in WIRE_FIELDS and field not in ("returns_gross", "lambda_sm", "lambda_um", "lambda_us", "n_obs", "flags"):
         raise DataValidationError(f"no field {field!r} in the cascade model; fields are {WIRE_FIELDS}")
-    where, params = [], []
-    if start is not None:
-        where.append("date >= ?")
-        params.append(pd.Timestamp(start).to_pydatetime())
-    if end is not None:
-        where.append("date <= ?")
-        params.append(pd.Timestamp(end).to_pydatetime())
+    where, params = date_range_clause(start, end)
     if tickers:
         where.append(f"ticker IN ({', '.join('?' for _ in tickers)})")
         params.extend(t.upper() for t in tickers)
