@@ -1,0 +1,174 @@
+"""Portfolio risk from Model A: Risk Index, Euler decomposition, hedges, scaling (pure functions).
+
+Model A says every stock is r_i = Σ_k e_ik·f_k + ε_i with e_i = −(L3 hedge ratios) on the raw
+ETFs f (SPY, sector and subsector ETFs) and ε_i uncorrelated across stocks. A portfolio with
+weights w therefore has ETF exposures x = Σ_i w_i·e_i and variance
+
+    σ²_p = x'·Σ_f·x + Σ_i w_i²·σ²_ε,i
+
+with Σ_f the sample covariance of the raw ETF returns over the model window and
+σ²_ε,i = l3_res_er_i · stock_var_i. Correlations between names come in through Σ_f — this is
+not a weighted average of single-name vols. Risk Index = 100 · σ_p / σ_SPY, so 100 % SPY
+scores exactly 100. Euler contributions (w·∂σ²/∂w) add up to σ²_p by position, by ETF and by
+role (market / sector / subsector / residual).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.errors import DataValidationError
+
+LEVEL_HRS = {
+    "L1": {"market": "l1_mkt_hr"},
+    "L2": {"market": "l2_mkt_hr", "sector": "l2_sec_hr"},
+    "L3": {"market": "l3_mkt_hr", "sector": "l3_sec_hr", "subsector": "l3_sub_hr"},
+}
+ROLES = ("market", "sector", "subsector", "residual")
+
+
+def etf_exposures(positions: pd.DataFrame, level: str, market_etf: str = "SPY") -> pd.DataFrame:
+    """Per-position hedge ratios on raw ETFs at a level, as a (positions × ETFs) matrix.
+
+    positions: index = position key; columns l{1,2,3}_*_hr, sector_etf, subsector_etf, and
+    for level 'lstar' also lstar_level (1/2/3; 0/NaN → L1). Missing HRs count as 0.
+    Returns HR dollars of each ETF per $1 of the position (negative = short).
+    """
+    if level.lower() == "lstar":
+        levels = positions["lstar_level"].fillna(0).astype(int).clip(lower=1).map(lambda k: f"L{k}")
+    else:
+        level = level.upper()
+        if level not in LEVEL_HRS:
+            raise DataValidationError(f"unknown hedge level {level!r}; use L1, L2, L3 or lstar")
+        levels = pd.Series(level, index=positions.index)
+    etf_of = {"market": pd.Series(market_etf, index=positions.index),
+              "sector": positions["sector_etf"], "subsector": positions["subsector_etf"]}
+    rows = []
+    for key, lvl in levels.items():
+        row: dict[str, float] = {}
+        for role, hr_field in LEVEL_HRS[lvl].items():
+            etf, hr = etf_of[role].get(key), positions.at[key, hr_field]
+            if isinstance(etf, str) and np.isfinite(hr) and hr != 0:
+                row[etf] = row.get(etf, 0.0) + float(hr)
+        rows.append(row)
+    frame = pd.DataFrame(rows, index=positions.index).fillna(0.0)
+    if market_etf not in frame.columns:
+        frame[market_etf] = 0.0
+    return frame
+
+
+@dataclass
+class PortfolioRisk:
+    """Risk of one portfolio on one date; variances are daily, vols annualised (√252)."""
+
+    risk_index: float             # 100 · σ_p / σ_SPY
+    vol_ann: float                # σ_p annualised
+    market_vol_ann: float         # σ_SPY annualised
+    variance: float               # σ²_p, daily
+    exposures: pd.Series          # x: $ of each raw ETF per $1 of portfolio (+ = long)
+    by_position: pd.DataFrame     # index position: weight, factor, residual, total (Euler, daily variance), share
+    by_etf: pd.DataFrame          # index ETF: exposure, role, contribution (daily variance), share
+    by_role: pd.Series            # market / sector / subsector / residual shares of σ²_p (sum to 1)
+    notes: list[str] = field(default_factory=list)
+
+
+def etf_roles(etfs: list[str], market_etf: str, sector_etfs: set[str]) -> pd.Series:
+    """market for the market ETF, sector for sector SPDRs, subsector for every other ETF."""
+    return pd.Series(["market" if e == market_etf else "sector" if e in sector_etfs else "subsector" for e in etfs],
+                     index=etfs)
+
+
+def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd.Series, etf_cov: pd.DataFrame,
+                   roles: pd.Series, market_etf: str = "SPY") -> PortfolioRisk:
+    """Risk Index and its Euler decomposition.
+
+    weights: (n,) decimal weights by position (shorts negative); exposures: (n × K) raw-ETF
+    exposures e_i (= −L3 hedge ratios); residual_var: (n,) daily σ²_ε; etf_cov: (K × K) daily
+    covariance of the raw ETF returns (must include the market ETF); roles: ETF → role.
+    """
+    w = weights.astype(float)
+    if not np.isfinite(w).all() or w.empty:
+        raise DataValidationError("weights must be finite and non-empty")
+    E = exposures.reindex(index=w.index).fillna(0.0)
+    etfs = list(dict.fromkeys([market_etf, *E.columns]))
+    E = E.reindex(columns=etfs, fill_value=0.0)
+    cov = etf_cov.reindex(index=etfs, columns=etfs)
+    used = E.abs().sum(axis=0) > 0
+    missing = [e for e in etfs if (used.get(e, False) or e == market_etf) and not np.isfinite(cov.loc[e, e])]
+    if missing:
+        raise DataValidationError(f"no return history in the window for ETF(s) {missing}")
+    C = cov.fillna(0.0).to_numpy()
+    x = w.to_numpy() @ E.to_numpy()                       # (K,) portfolio ETF exposures
+    Cx = C @ x
+    s2 = residual_var.reindex(w.index).to_numpy(dtype=float)
+    notes = []
+    if np.isnan(s2).any():
+        notes.append(f"{int(np.isnan(s2).sum())} positions without a residual variance count it as 0")
+        s2 = np.nan_to_num(s2)
+    factor_pos = w.to_numpy() * (E.to_numpy() @ Cx)       # w_i · e_i'Σ_f x
+    resid_pos = w.to_numpy() ** 2 * s2
+    total = float(x @ Cx + resid_pos.sum())
+    var_m = float(C[0, 0])
+    by_position = pd.DataFrame({"weight": w, "factor": factor_pos, "residual": resid_pos,
+                                "total": factor_pos + resid_pos}, index=w.index)
+    by_position["share"] = by_position["total"] / total if total > 0 else np.nan
+    by_etf = pd.DataFrame({"exposure": x, "role": roles.reindex(etfs).fillna("subsector").to_numpy(),
+                           "contribution": x * Cx}, index=etfs)
+    by_etf["share"] = by_etf["contribution"] / total if total > 0 else np.nan
+    by_role = by_etf.groupby("role")["contribution"].sum().reindex(ROLES, fill_value=0.0)
+    by_role["residual"] = resid_pos.sum()
+    by_role = by_role / total if total > 0 else by_role * np.nan
+    return PortfolioRisk(
+        risk_index=100.0 * np.sqrt(total / var_m), vol_ann=float(np.sqrt(total * 252)),
+        market_vol_ann=float(np.sqrt(var_m * 252)), variance=total,
+        exposures=pd.Series(x, index=etfs), by_position=by_position, by_etf=by_etf, by_role=by_role, notes=notes)
+
+
+def portfolio_hedge(weights: pd.Series, hedge_ratios: pd.DataFrame) -> pd.Series:
+    """Position-weighted hedge ratios netted by ETF: $ of each ETF per $1 of portfolio (− = short)."""
+    return (hedge_ratios.reindex(index=weights.index).fillna(0.0).mul(weights, axis=0)).sum(axis=0)
+
+
+def trade_list(portfolio_hr: pd.Series, value: float) -> pd.DataFrame:
+    """Hedge trades in dollars for a portfolio of ``value`` USD: side, ETF, notional (USD)."""
+    if not np.isfinite(value) or value <= 0:
+        raise DataValidationError(f"portfolio value must be a positive number of USD, got {value!r}")
+    dollars = portfolio_hr[portfolio_hr.abs() > 1e-12] * value
+    out = pd.DataFrame({"etf": dollars.index, "side": np.where(dollars < 0, "short", "long"),
+                        "notional_usd": dollars.abs().to_numpy(), "hedge_ratio": portfolio_hr[dollars.index].to_numpy()})
+    return out.sort_values("notional_usd", ascending=False).reset_index(drop=True)
+
+
+def describe_trades(trades: pd.DataFrame) -> str:
+    """'short $X SPY, short $Y XLK, …' as a person would say it."""
+    return ", ".join(f"{row.side} ${row.notional_usd:,.0f} {row.etf}" for row in trades.itertuples()) or "no trades"
+
+
+def market_beta(exposures: pd.Series, etf_cov: pd.DataFrame, market_etf: str = "SPY") -> float:
+    """Beta of the ETF exposures to the market ETF under the model covariance."""
+    etfs = list(exposures.index)
+    C = etf_cov.reindex(index=etfs, columns=etfs).fillna(0.0)
+    return float((C @ exposures)[market_etf] / C.loc[market_etf, market_etf])
+
+
+def scaling_trade(exposures: pd.Series, etf_cov: pd.DataFrame, target: str, reduce: float,
+                  market_etf: str = "SPY") -> pd.Series:
+    """ETF positions ($ per $1 of portfolio) that cut one exposure by the fraction ``reduce``.
+
+    target 'market' (or the market ETF): the portfolio's beta to the market, cut with the
+    market ETF (beta 1). Any other ETF: the net dollar exposure to that ETF from the model's
+    raw-ETF map, cut with that ETF. Holdings are not touched (tax-efficient).
+    """
+    if not 0 < reduce <= 1:
+        raise DataValidationError(f"reduce must be a fraction in (0, 1], got {reduce!r}")
+    key = market_etf if target.lower() == "market" else target.upper()
+    if key == market_etf:
+        amount = -reduce * market_beta(exposures, etf_cov, market_etf)
+    else:
+        if key not in exposures.index or exposures[key] == 0:
+            raise DataValidationError(f"the portfolio has no exposure to {key} to reduce")
+        amount = -reduce * float(exposures[key])
+    return pd.Series({key: amount})
