@@ -1,7 +1,6 @@
 """Every estimate equals an independent statsmodels regression on the same window, to 1e-8."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 

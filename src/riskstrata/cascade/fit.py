@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.assignments import AssignmentCodes, Pair, assignment_codes
+from riskstrata.cascade.assignments import AssignmentCodes, assignment_codes
 from riskstrata.cascade.kernel import (NULLING_FLAGS, Flag, WindowCovariances, check_normal_equations,
                                        solve_cascade)
 from riskstrata.cascade.lstar import LSTAR_THRESHOLD, lstar

@@ -1,0 +1,5 @@
+"""`python -m riskstrata.cli`."""
+
+from riskstrata.cli import main
+
+main()

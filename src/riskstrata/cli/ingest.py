@@ -1,0 +1,59 @@
+"""`riskstrata ingest …`: load prices, classifications and securities into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from riskstrata.cli.common import StoreOpt, fmt, open_store, out
+
+ingest_app = typer.Typer(no_args_is_help=True, help="Load prices, classifications and securities into the store.")
+
+
+@ingest_app.command("prices")
+def ingest_prices_cmd(files: Annotated[list[Path], typer.Argument(help="CSV or Parquet, long or wide.")],
+                      store: StoreOpt = None, max_move: Annotated[float, typer.Option(
+                          help="Flag one-day moves larger than this (decimal).")] = 0.75) -> None:
+    """Ingest daily prices or returns; prints what was rejected or repaired and why."""
+    from riskstrata.data.ingest import ingest_prices
+    from riskstrata.data.registry import EtfRegistry
+
+    report = ingest_prices(open_store(store, create=True), files, max_abs_return=max_move,
+                           etf_tickers=set(EtfRegistry.default().etfs()))
+    _print_report(report)
+
+
+@ingest_app.command("classifications")
+def ingest_classifications_cmd(file: Path, store: StoreOpt = None) -> None:
+    """Ingest (ticker, gics_sector, gics_sub_industry) or (ticker, sector_etf, subsector_etf), optionally dated."""
+    from riskstrata.data.ingest import ingest_classifications
+
+    _print_report(ingest_classifications(open_store(store, create=True), file))
+
+
+@ingest_app.command("securities")
+def ingest_securities_cmd(file: Path, store: StoreOpt = None) -> None:
+    """Ingest dated security records (figi/isin, ticker, name, asset_type, valid_from, valid_to)."""
+    from riskstrata.data.master import SecurityMaster, read_securities_file
+
+    s = open_store(store, create=True)
+    master = SecurityMaster.fromopen_store(s).upsert(read_securities_file(file))
+    master.toopen_store(s)
+    out.print(f"security master: {len(master)} securities")
+
+
+def _print_report(report: Any) -> None:
+    out.print(report.summary())
+    issues = report.issues
+    if len(issues):
+        table = Table(title=f"{len(issues)} rows rejected, repaired or flagged (first 20)")
+        for col in ("file", "source_row", "date", "ticker", "action", "reason"):
+            table.add_column(col)
+        for row in issues.head(20).itertuples(index=False):
+            table.add_row(*(fmt(getattr(row, c)) for c in ("file", "source_row", "date", "ticker", "action", "reason")))
+        out.print(table)
+
+
