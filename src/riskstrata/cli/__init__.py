@@ -15,12 +15,14 @@ import typer
 from riskstrata.cli import model
 from riskstrata.cli.common import err
 from riskstrata.cli.ingest import ingest_app
+from riskstrata.cli.portfolio import portfolio_app
 from riskstrata.errors import RiskstrataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="riskstrata: open, self-hosted equity risk models (ETF cascade, factor model).")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(model.build_app, name="build")
+app.add_typer(portfolio_app, name="portfolio")
 model.register(app)
 
 

@@ -45,6 +45,14 @@ def ingest_securities_cmd(file: Path, store: StoreOpt = None) -> None:
     out.print(f"security master: {len(master)} securities")
 
 
+@ingest_app.command("etf-holdings")
+def ingest_etf_holdings_cmd(file: Path, store: StoreOpt = None) -> None:
+    """Ingest ETF constituents, long (date, etf, holding, weight), for look-through and active share."""
+    from riskstrata.data.etf_holdings import ingest_etf_holdings
+
+    _print_report(ingest_etf_holdings(open_store(store, create=True), file))
+
+
 def _print_report(report: Any) -> None:
     out.print(report.summary())
     issues = report.issues

@@ -1,0 +1,276 @@
+"""The portfolio layer over the store: analyze, hedge, scale, look through, a fund over time.
+
+Holdings arrive in memory (a file path, a DataFrame, a dict) and are never written to the
+store or to logs. Everything numeric is done by :mod:`riskstrata.portfolio.risk` and the
+cascade engine; this module only gathers the model rows and prices for the analysis date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.attribution import Attribution, geometric_attribution
+from riskstrata.data.etf_holdings import etf_holdings_as_of
+from riskstrata.data.ingest import load_returns
+from riskstrata.data.master import SecurityMaster
+from riskstrata.data.registry import EtfRegistry
+from riskstrata.data.store import Store
+from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory
+from riskstrata.portfolio.holdings import Holdings, read_holdings
+from riskstrata.portfolio.lookthrough import LookThrough, active_share, benchmark_weights, look_through
+from riskstrata.portfolio.matching import MatchResult, match_holdings
+from riskstrata.portfolio.risk import (PortfolioRisk, describe_trades, etf_exposures, etf_roles, market_beta,
+                                       portfolio_hedge, portfolio_risk, scaling_trade, trade_list)
+from riskstrata.services.cascade import MODEL, stored_snapshot
+
+HEDGE_LEVELS = ("L1", "L2", "L3", "lstar")
+
+
+@dataclass
+class RiskInputs:
+    """Everything the risk functions need on one date, for the matched positions."""
+
+    as_of: pd.Timestamp
+    positions: pd.DataFrame   # index ticker: model fields of the matched holdings
+    weights: pd.Series        # index ticker: decimal weights over matched holdings
+    etf_cov: pd.DataFrame     # daily covariance of raw ETF returns over the model window
+    roles: pd.Series          # ETF → market / sector / subsector
+    market_etf: str
+
+
+@dataclass
+class PortfolioAnalysis:
+    """analyze(): matching, Risk Index with its decomposition, hedge ratios per level."""
+
+    match: MatchResult
+    risk: PortfolioRisk
+    hedge_ratios: pd.DataFrame  # index ETF, columns L1/L2/L3/lstar: $ per $1 of portfolio
+    inputs: RiskInputs
+    notes: list[str] = field(default_factory=list)
+
+
+def _as_of(store: Store, as_of: object | None) -> pd.Timestamp:
+    meta = store.model_meta(MODEL)
+    day = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(meta["end"])
+    if day < pd.Timestamp(meta["start"]) or day > pd.Timestamp(meta["end"]):
+        raise DateOutOfRange(f"{day.date()} is outside the built model ({meta['start']} … {meta['end']})")
+    return day
+
+
+def model_universe(store: Store, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every security the model knows, for matching: ticker (as traded on as_of, else its last),
+    security_id, first_date (first day with an estimate), last_date, close (adjusted close on
+    or before as_of)."""
+    spans = store.query(
+        f"SELECT security_id, min(date) FILTER (WHERE l1_mkt_hr IS NOT NULL) AS first_date, max(date) AS last_date, "
+        f"arg_max(ticker, date) AS last_ticker FROM model_{MODEL} GROUP BY security_id")
+    master = SecurityMaster.from_store(store)
+    now = master.snapshot(as_of).set_index("security_id")["ticker"]
+    spans["ticker"] = spans["security_id"].map(now).fillna(spans["last_ticker"])
+    # A recycled ticker: prefer the security that holds it on as_of.
+    spans["alive"] = spans["security_id"].isin(now.index)
+    spans = spans.sort_values("alive", ascending=False).drop_duplicates("ticker")
+    closes = store.query(
+        "SELECT security_id, arg_max(adj_close, date) AS close FROM prices "
+        "WHERE date <= ? AND adj_close IS NOT NULL GROUP BY security_id", [as_of.to_pydatetime()])
+    spans = spans.merge(closes, on="security_id", how="left")
+    return spans[["ticker", "security_id", "first_date", "last_date", "close"]].reset_index(drop=True)
+
+
+def _etf_covariance(store: Store, etfs: list[str], as_of: pd.Timestamp, window: int) -> pd.DataFrame:
+    """Sample covariance (daily, ddof=1) of raw ETF returns over the last ``window`` days to as_of."""
+    ids = SecurityMaster.from_store(store).resolve_many(etfs, as_of).dropna()
+    start = as_of - pd.Timedelta(days=int(window * 1.6) + 14)
+    returns = load_returns(store, start, as_of, security_ids=list(ids.to_numpy()))
+    returns = returns.rename(columns={sid: t for t, sid in ids.items()}).iloc[-window:]
+    return returns.cov(min_periods=max(20, window // 4))
+
+
+def risk_inputs(store: Store, match: MatchResult) -> RiskInputs:
+    """Model rows for the matched holdings on the analysis date and the ETF covariance."""
+    if match.matched.empty:
+        raise DataValidationError(f"none of the holdings can be analysed: {match.summary()}")
+    snap = stored_snapshot(store, match.as_of)
+    positions = snap.reset_index().set_index("security_id", drop=False).reindex(match.matched["security_id"])
+    positions.index = match.matched["ticker"].to_numpy()
+    if positions.index.has_duplicates:
+        raise DataValidationError("the same security appears on several matched lines; merge them first")
+    meta = store.model_meta(MODEL)
+    market = meta["params"]["market_etf"]
+    etfs = sorted({market, *positions["sector_etf"].dropna(), *positions["subsector_etf"].dropna()})
+    cov = _etf_covariance(store, etfs, match.as_of, int(meta["params"]["window"]))
+    weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=positions.index)
+    registry = EtfRegistry.default()
+    return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, set(registry.sector_etfs())), market)
+
+
+def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
+    """Risk of the matched positions, plus optional ETF overlay positions ($ per $1 of portfolio)."""
+    exposures = -etf_exposures(inp.positions, "L3", inp.market_etf)
+    residual = inp.positions["l3_res_er"] * inp.positions["stock_var"]
+    weights = inp.weights
+    if extra is not None and len(extra):
+        overlay = pd.DataFrame(np.eye(len(extra)), index=[f"hedge:{e}" for e in extra.index], columns=extra.index)
+        exposures = pd.concat([exposures, overlay]).fillna(0.0)
+        weights = pd.concat([weights, pd.Series(extra.to_numpy(), index=overlay.index)])
+        residual = pd.concat([residual, pd.Series(0.0, index=overlay.index)])
+    return portfolio_risk(weights, exposures, residual, inp.etf_cov, inp.roles, inp.market_etf)
+
+
+def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object | None = None,
+                      value: float | None = None) -> PortfolioAnalysis:
+    """Match holdings, compute the Risk Index and its decomposition, and hedge ratios per level."""
+    holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
+    day = _as_of(store, as_of)
+    match = match_holdings(holdings, model_universe(store, day), day, portfolio_value=value)
+    inp = risk_inputs(store, match)
+    risk = _risk(inp)
+    hrs = pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
+                        for lvl in HEDGE_LEVELS}).fillna(0.0)
+    notes = [*match.notes, *risk.notes]
+    if store.current_version("factors") is None:
+        notes.append("the factor model (Model B) is not built: no decomposition by style and industry yet")
+    return PortfolioAnalysis(match, risk, hrs, inp, notes=notes)
+
+
+@dataclass
+class HedgeResult:
+    level: str
+    value: float
+    trades: pd.DataFrame
+    description: str          # "short $X SPY, short $Y XLK, …"
+    before: PortfolioRisk
+    after: PortfolioRisk
+    market_beta_after: float
+
+
+def hedge_portfolio(store: Store, holdings: Holdings | object, level: str = "L3", value: float = 1_000_000.0,
+                    as_of: object | None = None) -> HedgeResult:
+    """Hedge trade list at a level for a portfolio of ``value`` USD and the risk that remains."""
+    if level not in HEDGE_LEVELS and level.upper() not in HEDGE_LEVELS:
+        raise DataValidationError(f"unknown hedge level {level!r}; use one of {', '.join(HEDGE_LEVELS)}")
+    level = level if level == "lstar" else level.upper()
+    analysis = analyze_portfolio(store, holdings, as_of, value)
+    hr = analysis.hedge_ratios[level]
+    trades = trade_list(hr, value)
+    after = _risk(analysis.inputs, hr[hr != 0])
+    beta = market_beta(after.exposures, analysis.inputs.etf_cov, analysis.inputs.market_etf)
+    return HedgeResult(level, value, trades, describe_trades(trades), analysis.risk, after, beta)
+
+
+@dataclass
+class ScaleResult:
+    exposure: str
+    reduce: float
+    trade: pd.DataFrame       # etf, side, notional_usd, hedge_ratio
+    before_exposure: float
+    after_exposure: float
+    before: PortfolioRisk
+    after: PortfolioRisk
+
+
+def scale_portfolio(store: Store, holdings: Holdings | object, exposure: str, reduce: float,
+                    value: float = 1_000_000.0, as_of: object | None = None) -> ScaleResult:
+    """Cut one exposure (market beta, or a sector/subsector ETF) by a fraction with ETFs only."""
+    analysis = analyze_portfolio(store, holdings, as_of, value)
+    inp = analysis.inputs
+    before = analysis.risk
+    overlay = scaling_trade(before.exposures, inp.etf_cov, exposure, reduce, inp.market_etf)
+    after = _risk(inp, overlay)
+
+    def measure(r: PortfolioRisk) -> float:
+        if overlay.index[0] == inp.market_etf:
+            return market_beta(r.exposures, inp.etf_cov, inp.market_etf)
+        return float(r.exposures.get(overlay.index[0], 0.0))
+
+    return ScaleResult(overlay.index[0], reduce, trade_list(overlay, value), measure(before), measure(after),
+                       before, after)
+
+
+@dataclass
+class FundHistory:
+    """A fund through time from dated holdings: per-date risk and the geometric bridge."""
+
+    risk: pd.DataFrame        # index holdings date: risk_index, market/sector/subsector/residual shares, analyzed
+    attribution: Attribution  # daily fund returns bridged over the whole span
+    daily: pd.DataFrame       # gross, l1_cfr, l2_cfr, l3_cfr of the fund per day
+
+
+def fund_over_time(store: Store, dated: dict[object, Holdings | object], end: object | None = None) -> FundHistory:
+    """Weights fixed at each holdings date until the next (no drift within a period)."""
+    if not dated:
+        raise DataValidationError("no dated holdings given")
+    dates = sorted(pd.Timestamp(d) for d in dated)
+    last = _as_of(store, end)
+    rows, pieces = [], []
+    for i, day in enumerate(dates):
+        a = analyze_portfolio(store, dated[next(k for k in dated if pd.Timestamp(k) == day)], day)
+        rows.append({"date": day, "risk_index": a.risk.risk_index, **a.risk.by_role.to_dict(),
+                     "analyzed": a.match.summary()})
+        stop = dates[i + 1] if i + 1 < len(dates) else last
+        ids = a.inputs.positions["security_id"].to_numpy()
+        where = f"security_id IN ({', '.join('?' for _ in ids)}) AND date > ? AND date <= ?"
+        h = store.read_model(MODEL, columns=["date", "security_id", "returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"],
+                             where=where, params=[*ids, day.to_pydatetime(), stop.to_pydatetime()])
+        w = pd.Series(a.inputs.weights.to_numpy(), index=ids)
+        h["w"] = h["security_id"].map(w)
+        fields = ["returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"]
+        pieces.append(h[fields].mul(h["w"], axis=0).groupby(h["date"]).sum(min_count=1))
+    daily = pd.concat(pieces).sort_index()
+    if daily.empty:
+        raise InsufficientHistory("no model days after the first holdings date")
+    bridge = geometric_attribution(daily["returns_gross"], daily["l1_cfr"], daily["l2_cfr"], daily["l3_cfr"])
+    return FundHistory(pd.DataFrame(rows).set_index("date"), bridge, daily.rename(columns={"returns_gross": "gross"}))
+
+
+@dataclass
+class LookThroughResult:
+    match: MatchResult
+    look: LookThrough
+    active_share: float | None
+    benchmark: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def lookthrough_portfolio(store: Store, holdings: Holdings | object, as_of: object | None = None,
+                          benchmark: str | None = None) -> LookThroughResult:
+    """Expand ETF positions into constituents (ETF holdings from ``riskstrata ingest etf-holdings``),
+    show combined exposure per name and fund/direct overlap; active share against ``benchmark``
+    (an ETF with holdings data, or a weights file)."""
+    holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
+    day = _as_of(store, as_of)
+    match = match_holdings(holdings, model_universe(store, day), day)
+    if match.matched.empty:
+        raise DataValidationError(f"none of the holdings can be analysed: {match.summary()}")
+    weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=match.matched["ticker"].to_numpy())
+    registry = EtfRegistry.default()
+    etfs = set(registry.known_etfs()) | _stored_etfs(store)
+    held_etfs = sorted(e for e in weights.index if e in etfs)
+    snapshot = (etf_holdings_as_of(store, held_etfs + ([benchmark.upper()] if benchmark else []), day)
+                if store.has_table("etf_holdings") else None)
+    look = look_through(weights, snapshot, etfs)
+    share = None
+    if benchmark:
+        if Path(benchmark).exists():
+            bench = benchmark_weights(benchmark)
+        else:
+            if snapshot is None:
+                raise DataValidationError("no ETF holdings in the store: run `riskstrata ingest etf-holdings FILE`")
+            bench = benchmark_weights(etf=benchmark.upper(), etf_holdings=snapshot)
+        share = active_share(look.exposures["combined_weight"], bench)
+    notes = list(look.notes)
+    for etf, when in (snapshot.attrs.get("snapshot_dates", {}) if snapshot is not None else {}).items():
+        if (day - pd.Timestamp(when)).days > 92:
+            notes.append(f"{etf} holdings are from {pd.Timestamp(when).date()}, {(day - pd.Timestamp(when)).days} days "
+                         f"before the analysis date")
+    return LookThroughResult(match, look, share, benchmark, notes)
+
+
+def _stored_etfs(store: Store) -> set[str]:
+    """Tickers the security master records as ETFs."""
+    records = SecurityMaster.from_store(store).records
+    return set(records.loc[records["asset_type"] == "etf", "ticker"])

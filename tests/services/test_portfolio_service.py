@@ -1,0 +1,122 @@
+"""The portfolio layer over a built store: matching, Risk Index, hedges, scaling, a fund over time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrata.data.store import Store
+from riskstrata.data.synthetic import synthetic_market
+from riskstrata.services.cascade import build_cascade, metrics
+from riskstrata.services.demo import load_synthetic_into_store
+from riskstrata.services.portfolio import analyze_portfolio, fund_over_time, hedge_portfolio, scale_portfolio
+from tests.services.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    market = synthetic_market(n_stocks=60, n_days=252 * 3, seed=31, listing_fraction=0.15, delisting_fraction=0.1)
+    store = Store(tmp_path_factory.mktemp("portfolio") / "store")
+    load_synthetic_into_store(store, market)
+    build_cascade(store)
+    return store, market
+
+
+def complete_names(market, k=4):
+    """Stocks listed for the whole sample (so their window is every day)."""
+    full = market.returns.notna().mean() > 0.995
+    return list(market.returns.columns[full][:k])
+
+
+def test_all_in_spy_has_a_risk_index_of_exactly_100(built):
+    store, _ = built
+    a = analyze_portfolio(store, {"SPY": 1.0})
+    assert a.risk.risk_index == pytest.approx(100.0, abs=1e-9)
+    assert a.match.summary().startswith("1/1")
+
+
+def test_a_single_stock_scores_its_model_vol_over_spys(built):
+    store, market = built
+    ticker = complete_names(market, 1)[0]
+    a = analyze_portfolio(store, {ticker: 1.0})
+    m, spy = metrics(store, ticker), metrics(store, "SPY")
+    assert a.risk.risk_index == pytest.approx(100 * m["vol_252d_ann"] / spy["vol_252d_ann"], rel=1e-9)
+
+
+def test_x_of_y_holdings_analyzed_with_every_exclusion_explained(built, tmp_path):
+    store, market = built
+    names = complete_names(market, 2)
+    delisted = market.truth.index[market.truth["delist_date"].notna()][0]
+    late = market.truth["list_date"].sort_values().index[-1]
+    as_of = market.truth.loc[late, "list_date"] - pd.Timedelta(days=30)
+    if pd.notna(market.truth.loc[delisted, "delist_date"]) and market.truth.loc[delisted, "delist_date"] >= as_of:
+        as_of = None  # pick the end of the model instead; the delisted name is then gone
+    csv = tmp_path / "h.csv"
+    pd.DataFrame({"Symbol": [*names, "CASH", "EUR", "ZZZZZ", late, delisted],
+                  "Market Value": [10_000, 20_000, 5_000, 3_000, 1_000, 2_000, 4_000]}).to_csv(csv, index=False)
+    a = analyze_portfolio(store, csv, as_of)
+    reasons = dict(zip(a.match.excluded["ticker"], a.match.excluded["reason"]))
+    assert reasons["CASH"] == "cash" and reasons["EUR"] == "currency" and reasons["ZZZZZ"] == "unknown symbol"
+    assert a.match.total_lines == 7 and a.match.analyzed == len(a.match.matched)
+    assert a.match.summary().startswith(f"{a.match.analyzed}/7 holdings analyzed")
+    assert a.inputs.weights.sum() == pytest.approx(1.0)
+    if as_of is not None:
+        assert reasons[late] == "no history yet"
+
+
+def test_euler_contributions_sum_to_the_total(built):
+    store, market = built
+    names = complete_names(market, 4)
+    a = analyze_portfolio(store, {names[0]: 0.4, names[1]: 0.3, names[2]: 0.2, "XLK": 0.1})
+    assert a.risk.by_position["total"].sum() == pytest.approx(a.risk.variance, rel=1e-10)
+    assert a.risk.by_role.sum() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_hedges_flatten_market_at_l1_and_every_etf_at_l3(built):
+    store, market = built
+    holdings = dict(zip(complete_names(market, 3), (0.5, 0.3, 0.2)))
+    l3 = hedge_portfolio(store, holdings, "L3", 2_000_000)
+    assert np.abs(l3.after.exposures).max() < 1e-10
+    assert l3.after.by_role["residual"] == pytest.approx(1.0)
+    assert l3.description.startswith(("short $", "long $"))
+    l1 = hedge_portfolio(store, holdings, "L1", 2_000_000)
+    assert l1.market_beta_after == pytest.approx(0.0, abs=1e-10)
+    assert l1.after.risk_index < l1.before.risk_index
+
+
+def test_scaling_by_half_halves_the_chosen_exposure(built):
+    store, market = built
+    holdings = dict(zip(complete_names(market, 3), (0.5, 0.3, 0.2)))
+    s = scale_portfolio(store, holdings, "market", 0.5)
+    assert s.after_exposure == pytest.approx(0.5 * s.before_exposure, rel=1e-10)
+    sector = analyze_portfolio(store, holdings).risk.exposures.drop("SPY")
+    etf = sector.abs().idxmax()
+    s = scale_portfolio(store, holdings, etf, 0.5)
+    assert s.after_exposure == pytest.approx(0.5 * s.before_exposure, rel=1e-10)
+
+
+def test_a_fund_over_time_bridges_exactly(built):
+    store, market = built
+    names = complete_names(market, 4)
+    dates = market.returns.index
+    dated = {dates[300]: {names[0]: 0.5, names[1]: 0.5}, dates[500]: {names[2]: 0.6, names[3]: 0.4}}
+    f = fund_over_time(store, dated)
+    a = f.attribution
+    assert a.market + a.sector + a.subsector + a.residual == pytest.approx(a.gross, abs=1e-12)
+    assert list(f.risk.index) == [dates[300], dates[500]]
+
+
+def test_cli_portfolio_analyze_and_hedge(built, tmp_path):
+    store, market = built
+    csv = tmp_path / "h.csv"
+    pd.DataFrame({"ticker": complete_names(market, 2) + ["CASH"], "shares": [100, 50, 1000]}).to_csv(csv, index=False)
+    proc = run("portfolio", "analyze", str(csv), "--json", store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["holdings_analyzed"].startswith("2/3") and data["risk_index"] > 0
+    assert abs(sum(data["decomposition"].values()) - 1) < 1e-9
+    proc = run("portfolio", "hedge", str(csv), "--level", "L3", "--value", "1000000", store=store.root)
+    assert proc.returncode == 0 and "hedge for $1,000,000" in proc.stdout
