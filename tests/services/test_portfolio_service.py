@@ -120,3 +120,40 @@ def test_cli_portfolio_analyze_and_hedge(built, tmp_path):
     assert abs(sum(data["decomposition"].values()) - 1) < 1e-9
     proc = run("portfolio", "hedge", str(csv), "--level", "L3", "--value", "1000000", store=store.root)
     assert proc.returncode == 0 and "hedge for $1,000,000" in proc.stdout
+
+
+def test_lookthrough_of_spy_and_a_direct_pick_shows_the_combined_weight(built, tmp_path):
+    store, market = built
+    name = complete_names(market, 1)[0]
+    holdings_file = tmp_path / "etf_holdings.csv"
+    pd.DataFrame({"date": ["2017-01-03"] * 3, "etf": ["SPY"] * 3, "holding": [name, "OTHER1", "OTHER2"],
+                  "weight_pct": [5.0, 60.0, 35.0]}).to_csv(holdings_file, index=False)
+    proc = run("ingest", "etf-holdings", str(holdings_file), store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    from riskstrata.services.portfolio import lookthrough_portfolio
+
+    r = lookthrough_portfolio(store, {"SPY": 0.5, name: 0.5}, benchmark="SPY")
+    assert r.look.exposures.loc[name, "combined_weight"] == pytest.approx(0.5 + 0.5 * 0.05, abs=1e-12)
+    assert 0 < r.active_share < 1
+    proc = run("portfolio", "lookthrough", str(_csv(tmp_path, {"SPY": 0.5, name: 0.5})), "--json", store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["exposures"][0]["combined_weight"] == pytest.approx(0.525)
+
+
+def _csv(tmp_path, weights: dict) -> str:
+    path = tmp_path / f"weights-{'-'.join(weights)}.csv"
+    pd.DataFrame({"ticker": list(weights), "weight": list(weights.values())}).to_csv(path, index=False)
+    return str(path)
+
+
+def test_bad_portfolio_requests_are_clear_errors(built, tmp_path):
+    store, _ = built
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    for args in (("portfolio", "analyze", str(empty)),
+                 ("portfolio", "analyze", _csv(tmp_path, {"NOPE1": 0.5, "NOPE2": 0.5})),
+                 ("portfolio", "hedge", _csv(tmp_path, {"SPY": 1.0}), "--level", "L9"),
+                 ("portfolio", "scale", _csv(tmp_path, {"SPY": 1.0}), "--reduce", "1.5")):
+        proc = run(*args, store=store.root)
+        assert proc.returncode != 0 and "error:" in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
