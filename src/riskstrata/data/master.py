@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 SECURITY_COLUMNS = [
-    "security_id", "figi", "isin", "ticker", "name", "asset_type",
+    "security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type",
     "valid_from", "valid_to", "shares_outstanding",
 ]  # fmt: skip
 ASSET_TYPES = ("stock", "etf", "index", "rate")
@@ -53,7 +53,7 @@ _DAY = pd.Timedelta(days=1)
 # are the same listing seen earlier (a backfill), not a recycled ticker: a week-long holiday
 # closure plus a weekend is the longest normal pause in trading.
 CONTIGUOUS_DAYS = 10
-_STR_COLUMNS = ["security_id", "figi", "isin", "ticker", "name", "asset_type"]
+_STR_COLUMNS = ["security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type"]
 
 AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
 
@@ -484,7 +484,7 @@ def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read security records from CSV or Parquet.
 
     Columns (case-insensitive): ``ticker`` (required), optional ``security_id``, ``figi``,
-    ``isin``, ``name``, ``asset_type`` (default stock), ``valid_from`` (default
+    ``isin``, ``cusip`` (joins 13F holdings), ``name``, ``asset_type`` (default stock), ``valid_from`` (default
     :data:`MIN_DATE`: valid since forever), ``valid_to`` (empty = open), ``shares_outstanding``.
     Returns a frame for :class:`SecurityMaster` / :meth:`SecurityMaster.upsert`.
     """

@@ -64,13 +64,15 @@ def _as_of(store: Store, as_of: object | None) -> pd.Timestamp:
 def model_universe(store: Store, as_of: pd.Timestamp) -> pd.DataFrame:
     """Every security the model knows, for matching: ticker (as traded on as_of, else its last),
     security_id, first_date (first day with an estimate), last_date, close (adjusted close on
-    or before as_of)."""
+    or before as_of; equal to the traded close on the latest date, not on older ones), cusip."""
     spans = store.query(
         f"SELECT security_id, min(date) FILTER (WHERE l1_mkt_hr IS NOT NULL) AS first_date, max(date) AS last_date, "
         f"arg_max(ticker, date) AS last_ticker FROM model_{MODEL} GROUP BY security_id")
     master = SecurityMaster.from_store(store)
-    now = master.snapshot(as_of).set_index("security_id")["ticker"]
+    current = master.snapshot(as_of).set_index("security_id")
+    now = current["ticker"]
     spans["ticker"] = spans["security_id"].map(now).fillna(spans["last_ticker"])
+    spans["cusip"] = spans["security_id"].map(current["cusip"])  # lets a 13F match without a CUSIP map
     # A recycled ticker: prefer the security that holds it on as_of.
     spans["alive"] = spans["security_id"].isin(now.index)
     spans = spans.sort_values("alive", ascending=False).drop_duplicates("ticker")
@@ -78,7 +80,7 @@ def model_universe(store: Store, as_of: pd.Timestamp) -> pd.DataFrame:
         "SELECT security_id, arg_max(adj_close, date) AS close FROM prices "
         "WHERE date <= ? AND adj_close IS NOT NULL GROUP BY security_id", [as_of.to_pydatetime()])
     spans = spans.merge(closes, on="security_id", how="left")
-    return spans[["ticker", "security_id", "first_date", "last_date", "close"]].reset_index(drop=True)
+    return spans[["ticker", "security_id", "first_date", "last_date", "close", "cusip"]].reset_index(drop=True)
 
 
 def _etf_covariance(store: Store, etfs: list[str], as_of: pd.Timestamp, window: int) -> pd.DataFrame:
