@@ -159,6 +159,8 @@ def demo(store: StoreOpt = None,
     for ticker, row in report.names.iterrows():
         table.add_row(str(ticker), *(fmt(v) for v in row))
     out.print(table)
+    for line in report.portfolio:
+        out.print(line, highlight=False)
     out.print("try:")
     for hint in report.hints:
         out.print(f"  {hint}", highlight=False)

@@ -19,6 +19,7 @@ from riskstrata.data.store import Store
 from riskstrata.data.synthetic import SyntheticMarket, synthetic_market
 from riskstrata.errors import RiskstrataError
 from riskstrata.services.cascade import build_cascade, metrics
+from riskstrata.services.portfolio import analyze_portfolio, hedge_portfolio
 
 TRADING_DAYS_PER_YEAR = 252
 
@@ -40,6 +41,7 @@ class DemoReport:
 
     header: list[str]
     names: pd.DataFrame  # index ticker: ETFs, L*, estimated vs true L3 hedge ratios, residual share
+    portfolio: list[str]  # a sample portfolio: X/Y analyzed, Risk Index, decomposition, L3 hedge trades
     hints: list[str]
 
 
@@ -80,7 +82,21 @@ def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7
         "identities (shares sum to 1, replication) checked",
     ]
     first = rows[0]["ticker"] if rows else truth.index[0]
+    portfolio = _sample_portfolio(store, [r["ticker"] for r in rows])
     hints = [f"riskstrata metrics {first} --store {store.root}",
              f"riskstrata decompose {first} --store {store.root}",
              f"riskstrata lstar {first} --threshold 0.05 --store {store.root}"]
-    return DemoReport(header, pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame(), hints)
+    hints.append("riskstrata portfolio analyze HOLDINGS.csv --store " + str(store.root))
+    return DemoReport(header, pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame(), portfolio, hints)
+
+
+def _sample_portfolio(store: Store, names: list[str]) -> list[str]:
+    """An equal-weight book of the shown names plus a cash line and a typo, to show every step."""
+    holdings = {**{n: 1.0 / (len(names) + 2) for n in names}, "CASH": 0.5 / (len(names) + 2),
+                "NOTATICKER": 0.5 / (len(names) + 2)}
+    hedge = hedge_portfolio(store, holdings, "L3", 1_000_000)
+    analysis = analyze_portfolio(store, holdings)
+    roles = ", ".join(f"{k} {100 * v:.0f}%" for k, v in analysis.risk.by_role.items())
+    return [f"sample $1,000,000 portfolio: {analysis.match.summary()}",
+            f"Risk Index {analysis.risk.risk_index:.1f} (variance: {roles})",
+            f"L3 hedge: {hedge.description}; Risk Index after {hedge.after.risk_index:.1f}"]
