@@ -26,9 +26,8 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.ingest import _append_issues, _new_run_id
 from riskstrata.data.readers import parse_dates
-from riskstrata.data.report import IngestReport, concat_issues, issue_rows
+from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
 
@@ -324,9 +323,9 @@ def ingest_etf_holdings(store: Store, path: PathLike, *, weight_unit: WeightUnit
 
     report = cast(HoldingsIngestReport, HoldingsIngestReport.from_issues(len(df), concat_issues(issues), [str(path)]))
     report.notes = notes
-    report.run_id = _new_run_id()
+    report.run_id = new_run_id()
     store.write_table(TABLE, table)
-    _append_issues(store, report, TABLE)
+    append_issues(store, report, TABLE)
     return report
 
 

@@ -14,9 +14,7 @@ Tables written (all replaced atomically, see :class:`~riskstrata.data.store.Stor
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Collection, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import pandas as pd
 from riskstrata.data.master import MIN_DATE, SecurityMaster, clip_intervals, guess_asset_type
 from riskstrata.data.store import Store, date_range_clause
 from riskstrata.data.readers import ValueKind, parse_dates, read_price_file
-from riskstrata.data.report import IngestReport, concat_issues, issue_rows
+from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
 from riskstrata.data.validation import (
     RATE_TICKERS,
     as_calendar,
@@ -91,23 +89,6 @@ def _ensure_and_resolve(
     master = master.ensure_tickers(spans[["ticker", "first_date", "last_date"]], asset_type_hint=hint)
     sid[todo] = master.resolve_rows(pd.Series(tickers).iloc[todo], pd.Series(dates).iloc[todo]).to_numpy()
     return master, sid
-
-
-def _append_issues(store: Store, report: IngestReport, kind: str) -> None:
-    """Append this run's issues to table ``ingest_issues`` (a run without issues adds nothing)."""
-    if report.issues.empty:
-        return
-    new = report.issues.assign(
-        run_id=report.run_id, ingested_at=pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None), kind=kind
-    )
-    new = new[["run_id", "ingested_at", "kind", *report.issues.columns]]
-    if store.has_table("ingest_issues"):
-        new = pd.concat([store.read_table("ingest_issues"), new], ignore_index=True)
-    store.write_table("ingest_issues", new)
-
-
-def _new_run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 # ---------------------------------------------------------------------- prices
@@ -204,10 +185,10 @@ def ingest_prices(
     prices = prices.take(np.lexsort((prices["date"].to_numpy("datetime64[ns]"), sid_order))).reset_index(drop=True)
 
     report = IngestReport.from_issues(len(raw), concat_issues([screen_issues, chain_issues]), [str(p) for p in paths])
-    report.run_id = _new_run_id()
+    report.run_id = new_run_id()
     master.to_store(store)  # first, so prices never name a security the store does not know
     store.write_table("prices", prices)
-    _append_issues(store, report, "prices")
+    append_issues(store, report, "prices")
     return report
 
 
@@ -436,8 +417,8 @@ def ingest_classifications(store: Store, path: PathLike) -> IngestReport:
     table = table.astype({c: "str" for c in ["security_id", "ticker", *CLASS_FIELDS, "source"]})
 
     report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
-    report.run_id = _new_run_id()
+    report.run_id = new_run_id()
     master.to_store(store)
     store.write_table("classifications", table)
-    _append_issues(store, report, "classifications")
+    append_issues(store, report, "classifications")
     return report

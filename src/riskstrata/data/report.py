@@ -8,12 +8,17 @@ counts them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # the store imports nothing from here; avoid a cycle at run time anyway
+    from riskstrata.data.store import Store
 
 __all__ = [
     "ISSUE_COLUMNS",
@@ -160,3 +165,20 @@ def concat_issues(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     return out.astype({c: "str" for c in ISSUE_COLUMNS if c != "date"})
 
+
+def append_issues(store: "Store", report: IngestReport, kind: str) -> None:
+    """Append this run's issues to table ``ingest_issues`` (a run without issues adds nothing)."""
+    if report.issues.empty:
+        return
+    new = report.issues.assign(
+        run_id=report.run_id, ingested_at=pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None), kind=kind
+    )
+    new = new[["run_id", "ingested_at", "kind", *report.issues.columns]]
+    if store.has_table("ingest_issues"):
+        new = pd.concat([store.read_table("ingest_issues"), new], ignore_index=True)
+    store.write_table("ingest_issues", new)
+
+
+def new_run_id() -> str:
+    """A sortable id for one ingest run: UTC time plus a short random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
