@@ -25,9 +25,11 @@ __all__ = [
     "REASONS",
     "Detail",
     "IngestReport",
+    "append_issues",
     "concat_issues",
     "empty_issues",
     "issue_rows",
+    "new_run_id",
 ]
 
 # Reason code → what it means, for reports and the CLI.
