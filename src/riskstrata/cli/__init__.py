@@ -14,6 +14,7 @@ import typer
 
 from riskstrata.cli import model
 from riskstrata.cli.common import err
+from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
 from riskstrata.cli.portfolio import portfolio_app
 from riskstrata.errors import RiskstrataError
@@ -23,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(model.build_app, name="build")
 app.add_typer(portfolio_app, name="portfolio")
+app.add_typer(factors_app, name="factors")
 model.register(app)
 
 

@@ -53,6 +53,14 @@ def ingest_etf_holdings_cmd(file: Path, store: StoreOpt = None) -> None:
     _print_report(ingest_etf_holdings(open_store(store, create=True), file))
 
 
+@ingest_app.command("fundamentals")
+def ingest_fundamentals_cmd(file: Path, store: StoreOpt = None) -> None:
+    """Ingest fundamentals snapshots (available date, ticker, market cap, book, EPS, …) for Model B."""
+    from riskstrata.data.fundamentals import ingest_fundamentals
+
+    _print_report(ingest_fundamentals(open_store(store, create=True), file))
+
+
 def _print_report(report: Any) -> None:
     out.print(report.summary())
     issues = report.issues

@@ -1,0 +1,332 @@
+"""Raw style descriptors of Model B: (T × N) panels from returns, caps, volume and fundamentals.
+
+Every function takes and returns ``pd.DataFrame`` panels (dates × names, float64, NaN =
+missing) aligned on the same dates and names, and uses data through day t only for row t; the
+pipeline lags descriptors by one day (exposures at t−1 explain returns on t). Returns are simple
+daily decimals, market caps USD, volumes shares. All rolling and exponentially weighted sums run
+along time on whole frames at once (:func:`riskstrata.cascade.moments.window_sums`): no loop
+over stocks.
+
+Trailing windows use the rows ``t − window + 1 … t``; exponential weights are ``δ^k`` for the
+row k days before t, ``δ = 0.5 ** (1 / halflife)`` (USE4 half-lives: 63 for BETA, 126 for
+momentum, 42 for volatility). Missing days carry no weight; ``min_obs`` counts the valid days
+in the window (unweighted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.moments import center, decay_for, window_sums
+
+__all__ = [
+    "LIQUIDITY_WEIGHTS",
+    "ValueDescriptors",
+    "beta_and_residual_vol",
+    "liquidity",
+    "log_size",
+    "market_cap_panel",
+    "momentum",
+    "total_volatility",
+    "value_descriptors",
+]
+
+# USE4 LIQUIDITY = 0.35·STOM + 0.35·STOQ + 0.30·STOA (1-, 3- and 12-month share turnover).
+LIQUIDITY_WEIGHTS = (0.35, 0.35, 0.30)
+TRADING_DAYS_PER_MONTH = 21
+# A variance below this fraction of the mean square is rounding noise of the running sums: 0.
+_ROUNDOFF = 1e-12
+
+
+def _frame(values: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(values, index=like.index, columns=like.columns, dtype="float64")
+
+
+def _float(panel: pd.DataFrame) -> np.ndarray:
+    return panel.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+
+
+def _check_window(window: int, min_obs: int) -> None:
+    if window < 1 or min_obs < 1:
+        raise ValueError(f"window and min_obs must be ≥ 1, got window={window}, min_obs={min_obs}")
+
+
+# ---------------------------------------------------------------------- returns-based
+
+
+def beta_and_residual_vol(
+    returns: pd.DataFrame,
+    market: pd.Series,
+    *,
+    window: int = 252,
+    halflife: float = 63,
+    min_obs: int = 126,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """USE4 BETA and the residual volatility of the same regression.
+
+    returns: (T, N) daily simple returns; market: (T,) market (cap-weighted or ETF) returns on
+    the same dates (reindexed to ``returns.index``).
+
+    For each stock and day t: the weighted least-squares regression ``r = α + β·m + e`` over the
+    trailing ``window`` days where both returns exist, weights ``δ^(t−s)`` (half-life 63 days).
+    ``beta`` is β; ``residual_vol`` is the weighted standard deviation of e,
+    ``sqrt(Σ w·e² / Σ w)`` — a daily decimal, not annualised (multiply by √252 to annualise; the
+    standardisation of exposures makes the scale irrelevant to the model). NaN where fewer than
+    ``min_obs`` days are valid or the market did not move in the window.
+
+    Returns ``(beta, residual_vol)``, each (T, N) like ``returns``.
+    """
+    _check_window(window, min_obs)
+    decay = decay_for(halflife)
+    # Covariances with an intercept are shift invariant: centring keeps the running sums exact.
+    r = center(_float(returns))
+    m = center(market.reindex(returns.index).to_numpy(dtype="float64", na_value=np.nan)[:, None])
+    ok = np.isfinite(r) & np.isfinite(m)
+    x = np.where(ok, m, 0.0)
+    y = np.where(ok, r, 0.0)
+    w = ok.astype("float64")
+    sw = window_sums(w, window, decay)
+    sx, sy = window_sums(x, window, decay), window_sums(y, window, decay)
+    sxx, sxy, syy = window_sums(x * x, window, decay), window_sums(x * y, window, decay), window_sums(y * y, window, decay)
+    count = window_sums(w, window)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cxx = sxx - sx * sx / sw
+        cxy = sxy - sx * sy / sw
+        cyy = syy - sy * sy / sw
+        usable = (count >= min_obs) & (sw > 0) & (cxx > _ROUNDOFF * sxx)
+        beta = np.where(usable, cxy / cxx, np.nan)
+        sse = cyy - beta * cxy  # Σw·e² of the weighted fit
+        sse = np.where(sse <= _ROUNDOFF * syy, 0.0, sse)
+        resid_vol = np.where(usable, np.sqrt(sse / sw), np.nan)
+    return _frame(beta, returns), _frame(resid_vol, returns)
+
+
+def momentum(
+    returns: pd.DataFrame,
+    *,
+    window: int = 252,
+    lag: int = 21,
+    halflife: float = 126,
+    min_obs: int = 126,
+) -> pd.DataFrame:
+    """USE4 relative strength: the exponentially weighted sum of log(1 + r) over rows
+    ``t − window + 1 … t − lag`` (12-1 momentum: the last ``lag`` days, where short-term reversal
+    lives, are skipped).
+
+    Weight ``δ^(k − lag)`` for the return k days before t (the most recent return used weighs 1;
+    half-life 126 days). Missing returns count as 0 and carry no weight in ``min_obs``, which
+    counts valid returns among the ``window − lag`` rows. No risk-free rate is subtracted (a
+    constant across stocks on a day, removed by standardisation). Returns a (T, N) panel.
+    """
+    if not 0 <= lag < window:
+        raise ValueError(f"lag must satisfy 0 ≤ lag < window, got lag={lag}, window={window}")
+    span = window - lag
+    _check_window(span, min_obs)
+    r = _float(returns)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logret = np.where(r > -1.0, np.log1p(r), np.nan)
+    lagged = np.full_like(logret, np.nan)
+    lagged[lag:] = logret[: len(logret) - lag]
+    ok = np.isfinite(lagged)
+    total = window_sums(np.where(ok, lagged, 0.0), span, decay_for(halflife))
+    count = window_sums(ok.astype("float64"), span)
+    return _frame(np.where(count >= min_obs, total, np.nan), returns)
+
+
+def total_volatility(
+    returns: pd.DataFrame,
+    *,
+    window: int = 252,
+    halflife: float = 42,
+    min_obs: int = 63,
+) -> pd.DataFrame:
+    """USE4 DASTD: exponentially weighted standard deviation of daily returns,
+    ``sqrt(Σ w·(r − r̄_w)² / Σ w)`` over the trailing ``window`` days (half-life 42).
+
+    Daily decimal, not annualised. A stock whose returns are constant has volatility exactly 0
+    (never NaN or inf); NaN where fewer than ``min_obs`` returns exist. Returns a (T, N) panel.
+    """
+    _check_window(window, min_obs)
+    decay = decay_for(halflife)
+    r = center(_float(returns))
+    ok = np.isfinite(r)
+    y = np.where(ok, r, 0.0)
+    sw = window_sums(ok.astype("float64"), window, decay)
+    s1, s2 = window_sums(y, window, decay), window_sums(y * y, window, decay)
+    count = window_sums(ok.astype("float64"), window)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_sq = s2 / sw
+        var = mean_sq - (s1 / sw) ** 2
+        var = np.where(var <= _ROUNDOFF * mean_sq, 0.0, var)
+        vol = np.where((count >= min_obs) & (sw > 0), np.sqrt(var), np.nan)
+    return _frame(vol, returns)
+
+
+# ---------------------------------------------------------------------- size and liquidity
+
+
+def market_cap_panel(price: pd.DataFrame, shares_outstanding: pd.DataFrame) -> pd.DataFrame:
+    """Daily market cap (USD) = price (USD/share) × shares outstanding (point in time, e.g. from
+    :func:`riskstrata.data.fundamentals.fundamentals_panel`). Shares are aligned to ``price``'s
+    dates and names; NaN where either is missing or not positive. (T, N) like ``price``."""
+    shares = shares_outstanding.reindex(index=price.index, columns=price.columns)
+    p, s = _float(price), _float(shares)
+    with np.errstate(invalid="ignore"):
+        cap = np.where((p > 0) & (s > 0), p * s, np.nan)
+    return _frame(cap, price)
+
+
+def log_size(market_cap: pd.DataFrame) -> pd.DataFrame:
+    """USE4 LNCAP: natural log of market cap (USD); NaN where the cap is missing or ≤ 0."""
+    cap = _float(market_cap)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _frame(np.where(cap > 0, np.log(cap), np.nan), market_cap)
+
+
+def liquidity(
+    volume: pd.DataFrame,
+    shares_outstanding: pd.DataFrame,
+    *,
+    windows: Sequence[int] = (21, 63, 252),
+    weights: Sequence[float] = LIQUIDITY_WEIGHTS,
+    min_coverage: float = 0.5,
+) -> pd.DataFrame:
+    """USE4 share-turnover blend (STOM, STOQ, STOA).
+
+    volume: (T, N) shares traded per day; shares_outstanding: (T, N) point in time (aligned to
+    ``volume``). Daily turnover = volume / shares. For each window of w days the monthly
+    turnover is the mean daily turnover over the valid days × 21, and the component is its
+    natural log (USE4: ln(Σ_21 turnover), ln(⅓ Σ_63), ln(1/12 Σ_252) — the same numbers when no
+    day is missing). LIQUIDITY = Σ weight·component, weights 0.35/0.35/0.30 renormalised over
+    the components available. A component needs ``min_coverage`` of its window with data; NaN
+    where there is no volume data (or zero turnover). Note: vendors' volumes are often not split
+    adjusted while snapshot share counts are; turnover is off around a split until both agree.
+    """
+    if len(windows) != len(weights) or not windows:
+        raise ValueError(f"windows and weights must have the same non-zero length, got {windows} and {weights}")
+    shares = _float(shares_outstanding.reindex(index=volume.index, columns=volume.columns))
+    v = _float(volume)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        turnover = np.where((v >= 0) & (shares > 0), v / shares, np.nan)
+    ok = np.isfinite(turnover)
+    x, valid = np.where(ok, turnover, 0.0), ok.astype("float64")
+    total = np.zeros_like(turnover)
+    weight = np.zeros_like(turnover)
+    for w, wt in zip(windows, weights):  # three windows, each over all stocks at once
+        n = window_sums(valid, int(w))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            monthly = TRADING_DAYS_PER_MONTH * window_sums(x, int(w)) / n
+            comp = np.where((n >= max(1.0, min_coverage * w)) & (monthly > 0), np.log(monthly), np.nan)
+        has = np.isfinite(comp)
+        total += np.where(has, wt * comp, 0.0)
+        weight += np.where(has, wt, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _frame(np.where(weight > 0, total / weight, np.nan), volume)
+
+
+# ---------------------------------------------------------------------- fundamentals-based
+
+
+class ValueDescriptors(dict[str, pd.DataFrame]):
+    """Descriptor name → (T, N) panel, plus ``notes``: what was approximated and where."""
+
+    def __init__(self, *args: object, notes: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.notes: list[str] = list(notes or [])
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / np.where(den != 0, den, np.nan)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _value_at_lag(panel: np.ndarray, dates: pd.DatetimeIndex, days: int, tolerance_days: int = 31) -> np.ndarray:
+    """Row t → the row of the last date on or before ``t − days`` (within ``tolerance_days``)."""
+    target = dates - pd.Timedelta(days=days)
+    pos = dates.searchsorted(target, side="right") - 1
+    found = pos >= 0
+    near = np.zeros(len(dates), dtype=bool)
+    near[found] = (target[found] - dates[pos[found]]) <= pd.Timedelta(days=tolerance_days)
+    out = np.full_like(panel, np.nan)
+    out[near] = panel[pos[near]]
+    return out
+
+
+def value_descriptors(
+    fund: Mapping[str, pd.DataFrame],
+    market_cap: pd.DataFrame,
+    price: pd.DataFrame,
+    *,
+    growth_lag_days: int = 365,
+) -> ValueDescriptors:
+    """Fundamental descriptors from point-in-time fundamentals panels.
+
+    fund: field → (T, N) panel (keys of :data:`riskstrata.data.fundamentals.FUNDAMENTAL_FIELDS`,
+    any subset, e.g. from ``fundamentals_panel``); market_cap: (T, N) daily cap, USD;
+    price: (T, N) daily price, USD/share. Everything is aligned to ``market_cap``.
+
+    Returns a :class:`ValueDescriptors` (dict of (T, N) panels, NaN where not computable):
+
+    - ``book_to_price`` = book_value_per_share / price (daily price), else 1 / price_to_book;
+    - ``earnings_yield`` = eps / price, else 1 / pe (negative earnings give negative yields);
+    - ``dividend_yield`` = the snapshot dividend yield (decimal);
+    - ``ebitda_to_ev`` = ebitda / (market_cap + total_debt); where debt is unknown the EV is the
+      market cap alone (cash is never netted: snapshots carry none) — noted in ``notes``;
+    - ``growth`` = (eps_t − eps_{t−1y}) / |eps_{t−1y}|, eps_{t−1y} the panel's value on the last
+      date on or before t − ``growth_lag_days`` (point in time; NaN in the first year or when
+      that eps is 0). When no new snapshot arrived within the year both ends are the same
+      snapshot and growth is 0: the panels carry values, not their dates;
+    - ``quality`` = ebitda / sales (EBITDA margin); where sales are unknown, the proxy
+      ebitda / market_cap (profitability per dollar of equity value, a different scale) —
+      noted in ``notes``;
+    - ``leverage`` = total_debt / market_cap (market leverage; NaN where debt is unknown).
+    """
+    like = market_cap
+    nan = np.full(like.shape, np.nan)
+
+    def get(field: str) -> np.ndarray:
+        panel = fund.get(field)
+        return nan.copy() if panel is None else _float(panel.reindex(index=like.index, columns=like.columns))
+
+    cap = _float(market_cap)
+    px = _float(price.reindex(index=like.index, columns=like.columns))
+    px = np.where(px > 0, px, np.nan)
+    cap = np.where(cap > 0, cap, np.nan)
+    notes: list[str] = []
+
+    bvps, ptb = get("book_value_per_share"), get("price_to_book")
+    book_to_price = np.where(np.isfinite(bvps), _ratio(bvps, px), _ratio(np.ones_like(ptb), ptb))
+    eps, pe = get("eps"), get("pe")
+    earnings_yield = np.where(np.isfinite(eps), _ratio(eps, px), _ratio(np.ones_like(pe), pe))
+
+    ebitda, debt = get("ebitda"), get("total_debt")
+    has_debt = np.isfinite(debt)
+    ebitda_to_ev = _ratio(ebitda, cap + np.where(has_debt, debt, 0.0))
+    no_debt = int((np.isfinite(ebitda_to_ev) & ~has_debt).sum())
+    if no_debt:
+        notes.append(f"ebitda_to_ev: total_debt unknown for {no_debt:,} name-days; EV = market cap there")
+
+    sales = get("sales")
+    margin = _ratio(ebitda, sales)
+    quality = np.where(np.isfinite(margin), margin, _ratio(ebitda, cap))
+    proxied = int((np.isfinite(quality) & ~np.isfinite(margin)).sum())
+    if proxied:
+        notes.append(f"quality: sales unknown for {proxied:,} name-days; ebitda / market_cap used there")
+
+    eps_before = _value_at_lag(eps, pd.DatetimeIndex(like.index), growth_lag_days)
+    growth = _ratio(eps - eps_before, np.abs(eps_before))
+
+    out = {
+        "book_to_price": book_to_price,
+        "earnings_yield": earnings_yield,
+        "dividend_yield": get("dividend_yield"),
+        "ebitda_to_ev": ebitda_to_ev,
+        "growth": growth,
+        "quality": quality,
+        "leverage": _ratio(debt, cap),
+    }
+    return ValueDescriptors({k: _frame(v, like) for k, v in out.items()}, notes=notes)

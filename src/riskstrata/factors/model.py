@@ -1,0 +1,285 @@
+"""Model B pipeline: spec + point-in-time panels → exposures → daily regression → risk.
+
+``fit_factor_model`` is the one entry point on in-memory data; the store build in
+:mod:`riskstrata.services.factors` gathers the panels and calls it. Every step is a pure
+function of the modules next to this one (see docs/model_b.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, UnknownTicker
+from riskstrata.factors import descriptors as D
+from riskstrata.factors.covariance import CovarianceParams, FactorCovariance, factor_covariance
+from riskstrata.factors.exposures import industry_dummies, lag_one_day, style_exposure
+from riskstrata.factors.regression import RegressionResult, cross_sectional_regression
+from riskstrata.factors.spec import ModelSpec
+from riskstrata.factors.specific import SpecificParams, specific_risk
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FactorInputs:
+    """Point-in-time panels, all (T dates × N tickers) on one index unless noted.
+
+    returns: simple daily returns; market_cap: USD; sector: GICS sector per ticker (Series
+    indexed by ticker, or a T × N frame for reclassifications); fundamentals: panels such as
+    price_to_book, eps, pe, dividend_yield, ebitda, sales, total_debt, book_value_per_share;
+    volume: shares traded; shares_outstanding and price: for turnover and value ratios.
+    """
+
+    returns: pd.DataFrame
+    market_cap: pd.DataFrame
+    sector: pd.Series | pd.DataFrame
+    fundamentals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    volume: pd.DataFrame | None = None
+    shares_outstanding: pd.DataFrame | None = None
+    price: pd.DataFrame | None = None
+
+
+def _align(inp: FactorInputs) -> FactorInputs:
+    dates, tickers = inp.returns.index, inp.returns.columns
+    if not isinstance(dates, pd.DatetimeIndex) or dates.has_duplicates or not dates.is_monotonic_increasing:
+        raise DataValidationError("returns need a sorted DatetimeIndex without duplicates")
+    if len(dates) < 63 or len(tickers) < 10:
+        raise InsufficientHistory(f"a factor model needs ≥ 63 dates and ≥ 10 names; got {len(dates)} × {len(tickers)}")
+
+    def re(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        if frame is None:
+            return None
+        out = frame.reindex(index=dates, columns=tickers).astype("float64")
+        return out.where(np.isfinite(out))
+
+    return FactorInputs(re(inp.returns), re(inp.market_cap), inp.sector,
+                        {k: re(v) for k, v in inp.fundamentals.items()}, re(inp.volume),
+                        re(inp.shares_outstanding), re(inp.price))
+
+
+def compute_descriptors(inp: FactorInputs, needed: set[str]) -> dict[str, pd.DataFrame]:
+    """Raw descriptors (T × N) the spec asks for; missing inputs give all-NaN panels."""
+    out: dict[str, pd.DataFrame] = {}
+    cap = inp.market_cap
+    market = (inp.returns * cap.shift(1)).sum(axis=1, min_count=1) / cap.shift(1).where(inp.returns.notna()).sum(axis=1)
+    if needed & {"beta", "residual_vol"}:
+        out["beta"], out["residual_vol"] = D.beta_and_residual_vol(inp.returns, market)
+    if "momentum" in needed:
+        out["momentum"] = D.momentum(inp.returns)
+    if "total_vol" in needed:
+        out["total_vol"] = D.total_volatility(inp.returns)
+    if "log_size" in needed:
+        out["log_size"] = D.log_size(cap)
+    if "liquidity" in needed and inp.volume is not None and inp.shares_outstanding is not None:
+        out["liquidity"] = D.liquidity(inp.volume, inp.shares_outstanding)
+    value_like = {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage"}
+    if needed & value_like:
+        price = inp.price if inp.price is not None else cap * np.nan
+        out.update(D.value_descriptors(inp.fundamentals, cap, price))
+    empty = pd.DataFrame(np.nan, index=inp.returns.index, columns=inp.returns.columns)
+    return {name: out.get(name, empty) for name in needed}
+
+
+def estimation_universe(inp: FactorInputs, spec: ModelSpec) -> np.ndarray:
+    """(T, N) bool: positive cap, enough history, price floor, and among the largest names."""
+    u = spec.universe
+    history = inp.returns.notna().cumsum().to_numpy()
+    cap = inp.market_cap.to_numpy()
+    ok = np.isfinite(cap) & (cap > 0) & (history >= u.get("min_history_days", 126))
+    if inp.price is not None:
+        ok &= ~(inp.price.to_numpy() < u.get("min_price", 1.0))
+    ranked = pd.DataFrame(np.where(ok, cap, np.nan)).rank(axis=1, ascending=False).to_numpy()
+    return ok & (ranked <= u.get("estimation_size", 3000))
+
+
+def _industry_codes(inp: FactorInputs, spec: ModelSpec) -> tuple[np.ndarray, list[str], list[str]]:
+    """(T, N) int industry index (−1 = unmapped), industry names, and notes."""
+    names = spec.industry_factors
+    lookup = {sector: names.index(ind) for sector, ind in spec.industries.items()}
+    T, N = inp.returns.shape
+    if isinstance(inp.sector, pd.Series):
+        sectors = inp.sector.reindex(inp.returns.columns)
+        codes = np.tile(sectors.map(lookup).fillna(-1).to_numpy(dtype=int), (T, 1))
+        unmapped = sorted(set(sectors.dropna()) - set(lookup))
+        missing = int(sectors.isna().sum())
+    else:
+        frame = inp.sector.reindex(index=inp.returns.index, columns=inp.returns.columns)
+        codes = frame.apply(lambda col: col.map(lookup)).fillna(-1).to_numpy(dtype=int)
+        unmapped = sorted(set(pd.unique(frame.to_numpy().ravel())) - set(lookup) - {None, np.nan})
+        missing = int(frame.iloc[-1].isna().sum())
+    notes = []
+    if unmapped:
+        notes.append(f"sectors with no industry factor in the spec: {unmapped[:8]}")
+    if missing:
+        notes.append(f"{missing} names have no sector: no industry exposure")
+    return codes, names, notes
+
+
+@dataclass
+class FactorModelResult:
+    """A fitted factor model. Exposures are as of each date's close (they explain the next day)."""
+
+    spec: ModelSpec
+    dates: pd.DatetimeIndex
+    tickers: pd.Index
+    factors: list[str]
+    exposures: np.ndarray            # (T, N, K) z-scores / dummies / ones; NaN outside the universe
+    imputed: np.ndarray              # (T, N, K) bool
+    universe: np.ndarray             # (T, N) bool, the estimation universe
+    regression: RegressionResult
+    covariance: FactorCovariance
+    specific_var: pd.DataFrame       # (T × N) daily specific variance forecast
+    market_cap: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def factor_returns(self) -> pd.DataFrame:
+        return self.regression.factor_returns
+
+    def _row(self, date: object | None) -> int:
+        if date is None:
+            return len(self.dates) - 1
+        ts = pd.Timestamp(date)
+        if ts < self.dates[0] or ts > self.dates[-1]:
+            raise DateOutOfRange(f"{ts.date()} is outside the model ({self.dates[0].date()} … {self.dates[-1].date()})")
+        return int(self.dates.searchsorted(ts, side="right")) - 1
+
+    def exposures_on(self, date: object | None = None) -> pd.DataFrame:
+        """(N × K) exposures at the close of a date (default: the last)."""
+        return pd.DataFrame(self.exposures[self._row(date)], index=self.tickers, columns=self.factors)
+
+    def stock_exposures(self, ticker: str, date: object | None = None) -> pd.Series:
+        """One stock's z-score exposure to every factor on a date."""
+        if ticker not in self.tickers:
+            raise UnknownTicker(ticker, "not in the factor model's universe")
+        row = self.exposures_on(date).loc[ticker]
+        if row.isna().all():
+            raise InsufficientHistory(f"{ticker} has no exposures on {self.dates[self._row(date)].date()}")
+        return row
+
+    def portfolio_risk(self, weights: pd.Series, date: object | None = None) -> dict:
+        """X'FX + specific for a portfolio (decimal weights by ticker), with Euler shares by group."""
+        i = self._row(date)
+        w = weights.reindex(self.tickers).fillna(0.0).to_numpy()
+        unknown = sorted(set(weights.index) - set(self.tickers))
+        X = np.nan_to_num(self.exposures[i])
+        F = self.covariance.adjusted[i]
+        s2 = np.nan_to_num(self.specific_var.iloc[i].to_numpy())
+        x = X.T @ w
+        Fx = F @ x
+        factor_contrib = x * Fx
+        specific = float((w**2 * s2).sum())
+        total = float(factor_contrib.sum() + specific)
+        groups = {"market": [0], "styles": list(range(1, 1 + len(self.spec.style_factors))),
+                  "industries": list(range(1 + len(self.spec.style_factors), len(self.factors)))}
+        shares = {g: float(factor_contrib[idx].sum() / total) for g, idx in groups.items()}
+        shares["specific"] = specific / total
+        return {"date": str(self.dates[i].date()), "variance": total, "vol_ann": float(np.sqrt(total * 252)),
+                "exposures": pd.Series(x, index=self.factors), "shares": shares, "unknown": unknown,
+                "by_factor": pd.Series(factor_contrib / total, index=self.factors)}
+
+    def qlib_triplet(self, date: object | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+        """Qlib's per-date risk-model triplet: factor exposures (N × K), factor covariance (K × K),
+        specific risk (N,) — all daily, as qlib.model.riskmodel expects."""
+        i = self._row(date)
+        exp = self.exposures_on(date).dropna(how="all")
+        cov = pd.DataFrame(self.covariance.adjusted[i], index=self.factors, columns=self.factors)
+        spec_risk = np.sqrt(self.specific_var.iloc[i]).reindex(exp.index)
+        return exp, cov, spec_risk
+
+    def pyfolio_inputs(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """pyfolio ``perf_attrib`` inputs: factor returns (T × K) and factor loadings with a
+        (date, ticker) MultiIndex (the exposures that explained each date's returns)."""
+        T, N, K = self.exposures.shape
+        lagged = lag_one_day(self.exposures.reshape(T, N * K)).reshape(T, N, K)
+        idx = pd.MultiIndex.from_product([self.dates, self.tickers], names=["dt", "ticker"])
+        loadings = pd.DataFrame(lagged.reshape(T * N, K), index=idx, columns=self.factors).dropna(how="all")
+        return self.factor_returns, loadings
+
+
+def _weights(kind: str, cap_lag: np.ndarray, spec_var_lag: np.ndarray | None) -> np.ndarray:
+    if kind == "equal":
+        return np.where(np.isfinite(cap_lag), 1.0, np.nan)
+    if kind == "cap":
+        return cap_lag
+    if kind == "inv_specific_var" and spec_var_lag is not None:
+        return 1.0 / spec_var_lag
+    return np.sqrt(cap_lag)  # √cap: the usual compromise between OLS and cap weighting
+
+
+def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None) -> FactorModelResult:
+    """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk."""
+    say = progress or (lambda _msg: None)
+    inp = _align(inputs)
+    notes: list[str] = []
+    T, N = inp.returns.shape
+    say("descriptors")
+    needed = {d for s in spec.styles for d in s.descriptors}
+    desc = compute_descriptors(inp, needed)
+    universe = estimation_universe(inp, spec)
+    codes, industries, ind_notes = _industry_codes(inp, spec)
+    notes += ind_notes
+    cap = inp.market_cap.to_numpy()
+    log_cap = np.log(np.where(cap > 0, cap, np.nan))
+    say("exposures")
+    styles, style_imputed, kept = [], [], []
+    for s in spec.styles:
+        arrays = {d: desc[d].to_numpy() for d in s.descriptors}
+        if all(np.isnan(a).all() for a in arrays.values()):
+            if s.missing == "drop":
+                notes.append(f"{s.name} dropped: no data for {sorted(s.descriptors)}")
+                continue
+            notes.append(f"{s.name}: no data for {sorted(s.descriptors)}; every exposure imputed from industry + size")
+        x, imp = style_exposure(arrays, s.descriptors, cap, universe, codes, log_cap)
+        styles.append(x)
+        style_imputed.append(imp)
+        kept.append(s.name)
+    in_model = np.isfinite(cap) & (cap > 0) & inp.returns.notna().cumsum().to_numpy().astype(bool)
+    ones = np.where(in_model, 1.0, np.nan)[..., None]
+    dummies = industry_dummies(codes, len(industries)).astype(float)
+    dummies = np.where(in_model[..., None], dummies, np.nan)
+    style_block = np.stack(styles, axis=-1) if styles else np.zeros((T, N, 0))
+    style_block = np.where(in_model[..., None], style_block, np.nan)
+    exposures = np.concatenate([ones, style_block, dummies], axis=-1)
+    imputed = np.concatenate([np.zeros((T, N, 1), bool), np.stack(style_imputed, -1) if styles else
+                              np.zeros((T, N, 0), bool), np.zeros((T, N, len(industries)), bool)], axis=-1)
+    factors = [spec.market_factor, *kept, *industries]
+    say("regression")
+    lagged = lag_one_day(exposures.reshape(T, -1)).reshape(exposures.shape)
+    cap_lag = lag_one_day(np.where(universe, cap, np.nan))
+    reg_kw = dict(factors=factors, industry_cols=list(range(1 + len(kept), len(factors))), industry_caps=cap_lag,
+                  dates=inp.returns.index, tickers=inp.returns.columns,
+                  min_names=spec.regression.get("min_names", 30),
+                  min_industry_names=spec.regression.get("min_industry_names", 3))
+    kind = spec.regression.get("weights", "sqrt_cap")
+    r = inp.returns.to_numpy()
+    reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, None), **reg_kw)
+    risk = spec.risk
+    sp = SpecificParams(halflife=risk.get("specific_halflife", 84), nw_lags=risk.get("specific_nw_lags", 5),
+                        shrink_q=risk.get("shrink_q", 0.1), vra_halflife=risk.get("vra_halflife", 42))
+    say("specific risk")
+    specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
+    spec_var = specific_risk(specific, inp.market_cap, sp)
+    if kind == "inv_specific_var":
+        reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, lag_one_day(spec_var.to_numpy())), **reg_kw)
+        specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
+        spec_var = specific_risk(specific, inp.market_cap, sp)
+    say("factor covariance")
+    cp = CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
+                          vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
+                          eigen_sims=risk.get("eigen_sims", 300), eigen_scale=risk.get("eigen_scale", 1.4),
+                          eigen_every=risk.get("eigen_every", 5), vra_halflife=risk.get("vra_halflife", 42))
+    cov = factor_covariance(reg.factor_returns, cp)
+    return FactorModelResult(spec, inp.returns.index, inp.returns.columns, factors, exposures, imputed, universe,
+                             reg, cov, spec_var, inp.market_cap, notes)
+
+
+def _all_specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
+    """u = r − X_{t−1}·f_t for every name with exposures (not only the regression's universe)."""
+    fitted = np.einsum("tnk,tk->tn", np.nan_to_num(lagged), np.nan_to_num(f))
+    ok = np.isfinite(r) & np.isfinite(lagged).all(axis=2) & np.isfinite(f).any(axis=1)[:, None]
+    return pd.DataFrame(np.where(ok, r - fitted, np.nan), index=like.index, columns=like.columns)

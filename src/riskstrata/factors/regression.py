@@ -1,0 +1,244 @@
+"""Daily cross-sectional regression of stock returns on factor exposures (SPEC §3).
+
+On each date t, with exposures X_t built from data through the close of t−1 (the caller lags
+them), returns r_t and regression weights w_t (√cap by default):
+
+    minimise  Σ_i w_i (r_i − X_i·f)²   subject to   Σ_j c_j f_j = 0   (j over industries)
+
+with c_j the total market cap of industry j that day. The market column is all ones and the
+industry dummies of a name sum to one, so without the constraint the design is singular; the
+cap-weighted constraint picks the solution in which the market factor is the cap-weighted
+market and the industry factors are returns relative to it (the market return is spanned by
+the industries).
+
+The constraint is solved by substitution: the industry with the largest cap, L, is eliminated,
+f_L = −Σ_{j≠L} (c_j/c_L) f_j, i.e. f = R·g with g the free factors, and the reduced design
+X·R is solved by ordinary least squares on √w-scaled rows. Nothing is N × N: each date costs
+one N × K least-squares problem. Covariances map back through the same linear map R, which is
+how the eliminated factor gets its standard error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.errors import DataValidationError
+
+
+@dataclass
+class RegressionResult:
+    """Per-date outputs of :func:`cross_sectional_regression` (T dates, K factors, N tickers).
+
+    Factor and specific returns are simple daily decimals. Dates that were not estimated (too
+    few names) are NaN in every per-date output; a factor that was not estimated on a date
+    (thin industry, no exposure) is NaN on that date only.
+    """
+
+    factors: list[str]
+    factor_returns: pd.DataFrame    # (T × K) decimal daily factor returns
+    t_stats: pd.DataFrame           # (T × K) f / se(f), se from the WLS residual variance
+    r2: pd.Series                   # (T,) weighted R², centred on the weighted mean return
+    n_names: pd.Series              # (T,) usable names (finite r, X, w > 0); used when estimated
+    condition_number: pd.Series     # (T,) 2-norm condition number of the √w-scaled reduced design
+    constraint_residual: pd.Series  # (T,) |Σ_j s_j f_j|, s_j = industry cap share (return units)
+    specific_returns: pd.DataFrame  # (T × N) r − X·f over the names used; NaN elsewhere
+    thin_industries: pd.DataFrame   # (T × K) bool: industry factor not estimated (too few names)
+    notes: dict[pd.Timestamp, list[str]] = field(default_factory=dict)  # why a date/factor is NaN
+
+    def diagnostics(self) -> pd.DataFrame:
+        """One row per date: r2, n_names, condition_number, constraint_residual."""
+        return pd.DataFrame({"r2": self.r2, "n_names": self.n_names,
+                             "condition_number": self.condition_number,
+                             "constraint_residual": self.constraint_residual})
+
+
+@dataclass
+class _DayFit:
+    """One date's estimates; arrays are indexed by the full factor list (K) or the used names."""
+
+    f: np.ndarray          # (K,) NaN for factors not estimated
+    t: np.ndarray          # (K,)
+    r2: float
+    cond: float
+    constraint_residual: float
+    specific: np.ndarray   # (n,) over the used names
+    thin: np.ndarray       # (K,) bool
+    notes: list[str]
+
+    @classmethod
+    def not_estimated(cls, K: int, n: int, thin: np.ndarray, notes: list[str]) -> _DayFit:
+        return cls(np.full(K, np.nan), np.full(K, np.nan), np.nan, np.nan, np.nan, np.full(n, np.nan),
+                   thin, notes)
+
+
+def _regress_one_day(r: np.ndarray, X: np.ndarray, w: np.ndarray, c: np.ndarray,
+                     is_industry: np.ndarray, factors: list[str],
+                     min_industry_names: int) -> _DayFit:
+    """Constrained WLS on one date's usable names.
+
+    r: (n,) returns; X: (n, K) exposures; w: (n,) positive weights; c: (n,) caps for the
+    constraint (0 where unknown); is_industry: (K,) bool. All finite.
+    """
+    K = X.shape[1]
+    notes: list[str] = []
+    thin = np.zeros(K, dtype=bool)
+
+    # A factor nobody is exposed to today cannot be estimated (its column is zero). For an
+    # industry the threshold is higher: a 1–2 name industry factor would just absorb those
+    # names' specific returns, so it is left out and its names keep market + styles only.
+    members = np.count_nonzero(X, axis=0)
+    thin[is_industry] = members[is_industry] < min_industry_names
+    for j in np.flatnonzero(thin):
+        notes.append(f"{factors[j]}: {members[j]} name(s) < {min_industry_names}, not estimated")
+    empty = ~is_industry & (members == 0)
+    for j in np.flatnonzero(empty):
+        notes.append(f"{factors[j]}: no name has a non-zero exposure, not estimated")
+    used = ~thin & ~empty
+    active_ind = np.flatnonzero(used & is_industry)
+    cols = np.flatnonzero(used)
+    Xe = X[:, cols]
+
+    # Linear map f_cols = R @ g from the free factors g to all estimated factors.
+    cap_total = c @ X[:, active_ind] if active_ind.size else np.zeros(0)
+    if active_ind.size:
+        L = active_ind[np.argmax(cap_total)]
+        cL = cap_total.max()
+        if not cL > 0:
+            notes.append("industry caps are all zero or missing: the constraint is undefined")
+            return _DayFit.not_estimated(K, len(r), thin, notes)
+        pos = {k: i for i, k in enumerate(cols)}
+        free = [i for i, k in enumerate(cols) if k != L]
+        R = np.zeros((cols.size, cols.size - 1))
+        R[free, np.arange(len(free))] = 1.0
+        for j, cj in zip(active_ind, cap_total):
+            if j != L:
+                R[pos[L], free.index(pos[j])] = -cj / cL
+        shares = cap_total / cap_total.sum()
+    else:
+        R = np.eye(cols.size)
+        shares = np.zeros(0)
+
+    if R.shape[1] == 0:
+        notes.append("no free factor left to estimate")
+        return _DayFit.not_estimated(K, len(r), thin, notes)
+
+    sw = np.sqrt(w)
+    A = (Xe @ R) * sw[:, None]
+    g, _, rank, sv = np.linalg.lstsq(A, r * sw, rcond=None)
+    f_cols = R @ g
+    e = r - Xe @ f_cols
+
+    # Weighted residual variance with n − rank degrees of freedom (as statsmodels WLS).
+    dof = len(r) - rank
+    wss = float(w @ e**2)
+    sigma2 = wss / dof if dof > 0 else np.nan
+    cov_g = sigma2 * np.linalg.pinv(A.T @ A, hermitian=True)
+    var_f = np.einsum("ij,jk,ik->i", R, cov_g, R)   # diag(R cov_g Rᵀ)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_cols = np.where(var_f > 0, f_cols / np.sqrt(var_f), np.nan)
+        rbar = (w @ r) / w.sum()
+        tss = float(w @ (r - rbar) ** 2)
+        r2 = 1.0 - wss / tss if tss > 0 else np.nan
+        # lstsq's singular values give the 2-norm condition number without a second SVD.
+        cond = float(sv[0] / sv[-1]) if sv.size and sv[-1] > 0 else np.inf
+
+    f = np.full(K, np.nan)
+    t = np.full(K, np.nan)
+    f[cols], t[cols] = f_cols, t_cols
+    residual = float(abs(shares @ f[active_ind])) if active_ind.size else 0.0
+    return _DayFit(f, t, r2, cond, residual, e, thin, notes)
+
+
+def _validate(returns: np.ndarray, exposures: np.ndarray, weights: np.ndarray,
+              factors: list[str], industry_cols: list[int], industry_caps: np.ndarray | None,
+              dates: pd.DatetimeIndex, tickers: pd.Index) -> None:
+    T, N = returns.shape if returns.ndim == 2 else (None, None)
+    problems = []
+    if returns.ndim != 2:
+        problems.append(f"returns must be (T, N); got shape {returns.shape}")
+    elif exposures.ndim != 3 or exposures.shape[:2] != (T, N):
+        problems.append(f"exposures must be (T, N, K) = ({T}, {N}, K); got {exposures.shape}")
+    elif weights.shape != (T, N):
+        problems.append(f"weights must be (T, N) = ({T}, {N}); got {weights.shape}")
+    elif industry_caps is not None and industry_caps.shape != (T, N):
+        problems.append(f"industry_caps must be (T, N) = ({T}, {N}); got {industry_caps.shape}")
+    elif len(factors) != exposures.shape[2] or len(set(factors)) != len(factors):
+        problems.append(f"factors must be {exposures.shape[2]} unique names; got {len(factors)}")
+    elif len(dates) != T or len(tickers) != N:
+        problems.append(f"dates/tickers must have lengths {T}/{N}; got {len(dates)}/{len(tickers)}")
+    elif len(set(industry_cols)) != len(industry_cols) or any(
+            not 0 <= j < len(factors) for j in industry_cols):
+        problems.append(f"industry_cols must be distinct column indices < {len(factors)}")
+    if problems:
+        raise DataValidationError("cross_sectional_regression: " + "; ".join(problems))
+
+
+def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weights: np.ndarray,
+                               factors: list[str], industry_cols: list[int],
+                               industry_caps: np.ndarray | None, *, dates: pd.DatetimeIndex,
+                               tickers: pd.Index, min_names: int = 30,
+                               min_industry_names: int = 3) -> RegressionResult:
+    """Daily constrained WLS factor returns, t-stats and specific returns for T dates.
+
+    returns: (T, N) float64 simple daily returns, NaN = missing.
+    exposures: (T, N, K) float64, row t already lagged (built from data through t−1); NaN =
+        not in the model. Industry columns are 0/1 dummies (fractions allowed).
+    weights: (T, N) regression weights (e.g. √cap); NaN or ≤ 0 drops the name that day.
+    factors: K names; industry_cols: the positions of the industry columns in them.
+    industry_caps: (T, N) caps (USD) whose industry totals c_j weight the constraint
+        Σ_j c_j f_j = 0; NaN counts as 0. ``None`` uses the regression weights instead.
+    dates: (T,) and tickers: (N,) labels. min_names: fewer usable names → the date is NaN.
+    min_industry_names: an industry with fewer names that day is not estimated (NaN, flagged
+        in ``thin_industries`` and ``notes``); its names keep market + style exposures.
+    """
+    returns = np.asarray(returns, dtype=float)
+    exposures = np.asarray(exposures, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    caps = None if industry_caps is None else np.asarray(industry_caps, dtype=float)
+    dates, tickers = pd.DatetimeIndex(dates), pd.Index(tickers)
+    _validate(returns, exposures, weights, factors, industry_cols, caps, dates, tickers)
+    T, N, K = exposures.shape
+    is_industry = np.zeros(K, dtype=bool)
+    is_industry[list(industry_cols)] = True
+
+    # Usable names, all dates at once: a finite return, a full row of exposures, a positive weight.
+    usable = (np.isfinite(returns) & np.isfinite(exposures).all(axis=2)
+              & np.isfinite(weights) & (weights > 0))
+    c_all = weights if caps is None else caps
+    c_all = np.where(np.isfinite(c_all) & (c_all > 0), c_all, 0.0)
+
+    f = np.full((T, K), np.nan)
+    tst = np.full((T, K), np.nan)
+    r2, cond, resid = (np.full(T, np.nan) for _ in range(3))
+    specific = np.full((T, N), np.nan)
+    thin = np.zeros((T, K), dtype=bool)
+    n_names = usable.sum(axis=1)
+    notes: dict[pd.Timestamp, list[str]] = {}
+    for t in range(T):
+        ok = usable[t]
+        if n_names[t] < min_names:
+            if n_names[t] > 0:  # an empty date (e.g. the first, with no lagged exposures) is expected
+                notes[dates[t]] = [f"{n_names[t]} usable names < min_names={min_names}: not estimated"]
+            continue
+        day = _regress_one_day(returns[t, ok], exposures[t, ok], weights[t, ok], c_all[t, ok],
+                               is_industry, factors, min_industry_names)
+        f[t], tst[t], r2[t], cond[t], resid[t] = day.f, day.t, day.r2, day.cond, day.constraint_residual
+        specific[t, ok] = day.specific
+        thin[t] = day.thin
+        if day.notes:
+            notes[dates[t]] = day.notes
+
+    def frame(a: np.ndarray, cols: list[str] | pd.Index) -> pd.DataFrame:
+        return pd.DataFrame(a, index=dates, columns=cols)
+
+    return RegressionResult(
+        factors=list(factors), factor_returns=frame(f, factors), t_stats=frame(tst, factors),
+        r2=pd.Series(r2, index=dates, name="r2"),
+        n_names=pd.Series(n_names, index=dates, name="n_names"),
+        condition_number=pd.Series(cond, index=dates, name="condition_number"),
+        constraint_residual=pd.Series(resid, index=dates, name="constraint_residual"),
+        specific_returns=frame(specific, tickers), thin_industries=frame(thin, factors),
+        notes=notes)

@@ -1,0 +1,161 @@
+"""Raw descriptors: statsmodels equality for BETA, the momentum lag, zero volatility, liquidity gaps,
+and a worked example of the fundamental ratios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from riskstrata.factors.descriptors import (
+    beta_and_residual_vol,
+    liquidity,
+    log_size,
+    market_cap_panel,
+    momentum,
+    total_volatility,
+    value_descriptors,
+)
+
+
+def toy_returns(T: int = 420, N: int = 6, seed: int = 7) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2015-01-02", periods=T)
+    market = pd.Series(rng.normal(0.0004, 0.01, T), index=dates)
+    betas = np.linspace(0.5, 1.6, N)
+    r = 0.0002 + market.to_numpy()[:, None] * betas + rng.normal(0, 0.015, (T, N))
+    returns = pd.DataFrame(r, index=dates, columns=[f"S{i}" for i in range(N)])
+    returns.iloc[:120, 2] = np.nan          # listed late
+    returns.iloc[[200, 201, 333], 3] = np.nan  # missing days
+    market.iloc[250] = np.nan                # a market holiday in the data
+    return returns, market
+
+
+def test_beta_equals_an_ew_weighted_statsmodels_wls_slope(rng=np.random.default_rng(3)):
+    returns, market = toy_returns()
+    window, halflife = 252, 63
+    beta, resid_vol = beta_and_residual_vol(returns, market, window=window, halflife=halflife, min_obs=126)
+    delta = 0.5 ** (1 / halflife)
+    picks = [(j, t) for j, t in zip(rng.integers(0, returns.shape[1], 12), rng.integers(260, len(returns), 12))]
+    picks += [(2, 250), (3, 335), (0, 130)]  # a late listing, gaps, a short (not full) window
+    for j, t in picks:
+        lo = max(0, t - window + 1)
+        y, x = returns.iloc[lo:t + 1, j].to_numpy(), market.iloc[lo:t + 1].to_numpy()
+        w = delta ** np.arange(t - lo, -1, -1)
+        ok = np.isfinite(y) & np.isfinite(x)
+        fit = sm.WLS(y[ok], sm.add_constant(x[ok]), weights=w[ok]).fit()
+        where = f"stock {returns.columns[j]}, row {t}"
+        assert beta.iloc[t, j] == pytest.approx(fit.params[1], abs=1e-8), where
+        expected_vol = np.sqrt(np.sum(w[ok] * fit.resid**2) / np.sum(w[ok]))
+        assert resid_vol.iloc[t, j] == pytest.approx(expected_vol, abs=1e-10), where
+
+
+def test_beta_is_nan_below_min_obs_and_recovers_the_true_beta():
+    returns, market = toy_returns()
+    beta, _ = beta_and_residual_vol(returns, market)
+    assert beta.iloc[:125].isna().all().all()
+    assert beta.iloc[:245, 2].isna().all()  # listed at row 120: 126 valid days by row 245
+    np.testing.assert_allclose(beta.iloc[-1].to_numpy(), np.linspace(0.5, 1.6, 6), atol=0.35)
+
+
+def test_momentum_skips_the_last_21_days():
+    returns, _ = toy_returns()
+    t = 400
+    base = momentum(returns)
+    shocked = returns.copy()
+    shocked.iloc[t - 20:t + 1] = 0.5  # everything inside the lag
+    assert momentum(shocked).iloc[t].to_numpy() == pytest.approx(base.iloc[t].to_numpy(), abs=0)
+    shocked.iloc[t - 21] = 0.5  # the most recent day that counts
+    assert not np.allclose(momentum(shocked).iloc[t].to_numpy(), base.iloc[t].to_numpy())
+
+
+def test_momentum_is_the_ew_sum_of_log_returns_from_t_minus_251_to_t_minus_21():
+    returns, _ = toy_returns()
+    t, j = 380, 1
+    delta = 0.5 ** (1 / 126)
+    used = np.log1p(returns.iloc[t - 251:t - 20, j].to_numpy())  # rows t−251 … t−21
+    weights = delta ** np.arange(len(used) - 1, -1, -1)  # the row t−21 weighs 1
+    assert momentum(returns).iloc[t, j] == pytest.approx(np.sum(weights * used), abs=1e-12)
+
+
+def test_volatility_of_constant_returns_is_zero_not_nan_or_inf():
+    dates = pd.bdate_range("2020-01-01", periods=300)
+    returns = pd.DataFrame({"FLAT": 0.001, "ZERO": 0.0, "ODD": 1 / 3}, index=dates)
+    vol = total_volatility(returns)
+    assert vol.iloc[62:].eq(0.0).all().all()
+    assert vol.iloc[:62].isna().all().all()  # fewer than min_obs = 63 days
+    _, resid = beta_and_residual_vol(returns, pd.Series(np.sin(np.arange(300)) / 100, index=dates))
+    assert resid.iloc[125:].eq(0.0).all().all()
+
+
+def test_total_volatility_is_the_ew_standard_deviation():
+    returns, _ = toy_returns()
+    t, j = 300, 4
+    x = returns.iloc[t - 251:t + 1, j].to_numpy()
+    w = (0.5 ** (1 / 42)) ** np.arange(251, -1, -1)
+    mean = np.sum(w * x) / np.sum(w)
+    expected = np.sqrt(np.sum(w * (x - mean) ** 2) / np.sum(w))
+    assert total_volatility(returns).iloc[t, j] == pytest.approx(expected, rel=1e-10)
+
+
+def test_liquidity_worked_example_and_nan_where_volume_is_missing():
+    dates = pd.bdate_range("2020-01-01", periods=300)
+    shares = pd.DataFrame({"A": 1e9, "B": 1e9, "C": 2e9}, index=dates)
+    volume = pd.DataFrame({"A": 1e7, "B": np.nan, "C": 1e7}, index=dates)
+    volume.iloc[100:200, 2] = np.nan  # C: a 100-day hole in its volume data
+    liq = liquidity(volume, shares)
+    # A turns over 1 % a day: 21 % a month in every window, so each component is log(0.21).
+    assert liq["A"].iloc[251:].to_numpy() == pytest.approx(np.log(0.21))
+    assert liq["B"].isna().all()
+    assert np.isfinite(liq["C"].iloc[50])
+    # Inside C's hole the 1- and 3-month windows have no data; the 12-month one lacks half.
+    assert liq["C"].iloc[180:200].isna().all()
+    assert liq["C"].iloc[150] == pytest.approx(np.log(21 * 0.005))  # only the 12-month window left
+
+
+def test_market_cap_and_log_size():
+    dates = pd.bdate_range("2020-01-01", periods=2)
+    price = pd.DataFrame({"A": [10.0, 11.0], "B": [5.0, -1.0]}, index=dates)
+    shares = pd.DataFrame({"A": [1e8], "B": [2e8]}, index=dates[:1]).reindex(dates).ffill()
+    cap = market_cap_panel(price, shares)
+    assert cap["A"].tolist() == [1e9, 1.1e9] and cap["B"].iloc[0] == 1e9 and np.isnan(cap["B"].iloc[1])
+    assert log_size(cap)["A"].iloc[0] == pytest.approx(np.log(1e9))
+    assert np.isnan(log_size(cap)["B"].iloc[1])
+
+
+def test_value_descriptors_worked_example():
+    dates = pd.DatetimeIndex(["2019-06-28", "2020-06-30"])
+    names = ["A", "B", "C"]
+
+    def panel(rows):
+        return pd.DataFrame(rows, index=dates, columns=names, dtype="float64")
+
+    nan = np.nan
+    price = panel([[40, 20, 10], [50, 25, 10]])
+    cap = panel([[4e9, 2e9, 1e9], [5e9, 2.5e9, 1e9]])
+    fund = {
+        "book_value_per_share": panel([[20, nan, nan], [20, nan, nan]]),
+        "price_to_book": panel([[nan, 4, nan], [nan, 5, -2]]),
+        "eps": panel([[2.0, -1.0, nan], [2.5, -0.5, nan]]),
+        "pe": panel([[nan, nan, 8], [nan, nan, 10]]),
+        "dividend_yield": panel([[0.02, 0.0, nan], [0.03, 0.0, nan]]),
+        "ebitda": panel([[6e8, 2e8, 1e8], [8e8, 2e8, 1e8]]),
+        "total_debt": panel([[1e9, nan, 0], [2e9, nan, 0]]),
+        "sales": panel([[nan, 1e9, nan], [4e9, 1e9, nan]]),
+    }
+    d = value_descriptors(fund, cap, price)
+    assert set(d) == {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage"}
+    last = {k: v.iloc[1] for k, v in d.items()}
+    assert last["book_to_price"].tolist() == pytest.approx([20 / 50, 1 / 5, -1 / 2])  # negative book allowed
+    assert last["earnings_yield"].tolist() == pytest.approx([2.5 / 50, -0.5 / 25, 1 / 10])  # losses allowed
+    assert last["dividend_yield"].tolist()[:2] == [0.03, 0.0]
+    assert last["ebitda_to_ev"].tolist() == pytest.approx([8e8 / 7e9, 2e8 / 2.5e9, 1e8 / 1e9])  # B: no debt → EV = cap
+    assert last["quality"].tolist() == pytest.approx([8e8 / 4e9, 2e8 / 1e9, 1e8 / 1e9])  # C: ebitda / cap proxy
+    assert last["leverage"].tolist()[0] == pytest.approx(2e9 / 5e9) and last["leverage"].iloc[2] == 0.0
+    assert np.isnan(last["leverage"].iloc[1])  # debt unknown
+    # Growth: eps against the last date on or before t − 365 days (2019-06-28 for 2020-06-30).
+    assert last["growth"].iloc[0] == pytest.approx((2.5 - 2.0) / 2.0)
+    assert last["growth"].iloc[1] == pytest.approx((-0.5 - -1.0) / 1.0)  # loss narrowing = growth
+    assert d["growth"].iloc[0].isna().all()  # no eps a year earlier
+    assert any("ebitda_to_ev" in n for n in d.notes) and any("quality" in n for n in d.notes)
