@@ -32,8 +32,9 @@ def toy_returns(T: int = 420, N: int = 6, seed: int = 7) -> tuple[pd.DataFrame, 
     return returns, market
 
 
-def test_beta_equals_an_ew_weighted_statsmodels_wls_slope(rng=np.random.default_rng(3)):
+def test_beta_equals_an_ew_weighted_statsmodels_wls_slope():
     returns, market = toy_returns()
+    rng = np.random.default_rng(3)
     window, halflife = 252, 63
     beta, resid_vol = beta_and_residual_vol(returns, market, window=window, halflife=halflife, min_obs=126)
     delta = 0.5 ** (1 / halflife)
@@ -109,9 +110,11 @@ def test_liquidity_worked_example_and_nan_where_volume_is_missing():
     assert liq["A"].iloc[251:].to_numpy() == pytest.approx(np.log(0.21))
     assert liq["B"].isna().all()
     assert np.isfinite(liq["C"].iloc[50])
-    # Inside C's hole the 1- and 3-month windows have no data; the 12-month one lacks half.
-    assert liq["C"].iloc[180:200].isna().all()
-    assert liq["C"].iloc[150] == pytest.approx(np.log(21 * 0.005))  # only the 12-month window left
+    # C turns over 0.5 % a day where it has data. Each window needs half its days with data:
+    # at row 120 only the 3-month window does (42 of 63 days), deep in the hole none does.
+    assert liq["C"].iloc[120] == pytest.approx(np.log(21 * 0.005))
+    assert liq["C"].iloc[160:200].isna().all()
+    assert liq["C"].iloc[250] == pytest.approx(np.log(21 * 0.005))  # the mean over the days with data
 
 
 def test_market_cap_and_log_size():
@@ -145,12 +148,15 @@ def test_value_descriptors_worked_example():
         "sales": panel([[nan, 1e9, nan], [4e9, 1e9, nan]]),
     }
     d = value_descriptors(fund, cap, price)
-    assert set(d) == {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage"}
+    assert set(d) == {
+        "book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage",
+    }  # fmt: skip
     last = {k: v.iloc[1] for k, v in d.items()}
     assert last["book_to_price"].tolist() == pytest.approx([20 / 50, 1 / 5, -1 / 2])  # negative book allowed
     assert last["earnings_yield"].tolist() == pytest.approx([2.5 / 50, -0.5 / 25, 1 / 10])  # losses allowed
     assert last["dividend_yield"].tolist()[:2] == [0.03, 0.0]
-    assert last["ebitda_to_ev"].tolist() == pytest.approx([8e8 / 7e9, 2e8 / 2.5e9, 1e8 / 1e9])  # B: no debt → EV = cap
+    # B: debt unknown → EV = market cap.
+    assert last["ebitda_to_ev"].tolist() == pytest.approx([8e8 / 7e9, 2e8 / 2.5e9, 1e8 / 1e9])
     assert last["quality"].tolist() == pytest.approx([8e8 / 4e9, 2e8 / 1e9, 1e8 / 1e9])  # C: ebitda / cap proxy
     assert last["leverage"].tolist()[0] == pytest.approx(2e9 / 5e9) and last["leverage"].iloc[2] == 0.0
     assert np.isnan(last["leverage"].iloc[1])  # debt unknown

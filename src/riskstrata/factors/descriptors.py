@@ -90,7 +90,7 @@ def beta_and_residual_vol(
     w = ok.astype("float64")
     sw = window_sums(w, window, decay)
     sx, sy = window_sums(x, window, decay), window_sums(y, window, decay)
-    sxx, sxy, syy = window_sums(x * x, window, decay), window_sums(x * y, window, decay), window_sums(y * y, window, decay)
+    sxx, sxy, syy = (window_sums(p, window, decay) for p in (x * x, x * y, y * y))
     count = window_sums(w, window)
     with np.errstate(divide="ignore", invalid="ignore"):
         cxx = sxx - sx * sx / sw

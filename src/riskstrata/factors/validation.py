@@ -248,8 +248,9 @@ class ValidationReport:
     def to_text(self) -> str:
         """A plain-text summary with an inside / OUTSIDE flag per row."""
         t = self.table
+        bands = zip(t["band_lo"], t["band_hi"], strict=True)
         shown = t.assign(
-            band=[f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "-" for lo, hi in zip(t["band_lo"], t["band_hi"])],
+            band=[f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "-" for lo, hi in bands],
             flag=np.where(t["bias"].isna(), "-", np.where(t["inside_band"], "inside", "OUTSIDE")),
         )[["group", "name", "n_obs", "bias", "band", "flag", "share_inside", "mrad", "qlike", "stability", "vif"]]
         lines = ["Risk-model validation: bias statistic target 1, band 1 ± √(2/T) (USE4)", ""]
@@ -296,7 +297,7 @@ def _panel(x: pd.DataFrame | np.ndarray, shape: tuple[int, ...], name: str) -> n
 
 def _per_portfolio(returns: np.ndarray, var: np.ndarray, window: int, index: pd.Index) -> pd.DataFrame:
     """Bias, band flag, MRAD and QLIKE for each column of aligned (T', P) returns / variances."""
-    vol = np.sqrt(var)
+    vol = np.sqrt(np.where(var >= 0, var, np.nan))  # a negative variance is no forecast
     b = _standardised(returns, vol)
     n = np.sum(np.isfinite(b), axis=0)
     bias = _nanstd_cols(b)
@@ -359,7 +360,7 @@ def _month_end_rows(dates: pd.Index) -> np.ndarray:
 
 
 def _exposure_diagnostics(X: np.ndarray, caps: np.ndarray, dates: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """(K,) mean month-to-month stability coefficient and mean month-end VIF.
+    """(K,) mean month-to-month stability coefficient and mean month-end VIF (NaN without dates).
 
     VIF is computed among the style columns only — those neither constant (the market) nor
     0/1 dummies (industries): with an intercept, the market column and a full set of
@@ -369,20 +370,19 @@ def _exposure_diagnostics(X: np.ndarray, caps: np.ndarray, dates: pd.Index) -> t
     rows = _month_end_rows(dates)
     stability = np.full(K, np.nan)
     vifs = np.full(K, np.nan)
+    if len(rows) == 0:
+        return stability, vifs
+    month_ends = X[rows]                                      # (M, N, K)
     style = np.zeros(K, dtype=bool)
     for k in range(K):
-        col = X[..., k]
-        vals = col[np.isfinite(col)]
-        if vals.size == 0:
-            continue
-        is_constant = np.ptp(vals) == 0
-        is_dummy = np.isin(vals, (0.0, 1.0)).all()
-        style[k] = not (is_constant or is_dummy)
-        if not is_constant and len(rows) >= 2:
-            coefs = [stability_coefficient(X[a, :, k], X[b, :, k], caps[a]) for a, b in pairwise(rows)]
-            coefs = [c for c in coefs if np.isfinite(c)]
-            stability[k] = float(np.mean(coefs)) if coefs else np.nan
-    if style.any() and len(rows):
+        vals = month_ends[..., k][np.isfinite(month_ends[..., k])]
+        if vals.size == 0 or np.ptp(vals) == 0:
+            continue  # no data, or a constant such as the market: no correlation to speak of
+        style[k] = not np.isin(vals, (0.0, 1.0)).all()
+        coefs = [stability_coefficient(X[a, :, k], X[b, :, k], caps[a]) for a, b in pairwise(rows)]
+        coefs = [c for c in coefs if np.isfinite(c)]
+        stability[k] = float(np.mean(coefs)) if coefs else np.nan
+    if style.any():
         # √cap: the regression's default weights.
         per_month = np.array([vif(X[m][:, style], np.sqrt(np.where(caps[m] > 0, caps[m], np.nan))) for m in rows])
         with warnings.catch_warnings():
