@@ -63,7 +63,7 @@ PathLike = str | os.PathLike[str]
 # ---------------------------------------------------------------------- shared helpers
 
 
-def _ensure_and_resolve(
+def ensure_and_resolve(
     master: SecurityMaster, tickers: pd.Series, dates: pd.Series, hint: Any
 ) -> tuple[SecurityMaster, pd.Series]:
     """Security id of each (ticker, date) row, creating ticker-based securities for rows no
@@ -141,7 +141,7 @@ def ingest_prices(
         etfs = {t.upper() for t in etf_tickers}
         hint = lambda t: "etf" if t in etfs else guess_asset_type(t)  # noqa: E731
     master = SecurityMaster.from_store(store)
-    master, sid = _ensure_and_resolve(master, clean["ticker"], clean["date"], hint)
+    master, sid = ensure_and_resolve(master, clean["ticker"], clean["date"], hint)
     clean["security_id"] = sid.array
 
     stored = store.read_table("prices") if store.has_table("prices") else pd.DataFrame(columns=PRICE_COLUMNS)
@@ -335,7 +335,7 @@ def _resolve_intervals(master: SecurityMaster, df: pd.DataFrame) -> tuple[Securi
     still = sid.isna().to_numpy() & end.isna().to_numpy()
     sid[still] = master.latest_holders(tick[still]).to_numpy()
     if sid.isna().any():
-        master, sid = _ensure_and_resolve(master, tick, start, "stock")
+        master, sid = ensure_and_resolve(master, tick, start, "stock")
     return master, sid
 
 
@@ -398,7 +398,7 @@ def ingest_classifications(store: Store, path: PathLike) -> IngestReport:
         df.loc[accepted, "security_id"] = master.latest_holders(tick).to_numpy()
         intervals = df[accepted].assign(valid_from=MIN_DATE, valid_to=pd.NaT)
     elif dating == "snapshot":
-        master, sid = _ensure_and_resolve(master, df.loc[present, "ticker"], df.loc[present, date_col], "stock")
+        master, sid = ensure_and_resolve(master, df.loc[present, "ticker"], df.loc[present, date_col], "stock")
         df.loc[present, "security_id"] = sid.to_numpy(dtype=object)
         intervals = _snapshot_intervals(df, accepted, present)
     else:

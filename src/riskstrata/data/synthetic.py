@@ -14,6 +14,11 @@ sector_etf). Sub-industries whose industry ETF belongs to another sector in the 
 food retail, FDN for interactive media, ITB for building products) are left out: their true
 orthogonal factor would differ from the ETF's own and the "truth" would no longer be exact.
 
+With ``styles=True`` the market also carries what Model B reads — shares outstanding, quarterly
+point-in-time fundamentals, daily volume — and its truth: style exposures and style factor
+returns, whose term is added to the stock returns (see :mod:`riskstrata.data.synthetic_styles`).
+It draws from a separate generator, so the default (``styles=False``) output never changes.
+
 Price conventions (see :meth:`SyntheticMarket.prices`): a stock's first close (100) is the day
 before its first return (its ``list_date``); a missing day has no price, and its return is 0 in
 the price path, so returns recomputed from the prices equal ``returns`` wherever both exist.
@@ -69,6 +74,19 @@ class SyntheticMarket:
         lambda_um, lambda_us (NaN on sector rows for the last two).
     securities: ticker, name, asset_type ('stock'|'etf'), valid_from (first price), valid_to
         (last price of a delisted stock, NaT otherwise).
+
+    Model B fields, None unless ``synthetic_market(..., styles=True)`` (details in
+    :mod:`riskstrata.data.synthetic_styles`):
+    shares_outstanding: index ticker, shares (constant per stock).
+    fundamentals: long, one row per (ticker, quarter end): available_date, ticker, period_end,
+        market_cap, price, book_value_per_share, price_to_book, eps, pe, dividend_yield, ebitda,
+        sales, total_debt, shares_outstanding (USD; ratios decimal), sorted by available_date.
+    volume: (T, N) shares traded per day; NaN where ``returns`` is.
+    market_cap: (T, N) adjusted close × shares outstanding, USD.
+    style_truth: style name → (T, N) true exposures; row d explains the return on d (data
+        through the previous trading day); NaN outside the day's universe.
+    style_returns: (T, K) true daily style factor returns (0 for MOMENTUM, VOLATILITY, BETA).
+    model_b_industry: index ticker, the Model B industry of the stock's GICS sector.
     """
 
     returns: pd.DataFrame
@@ -78,12 +96,19 @@ class SyntheticMarket:
     truth: pd.DataFrame
     link_betas: pd.DataFrame
     securities: pd.DataFrame
+    shares_outstanding: pd.Series | None = None
+    fundamentals: pd.DataFrame | None = None
+    volume: pd.DataFrame | None = None
+    market_cap: pd.DataFrame | None = None
+    style_truth: dict[str, pd.DataFrame] | None = None
+    style_returns: pd.DataFrame | None = None
+    model_b_industry: pd.Series | None = None
 
     def __repr__(self) -> str:
         r = self.returns
         span = f"{r.index[0].date()}..{r.index[-1].date()}" if len(r) else "empty"
         return (f"SyntheticMarket({r.shape[1]} stocks x {r.shape[0]} days {span}, "
-                f"{self.etf_returns.shape[1]} ETFs)")
+                f"{self.etf_returns.shape[1]} ETFs{', styles' if self.style_truth is not None else ''})")
 
     @property
     def market_etf(self) -> str:
@@ -197,7 +222,8 @@ def _garch_vol(rng: np.random.Generator, n_days: int, annual_vol: float) -> tupl
 def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, seed: int = 7,
                      start: str = "2015-01-02", listing_fraction: float = 0.1,
                      delisting_fraction: float = 0.05, missing_day_rate: float = 0.001,
-                     include_late_etf: bool = True, registry: EtfRegistry | None = None) -> SyntheticMarket:
+                     include_late_etf: bool = True, registry: EtfRegistry | None = None,
+                     styles: bool = False) -> SyntheticMarket:
     """Generate a market of ``n_stocks`` stocks over ``n_days`` business days from ``start``.
 
     listing_fraction: share of stocks listing inside the sample (between 5 % and 80 % of it);
@@ -206,6 +232,9 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
     include_late_etf: the Communication Services sector ETF (XLC) starts 40 % into the sample,
     as the real XLC started in 2018. One generator (``np.random.default_rng(seed)``) drives
     everything, so the same arguments give identical output.
+    styles: add Model B's fundamentals, volume and style truth, and the style term to the
+    returns (:func:`riskstrata.data.synthetic_styles.add_styles`, its own seeded generator);
+    everything else is identical to ``styles=False``.
     """
     if n_stocks < 1 or n_days < 2:
         raise ValueError("synthetic_market needs n_stocks >= 1 and n_days >= 2")
@@ -350,5 +379,9 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
                       "valid_from": [base_day if d == dates[0] else dates[dates.get_loc(d) - 1] for d in first_etf],
                       "valid_to": pd.NaT}),
     ], ignore_index=True)
-    return SyntheticMarket(returns=returns, etf_returns=etf_returns, classifications=classifications,
-                           assignments=assignments, truth=truth, link_betas=link_betas, securities=securities)
+    market = SyntheticMarket(returns=returns, etf_returns=etf_returns, classifications=classifications,
+                             assignments=assignments, truth=truth, link_betas=link_betas, securities=securities)
+    if styles:
+        from riskstrata.data.synthetic_styles import add_styles    # imports this module
+        market = add_styles(market, seed=seed, regime=regime[:, 0])
+    return market

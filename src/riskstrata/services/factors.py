@@ -25,6 +25,7 @@ from riskstrata.factors.model import FactorInputs, FactorModelResult, fit_factor
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 
 Progress = Callable[[str], None]
+SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the panel default (400 days)
 
 
 def model_names(spec: str) -> dict[str, str]:
@@ -66,10 +67,10 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
         raise StoreError("no fundamentals in the store: run `riskstrata ingest fundamentals FILE` first")
     fields = ("market_cap", "price", "price_to_book", "book_value_per_share", "eps", "pe", "dividend_yield",
               "ebitda", "sales", "total_debt", "shares_outstanding")
-    fund = {f: fundamentals_panel(store, f, returns.index, ids) for f in fields}
-    shares = fund.pop("shares_outstanding")
-    implied = fund["market_cap"] / fund["price"]  # shares implied by a snapshot's cap and price
-    shares = shares.where(shares.notna(), implied)
+    fund = {f: fundamentals_panel(store, f, returns.index, ids) for f in fields if f != "shares_outstanding"}
+    # Share counts move slowly: carry the last known count across long gaps between snapshots
+    # (the real snapshots skip 2018-02 … 2024-10), so caps follow the daily price throughout.
+    shares = fundamentals_panel(store, "shares_outstanding", returns.index, ids, max_age_days=SHARES_MAX_AGE_DAYS)
     cap = market_cap_panel(price, shares)
     sector = pd.Series(dtype=object)
     if store.has_table("classifications"):

@@ -1,0 +1,457 @@
+"""Fundamentals snapshots: ingest with unit checks, and point-in-time panels for Model B.
+
+A *fundamentals file* (CSV or Parquet) holds dated snapshots, one row per (availability date,
+ticker), with any of the fields of :data:`FUNDAMENTAL_FIELDS` in the units stated there. The
+availability date is the first day a value may be used: a snapshot dated ``d`` is invisible on
+``d − 1`` and visible from ``d`` on (no look-ahead).
+
+Table ``fundamentals`` (replaced atomically, see :class:`~riskstrata.data.store.Store`):
+``security_id, ticker, available_date`` and every field of :data:`FUNDAMENTAL_FIELDS` (float64,
+NaN = not known), one row per (security_id, available_date), sorted by security_id, date. Rows
+are routed to the security holding the ticker on the snapshot date (a recycled ticker's
+snapshots land on two securities).
+
+Rules on ingest, each with a reason code in the report (:data:`FUNDAMENTAL_REASONS`):
+
+- rejected rows: ``missing_ticker``, ``bad_date``; ``negative_market_cap``;
+  ``dividend_yield_percent`` (a yield above 1 = 100 % is a percentage, not a decimal: the row is
+  rejected, not converted, because a source that writes yields in percent usually scales its
+  other fields too — the B/C eras of the reference data had caps in USD billions alongside);
+  ``no_values`` (nothing usable left); ``duplicate_conflict`` (same date and ticker with
+  different values: all copies).
+- repaired cells (row kept): ``non_finite`` (±inf or text that is no number → NaN);
+  ``impossible_value`` (a zero or negative price, share count or P/S, a zero market cap, P/E or
+  P/B, a negative debt, sales or yield — vendors' placeholders for "not available" → NaN);
+  ``duplicate_identical`` (an identical copy, merged).
+- flagged rows (kept): ``suspect_units`` (a market cap under USD 10 million: thousands or
+  millions mistaken for USD?).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.data.ingest import ensure_and_resolve
+from riskstrata.data.master import SecurityMaster
+from riskstrata.data.readers import parse_dates
+from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
+from riskstrata.data.store import Store
+from riskstrata.errors import DataValidationError
+
+__all__ = [
+    "FUNDAMENTALS_COLUMNS",
+    "FUNDAMENTAL_FIELDS",
+    "FUNDAMENTAL_REASONS",
+    "fundamentals_panel",
+    "ingest_fundamentals",
+    "read_fundamentals_file",
+]
+
+# Field → unit. Per-share values and prices in USD; yields are decimals (0.02 = 2 %).
+FUNDAMENTAL_FIELDS: dict[str, str] = {
+    "market_cap": "USD",
+    "book_value_per_share": "USD/share",
+    "price_to_book": "ratio",
+    "eps": "USD/share",
+    "pe": "ratio",
+    "dividend_yield": "decimal",
+    "ebitda": "USD",
+    "total_debt": "USD",
+    "shares_outstanding": "shares",
+    "price": "USD/share",
+    "sales": "USD",
+    "price_to_sales": "ratio",
+}
+FIELDS = list(FUNDAMENTAL_FIELDS)
+FUNDAMENTALS_COLUMNS = ["security_id", "ticker", "available_date", *FIELDS]
+
+FUNDAMENTAL_REASONS: dict[str, str] = {
+    "missing_ticker": "row has no ticker",
+    "bad_date": "availability date missing or not a date",
+    "negative_market_cap": "market cap below zero; row rejected",
+    "dividend_yield_percent": "dividend yield above 1: percent, not a decimal; row rejected",
+    "no_values": "no field with a usable value; row rejected",
+    "duplicate_conflict": "same date and ticker given with different values; all copies rejected",
+    "duplicate_identical": "same date and ticker given more than once with identical values; one kept",
+    "non_finite": "value infinite or not a number; set to NaN, row kept",
+    "impossible_value": "value outside its possible range (a vendor's placeholder); set to NaN, row kept",
+    "suspect_units": "market cap under USD 10 million: check the units; kept",
+}
+
+# Column aliases, best first: an exact canonical name wins over an alias.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "available_date": ("available_date", "availability_date", "snapshot_date", "date", "as_of", "asof"),
+    "ticker": ("ticker", "symbol"),
+    "market_cap": ("market_cap", "market_cap_usd", "market_capitalization"),
+    "book_value_per_share": ("book_value_per_share", "book_value", "bvps"),
+    "price_to_book": ("price_to_book", "pb"),
+    "eps": ("eps", "earnings_per_share"),
+    "pe": ("pe", "price_to_earnings", "pe_ratio"),
+    "dividend_yield": ("dividend_yield",),
+    "ebitda": ("ebitda", "ebitda_usd"),
+    "total_debt": ("total_debt", "total_debt_usd", "debt"),
+    "shares_outstanding": ("shares_outstanding", "shares"),
+    "price": ("price",),
+    "sales": ("sales", "sales_usd", "revenue", "revenue_usd", "total_revenue"),
+    "price_to_sales": ("price_to_sales", "ps"),
+}
+
+# Cells that cannot be what they claim (vendors write 0 for "not available").
+_RANGE_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    **dict.fromkeys(("price", "shares_outstanding", "price_to_sales"), (lambda v: v <= 0, "must be > 0")),
+    **dict.fromkeys(("market_cap", "pe", "price_to_book"), (lambda v: v == 0, "must not be 0")),
+    **dict.fromkeys(("total_debt", "sales", "dividend_yield"), (lambda v: v < 0, "must not be negative")),
+}
+SUSPECT_MARKET_CAP_USD = 1e7
+
+# Snapshot-level identities (the snapshot's own price with its own ratio) that fill a field the
+# snapshot does not carry: field → (numerator, denominator, operation).
+_DERIVED: dict[str, tuple[str, str, str]] = {
+    "shares_outstanding": ("market_cap", "price", "div"),
+    "book_value_per_share": ("price", "price_to_book", "div"),
+    "eps": ("price", "pe", "div"),
+    "sales": ("market_cap", "price_to_sales", "div"),
+    "market_cap": ("price", "shares_outstanding", "mul"),
+}
+
+PathLike = str | os.PathLike[str]
+Source = Store | pd.DataFrame
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _read(path: PathLike) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The frame of :func:`read_fundamentals_file` and, per field, which cells held text that
+    is no number (they are NaN in the frame; ingest reports them)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise DataValidationError(f"fundamentals file {path} is missing or empty")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:  # any reader failure means the file is not what it claims to be
+        raise DataValidationError(f"cannot read fundamentals file {path}: {type(exc).__name__}: {exc}") from exc
+    norm = {str(c).strip().lower().replace(" ", "_").replace("-", "_"): c for c in reversed(raw.columns)}
+    names: dict[str, Any] = {}
+    for canon, aliases in _ALIASES.items():
+        hit = next((a for a in aliases if a in norm and norm[a] not in names.values()), None)
+        if hit is not None:
+            names[canon] = norm[hit]
+    if "ticker" not in names or "available_date" not in names:
+        raise DataValidationError(
+            f"fundamentals file {path} needs a ticker and an availability date column "
+            f"(available_date / availability_date / snapshot_date / date); columns: {list(raw.columns)}"
+        )
+    fields = [f for f in FIELDS if f in names]
+    if not fields:
+        raise DataValidationError(
+            f"fundamentals file {path} has none of the fields {FIELDS} (columns: {list(raw.columns)})"
+        )
+    if raw.empty:
+        raise DataValidationError(f"fundamentals file {path} has no data rows")
+    out = pd.DataFrame(
+        {
+            "available_date": parse_dates(raw[names["available_date"]]).to_numpy(),
+            "ticker": raw[names["ticker"]].astype("str").str.strip().str.upper().replace("", np.nan).to_numpy(),
+        }
+    )
+    unparsable: dict[str, np.ndarray] = {}
+    for f in fields:
+        col = raw[names[f]]
+        values = pd.to_numeric(col, errors="coerce").astype("float64")
+        if not pd.api.types.is_numeric_dtype(col.dtype):
+            text = col.astype("str").str.strip()
+            unparsable[f] = (values.isna() & text.notna() & (text != "") & (text.str.lower() != "nan")).to_numpy()
+        out[f] = values.to_numpy()
+    out["source_row"] = np.arange(1, len(out) + 1)
+    return out, unparsable
+
+
+def read_fundamentals_file(path: PathLike) -> pd.DataFrame:
+    """Read a fundamentals snapshot file (CSV or Parquet) into a long frame.
+
+    Columns (case-insensitive): ``ticker`` (or ``symbol``); the availability date as
+    ``available_date``, ``availability_date``, ``snapshot_date`` or ``date``; any fields of
+    :data:`FUNDAMENTAL_FIELDS`, also under the aliases ``market_cap_usd`` → market_cap,
+    ``ebitda_usd`` → ebitda, ``book_value`` → book_value_per_share (per share, USD). Other columns
+    (names, provenance) are ignored, so the reference ``snapshots.parquet`` reads as it is.
+
+    Returns ``available_date`` (datetime64[ns], NaT = unparsable), ``ticker`` (upper case),
+    the fields found (float64 in the units of :data:`FUNDAMENTAL_FIELDS`; text that is no number
+    → NaN, judged by :func:`ingest_fundamentals`), ``source_row`` (1-based data row).
+    Raises DataValidationError for an unreadable file or one without ticker, date or any field.
+    """
+    return _read(path)[0]
+
+
+# ---------------------------------------------------------------------- ingest
+
+
+def _screen(df: pd.DataFrame, unparsable: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray, list[pd.DataFrame]]:
+    """Apply the rules of the module doc. Returns (cleaned values, accepted rows, issue frames)."""
+    n = len(df)
+    fields = [f for f in FIELDS if f in df.columns]
+    clean = df.copy()
+    rows = df.rename(columns={"available_date": "date"})
+    alive = np.ones(n, dtype=bool)
+    issues: list[pd.DataFrame] = []
+
+    def note(mask: np.ndarray, action: str, reason: str, detail: Any) -> np.ndarray:
+        mask = mask & alive
+        if mask.any():
+            issues.append(issue_rows(rows, mask, action, reason, detail))
+        return mask
+
+    def show(field: str, unit_text: str = "") -> Any:
+        values = df[field].to_numpy() if field in df else np.full(n, np.nan)
+        return lambda sel, pos: [f"{field} = {v:g}{unit_text}" for v in values[pos]]
+
+    def value(field: str) -> np.ndarray:
+        return df[field].to_numpy() if field in df else np.full(n, np.nan)
+
+    with np.errstate(invalid="ignore"):
+        for reason, bad, detail in [
+            ("missing_ticker", df["ticker"].isna().to_numpy(), "no ticker"),
+            ("bad_date", df["available_date"].isna().to_numpy(), "availability date missing or not parseable"),
+            ("negative_market_cap", value("market_cap") < 0,
+             show("market_cap", " USD: a market cap cannot be negative")),
+            ("dividend_yield_percent", value("dividend_yield") > 1,
+             show("dividend_yield", ": above 1 is a percentage, yields must be decimals (0.02 = 2%)")),
+        ]:  # fmt: skip
+            alive &= ~note(bad, "rejected", reason, detail)
+
+        for f in fields:
+            v = clean[f].to_numpy()
+            inf = np.isinf(v)
+            note(inf, "repaired", "non_finite", show(f, ": infinite, set to NaN"))
+            if f in unparsable:
+                note(unparsable[f], "repaired", "non_finite", f"{f}: not a number, set to NaN")
+            bad = inf.copy()
+            if f in _RANGE_RULES:
+                test, text = _RANGE_RULES[f]
+                detail = show(f, f": {text} (a placeholder?), set to NaN")
+                bad |= note(test(v) & ~inf, "repaired", "impossible_value", detail)
+            clean.loc[bad, f] = np.nan
+
+    empty = clean[fields].isna().all(axis=1).to_numpy()
+    alive &= ~note(empty, "rejected", "no_values", "no field with a usable value")
+
+    # Duplicated (date, ticker): compared on the cleaned values, NaN equal to NaN.
+    key = ["available_date", "ticker"]
+    live = clean[alive]
+    dup = live.duplicated(key, keep=False).to_numpy()
+    if dup.any():
+        d = live[dup]
+        variants = d.drop_duplicates([*key, *fields]).groupby(key).size()
+        clash = np.zeros(n, dtype=bool)
+        clash[np.flatnonzero(alive)[dup][pd.MultiIndex.from_frame(d[key]).isin(variants[variants > 1].index)]] = True
+        text = "same date and ticker with different values; all copies rejected"
+        alive &= ~note(clash, "rejected", "duplicate_conflict", text)
+        twins = np.zeros(n, dtype=bool)
+        twins[np.flatnonzero(alive)[clean[alive].duplicated(key).to_numpy()]] = True
+        note(twins, "repaired", "duplicate_identical", "identical copy of an earlier row; merged")
+        alive &= ~twins  # accepted, but merged into its twin
+
+    with np.errstate(invalid="ignore"):
+        note(value("market_cap") < SUSPECT_MARKET_CAP_USD, "flagged", "suspect_units",
+             show("market_cap", " USD is under USD 10 million: thousands or millions mistaken for USD?"))  # fmt: skip
+    return clean, alive, issues
+
+
+def ingest_fundamentals(store: Store, path: PathLike) -> IngestReport:
+    """Read, check and upsert a fundamentals file (see :func:`read_fundamentals_file`) into
+    table ``fundamentals``.
+
+    Each row goes to the security holding its ticker on its availability date (tickers not in
+    the security master are created as stocks, as for prices). Units are checked and every
+    rejected, repaired or flagged row is in the report with its reason (module doc): a dividend
+    yield above 1 is *rejected*, not converted. A row replaces the stored row of the same
+    (security_id, available_date) in the fields the file carries; fields the file lacks keep
+    their stored values (a debt file does not erase caps). Ingesting the same file again leaves
+    the table unchanged. Issues are appended to ``ingest_issues`` (kind ``fundamentals``).
+    """
+    df, unparsable = _read(path)
+    df["file"] = str(path)
+    given = [f for f in FIELDS if f in df.columns]
+    clean, accepted, issues = _screen(df, unparsable)
+    new = clean[accepted].reset_index(drop=True)
+
+    master = SecurityMaster.from_store(store)
+    master, sid = ensure_and_resolve(master, new["ticker"], new["available_date"], "stock")
+    new["security_id"] = sid.to_numpy(dtype=object)
+    new = new.reindex(columns=FUNDAMENTALS_COLUMNS)
+
+    if store.has_table("fundamentals"):
+        old = store.read_table("fundamentals").reindex(columns=FUNDAMENTALS_COLUMNS)
+        key = ["security_id", "available_date"]
+        old_idx = pd.MultiIndex.from_frame(old[key].astype({"security_id": "str", "available_date": "datetime64[ns]"}))
+        new_idx = pd.MultiIndex.from_frame(new[key].astype({"security_id": "str", "available_date": "datetime64[ns]"}))
+        hit = old_idx.isin(new_idx)
+        # Rows already stored keep the fields this file does not carry.
+        kept = [f for f in FIELDS if f not in given]
+        if kept and hit.any():
+            carry = old.loc[hit].set_axis(old_idx[hit])[kept]
+            new[kept] = carry.reindex(new_idx).to_numpy()
+        new = pd.concat([old[~hit], new], ignore_index=True)
+    types = {"security_id": "str", "ticker": "str", "available_date": "datetime64[ns]"}
+    table = new.astype({**types, **dict.fromkeys(FIELDS, "float64")})
+    sid_order = pd.factorize(table["security_id"], sort=True)[0]
+    order = np.lexsort((table["available_date"].to_numpy("datetime64[ns]"), sid_order))
+    table = table.take(order).reset_index(drop=True)
+
+    report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
+    report.run_id = new_run_id()
+    master.to_store(store)  # first, so the table never names a security the store does not know
+    store.write_table("fundamentals", table)
+    append_issues(store, report, "fundamentals")
+    return report
+
+
+# ---------------------------------------------------------------------- point-in-time panels
+
+
+def _with_derived(long: pd.DataFrame, field: str, derive: bool) -> pd.Series:
+    """The field's values, filled (when ``derive``) from the snapshot identity of :data:`_DERIVED`."""
+    values = long[field].astype("float64") if field in long else pd.Series(np.nan, index=long.index)
+    if derive and field in _DERIVED:
+        num, den, op = _DERIVED[field]
+        if num in long and den in long:
+            a, b = long[num].astype("float64"), long[den].astype("float64")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                implied = a * b if op == "mul" else a / b.where(b != 0)
+            values = values.fillna(implied.where(np.isfinite(implied)))
+    return values
+
+
+def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, derive: bool) -> pd.DataFrame:
+    """``security_id`` (if known), ``ticker``, ``available_date``, ``value``: the rows with a
+    value available in [lo, hi]."""
+    inputs = [field, *(_DERIVED[field][:2] if derive and field in _DERIVED else ())]
+    if isinstance(source, Store):
+        long = source.read_table(
+            "fundamentals",
+            columns=["security_id", "ticker", "available_date", *dict.fromkeys(inputs)],
+            where="available_date >= ? AND available_date <= ?",
+            params=[lo.to_pydatetime(), hi.to_pydatetime()],
+        )
+    else:
+        if "available_date" not in source.columns or not {"ticker", "security_id"} & set(source.columns):
+            raise DataValidationError(
+                f"fundamentals frame needs available_date and ticker or security_id (has {list(source.columns)})"
+            )
+        if not any(c in source.columns for c in inputs):
+            raise DataValidationError(f"fundamentals frame has no column {field!r} (has {list(source.columns)})")
+        dates = parse_dates(source["available_date"])
+        long = source[((dates >= lo) & (dates <= hi)).to_numpy()].assign(available_date=dates)
+    out = pd.DataFrame({"available_date": long["available_date"].to_numpy("datetime64[ns]")})
+    for key in ("security_id", "ticker"):
+        if key in long.columns:
+            out[key] = long[key].astype("str").to_numpy()
+    out["value"] = _with_derived(long, field, derive).to_numpy()
+    return out[np.isfinite(out["value"].to_numpy())]
+
+
+def _asof_panel(
+    long: pd.DataFrame, key: str, dates: pd.DatetimeIndex, names: pd.Index, max_age_days: int
+) -> np.ndarray:
+    """(T, N) values: for each date the latest value with available_date <= date, NaN once it is
+    older than ``max_age_days`` calendar days. Vectorised: one pivot, two forward fills."""
+    long = long[long[key].isin(names)]
+    if long.empty:
+        return np.full((len(dates), len(names)), np.nan)
+    if long.duplicated([key, "available_date"]).any():
+        raise DataValidationError(
+            f"fundamentals frame has the same ({key}, available_date) twice; ingest it to resolve duplicates"
+        )
+    wide = long.pivot(index="available_date", columns=key, values="value").reindex(columns=names)
+    snap_days = wide.index.to_numpy("datetime64[D]").astype("float64")
+    when = pd.DataFrame(np.where(wide.notna().to_numpy(), snap_days[:, None], np.nan), index=wide.index)
+    union = wide.index.union(pd.DatetimeIndex(dates.unique()).sort_values())
+    values = wide.reindex(union).ffill().reindex(dates).to_numpy(dtype="float64", copy=True)
+    seen = when.reindex(union).ffill().reindex(dates).to_numpy(dtype="float64")
+    age = dates.to_numpy("datetime64[D]").astype("float64")[:, None] - seen
+    values[~(age <= max_age_days)] = np.nan  # also NaN where nothing was seen yet
+    return values
+
+
+def fundamentals_panel(
+    source: Source,
+    field: str,
+    dates: pd.DatetimeIndex,
+    names: Any = None,
+    *,
+    by: Literal["auto", "ticker", "security_id"] = "auto",
+    max_age_days: int = 400,
+    derive: bool = True,
+) -> pd.DataFrame:
+    """A point-in-time (T × N) panel of one fundamental field.
+
+    source: a store (table ``fundamentals``) or a frame shaped like it or like
+    :func:`read_fundamentals_file`'s output.
+    field: a key of :data:`FUNDAMENTAL_FIELDS`; values in its unit.
+    dates: (T,) the days of the panel.
+    names: (N,) the columns: tickers or security ids (``None``: every ticker in the data).
+    by: what ``names`` are; ``"auto"`` takes a name that is a security id of the store's master
+    (of the frame's ``security_id`` column) as one, any other name as a ticker.
+
+    The value on day t is the latest snapshot with ``available_date <= t`` that has the field
+    (no look-ahead), carried forward at most ``max_age_days`` calendar days, then NaN. With a
+    store, a ticker is resolved to the security holding it on each day t through the security
+    master, so a recycled ticker never shows the previous company's numbers; with a frame, rows
+    match on their own ``ticker`` column. With ``derive``, a snapshot without the field gets the
+    value implied by its own identity: shares_outstanding = market_cap / price,
+    book_value_per_share = price / price_to_book, eps = price / pe, sales = market_cap /
+    price_to_sales, market_cap = price × shares_outstanding (the snapshot's own price, so the
+    ratio and the price match in time).
+
+    Returns a float64 DataFrame indexed by ``dates``, columns ``names``.
+    """
+    if field not in FUNDAMENTAL_FIELDS:
+        raise DataValidationError(f"unknown fundamental field {field!r}; fields: {FIELDS}")
+    if by not in ("auto", "ticker", "security_id"):
+        raise DataValidationError(f"by must be 'auto', 'ticker' or 'security_id', got {by!r}")
+    dates = pd.DatetimeIndex(dates)
+    dates = (dates.tz_localize(None) if dates.tz is not None else dates).normalize()
+    is_store = isinstance(source, Store)
+    if names is None:
+        frame = source.read_table("fundamentals", columns=["ticker"]) if is_store else source
+        names, by = pd.Index(sorted(frame["ticker"].dropna().astype("str").unique())), "ticker"
+    names = pd.Index([str(x).strip() for x in names])
+    t, n = len(dates), len(names)
+    if t == 0 or n == 0:
+        return pd.DataFrame(np.full((t, n), np.nan), index=dates, columns=names, dtype="float64")
+    master = SecurityMaster.from_store(source) if is_store else None
+    known_ids = master.records["security_id"] if master is not None else (
+        source["security_id"] if "security_id" in source.columns else pd.Series([], dtype="str"))
+    is_sid = np.full(n, by == "security_id") if by != "auto" else names.isin(known_ids.astype("str").unique())
+    long = _load_long(source, field, dates.min() - pd.Timedelta(days=max_age_days), dates.max(), derive)
+    values = np.full((t, n), np.nan)
+    if master is not None:
+        # One security per (day, column): the column's own id, or the ticker's holder that day.
+        sid = np.repeat(names.to_numpy(dtype=object)[None, :], t, axis=0)
+        if (~is_sid).any():
+            tick = names[~is_sid].str.upper().to_numpy(dtype=object)
+            held = master.resolve_rows(pd.Series(np.tile(tick, t)), pd.Series(np.repeat(dates, len(tick))))
+            sid[:, ~is_sid] = held.to_numpy(dtype=object, na_value=None).reshape(t, len(tick))
+        codes, uniq = pd.factorize(sid.ravel())
+        per_sid = _asof_panel(long, "security_id", dates, pd.Index(uniq), max_age_days)
+        codes = codes.reshape(t, n)
+        ok = codes >= 0
+        values[ok] = per_sid[np.broadcast_to(np.arange(t)[:, None], (t, n))[ok], codes[ok]]
+    else:
+        if is_sid.any():
+            values[:, is_sid] = _asof_panel(long, "security_id", dates, names[is_sid], max_age_days)
+        if (~is_sid).any():
+            if "ticker" not in long.columns:
+                raise DataValidationError("fundamentals frame has no ticker column to match tickers on")
+            values[:, ~is_sid] = _asof_panel(long, "ticker", dates, names[~is_sid].str.upper(), max_age_days)
+    return pd.DataFrame(values, index=dates, columns=names, dtype="float64")

@@ -1,0 +1,302 @@
+"""Model B's part of the synthetic market: fundamentals, volume and style factors with known truth.
+
+``synthetic_market(..., styles=True)`` calls :func:`add_styles` on the finished Model A market. It
+draws from its own generator (``default_rng([seed, STYLE_STREAM])``), so the Model A draws, and
+everything ``styles=False`` returns, stay exactly as they were; only ``returns`` gains a term.
+
+Published data (what a model may read)
+--------------------------------------
+shares_outstanding  per stock, constant: lognormal (ln-sd 1.4, bounded at ±2.5 sd), so market
+    caps span about three orders of magnitude.
+fundamentals        one row per stock and calendar quarter end (``period_end``) inside its life,
+    published ``available_date`` = period_end + 45 ± 10 calendar days (never sooner than 35 days
+    after the quarter end; rows whose availability falls after the sample end or after a
+    delisting are not published). ``price`` and ``market_cap`` are the adjusted close of the last
+    trading day ≤ period_end (the same level as :meth:`SyntheticMarket.prices`) and
+    price × shares_outstanding. Slowly varying characteristics drive the rest: each follows a
+    quarterly AR(1) (ρ = 0.9) on a standard normal, bounded at ±2.5 sd, so every descriptor is
+    persistent and has no outliers (a winsorisation at ±3 sd never binds, apart from SIZE and
+    LIQUIDITY, where price and volume noise add a normal tail):
+        book_to_price 0.50 ± 0.18   → book_value_per_share = b/p · price, price_to_book = 1 / (b/p)
+        earnings_yield 0.05 ± 0.035 → eps = e/p · price (negative for ~8 %), pe = price / eps (NaN if eps ≤ 0)
+        dividend_yield max(0, 0.015 ± 0.012) (about 10 % pay nothing)
+        sales growth 0.06 ± 0.10 /yr → sales (TTM, USD) grow by exp(g/4) a quarter from an
+                                      initial sales / market cap of 0.6 (ln-sd 0.35)
+        ebitda margin 0.18 ± 0.07    → ebitda = margin · sales
+        debt / market cap max(0, 0.40 ± 0.22) → total_debt
+volume              (T × N) shares/day = shares · τ_i · lognormal(σ 0.3, mean 1), rounded; τ_i, the
+    stock's turnover, is lognormal (median 0.6 %/day, ln-sd 0.5 bounded at ±2 sd). NaN wherever the return is.
+market_cap          (T × N) daily adjusted close × shares (NaN where :meth:`prices` has no row).
+
+Truth
+-----
+Raw descriptors, each from the latest snapshot with available_date ≤ the previous trading day:
+
+    SIZE            ln(market_cap)
+    VALUE           book_value_per_share / price          (= 1 / price_to_book)
+    EARNINGS_YIELD  eps / price
+    DIVIDEND_YIELD  dividend_yield
+    GROWTH          4 · ln(sales_q / sales_{q-1})          q-1: the stock's previous quarter
+    QUALITY         ebitda / sales
+    LEVERAGE        total_debt / market_cap               (z-score = that of USE4's (ME + D)/ME)
+    LIQUIDITY       ln(mean of volume / shares_outstanding over the last 21 trading days with a
+                    volume, up to the previous day)        — the only one not from a snapshot
+
+``style_truth[k].loc[d]`` is the exposure that multiplies the return **on d** (data through the
+close of the trading day before d): the z-score of descriptor k over the day's universe — the
+stocks listed on d (list_date ≤ d ≤ delist_date) that have all eight descriptors — with
+cap-weighted mean 0 (weights: the snapshot market_cap) and equal-weighted standard deviation 1
+(population sd, ddof = 0, about the equal-weighted mean). Outside the universe it is NaN (every
+style alike), and such a stock gets no style return. The descriptors equal the latent
+characteristics up to floating-point rounding (~1e-15).
+
+``style_returns`` (T × 11): the true daily returns g_k of the eight styles (independent t(5)
+shocks, 0.2–0.5 % daily vol, zero mean, scaled by the market's volatility regime like every
+other shock), then MOMENTUM, VOLATILITY and BETA at exactly 0: those styles are derived from
+prices, no term drives them, and their estimates should be noise around zero. Each stock's
+return gains Σ_k style_truth[k].loc[d, i] · style_returns.loc[d, k]. Because exposures are
+cap-weighted mean zero, the term leaves a cap-weighted index unchanged; to Model A it is extra
+(cross-sectionally correlated) residual, so ``truth`` still gives the betas on m, s*, u*.
+
+Industries
+----------
+``model_b_industry`` maps GICS sectors to the 10 Model B industries (:data:`MODEL_B_INDUSTRY`;
+Real Estate joins FINANCIALS). No new industry shocks are added: a stock's return is
+α_i + β_m,i·m + β_s,i·s*_k + β_u,i·u*_j + styles + ε_i, so Model B's market and industry factors
+estimate the Model A components. With regression weights w_i and the industry constraint
+Σ_K W_K f_K = 0 (cap weights), and exposures drawn independently of the betas,
+
+    f_MARKET   ≈ Σ_K W_K·ā_K / Σ_K W_K
+    f_K        ≈ ā_K − f_MARKET,     ā_K = w-weighted mean over industry K of β_m,i·m + β_s,i·s*_k + β_u,i·u*_j
+
+i.e. an industry's return is its names' average sector (s*) and subsector (u*) shock plus its
+average excess market beta times m. FINANCIALS mixes the Financials and Real Estate sector
+shocks. The relation is not exact (betas differ within an industry), unlike the style truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.data.synthetic import _T_SCALE, T_DF, SyntheticMarket
+
+STYLE_STREAM = 0x5717E5                      # second seed word: the styles' own random stream
+
+# Styles with a true return, in ``style_truth`` / ``style_returns`` order.
+STYLE_FACTORS: tuple[str, ...] = (
+    "SIZE", "VALUE", "EARNINGS_YIELD", "DIVIDEND_YIELD", "GROWTH", "QUALITY", "LEVERAGE", "LIQUIDITY",
+)
+# Price-derived styles: no true return (their column in ``style_returns`` is 0).
+PRICE_STYLES: tuple[str, ...] = ("MOMENTUM", "VOLATILITY", "BETA")
+
+MODEL_B_INDUSTRY: dict[str, str] = {
+    "Information Technology": "TECHNOLOGY", "Financials": "FINANCIALS", "Real Estate": "FINANCIALS",
+    "Health Care": "HEALTHCARE", "Energy": "ENERGY", "Consumer Discretionary": "CONSUMER_DISCRETIONARY",
+    "Consumer Staples": "CONSUMER_STAPLES", "Industrials": "INDUSTRIALS", "Materials": "MATERIALS",
+    "Utilities": "UTILITIES", "Communication Services": "COMMUNICATION",
+    "Telecommunication Services": "COMMUNICATION",
+}
+
+FUNDAMENTAL_COLUMNS: tuple[str, ...] = (
+    "available_date", "ticker", "period_end", "market_cap", "price", "book_value_per_share",
+    "price_to_book", "eps", "pe", "dividend_yield", "ebitda", "sales", "total_debt", "shares_outstanding",
+)
+
+REPORT_LAG_DAYS = 45                         # calendar days from quarter end to availability ...
+REPORT_LAG_JITTER = 10                       # ... ± this, uniform per stock and quarter
+LIQUIDITY_WINDOW = 21                        # trading days of turnover in LIQUIDITY
+AR_RHO = 0.9                                 # quarterly persistence of the characteristics
+BOUND = 2.5                                  # characteristics are clipped at ±BOUND sd
+
+# Characteristics: (mean, sd of the bounded standard normal driver, floor or None).
+_CHARS: dict[str, tuple[float, float, float | None]] = {
+    "book_to_price": (0.50, 0.18, None),
+    "earnings_yield": (0.05, 0.035, None),
+    "dividend_yield": (0.015, 0.012, 0.0),
+    "growth": (0.06, 0.10, None),
+    "margin": (0.18, 0.07, None),
+    "leverage": (0.40, 0.22, 0.0),
+}
+
+
+def model_b_industries(classifications: pd.DataFrame) -> pd.Series:
+    """Index ticker → Model B industry of the stock's GICS sector (NaN for an unknown sector)."""
+    return pd.Series(classifications["gics_sector"].map(MODEL_B_INDUSTRY).to_numpy(),
+                     index=pd.Index(classifications["ticker"], name="ticker", dtype=object), name="industry")
+
+
+def _bounded(z: np.ndarray) -> np.ndarray:
+    return np.clip(z, -BOUND, BOUND)
+
+
+def _standardise(raw: np.ndarray, universe: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """(B, N, K) raw descriptors → z-scores with cap-weighted mean 0 and equal-weighted sd 1
+    (ddof 0) over ``universe`` (B, N) on each row; NaN outside it or on rows with < 2 names."""
+    u = universe[..., None]
+    d = np.where(u, raw, 0.0)
+    w = np.where(universe, cap, 0.0)
+    n = universe.sum(axis=1).astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu_cw = np.einsum("tn,tnk->tk", w, d) / w.sum(axis=1)[:, None]
+        mu_ew = d.sum(axis=1) / n
+        sd = np.sqrt((np.where(u, raw - mu_ew[:, None, :], 0.0) ** 2).sum(axis=1) / n)
+        x = (raw - mu_cw[:, None, :]) / sd[:, None, :]
+    ok = u & (n[:, :, None] >= 2) & (sd[:, None, :] > 0)
+    return np.where(ok, x, np.nan)
+
+
+def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None = None) -> SyntheticMarket:
+    """The market with Model B's data and truth added (see the module docstring).
+
+    ``regime``: (T,) relative volatility of the market's regime (1 = average) scaling the style
+    shocks, as for every other shock; ones if None.
+    """
+    dates = market.returns.index
+    tickers = market.returns.columns
+    n_days, n_stocks = market.returns.shape
+    n_style = len(STYLE_FACTORS)
+    rng = np.random.default_rng([seed, STYLE_STREAM])
+    reg = np.ones(n_days) if regime is None else np.asarray(regime, dtype=np.float64).reshape(n_days)
+    r = market.returns.to_numpy(dtype=np.float64, copy=True)
+    cols = np.arange(n_stocks)
+
+    # --- life of each stock (from Model A's truth) ---------------------------------------------
+    list_idx = dates.get_indexer(pd.DatetimeIndex(market.truth["list_date"]))
+    delist = pd.DatetimeIndex(market.truth["delist_date"])
+    delisted = ~delist.isna()
+    delist_idx = np.where(delisted, dates.get_indexer(delist.fillna(dates[-1])), n_days - 1)
+    day = np.arange(n_days)[:, None]
+    listed = (day >= list_idx) & (day <= delist_idx)
+
+    # --- draws, in a fixed order ------------------------------------------------------------------
+    shares = np.round(np.exp(np.log(5e7) + 1.4 * _bounded(rng.standard_normal(n_stocks))))
+    turnover = np.exp(np.log(0.006) + 0.5 * np.clip(rng.standard_normal(n_stocks), -2.0, 2.0))
+    sales_to_cap = np.exp(np.log(0.6) + 0.35 * _bounded(rng.standard_normal(n_stocks)))
+    style_vol = rng.uniform(0.002, 0.005, n_style)
+    g = style_vol * reg[:, None] * rng.standard_t(T_DF, size=(n_days, n_style)) * _T_SCALE
+
+    base_day = dates[0] - pd.offsets.BDay(1)
+    quarter_ends = pd.date_range(base_day.normalize(), dates[-1], freq="QE")
+    n_q = len(quarter_ends)
+    z = np.empty((n_q, n_stocks, len(_CHARS)))
+    if n_q:
+        z[0] = rng.standard_normal((n_stocks, len(_CHARS)))
+        innov = np.sqrt(1.0 - AR_RHO ** 2)
+        for q in range(1, n_q):              # Q quarterly steps, each vectorised over stocks
+            z[q] = AR_RHO * z[q - 1] + innov * rng.standard_normal((n_stocks, len(_CHARS)))
+    chars = {}
+    for j, (name, (mean, sd, floor)) in enumerate(_CHARS.items()):
+        v = mean + sd * _bounded(z[:, :, j])
+        chars[name] = v if floor is None else np.maximum(v, floor)
+    lag = REPORT_LAG_DAYS + rng.integers(-REPORT_LAG_JITTER, REPORT_LAG_JITTER + 1, size=(n_q, n_stocks))
+    noise_sd = 0.3
+    vol_noise = np.exp(noise_sd * rng.standard_normal((n_days, n_stocks)) - 0.5 * noise_sd ** 2)
+
+    # --- volume and LIQUIDITY (independent of returns) -------------------------------------------
+    has_ret = np.isfinite(r)
+    volume = np.where(has_ret, np.round(shares * turnover * vol_noise), np.nan)
+    del vol_noise
+    to = volume / shares
+    csum = np.vstack([np.zeros((1, n_stocks)), np.cumsum(np.where(has_ret, to, 0.0), axis=0)])
+    ccnt = np.vstack([np.zeros((1, n_stocks)), np.cumsum(has_ret, axis=0)])
+    lo = np.maximum(np.arange(n_days) - LIQUIDITY_WINDOW, 0)
+    win_sum = csum[:n_days] - csum[lo]                         # rows t-21 .. t-1
+    win_cnt = ccnt[:n_days] - ccnt[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        liquidity = np.where(win_cnt > 0, np.log(win_sum / win_cnt), np.nan)
+
+    # --- the publication schedule -----------------------------------------------------------------
+    qe_row = dates.searchsorted(quarter_ends, side="right") - 1          # -1: the base day
+    avail = quarter_ends.to_numpy()[:, None] + lag.astype("timedelta64[D]")
+    last_ok = np.where(delisted, delist.fillna(dates[-1]).to_numpy(), dates[-1].to_numpy())
+    published = ((qe_row[:, None] >= list_idx - 1) & (qe_row[:, None] <= delist_idx)
+                 & (avail <= last_ok[None, :]))
+    # first row whose previous trading day is on or after the availability date
+    avail_row = dates.searchsorted(avail.ravel(), side="left").reshape(n_q, n_stocks) + 1
+    has_prev = published.copy()
+    has_prev[:1] = False
+    has_prev[1:] &= published[:-1]
+    growth_desc = np.where(has_prev, chars["growth"], np.nan)
+    qi, ii = np.nonzero(published)
+    event = np.full((n_days + 1, n_stocks), -1, dtype=np.int64)
+    np.maximum.at(event, (np.minimum(avail_row[qi, ii], n_days), ii), qi)
+    cur = np.maximum.accumulate(event, axis=0)[:n_days]                  # latest usable snapshot
+    block = int(np.min(avail_row[qi, ii] - qe_row[qi])) if len(qi) else n_days
+    block = max(1, block)                    # within a block every snapshot used predates it
+
+    # --- returns, prices and exposures, block by block --------------------------------------------
+    price_q = np.full((n_q, n_stocks), np.nan)                          # close at the quarter end
+    growth_c = np.empty((n_days, n_stocks))                             # Π(1 + r), r missing → 0
+    exposures = np.full((n_days, n_stocks, n_style), np.nan)
+    for q in np.flatnonzero(qe_row < 0):
+        price_q[q] = 100.0
+    c_prev = np.ones((1, n_stocks))
+    for a in range(0, n_days, block):
+        b = min(a + block, n_days)
+        cu = cur[a:b]
+        universe = listed[a:b] & (cu >= 0)
+        if universe.any():
+            cq = np.maximum(cu, 0)
+            cap = price_q[cq, cols] * shares
+            assert np.isfinite(cap[universe]).all(), "a snapshot was used before its quarter-end price"
+            with np.errstate(invalid="ignore", divide="ignore"):
+                raw = np.stack([np.log(cap), chars["book_to_price"][cq, cols], chars["earnings_yield"][cq, cols],
+                                chars["dividend_yield"][cq, cols], growth_desc[cq, cols], chars["margin"][cq, cols],
+                                chars["leverage"][cq, cols], liquidity[a:b]], axis=-1)
+            universe &= np.isfinite(raw).all(axis=-1)
+            x = _standardise(raw, universe, cap)
+            exposures[a:b] = x
+            r[a:b] += np.einsum("tnk,tk->tn", np.nan_to_num(x), g[a:b])
+        step = 1.0 + np.where(np.isfinite(r[a:b]), r[a:b], 0.0)
+        growth_c[a:b] = np.cumprod(np.vstack([c_prev, step]), axis=0)[1:]   # = one cumprod over all rows
+        c_prev = growth_c[b - 1:b]
+        for q in np.flatnonzero((qe_row >= a) & (qe_row < b)):
+            price_q[q] = 100.0 * growth_c[qe_row[q]]
+
+    # --- frames -------------------------------------------------------------------------------------
+    returns = pd.DataFrame(r, index=dates, columns=tickers)
+    level = 100.0 * growth_c                                            # as SyntheticMarket.prices
+    has_price = has_ret.copy()
+    base_in = (list_idx >= 1)
+    has_price[list_idx[base_in] - 1, cols[base_in]] = True
+    market_cap = pd.DataFrame(np.where(has_price, level * shares, np.nan), index=dates, columns=tickers)
+
+    price = price_q[qi, ii]
+    mcap = price * shares[ii]
+    sales = np.empty(0)
+    if len(qi):
+        first_q = np.argmax(published, axis=0)                          # valid where the stock publishes
+        cum_g = np.cumsum(np.where(has_prev, chars["growth"] / 4.0, 0.0), axis=0)
+        sales0 = sales_to_cap * price_q[first_q, cols] * shares         # sales / cap at the first report
+        sales = sales0[ii] * np.exp(cum_g[qi, ii] - cum_g[first_q[ii], ii])
+    bp, ep = chars["book_to_price"][qi, ii], chars["earnings_yield"][qi, ii]
+    eps = ep * price
+    bvps = bp * price
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pe = np.where(eps > 0, price / eps, np.nan)
+    fundamentals = pd.DataFrame({
+        "available_date": pd.DatetimeIndex(avail[qi, ii]),
+        "ticker": tickers.to_numpy()[ii],
+        "period_end": quarter_ends[qi],
+        "market_cap": mcap, "price": price, "book_value_per_share": bvps, "price_to_book": price / bvps,
+        "eps": eps, "pe": pe, "dividend_yield": chars["dividend_yield"][qi, ii],
+        "ebitda": chars["margin"][qi, ii] * sales, "sales": sales,
+        "total_debt": chars["leverage"][qi, ii] * mcap, "shares_outstanding": shares[ii],
+    }, columns=list(FUNDAMENTAL_COLUMNS))
+    fundamentals = fundamentals.sort_values(["available_date", "ticker"], kind="stable").reset_index(drop=True)
+
+    style_truth = {k: pd.DataFrame(exposures[:, :, j], index=dates, columns=tickers)
+                   for j, k in enumerate(STYLE_FACTORS)}
+    style_returns = pd.DataFrame(np.column_stack([g, np.zeros((n_days, len(PRICE_STYLES)))]), index=dates,
+                                 columns=pd.Index([*STYLE_FACTORS, *PRICE_STYLES], name="factor"))
+    return dataclasses.replace(
+        market, returns=returns,
+        shares_outstanding=pd.Series(shares, index=tickers, name="shares_outstanding"),
+        fundamentals=fundamentals,
+        volume=pd.DataFrame(volume, index=dates, columns=tickers),
+        market_cap=market_cap, style_truth=style_truth, style_returns=style_returns,
+        model_b_industry=model_b_industries(market.classifications),
+    )

@@ -1,0 +1,247 @@
+"""Fundamentals ingest and point-in-time panels: units, no look-ahead, max age, reasons, idempotence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrata.data.fundamentals import (
+    FUNDAMENTAL_FIELDS,
+    FUNDAMENTALS_COLUMNS,
+    fundamentals_panel,
+    ingest_fundamentals,
+    read_fundamentals_file,
+)
+from riskstrata.data.ingest import ingest_prices
+from riskstrata.data.master import SecurityMaster
+from riskstrata.data.store import Store
+from riskstrata.errors import DataValidationError
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SNAPSHOTS = SHARED / "fundamentals" / "snapshots.parquet"
+OHLCV = SHARED / "prices" / "ohlcv_2021.parquet"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text.strip() + "\n")
+    return path
+
+
+def reasons(report, action: str | None = None) -> dict[str, int]:
+    issues = report.issues if action is None else report.issues[report.issues["action"] == action]
+    return issues.groupby("reason").size().to_dict()
+
+
+def assert_accounted(report) -> None:
+    """Nothing dropped silently: every rejected row is in the issues with its reason."""
+    assert report.rows_read == report.rows_accepted + report.rows_rejected
+    rejected = report.issues[report.issues["action"] == "rejected"]
+    assert len(rejected[["file", "source_row"]].drop_duplicates()) == report.rows_rejected
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def test_aliases_map_to_canonical_fields_in_stated_units(tmp_path):
+    path = write(tmp_path, "f.csv", """
+Availability Date,Symbol,market_cap_usd,ebitda_usd,Book Value,name
+2020-03-31,aapl,1.1e12,7.6e10,4.9,Apple
+""")
+    df = read_fundamentals_file(path)
+    assert list(df.columns) == [
+        "available_date", "ticker", "market_cap", "book_value_per_share", "ebitda", "source_row",
+    ]  # fmt: skip
+    row = df.iloc[0]
+    assert row["available_date"] == pd.Timestamp("2020-03-31") and row["ticker"] == "AAPL"
+    assert (row["market_cap"], row["ebitda"], row["book_value_per_share"]) == (1.1e12, 7.6e10, 4.9)
+    assert FUNDAMENTAL_FIELDS["market_cap"] == "USD" and FUNDAMENTAL_FIELDS["dividend_yield"] == "decimal"
+
+
+def test_file_without_date_or_fields_is_refused(tmp_path):
+    with pytest.raises(DataValidationError, match="availability date"):
+        read_fundamentals_file(write(tmp_path, "a.csv", "ticker,market_cap\nAAPL,1e12"))
+    with pytest.raises(DataValidationError, match="none of the fields"):
+        read_fundamentals_file(write(tmp_path, "b.csv", "date,ticker,sector\n2020-01-01,AAPL,Tech"))
+
+
+# ---------------------------------------------------------------------- validation rules
+
+
+def test_bad_rows_are_rejected_or_repaired_each_with_its_reason(store, tmp_path):
+    path = write(tmp_path, "f.csv", """
+date,ticker,market_cap,dividend_yield,pe,price
+2020-01-31,AAA,1e9,0.02,15,10
+2020-01-31,,1e9,0.02,15,10
+not-a-date,BBB,1e9,0.02,15,10
+2020-01-31,CCC,-5e9,0.02,15,10
+2020-01-31,DDD,1e9,2.5,15,10
+2020-01-31,EEE,1e9,0.01,inf,10
+2020-01-31,FFF,,,abc,
+2020-01-31,GGG,1e9,0.03,15,10
+2020-01-31,GGG,2e9,0.03,15,10
+2020-01-31,HHH,3e9,0.01,12,0
+2020-01-31,HHH,3e9,0.01,12,0
+2020-01-31,III,4e6,0.01,12,5
+""")
+    report = ingest_fundamentals(store, path)
+    assert_accounted(report)
+    assert reasons(report, "rejected") == {
+        "missing_ticker": 1, "bad_date": 1, "negative_market_cap": 1, "dividend_yield_percent": 1,
+        "no_values": 1, "duplicate_conflict": 2,
+    }  # fmt: skip
+    assert reasons(report, "repaired") == {"non_finite": 2, "impossible_value": 2, "duplicate_identical": 1}
+    assert reasons(report, "flagged") == {"suspect_units": 1}
+    yield_issue = report.issues[report.issues["reason"] == "dividend_yield_percent"]["detail"].iloc[0]
+    assert "2.5" in yield_issue and "decimal" in yield_issue
+
+    table = store.read_table("fundamentals")
+    assert list(table.columns) == FUNDAMENTALS_COLUMNS
+    assert sorted(table["ticker"]) == ["AAA", "EEE", "HHH", "III"]
+    eee = table.set_index("ticker").loc["EEE"]
+    assert np.isnan(eee["pe"]) and eee["market_cap"] == 1e9  # inf cell set to NaN, row kept
+    assert np.isnan(table.set_index("ticker").loc["HHH", "price"])  # a zero price is a placeholder
+    logged = store.read_table("ingest_issues")
+    assert set(logged["kind"]) == {"fundamentals"} and len(logged) == len(report.issues)
+
+
+def test_reingest_is_idempotent_and_a_partial_file_keeps_other_fields(store, tmp_path):
+    full = write(tmp_path, "full.csv", """
+date,ticker,market_cap,eps,price
+2020-01-31,AAA,1e9,2.0,20
+2020-04-30,AAA,1.2e9,2.1,24
+2020-01-31,BBB,5e9,-1.0,50
+""")
+    ingest_fundamentals(store, full)
+    first = store.read_table("fundamentals")
+    ingest_fundamentals(store, full)
+    pd.testing.assert_frame_equal(store.read_table("fundamentals"), first)
+
+    debt = write(tmp_path, "debt.csv", "date,ticker,total_debt\n2020-01-31,AAA,3e8\n")
+    ingest_fundamentals(store, debt)
+    after = store.read_table("fundamentals").set_index(["ticker", "available_date"])
+    row = after.loc[("AAA", pd.Timestamp("2020-01-31"))]
+    assert (row["market_cap"], row["eps"], row["total_debt"]) == (1e9, 2.0, 3e8)
+    assert len(after) == 3
+
+
+# ---------------------------------------------------------------------- point in time
+
+
+@pytest.fixture
+def snapshots(store, tmp_path) -> Store:
+    path = write(tmp_path, "f.csv", """
+date,ticker,market_cap,price,eps
+2020-01-15,AAA,1e9,10,1.0
+2020-06-15,AAA,2e9,20,
+2020-01-15,BBB,5e9,50,5.0
+""")
+    ingest_fundamentals(store, path)
+    return store
+
+
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_no_look_ahead_a_value_dated_d_is_invisible_on_d_minus_1_and_visible_on_d(snapshots, as_frame):
+    source = snapshots.read_table("fundamentals") if as_frame else snapshots
+    dates = pd.DatetimeIndex(["2020-01-14", "2020-01-15", "2020-06-14", "2020-06-15"])
+    panel = fundamentals_panel(source, "market_cap", dates, ["AAA", "BBB"])
+    assert panel.shape == (4, 2)
+    assert np.isnan(panel.loc["2020-01-14", "AAA"]) and np.isnan(panel.loc["2020-01-14", "BBB"])
+    assert panel.loc["2020-01-15", "AAA"] == 1e9
+    assert panel.loc["2020-06-14", "AAA"] == 1e9  # the June snapshot is not known yet
+    assert panel.loc["2020-06-15", "AAA"] == 2e9
+
+
+def test_max_age_is_honoured_in_calendar_days(snapshots):
+    d = pd.Timestamp("2020-01-15")
+    dates = pd.DatetimeIndex([d + pd.Timedelta(days=k) for k in (0, 100, 101)])
+    panel = fundamentals_panel(snapshots, "market_cap", dates, ["BBB"], max_age_days=100)
+    assert panel["BBB"].tolist()[:2] == [5e9, 5e9] and np.isnan(panel["BBB"].iloc[2])
+    default = fundamentals_panel(snapshots, "market_cap", pd.DatetimeIndex([d + pd.Timedelta(days=400),
+                                                                            d + pd.Timedelta(days=401)]), ["BBB"])
+    assert default["BBB"].iloc[0] == 5e9 and np.isnan(default["BBB"].iloc[1])
+
+
+def test_a_field_missing_from_the_latest_snapshot_comes_from_the_previous_one_and_derived_shares(snapshots):
+    dates = pd.DatetimeIndex(["2020-07-01"])
+    eps = fundamentals_panel(snapshots, "eps", dates, ["AAA"])
+    assert eps.iloc[0, 0] == 1.0  # June has no eps: January's is the latest known
+    shares = fundamentals_panel(snapshots, "shares_outstanding", dates, ["AAA"])
+    assert shares.iloc[0, 0] == pytest.approx(1e8)  # market_cap / price of the June snapshot
+    assert np.isnan(fundamentals_panel(snapshots, "shares_outstanding", dates, ["AAA"], derive=False).iloc[0, 0])
+
+
+def test_security_ids_and_tickers_give_the_same_panel(snapshots):
+    dates = pd.bdate_range("2020-01-01", "2020-12-31")
+    by_ticker = fundamentals_panel(snapshots, "market_cap", dates, ["AAA", "BBB"])
+    ids = SecurityMaster.from_store(snapshots).resolve_many(["AAA", "BBB"], "2020-06-30").tolist()
+    by_id = fundamentals_panel(snapshots, "market_cap", dates, ids)
+    np.testing.assert_array_equal(by_ticker.to_numpy(), by_id.to_numpy())
+    assert list(by_id.columns) == ids
+
+
+def test_a_recycled_ticker_never_shows_the_previous_companys_numbers(store, tmp_path):
+    SecurityMaster(pd.DataFrame({
+        "security_id": ["OLD", "NEW"], "ticker": ["XYZ", "XYZ"],
+        "valid_from": ["2010-01-01", "2016-01-01"], "valid_to": ["2015-12-31", None],
+    })).to_store(store)  # fmt: skip
+    ingest_fundamentals(store, write(tmp_path, "f.csv", "date,ticker,market_cap\n2015-06-30,XYZ,1e9\n"))
+    day = pd.DatetimeIndex(["2015-12-31", "2016-03-01"])
+    by_ticker = fundamentals_panel(store, "market_cap", day, ["XYZ"])
+    assert by_ticker["XYZ"].iloc[0] == 1e9 and np.isnan(by_ticker["XYZ"].iloc[1])
+    assert fundamentals_panel(store, "market_cap", day, ["OLD"])["OLD"].tolist() == [1e9, 1e9]
+
+
+def test_unknown_field_is_refused(snapshots):
+    with pytest.raises(DataValidationError, match="unknown fundamental field"):
+        fundamentals_panel(snapshots, "free_cash_flow", pd.DatetimeIndex(["2020-01-31"]), ["AAA"])
+
+
+# ---------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_real_snapshots_ingest_with_units_stated(store):
+    if not SNAPSHOTS.is_file():
+        pytest.skip(f"reference fundamentals not present at {SNAPSHOTS}")
+    report = ingest_fundamentals(store, SNAPSHOTS)
+    assert_accounted(report)
+    assert report.rows_read == len(pd.read_parquet(SNAPSHOTS, columns=["ticker"]))
+    # Rejections are rows with no value at all; the five infinite P/Es of KEY are repaired.
+    assert set(reasons(report, "rejected")) <= {"no_values"}
+    assert reasons(report, "repaired").get("non_finite", 0) >= 1
+    table = store.read_table("fundamentals")
+    assert table["available_date"].nunique() == 142
+    assert not table.duplicated(["security_id", "available_date"]).any()
+    # Units: caps in USD (a median S&P 500 cap is tens of billions), yields decimals.
+    assert 5e9 < table["market_cap"].median() < 2e11
+    assert table["dividend_yield"].max() <= 1 and 0.005 < table["dividend_yield"].median() < 0.05
+    assert 1 < table["eps"].median() < 20  # USD per share
+    aapl = fundamentals_panel(store, "market_cap", pd.DatetimeIndex(["2013-03-01", "2025-01-02"]), ["AAPL"])["AAPL"]
+    assert 3e11 < aapl.iloc[0] < 7e11 and 2e12 < aapl.iloc[1] < 5e12
+    ingest_fundamentals(store, SNAPSHOTS)
+    pd.testing.assert_frame_equal(store.read_table("fundamentals"), table)
+
+
+@pytest.mark.realdata
+def test_volume_survives_price_ingest(store, tmp_path):
+    if not OHLCV.is_file():
+        pytest.skip(f"reference OHLCV prices not present at {OHLCV}")
+    tickers = ["AAPL", "MSFT", "JPM", "XOM", "KO"]
+    raw = pd.read_parquet(OHLCV, filters=[("ticker", "in", tickers)])
+    assert set(raw["ticker"]) == set(tickers)
+    subset = tmp_path / "ohlcv_subset.parquet"
+    raw.to_parquet(subset)
+    ingest_prices(store, subset)
+    prices = store.read_table("prices", columns=["ticker", "date", "volume"])
+    merged = raw[["ticker", "date", "volume"]].merge(prices, on=["ticker", "date"], suffixes=("_file", "_store"))
+    assert len(merged) >= 0.99 * len(raw)
+    np.testing.assert_array_equal(merged["volume_store"].to_numpy(), merged["volume_file"].to_numpy(dtype="float64"))

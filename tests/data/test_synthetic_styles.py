@@ -1,0 +1,224 @@
+"""Model B's synthetic truth: default output untouched, truth exact and point-in-time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrata.data.synthetic import SyntheticMarket, synthetic_market
+from riskstrata.data.synthetic_styles import (
+    FUNDAMENTAL_COLUMNS,
+    LIQUIDITY_WINDOW,
+    MODEL_B_INDUSTRY,
+    PRICE_STYLES,
+    STYLE_FACTORS,
+)
+
+N_STOCKS, N_DAYS, SEED = 300, 252 * 4, 7
+MODEL_A_FRAMES = ("etf_returns", "classifications", "assignments", "truth", "link_betas", "securities")
+MODEL_B_FIELDS = ("shares_outstanding", "fundamentals", "volume", "market_cap", "style_truth", "style_returns",
+                  "model_b_industry")
+
+
+@pytest.fixture(scope="module")
+def plain() -> SyntheticMarket:
+    return synthetic_market(N_STOCKS, N_DAYS, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return synthetic_market(N_STOCKS, N_DAYS, seed=SEED, styles=True)
+
+
+def _exposures(m: SyntheticMarket) -> np.ndarray:
+    return np.stack([m.style_truth[k].to_numpy() for k in STYLE_FACTORS], axis=-1)
+
+
+def _reference_exposures(m: SyntheticMarket, t: int) -> pd.DataFrame:
+    """Row t of the truth recomputed from the published data alone, as a model would."""
+    dates, tickers = m.returns.index, m.returns.columns
+    day, prev = dates[t], dates[t - 1]
+    pub = m.fundamentals[m.fundamentals["available_date"] <= prev].sort_values(["ticker", "period_end"])
+    last = pub.groupby("ticker").tail(1).set_index("ticker")
+    before = pub.groupby("ticker").nth(-2).set_index("ticker")
+    consecutive = (last["period_end"] - before["period_end"].reindex(last.index)).dt.days.between(89, 92)
+    growth = 4.0 * np.log(last["sales"] / before["sales"].reindex(last.index))
+    turnover = m.volume.iloc[max(t - LIQUIDITY_WINDOW, 0):t] / m.shares_outstanding
+    raw = pd.DataFrame({
+        "SIZE": np.log(last["market_cap"]),
+        "VALUE": last["book_value_per_share"] / last["price"],
+        "EARNINGS_YIELD": last["eps"] / last["price"],
+        "DIVIDEND_YIELD": last["dividend_yield"],
+        "GROWTH": growth.where(consecutive),
+        "QUALITY": last["ebitda"] / last["sales"],
+        "LEVERAGE": last["total_debt"] / last["market_cap"],
+    }).reindex(tickers)
+    raw["LIQUIDITY"] = np.log(turnover.mean())
+    life = m.truth
+    listed = (life["list_date"] <= day) & (life["delist_date"].isna() | (life["delist_date"] >= day))
+    universe = listed & raw.notna().all(axis=1)
+    x = raw[universe]
+    cap = last["market_cap"].reindex(x.index)
+    z = (x - x.mul(cap, axis=0).sum() / cap.sum()) / x.std(ddof=0)
+    return z.reindex(tickers)
+
+
+# --- the default market is untouched ---------------------------------------------------------------
+
+def test_default_market_has_no_model_b_data(plain):
+    for name in MODEL_B_FIELDS:
+        assert getattr(plain, name) is None, name
+    assert "styles" not in repr(plain)
+
+
+def test_styles_change_only_the_returns_and_only_by_the_style_term(plain, market):
+    for name in MODEL_A_FRAMES:
+        pd.testing.assert_frame_equal(getattr(plain, name), getattr(market, name), obj=name)
+    r0, r1 = plain.returns.to_numpy(), market.returns.to_numpy()
+    assert (np.isnan(r0) == np.isnan(r1)).all()
+    outside = ~np.isfinite(_exposures(market)[..., 0]) & np.isfinite(r0)
+    assert (r1[outside] == r0[outside]).all()          # no exposure, no style term
+    assert not np.allclose(np.nan_to_num(r0), np.nan_to_num(r1))
+
+
+def test_same_seed_same_style_market(market):
+    again = synthetic_market(N_STOCKS, N_DAYS, seed=SEED, styles=True)
+    for name in ("returns", "fundamentals", "volume", "market_cap", "style_returns"):
+        pd.testing.assert_frame_equal(getattr(market, name), getattr(again, name), obj=name)
+    for k in STYLE_FACTORS:
+        pd.testing.assert_frame_equal(market.style_truth[k], again.style_truth[k], obj=k)
+
+
+# --- the truth is exact -----------------------------------------------------------------------------
+
+def test_regressing_the_style_term_on_the_truth_recovers_the_style_returns(plain, market):
+    x = _exposures(market)
+    term = market.returns.to_numpy() - plain.returns.to_numpy()
+    g = market.style_returns[list(STYLE_FACTORS)].to_numpy()
+    rows = np.flatnonzero(np.isfinite(x[..., 0]).any(axis=1))
+    assert len(rows) > N_DAYS // 2
+    for t in rows:
+        ok = np.isfinite(x[t, :, 0]) & np.isfinite(term[t])
+        est, *_ = np.linalg.lstsq(x[t, ok], term[t, ok], rcond=None)
+        np.testing.assert_allclose(est, g[t], rtol=0, atol=1e-12)
+
+
+def test_exposures_are_standardised_over_the_universe(market):
+    x = _exposures(market)
+    universe = np.isfinite(x[..., 0])
+    assert (np.isfinite(x).all(axis=-1) == universe).all()       # one universe for every style
+    dates = market.returns.index
+    for t in np.flatnonzero(universe.any(axis=1))[::50]:
+        last = (market.fundamentals[market.fundamentals["available_date"] <= dates[t - 1]]
+                .groupby("ticker").tail(1).set_index("ticker")["market_cap"])
+        cap = last.reindex(market.returns.columns).to_numpy()[universe[t]]
+        xt = x[t, universe[t]]
+        np.testing.assert_allclose(cap @ xt / cap.sum(), 0.0, atol=1e-12)
+        np.testing.assert_allclose(xt.std(axis=0), 1.0, atol=1e-12)
+
+
+def test_truth_is_what_a_model_computes_from_the_published_data(market):
+    """Point in time: row t uses only snapshots available by the close of t−1 (a snapshot
+    published on t itself is not yet used) and volume through t−1."""
+    dates = market.returns.index
+    avail = pd.DatetimeIndex(market.fundamentals["available_date"].unique())
+    x = _exposures(market)
+    first = int(np.flatnonzero(np.isfinite(x[..., 0]).any(axis=1))[0])
+    on_day = [int(i) for i in np.flatnonzero(dates.isin(avail)) if i > first + 5][:2]   # a release on t
+    rows = [first, first + 1, *on_day, *(i + 1 for i in on_day), N_DAYS // 2, N_DAYS - 1]
+    for t in rows:
+        ref = _reference_exposures(market, t)
+        for j, k in enumerate(STYLE_FACTORS):
+            np.testing.assert_allclose(x[t, :, j], ref[k].to_numpy(), rtol=0, atol=1e-9,
+                                       err_msg=f"{k} on {dates[t].date()}")
+
+
+# --- the published data look like the real thing -------------------------------------------------
+
+def test_fundamentals_are_point_in_time_quarterly_and_consistent(market):
+    f = market.fundamentals
+    assert list(f.columns) == list(FUNDAMENTAL_COLUMNS)
+    assert f["available_date"].is_monotonic_increasing
+    assert not f.duplicated(["ticker", "period_end"]).any()
+    assert (f["period_end"] == f["period_end"] + pd.offsets.QuarterEnd(0)).all()     # calendar quarter ends
+    lag = (f["available_date"] - f["period_end"]).dt.days
+    assert lag.between(35, 55).all() and 40 < lag.mean() < 50
+    assert f["available_date"].max() <= market.returns.index[-1]
+    life = market.truth.reindex(f["ticker"])
+    last_day = life["delist_date"].fillna(market.returns.index[-1])
+    assert (f["available_date"].to_numpy() <= last_day.to_numpy()).all()
+    # price = the adjusted close of the last trading day ≤ the quarter end
+    prices = market.prices().set_index(["ticker", "date"])["adj_close"].sort_index()
+    for _, row in f.sample(200, random_state=0).iterrows():
+        series = prices.loc[row["ticker"]]
+        assert row["price"] == series[series.index <= row["period_end"]].iloc[-1]
+    np.testing.assert_allclose(f["market_cap"], f["price"] * f["shares_outstanding"], rtol=1e-15)
+    np.testing.assert_allclose(f["price_to_book"], f["price"] / f["book_value_per_share"], rtol=1e-12)
+    pos = f["eps"] > 0
+    np.testing.assert_allclose(f.loc[pos, "pe"], f.loc[pos, "price"] / f.loc[pos, "eps"], rtol=1e-12)
+    assert f.loc[~pos, "pe"].isna().all() and 0.02 < (~pos).mean() < 0.2
+    assert (f["dividend_yield"] >= 0).all() and (f["dividend_yield"] < 0.1).all()
+    assert (f[["sales", "market_cap", "price", "shares_outstanding"]] > 0).all().all()
+    assert (f["total_debt"] >= 0).all()
+    per_ticker = f.groupby("ticker")["shares_outstanding"].agg(["min", "max"])
+    assert (per_ticker["min"] == per_ticker["max"]).all()
+    np.testing.assert_array_equal(per_ticker["min"].to_numpy(),
+                                  market.shares_outstanding.loc[per_ticker.index].to_numpy())
+
+
+def test_descriptors_are_persistent_and_caps_span_three_orders(market):
+    x = _exposures(market)
+    for t in (400, 600):
+        ok = np.isfinite(x[t, :, 0]) & np.isfinite(x[t + 252, :, 0])
+        for j, k in enumerate(STYLE_FACTORS):
+            assert np.corrcoef(x[t, ok, j], x[t + 252, ok, j])[0, 1] > 0.4, k
+    caps = market.market_cap.to_numpy()
+    lo, hi = np.nanquantile(caps, [0.01, 0.99], axis=1)
+    assert (hi / lo > 200).all() and np.nanmedian(hi / lo) > 500
+    assert np.isfinite(caps).sum() >= np.isfinite(market.returns.to_numpy()).sum()
+
+
+def test_volume_turnover_differs_by_stock(market):
+    v = market.volume
+    assert (v.isna() == market.returns.isna()).all().all()
+    assert np.nanmin(v.to_numpy()) > 0
+    turnover = v.div(market.shares_outstanding).mean()
+    assert 0.003 < turnover.median() < 0.012
+    assert np.log(turnover).std() > 0.3                     # a liquidity characteristic
+
+
+def test_style_returns(market):
+    sr = market.style_returns
+    assert list(sr.columns) == [*STYLE_FACTORS, *PRICE_STYLES] and sr.index.equals(market.returns.index)
+    assert (sr[list(PRICE_STYLES)] == 0).all().all()
+    vol = sr[list(STYLE_FACTORS)].std()
+    assert vol.between(0.0015, 0.006).all()
+    corr = sr[list(STYLE_FACTORS)].corr().to_numpy()
+    assert np.abs(corr[~np.eye(len(STYLE_FACTORS), dtype=bool)]).max() < 0.15
+
+
+def test_model_b_industry(market):
+    ind = market.model_b_industry
+    assert ind.index.equals(market.returns.columns)
+    expected = market.classifications.set_index("ticker")["gics_sector"].map(MODEL_B_INDUSTRY)
+    pd.testing.assert_series_equal(ind, expected.rename("industry"), check_index_type=False)
+    assert ind.notna().all() and ind.nunique() == 10
+    real_estate = market.classifications.loc[market.classifications["gics_sector"] == "Real Estate", "ticker"]
+    assert (ind.loc[real_estate] == "FINANCIALS").all()
+
+
+def test_tiny_markets_still_build():
+    m = synthetic_market(5, 30, seed=1, styles=True)         # no quarter's report is out yet
+    assert m.fundamentals.empty and list(m.fundamentals.columns) == list(FUNDAMENTAL_COLUMNS)
+    assert all(v.isna().all().all() for v in m.style_truth.values())
+    pd.testing.assert_frame_equal(m.returns, synthetic_market(5, 30, seed=1).returns)
+
+
+def test_500_stocks_5_years_with_styles_is_fast():
+    start = time.perf_counter()
+    m = synthetic_market(500, 252 * 5, seed=3, styles=True)
+    assert time.perf_counter() - start < 10.0
+    assert m.returns.shape == (252 * 5, 500) and len(m.fundamentals) > 500 * 15
