@@ -357,6 +357,11 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     factor not estimated that day. See the module docstring for the method and
     :class:`FactorCovariance` for the result. Raises :class:`InsufficientHistory` if no factor
     ever reaches ``min_obs`` observations.
+
+    The simulation runs every ``eigen_every`` dates (and when the set of forecastable factors
+    changes); in between, its bias v(k) — by eigenvalue rank — is applied to each date's own
+    eigendecomposition. Cost: ~(T / eigen_every)·eigen_sims eigendecompositions of K × K
+    (≈ 35 µs each at K = 21), spread over ``workers`` threads; everything else is O(T·K²·L).
     """
     p = params
     x = _check_frame(factor_returns)
@@ -364,6 +369,8 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     raw, ok = _raw_covariance(x, p)
     if not ok.any():
         raise InsufficientHistory(f"no factor has {p.min_obs} observed days (T = {T})")
+    # The simulated window: the effective sample of the correlation EWMA, because the
+    # eigenvectors (what sampling error scrambles) come from the correlations.
     n_eff = _effective_obs(np.isfinite(x).any(axis=1), p.corr_halflife)
 
     # Eigen simulation on the schedule's dates; they are independent, so run them in parallel
@@ -378,7 +385,7 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
             return np.ones_like(d)
         return eigen_bias(d, float(n_eff[t]), draws)
 
-    workers = p.workers or os.cpu_count() or 1
+    workers = p.workers or _cores()
     if workers > 1 and len(runs) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             biases = dict(zip(runs, pool.map(simulate, runs)))
@@ -424,6 +431,13 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     return FactorCovariance(dates=factor_returns.index, factors=[str(c) for c in factor_returns.columns],
                             raw=raw, adjusted=adjusted, eigen_applied=eigen_applied, vra_lambda=np.sqrt(lam2),
                             eigen_recomputed=eigen_recomputed, eigen_bias=eigen_bias_t, params=p)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_psd(adjusted: np.ndarray, ok: np.ndarray, dates: pd.DatetimeIndex) -> None:

@@ -72,22 +72,22 @@ def shrink_to_size_deciles(sigma: np.ndarray, caps: np.ndarray, q: float, decile
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(sigma.shape[1])[None, :].repeat(sigma.shape[0], 0), axis=1)
     bucket = np.where(ok, (rank * deciles) // np.maximum(n_ok, 1), -1)
-    w = np.where(ok, caps, 0.0)
-    s = np.where(ok, sigma, 0.0)
-    target = np.full_like(sigma, np.nan)
-    spread = np.full_like(sigma, np.nan)
-    for b in range(deciles):
-        inb = bucket == b
-        wb = np.where(inb, w, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (wb * s).sum(axis=1, keepdims=True) / wb.sum(axis=1, keepdims=True)
-            dev2 = np.where(inb, (s - mean) ** 2, 0.0)
-            std = np.sqrt(dev2.sum(axis=1, keepdims=True) / inb.sum(axis=1, keepdims=True))
-        target = np.where(inb, mean, target)
-        spread = np.where(inb, std, spread)
+    # one (date, decile) cell per name, cell 0 of each date collecting the ineligible ones;
+    # per-cell sums by bincount: O(T·N) in one pass, no loop over dates or deciles
+    T = sigma.shape[0]
+    cell = (np.arange(T)[:, None] * (deciles + 1) + bucket + 1).ravel()
+    n_cells = T * (deciles + 1)
+    s = np.where(ok, sigma, 0.0).ravel()
+    w = np.where(ok, caps, 0.0).ravel()
+    count = np.bincount(cell, minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(cell, w * s, n_cells) / np.bincount(cell, w, n_cells)
+        spread = np.sqrt(np.bincount(cell, (s - mean[cell]) ** 2, n_cells) / count)
+    target = mean[cell].reshape(sigma.shape)
+    delta = spread[cell].reshape(sigma.shape)
     dist = q * np.abs(sigma - target)
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.where(spread + dist > 0, dist / (spread + dist), 0.0)  # all-equal decile: nothing to shrink
+        v = np.where(delta + dist > 0, dist / (delta + dist), 0.0)  # all-equal decile: nothing to shrink
     return np.where(ok, v * target + (1.0 - v) * sigma, sigma)
 
 
