@@ -167,7 +167,7 @@ class FactorModelResult:
         w = weights.reindex(self.tickers).fillna(0.0).to_numpy()
         unknown = sorted(set(weights.index) - set(self.tickers))
         X = np.nan_to_num(self.exposures[i])
-        F = self.covariance.adjusted[i]
+        F = np.nan_to_num(self.covariance.adjusted[i])  # a factor with no forecast yet adds no risk
         s2 = np.nan_to_num(self.specific_var.iloc[i].to_numpy())
         x = X.T @ w
         Fx = F @ x

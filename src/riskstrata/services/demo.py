@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from riskstrata.data.fundamentals import ingest_fundamentals
 from riskstrata.data.ingest import ingest_classifications, ingest_prices
 from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
@@ -28,11 +29,20 @@ def load_synthetic_into_store(store: Store, market: SyntheticMarket) -> None:
     """Write the market as ordinary files and ingest them, so the demo uses the user's path."""
     with tempfile.TemporaryDirectory() as tmp:
         prices = Path(tmp) / "prices.parquet"
-        market.prices().to_parquet(prices, index=False)
+        long = market.prices()
+        if market.volume is not None:  # the styles market also trades: volume for LIQUIDITY
+            vol = market.volume.rename_axis("date").reset_index().melt(id_vars="date", var_name="ticker",
+                                                                         value_name="volume")
+            long = long.merge(vol, on=["date", "ticker"], how="left")
+        long.to_parquet(prices, index=False)
         classes = Path(tmp) / "classifications.csv"
         market.classifications[["ticker", "gics_sector", "gics_sub_industry"]].to_csv(classes, index=False)
         ingest_prices(store, [prices], etf_tickers=set(EtfRegistry.default().etfs()))
         ingest_classifications(store, classes)
+        if market.fundamentals is not None:
+            fundamentals = Path(tmp) / "fundamentals.parquet"
+            market.fundamentals.to_parquet(fundamentals, index=False)
+            ingest_fundamentals(store, fundamentals)
 
 
 @dataclass

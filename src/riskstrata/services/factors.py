@@ -202,6 +202,8 @@ def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None 
     F = np.array([cov_row[f"{a}|{b}"] for a in factors for b in factors], dtype=float).reshape(K, K)
     spec_var = m.read(store, "specific_risk", where="date = ?", params=[pd.Timestamp(cov_row["date"]).to_pydatetime()])
     s2 = spec_var.set_index("ticker")["specific_var"].reindex(exp.index).fillna(0.0).to_numpy()
+    no_forecast = [f for f, v in zip(factors, np.diag(F)) if not np.isfinite(v)]
+    F = np.nan_to_num(F)  # a factor never estimated (a thin industry) carries no forecast risk
     X = exp[factors].fillna(0.0).to_numpy()
     x = X.T @ w.to_numpy()
     contrib = x * (F @ x)
@@ -212,7 +214,7 @@ def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None 
               "industries": contrib[1 + n_styles:].sum() / total, "specific": specific / total}
     return {"date": str(pd.Timestamp(cov_row["date"]).date()), "vol_ann": float(np.sqrt(total * 252)),
             "shares": {k: float(v) for k, v in shares.items()}, "exposures": dict(zip(factors, map(float, x))),
-            "unknown": unknown}
+            "unknown": unknown, "factors_without_forecast": no_forecast}
 
 
 def _exposures_on(store: Store, m: BuiltModel, day: pd.Timestamp) -> pd.DataFrame:
