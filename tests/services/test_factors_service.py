@@ -67,3 +67,14 @@ def test_validate_reports_bias_statistics_with_eigen_on_and_off(store):
     assert set(table["covariance"]) == {"eigen on", "eigen off"}
     assert {"bias", "band_lo", "band_hi"} <= set(table.columns)
     assert store.has_table("factor_validation_US21")
+
+
+def test_portfolio_analysis_adds_the_factor_group_decomposition_once_built(store):
+    from riskstrata.services.cascade import build_cascade
+    from riskstrata.services.portfolio import analyze_portfolio
+
+    build_cascade(store)
+    names = store.read_model("factors_US21", columns=["ticker"])["ticker"].unique()[:5]
+    a = analyze_portfolio(store, {n: 0.2 for n in names})
+    assert a.factor_risk is not None
+    assert sum(a.factor_risk["shares"].values()) == pytest.approx(1.0, abs=1e-9)

@@ -45,12 +45,15 @@ def analyze(holdings: HoldingsArg, store: StoreOpt = None, date: DateOpt = None,
             "market_vol_ann": r.market_vol_ann, "decomposition": r.by_role.to_dict(),
             "by_position": _records(r.by_position), "by_etf": _records(r.by_etf),
             "hedge_ratios": {lvl: a.hedge_ratios[lvl][a.hedge_ratios[lvl] != 0].to_dict() for lvl in a.hedge_ratios},
+            "factor_model": None if a.factor_risk is None else {k: a.factor_risk[k] for k in ("date", "vol_ann", "shares")},
             "notes": a.notes})
         return
     out.print(f"{a.match.summary()} on {a.match.as_of.date()}", highlight=False)
     out.print(f"Risk Index [bold]{r.risk_index:.1f}[/] (portfolio vol {100 * r.vol_ann:.1f}% vs SPY "
               f"{100 * r.market_vol_ann:.1f}%, annualised)")
     out.print("variance: " + ", ".join(f"{k} {_pct(v)}" for k, v in r.by_role.items()))
+    if a.factor_risk is not None:
+        out.print("factor model: " + ", ".join(f"{k} {_pct(v)}" for k, v in a.factor_risk["shares"].items()))
     table = Table(title="hedge ratios by level ($ of ETF per $1 of portfolio; − = short)")
     table.add_column("ETF")
     for lvl in a.hedge_ratios.columns:

@@ -26,8 +26,10 @@ from riskstrata.portfolio.matching import MatchResult, match_holdings
 from riskstrata.portfolio.risk import (PortfolioRisk, describe_trades, etf_exposures, etf_roles, market_beta,
                                        portfolio_hedge, portfolio_risk, scaling_trade, trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
+from riskstrata.services.factors import model_names, portfolio_factor_risk
 
 HEDGE_LEVELS = ("L1", "L2", "L3", "lstar")
+FACTOR_SPEC = "US21"  # the Model B spec whose factor-group decomposition analyze() adds when built
 
 
 @dataclass
@@ -50,6 +52,7 @@ class PortfolioAnalysis:
     risk: PortfolioRisk
     hedge_ratios: pd.DataFrame  # index ETF, columns L1/L2/L3/lstar: $ per $1 of portfolio
     inputs: RiskInputs
+    factor_risk: dict | None = None  # Model B: market / styles / industries / specific shares, when built
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,9 +137,13 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
     hrs = pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
                         for lvl in HEDGE_LEVELS}).fillna(0.0)
     notes = [*match.notes, *risk.notes]
-    if store.current_version("factors") is None:
-        notes.append("the factor model (Model B) is not built: no decomposition by style and industry yet")
-    return PortfolioAnalysis(match, risk, hrs, inp, notes=notes)
+    factor_risk = None
+    if store.current_version(model_names(FACTOR_SPEC)["factors"]) is None:
+        notes.append(f"the factor model ({FACTOR_SPEC}) is not built: no decomposition by style and industry "
+                     f"(run `riskstrata factors build`)")
+    else:
+        factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC)
+    return PortfolioAnalysis(match, risk, hrs, inp, factor_risk, notes=notes)
 
 
 @dataclass
