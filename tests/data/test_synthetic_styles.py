@@ -11,6 +11,7 @@ import pytest
 from riskstrata.data.synthetic import SyntheticMarket, synthetic_market
 from riskstrata.data.synthetic_styles import (
     FUNDAMENTAL_COLUMNS,
+    GROWTH_LAG_DAYS,
     LIQUIDITY_WINDOW,
     MODEL_B_INDUSTRY,
     PRICE_STYLES,
@@ -43,16 +44,19 @@ def _reference_exposures(m: SyntheticMarket, t: int) -> pd.DataFrame:
     day, prev = dates[t], dates[t - 1]
     pub = m.fundamentals[m.fundamentals["available_date"] <= prev].sort_values(["ticker", "period_end"])
     last = pub.groupby("ticker").tail(1).set_index("ticker")
-    before = pub.groupby("ticker").nth(-2).set_index("ticker")
-    consecutive = (last["period_end"] - before["period_end"].reindex(last.index)).dt.days.between(89, 92)
-    growth = 4.0 * np.log(last["sales"] / before["sales"].reindex(last.index))
+    # GROWTH: ln(sales / sales a year ago), the year-ago sales as seen on the last trading day on
+    # or before prev − 365 calendar days (none before the sample: NaN).
+    j = dates.searchsorted(prev - pd.Timedelta(days=GROWTH_LAG_DAYS), side="right") - 1
+    year_ago = pub[pub["available_date"] <= dates[j]] if j >= 0 else pub.iloc[:0]
+    sales_then = year_ago.groupby("ticker").tail(1).set_index("ticker")["sales"].reindex(last.index)
+    growth = np.log(last["sales"] / sales_then)
     turnover = m.volume.iloc[max(t - LIQUIDITY_WINDOW, 0):t] / m.shares_outstanding
     raw = pd.DataFrame({
         "SIZE": np.log(last["market_cap"]),
         "VALUE": last["book_value_per_share"] / last["price"],
         "EARNINGS_YIELD": last["eps"] / last["price"],
         "DIVIDEND_YIELD": last["dividend_yield"],
-        "GROWTH": growth.where(consecutive),
+        "GROWTH": growth,
         "QUALITY": last["ebitda"] / last["sales"],
         "LEVERAGE": last["total_debt"] / last["market_cap"],
     }).reindex(tickers)
@@ -128,7 +132,11 @@ def test_truth_is_what_a_model_computes_from_the_published_data(market):
     x = _exposures(market)
     first = int(np.flatnonzero(np.isfinite(x[..., 0]).any(axis=1))[0])
     on_day = [int(i) for i in np.flatnonzero(dates.isin(avail)) if i > first + 5][:2]   # a release on t
-    rows = [first, first + 1, *on_day, *(i + 1 for i in on_day), N_DAYS // 2, N_DAYS - 1]
+    # a release exactly a year (365 days) before t−1: it counts in the year-ago sales
+    year_edge = [t for t in range(first + 5, N_DAYS) if dates[t - 1] - pd.Timedelta(days=GROWTH_LAG_DAYS) in avail][:2]
+    assert len(on_day) == 2 and len(year_edge) == 2
+    rows = [first, first + 1, *on_day, *(i + 1 for i in on_day), *year_edge, *(i - 1 for i in year_edge),
+            N_DAYS // 2, N_DAYS - 1]
     for t in rows:
         ref = _reference_exposures(market, t)
         for j, k in enumerate(STYLE_FACTORS):

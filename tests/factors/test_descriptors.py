@@ -1,5 +1,5 @@
 """Raw descriptors: statsmodels equality for BETA, the momentum lag, zero volatility, liquidity gaps,
-and a worked example of the fundamental ratios."""
+a worked example of the fundamental ratios, and GROWTH recovering the synthetic market's truth."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
+from riskstrata.data.fundamentals import fundamentals_panel
+from riskstrata.data.synthetic import synthetic_market
 from riskstrata.factors.descriptors import (
     beta_and_residual_vol,
     liquidity,
@@ -149,7 +151,8 @@ def test_value_descriptors_worked_example():
     }
     d = value_descriptors(fund, cap, price)
     assert set(d) == {
-        "book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage",
+        "book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "eps_growth", "quality",
+        "leverage",
     }  # fmt: skip
     last = {k: v.iloc[1] for k, v in d.items()}
     assert last["book_to_price"].tolist() == pytest.approx([20 / 50, 1 / 5, -1 / 2])  # negative book allowed
@@ -160,8 +163,59 @@ def test_value_descriptors_worked_example():
     assert last["quality"].tolist() == pytest.approx([8e8 / 4e9, 2e8 / 1e9, 1e8 / 1e9])  # C: ebitda / cap proxy
     assert last["leverage"].tolist()[0] == pytest.approx(2e9 / 5e9) and last["leverage"].iloc[2] == 0.0
     assert np.isnan(last["leverage"].iloc[1])  # debt unknown
-    # Growth: eps against the last date on or before t − 365 days (2019-06-28 for 2020-06-30).
-    assert last["growth"].iloc[0] == pytest.approx((2.5 - 2.0) / 2.0)
-    assert last["growth"].iloc[1] == pytest.approx((-0.5 - -1.0) / 1.0)  # loss narrowing = growth
-    assert d["growth"].iloc[0].isna().all()  # no eps a year earlier
+    # EPS growth: eps against the last date on or before t − 365 days (2019-06-28 for 2020-06-30).
+    assert last["eps_growth"].iloc[0] == pytest.approx((2.5 - 2.0) / 2.0)
+    assert last["eps_growth"].iloc[1] == pytest.approx((-0.5 - -1.0) / 1.0)  # loss narrowing = growth
+    assert d["eps_growth"].iloc[0].isna().all()  # no eps a year earlier
+    # Growth: log sales growth over the same year; A had no sales a year earlier, C none at all.
+    assert np.isnan(last["growth"].iloc[0]) and last["growth"].iloc[1] == 0.0 and np.isnan(last["growth"].iloc[2])
+    assert d["growth"].iloc[0].isna().all()
     assert any("ebitda_to_ev" in n for n in d.notes) and any("quality" in n for n in d.notes)
+
+
+def test_growth_is_one_year_log_sales_growth_point_in_time():
+    # Trading days with a gap: the year-ago row is the last one on or before t − 365 days.
+    dates = pd.DatetimeIndex(["2019-01-02", "2019-03-29", "2019-04-01", "2020-03-31", "2020-04-01", "2020-04-02"])
+    names = ["A", "B", "C", "D", "E"]
+    sales = pd.DataFrame({
+        "A": [100, 110, 120, 121, 132, 144],
+        "B": [10, 10, np.nan, 20, 20, 30],   # unknown a year before
+        "C": [5, 5, -5, 5, 5, 5],            # a year before ≤ 0
+        "D": [1, 1, 1, 0, -1, 2],            # now ≤ 0, then positive again
+        "E": [5, 5, 5, 5, 5, 5],             # the same snapshot at both ends
+    }, index=dates, dtype="float64")
+    eps = sales / 100
+    cap = pd.DataFrame(1e9, index=dates, columns=names)
+    d = value_descriptors({"sales": sales, "eps": eps}, cap, cap / 1e7)
+    g = d["growth"]
+    # 2020-03-31 − 365 days = 2019-04-01 exactly (counts); 2020-04-01 and 2020-04-02 fall after
+    # it with no row in between, so 2019-04-01 is still the year-ago row.
+    assert g.loc["2020-03-31", "A"] == pytest.approx(np.log(121 / 120))
+    assert g.loc["2020-04-01", "A"] == pytest.approx(np.log(132 / 120))
+    assert g.loc["2020-04-02", "A"] == pytest.approx(np.log(144 / 120))
+    assert g["B"].isna().all() and g["C"].isna().all()
+    assert g["D"].iloc[3:5].isna().all() and g.loc["2020-04-02", "D"] == pytest.approx(np.log(2.0))
+    assert (g["E"].iloc[3:] == 0.0).all()
+    assert g.iloc[:3].isna().all().all()  # nothing a year earlier
+    assert not np.isinf(g.to_numpy()).any()
+    assert d["eps_growth"].loc["2020-03-31", "A"] == pytest.approx((1.21 - 1.20) / 1.20)  # the eps version stays
+
+
+def test_growth_descriptor_recovers_the_synthetic_growth_truth():
+    """The model's growth from the published data (point-in-time panels, one-day lag, z-scored
+    like the truth) is the synthetic market's GROWTH exposure."""
+    m = synthetic_market(150, 252 * 3, seed=11, styles=True)
+    dates, tickers = m.returns.index, m.returns.columns
+    fund = {k: fundamentals_panel(m.fundamentals, k, dates, tickers) for k in ("sales", "eps", "market_cap")}
+    price = m.prices().pivot(index="date", columns="ticker", values="adj_close").reindex(index=dates, columns=tickers)
+    growth = value_descriptors(fund, fund["market_cap"], price)["growth"].shift(1)  # data through t−1
+    weight = fund["market_cap"].shift(1)  # the truth's snapshot caps
+    truth = m.style_truth["GROWTH"]
+    rows = np.flatnonzero(truth.notna().sum(axis=1) > 10)
+    assert len(rows) > 300 and (dates[rows[0]] - dates[0]).days > 365
+    for t in rows:
+        u = truth.iloc[t].notna().to_numpy()
+        x, w = growth.iloc[t].to_numpy()[u], weight.iloc[t].to_numpy()[u]
+        assert np.isfinite(x).all()
+        z = (x - w @ x / w.sum()) / x.std()
+        np.testing.assert_allclose(z, truth.iloc[t].to_numpy()[u], rtol=0, atol=1e-9, err_msg=str(dates[t].date()))

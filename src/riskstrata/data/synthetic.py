@@ -382,6 +382,6 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
     market = SyntheticMarket(returns=returns, etf_returns=etf_returns, classifications=classifications,
                              assignments=assignments, truth=truth, link_betas=link_betas, securities=securities)
     if styles:
-        from riskstrata.data.synthetic_styles import add_styles    # imports this module
+        from riskstrata.data.synthetic_styles import add_styles  # imports this module
         market = add_styles(market, seed=seed, regime=regime[:, 0])
     return market

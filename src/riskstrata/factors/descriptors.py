@@ -276,10 +276,13 @@ def value_descriptors(
     - ``dividend_yield`` = the snapshot dividend yield (decimal);
     - ``ebitda_to_ev`` = ebitda / (market_cap + total_debt); where debt is unknown the EV is the
       market cap alone (cash is never netted: snapshots carry none) — noted in ``notes``;
-    - ``growth`` = (eps_t − eps_{t−1y}) / |eps_{t−1y}|, eps_{t−1y} the panel's value on the last
-      date on or before t − ``growth_lag_days`` (point in time; NaN in the first year or when
-      that eps is 0). When no new snapshot arrived within the year both ends are the same
-      snapshot and growth is 0: the panels carry values, not their dates;
+    - ``growth`` = ln(sales_t / sales_{t−1y}), one-year log sales growth: sales_t the panel's
+      (point-in-time) value on t, sales_{t−1y} its value on the last date of the panel on or
+      before t − ``growth_lag_days`` calendar days (within 31 days of it). NaN in the first year,
+      or where either value is missing or ≤ 0. When no new snapshot arrived within the year
+      both ends are the same snapshot and growth is 0: the panels carry values, not their dates;
+    - ``eps_growth`` = (eps_t − eps_{t−1y}) / |eps_{t−1y}|, the same two dates on the eps panel
+      (NaN where that earlier eps is 0 or missing; a narrowing loss counts as growth);
     - ``quality`` = ebitda / sales (EBITDA margin); where sales are unknown, the proxy
       ebitda / market_cap (profitability per dollar of equity value, a different scale) —
       noted in ``notes``;
@@ -317,8 +320,12 @@ def value_descriptors(
     if proxied:
         notes.append(f"quality: sales unknown for {proxied:,} name-days; ebitda / market_cap used there")
 
-    eps_before = _value_at_lag(eps, pd.DatetimeIndex(like.index), growth_lag_days)
-    growth = _ratio(eps - eps_before, np.abs(eps_before))
+    days = pd.DatetimeIndex(like.index)
+    eps_before = _value_at_lag(eps, days, growth_lag_days)
+    eps_growth = _ratio(eps - eps_before, np.abs(eps_before))
+    sales_before = _value_at_lag(sales, days, growth_lag_days)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        growth = np.where((sales > 0) & (sales_before > 0), np.log(sales / sales_before), np.nan)
 
     out = {
         "book_to_price": book_to_price,
@@ -326,6 +333,7 @@ def value_descriptors(
         "dividend_yield": get("dividend_yield"),
         "ebitda_to_ev": ebitda_to_ev,
         "growth": growth,
+        "eps_growth": eps_growth,
         "quality": quality,
         "leverage": _ratio(debt, cap),
     }

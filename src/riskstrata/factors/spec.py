@@ -18,7 +18,7 @@ MISSING_POLICIES = ("impute", "drop")
 # Descriptors the pipeline knows how to compute (factors/descriptors.py).
 KNOWN_DESCRIPTORS = frozenset({
     "log_size", "momentum", "book_to_price", "residual_vol", "total_vol", "beta", "quality", "growth",
-    "leverage", "liquidity", "dividend_yield", "earnings_yield", "ebitda_to_ev",
+    "eps_growth", "leverage", "liquidity", "dividend_yield", "earnings_yield", "ebitda_to_ev",
 })
 
 
