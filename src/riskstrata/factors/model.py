@@ -76,7 +76,8 @@ def compute_descriptors(inp: FactorInputs, needed: set[str]) -> dict[str, pd.Dat
         out["log_size"] = D.log_size(cap)
     if "liquidity" in needed and inp.volume is not None and inp.shares_outstanding is not None:
         out["liquidity"] = D.liquidity(inp.volume, inp.shares_outstanding)
-    value_like = {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "quality", "leverage"}
+    value_like = {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "eps_growth", "quality",
+                  "leverage"}
     if needed & value_like:
         price = inp.price if inp.price is not None else cap * np.nan
         out.update(D.value_descriptors(inp.fundamentals, cap, price))
