@@ -79,10 +79,10 @@ def test_fama_french_sanity_size_against_smb_and_value_against_hml(fitted):
     _, result = fitted
     ff = pd.read_csv(SHARED / "famafrench" / "ff5_daily.csv", parse_dates=["date"]).set_index("date")
     fr = result.factor_returns.loc["2014":"2024-08"]
-    size = pd.concat([fr["SIZE"], ff["smb"]], axis=1).dropna()
+    size = pd.concat([fr["SIZE"], ff["smb"]], axis=1, sort=True).dropna()
     assert len(size) > 2000
     assert size["SIZE"].corr(size["smb"]) < -0.2  # big-minus-small inside the S&P 500 vs small-minus-big
     # Book values exist only where snapshots are fresh (they skip 2018-02 … 2024-10).
-    value = pd.concat([fr["VALUE"], ff["hml"]], axis=1).dropna()
+    value = pd.concat([fr["VALUE"], ff["hml"]], axis=1, sort=True).dropna()
     assert len(value) > 800
     assert value["VALUE"].corr(value["hml"]) > 0.3
