@@ -19,19 +19,9 @@ from riskstrata.data.etf_holdings import (
 from riskstrata.data.report import IngestReport
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
+from tests.files import write
 
 REAL_HOLDINGS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "reference" / "etf_holdings.parquet"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text.strip() + "\n")
-    return path
 
 
 def issue(report: IngestReport, reason: str) -> pd.DataFrame:

@@ -19,21 +19,11 @@ from riskstrata.data.ingest import ingest_prices
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
+from tests.files import write
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SNAPSHOTS = SHARED / "fundamentals" / "snapshots.parquet"
 OHLCV = SHARED / "prices" / "ohlcv_2021.parquet"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text.strip() + "\n")
-    return path
 
 
 def reasons(report, action: str | None = None) -> dict[str, int]:

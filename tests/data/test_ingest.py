@@ -21,19 +21,9 @@ from riskstrata.data.report import IngestReport
 from riskstrata.data.store import Store
 from riskstrata.data.validation import validate_prices
 from riskstrata.errors import DataValidationError
+from tests.files import write
 
 DAYS = ["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07", "2020-01-08", "2020-01-09"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text.strip() + "\n")
-    return path
 
 
 def long_csv(rows: list[tuple[str, str, object]], header: str = "date,ticker,adj_close") -> str:

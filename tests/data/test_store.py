@@ -21,11 +21,6 @@ from riskstrata.errors import ModelNotBuilt, StoreError
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
 def sample_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {

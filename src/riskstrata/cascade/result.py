@@ -16,6 +16,7 @@ from riskstrata.cascade.attribution import Attribution, geometric_attribution
 from riskstrata.cascade.kernel import Flag, describe_flags
 from riskstrata.cascade.lstar import DEFAULT_SEGMENT, lstar, recommended_hedge_level
 from riskstrata.errors import DateOutOfRange, UnknownTicker
+from riskstrata.timeindex import row_on_or_before
 
 # The wire fields of api-contract §6.1 this model produces, in display order.
 WIRE_FIELDS = [
@@ -103,12 +104,7 @@ class CascadeResult:
             raise UnknownTicker(ticker, "not in this model's universe") from None
 
     def _row(self, date: object | None) -> int:
-        if date is None:
-            return len(self.dates) - 1
-        ts = pd.Timestamp(date)
-        if ts < self.dates[0] or ts > self.dates[-1]:
-            raise DateOutOfRange(f"{ts.date()} is outside the fitted range {self.dates[0].date()}…{self.dates[-1].date()}")
-        return int(self.dates.searchsorted(ts, side="right")) - 1  # last trading day on or before
+        return row_on_or_before(self.dates, date)
 
     def snapshot(self, date: object | None = None) -> pd.DataFrame:
         """One date (default: the last) as a (tickers × fields) frame, with ETFs used and reasons."""

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, UnknownTicker
+from riskstrata.errors import DataValidationError, InsufficientHistory, UnknownTicker
 from riskstrata.factors import descriptors as D
 from riskstrata.factors.covariance import CovarianceParams, FactorCovariance, factor_covariance
 from riskstrata.factors.exposures import industry_dummies, lag_one_day, style_exposure
 from riskstrata.factors.regression import RegressionResult, cross_sectional_regression
 from riskstrata.factors.spec import ModelSpec
 from riskstrata.factors.specific import SpecificParams, specific_risk
+from riskstrata.timeindex import row_on_or_before
 
 Progress = Callable[[str], None]
 
@@ -142,12 +143,7 @@ class FactorModelResult:
         return self.regression.factor_returns
 
     def _row(self, date: object | None) -> int:
-        if date is None:
-            return len(self.dates) - 1
-        ts = pd.Timestamp(date)
-        if ts < self.dates[0] or ts > self.dates[-1]:
-            raise DateOutOfRange(f"{ts.date()} is outside the model ({self.dates[0].date()} … {self.dates[-1].date()})")
-        return int(self.dates.searchsorted(ts, side="right")) - 1
+        return row_on_or_before(self.dates, date)
 
     def exposures_on(self, date: object | None = None) -> pd.DataFrame:
         """(N × K) exposures at the close of a date (default: the last)."""
