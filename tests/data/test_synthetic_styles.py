@@ -8,20 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from riskstrata.data.fundamentals import fundamentals_panel
 from riskstrata.data.synthetic import SyntheticMarket, synthetic_market
 from riskstrata.data.synthetic_styles import (
     FUNDAMENTAL_COLUMNS,
     GROWTH_LAG_DAYS,
-    LIQUIDITY_WINDOW,
     MODEL_B_INDUSTRY,
     PRICE_STYLES,
     STYLE_FACTORS,
 )
+from riskstrata.factors import descriptors as D
 
 N_STOCKS, N_DAYS, SEED = 300, 252 * 4, 7
 MODEL_A_FRAMES = ("etf_returns", "classifications", "assignments", "truth", "link_betas", "securities")
 MODEL_B_FIELDS = ("shares_outstanding", "fundamentals", "volume", "market_cap", "style_truth", "style_returns",
                   "model_b_industry")
+# USE4 LIQUIDITY: STOM, STOQ, STOA (ln of monthly turnover over 21, 63, 252 days), blended 35/35/30.
+LIQUIDITY_WINDOWS, LIQUIDITY_WEIGHTS = (21, 63, 252), (0.35, 0.35, 0.30)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,15 @@ def _exposures(m: SyntheticMarket) -> np.ndarray:
     return np.stack([m.style_truth[k].to_numpy() for k in STYLE_FACTORS], axis=-1)
 
 
-def _reference_exposures(m: SyntheticMarket, t: int) -> pd.DataFrame:
-    """Row t of the truth recomputed from the published data alone, as a model would."""
+def _closes(m: SyntheticMarket) -> pd.DataFrame:
+    """(T × N) adjusted closes as published (NaN on a day with no price row)."""
+    return (m.prices().pivot(index="date", columns="ticker", values="adj_close")
+            .reindex(index=m.returns.index, columns=m.returns.columns))
+
+
+def _reference_exposures(m: SyntheticMarket, t: int, closes: pd.DataFrame) -> pd.DataFrame:
+    """Row t of the truth recomputed from the published data alone, as a model would: the
+    snapshots out by the close of t−1, the close of t−1, volume through t−1."""
     dates, tickers = m.returns.index, m.returns.columns
     day, prev = dates[t], dates[t - 1]
     pub = m.fundamentals[m.fundamentals["available_date"] <= prev].sort_values(["ticker", "period_end"])
@@ -50,23 +60,36 @@ def _reference_exposures(m: SyntheticMarket, t: int) -> pd.DataFrame:
     year_ago = pub[pub["available_date"] <= dates[j]] if j >= 0 else pub.iloc[:0]
     sales_then = year_ago.groupby("ticker").tail(1).set_index("ticker")["sales"].reindex(last.index)
     growth = np.log(last["sales"] / sales_then)
-    turnover = m.volume.iloc[max(t - LIQUIDITY_WINDOW, 0):t] / m.shares_outstanding
+    close = closes.loc[prev].reindex(last.index)                  # the daily close of t−1
+    cap = last["shares_outstanding"] * close                      # the daily cap of t−1
     raw = pd.DataFrame({
-        "SIZE": np.log(last["market_cap"]),
-        "VALUE": last["book_value_per_share"] / last["price"],
-        "EARNINGS_YIELD": last["eps"] / last["price"],
+        "SIZE": np.log(cap),
+        "VALUE": last["book_value_per_share"] / close,
+        "EARNINGS_YIELD": last["eps"] / close,
         "DIVIDEND_YIELD": last["dividend_yield"],
         "GROWTH": growth,
         "QUALITY": last["ebitda"] / last["sales"],
-        "LEVERAGE": last["total_debt"] / last["market_cap"],
+        "LEVERAGE": last["total_debt"] / cap,
     }).reindex(tickers)
-    raw["LIQUIDITY"] = np.log(turnover.mean())
+    # LIQUIDITY: turnover on days the share count was published (a snapshot out), per window the
+    # log of 21 × mean daily turnover if at least half the window has one; weights renormalised.
+    first_out = m.fundamentals.groupby("ticker")["available_date"].min().reindex(tickers)
+    num, den = pd.Series(0.0, index=tickers), pd.Series(0.0, index=tickers)
+    for w, wt in zip(LIQUIDITY_WINDOWS, LIQUIDITY_WEIGHTS):
+        vol = m.volume.iloc[max(t - w, 0):t]
+        known = pd.DataFrame(vol.index.to_numpy()[:, None] >= first_out.to_numpy()[None, :],
+                             index=vol.index, columns=tickers)
+        turnover = (vol / m.shares_outstanding).where(known)
+        comp = np.log(21 * turnover.mean()).where(turnover.notna().sum() >= w / 2)
+        num += (wt * comp).fillna(0.0)
+        den += comp.notna() * wt
+    raw["LIQUIDITY"] = (num / den).where(den > 0)
     life = m.truth
     listed = (life["list_date"] <= day) & (life["delist_date"].isna() | (life["delist_date"] >= day))
     universe = listed & raw.notna().all(axis=1)
     x = raw[universe]
-    cap = last["market_cap"].reindex(x.index)
-    z = (x - x.mul(cap, axis=0).sum() / cap.sum()) / x.std(ddof=0)
+    weight = cap.reindex(x.index)
+    z = (x - x.mul(weight, axis=0).sum() / weight.sum()) / x.std(ddof=0)
     return z.reindex(tickers)
 
 
@@ -114,11 +137,9 @@ def test_exposures_are_standardised_over_the_universe(market):
     x = _exposures(market)
     universe = np.isfinite(x[..., 0])
     assert (np.isfinite(x).all(axis=-1) == universe).all()       # one universe for every style
-    dates = market.returns.index
+    caps = market.market_cap.to_numpy()
     for t in np.flatnonzero(universe.any(axis=1))[::50]:
-        last = (market.fundamentals[market.fundamentals["available_date"] <= dates[t - 1]]
-                .groupby("ticker").tail(1).set_index("ticker")["market_cap"])
-        cap = last.reindex(market.returns.columns).to_numpy()[universe[t]]
+        cap = caps[t - 1, universe[t]]                             # the daily cap of t−1
         xt = x[t, universe[t]]
         np.testing.assert_allclose(cap @ xt / cap.sum(), 0.0, atol=1e-12)
         np.testing.assert_allclose(xt.std(axis=0), 1.0, atol=1e-12)
@@ -126,22 +147,60 @@ def test_exposures_are_standardised_over_the_universe(market):
 
 def test_truth_is_what_a_model_computes_from_the_published_data(market):
     """Point in time: row t uses only snapshots available by the close of t−1 (a snapshot
-    published on t itself is not yet used) and volume through t−1."""
+    published on t itself is not yet used), the close of t−1 and volume through t−1."""
     dates = market.returns.index
+    closes = _closes(market)
     avail = pd.DatetimeIndex(market.fundamentals["available_date"].unique())
     x = _exposures(market)
     first = int(np.flatnonzero(np.isfinite(x[..., 0]).any(axis=1))[0])
     on_day = [int(i) for i in np.flatnonzero(dates.isin(avail)) if i > first + 5][:2]   # a release on t
     # a release exactly a year (365 days) before t−1: it counts in the year-ago sales
     year_edge = [t for t in range(first + 5, N_DAYS) if dates[t - 1] - pd.Timedelta(days=GROWTH_LAG_DAYS) in avail][:2]
-    assert len(on_day) == 2 and len(year_edge) == 2
+    # the day after a missing return of a name in the universe: no close on t−1, no exposure on t
+    gap = market.returns.isna().to_numpy()[:-2] & np.isfinite(x[:-2, :, 0])    # row s: missing on s
+    after_gap = [int(s) + 1 for s in np.flatnonzero(gap.any(axis=1))][:2]
+    assert len(on_day) == 2 and len(year_edge) == 2 and len(after_gap) == 2
+    for t in after_gap:
+        assert np.isnan(x[t, gap[t - 1]]).all() and np.isfinite(x[t + 1, gap[t - 1]]).all()
     rows = [first, first + 1, *on_day, *(i + 1 for i in on_day), *year_edge, *(i - 1 for i in year_edge),
-            N_DAYS // 2, N_DAYS - 1]
+            *after_gap, N_DAYS // 2, N_DAYS - 1]
     for t in rows:
-        ref = _reference_exposures(market, t)
+        ref = _reference_exposures(market, t, closes)
         for j, k in enumerate(STYLE_FACTORS):
             np.testing.assert_allclose(x[t, :, j], ref[k].to_numpy(), rtol=0, atol=1e-9,
                                        err_msg=f"{k} on {dates[t].date()}")
+
+
+def test_truth_is_the_models_own_descriptors_z_scored(market):
+    """Every row: the model's descriptor functions on the point-in-time panels, lagged a day,
+    z-scored over the truth's universe with the previous day's caps — and that universe is
+    exactly the listed names with all eight descriptors."""
+    dates, tickers = market.returns.index, market.returns.columns
+    fields = ("book_value_per_share", "eps", "dividend_yield", "ebitda", "sales", "total_debt")
+    fund = {f: fundamentals_panel(market.fundamentals, f, dates, tickers) for f in fields}
+    shares = fundamentals_panel(market.fundamentals, "shares_outstanding", dates, tickers, max_age_days=3000)
+    close = _closes(market)
+    cap = D.market_cap_panel(close, shares)
+    v = D.value_descriptors(fund, cap, close)
+    raw = {"SIZE": D.log_size(cap), "VALUE": v["book_to_price"], "EARNINGS_YIELD": v["earnings_yield"],
+           "DIVIDEND_YIELD": v["dividend_yield"], "GROWTH": v["growth"], "QUALITY": v["quality"],
+           "LEVERAGE": v["leverage"], "LIQUIDITY": D.liquidity(market.volume, shares)}
+    lagged = np.stack([raw[k].shift(1).to_numpy() for k in STYLE_FACTORS], axis=-1)
+    weight = cap.shift(1).to_numpy()
+    life = market.truth
+    day = dates.to_numpy()[:, None]
+    listed = (life["list_date"].to_numpy() <= day) & (life["delist_date"].isna().to_numpy()
+                                                      | (life["delist_date"].to_numpy() >= day))
+    x = _exposures(market)
+    universe = np.isfinite(x[..., 0])
+    np.testing.assert_array_equal(universe, listed & np.isfinite(lagged).all(axis=-1))
+    rows = np.flatnonzero(universe.sum(axis=1) >= 2)
+    assert len(rows) > N_DAYS // 2
+    for t in rows:
+        u = universe[t]
+        d, w = lagged[t, u], weight[t, u]
+        z = (d - w @ d / w.sum()) / d.std(axis=0)
+        np.testing.assert_allclose(z, x[t, u], rtol=0, atol=1e-9, err_msg=str(dates[t].date()))
 
 
 # --- the published data look like the real thing -------------------------------------------------

@@ -209,7 +209,7 @@ def test_growth_descriptor_recovers_the_synthetic_growth_truth():
     fund = {k: fundamentals_panel(m.fundamentals, k, dates, tickers) for k in ("sales", "eps", "market_cap")}
     price = m.prices().pivot(index="date", columns="ticker", values="adj_close").reindex(index=dates, columns=tickers)
     growth = value_descriptors(fund, fund["market_cap"], price)["growth"].shift(1)  # data through t−1
-    weight = fund["market_cap"].shift(1)  # the truth's snapshot caps
+    weight = m.market_cap.shift(1)  # the truth's snapshot caps
     truth = m.style_truth["GROWTH"]
     rows = np.flatnonzero(truth.notna().sum(axis=1) > 10)
     assert len(rows) > 300 and (dates[rows[0]] - dates[0]).days > 365

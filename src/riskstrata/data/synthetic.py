@@ -223,7 +223,7 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
                      start: str = "2015-01-02", listing_fraction: float = 0.1,
                      delisting_fraction: float = 0.05, missing_day_rate: float = 0.001,
                      include_late_etf: bool = True, registry: EtfRegistry | None = None,
-                     styles: bool = False) -> SyntheticMarket:
+                     styles: bool = False, style_vol: tuple[float, float] = (0.002, 0.005)) -> SyntheticMarket:
     """Generate a market of ``n_stocks`` stocks over ``n_days`` business days from ``start``.
 
     listing_fraction: share of stocks listing inside the sample (between 5 % and 80 % of it);
@@ -234,7 +234,8 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
     everything, so the same arguments give identical output.
     styles: add Model B's fundamentals, volume and style truth, and the style term to the
     returns (:func:`riskstrata.data.synthetic_styles.add_styles`, its own seeded generator);
-    everything else is identical to ``styles=False``.
+    everything else is identical to ``styles=False``. style_vol: range of the style factors'
+    daily vols (decimal) when styles=True.
     """
     if n_stocks < 1 or n_days < 2:
         raise ValueError("synthetic_market needs n_stocks >= 1 and n_days >= 2")
@@ -383,5 +384,5 @@ def synthetic_market(n_stocks: int = 300, n_days: int = TRADING_DAYS * 6, *, see
                              assignments=assignments, truth=truth, link_betas=link_betas, securities=securities)
     if styles:
         from riskstrata.data.synthetic_styles import add_styles  # imports this module
-        market = add_styles(market, seed=seed, regime=regime[:, 0])
+        market = add_styles(market, seed=seed, regime=regime[:, 0], style_vol=style_vol)
     return market

@@ -15,11 +15,17 @@ fundamentals        one row per stock and calendar quarter end (``period_end``) 
     trading day ≤ period_end (the same level as :meth:`SyntheticMarket.prices`) and
     price × shares_outstanding. Slowly varying characteristics drive the rest: each follows a
     quarterly AR(1) (ρ = 0.9) on a standard normal, bounded at ±2.5 sd, so every descriptor is
-    persistent (1-year autocorrelation ≈ 0.65; GROWTH, a sum over a year, ≈ 0.78) and has no
-    outliers: measured over 500 stocks × 5 years, |x − equal-weighted mean| ≤ 2.9 sd for every
-    descriptor but DIVIDEND_YIELD (≈ 3.0), GROWTH (3.3–3.7: the name-days whose year spans five
-    quarterly reports) and SIZE (up to 4: price dispersion adds a normal tail to the bounded
-    share count):
+    persistent (1-year autocorrelation of the exposures ≈ 0.65; GROWTH, a sum over a year, ≈ 0.78;
+    VALUE, EARNINGS_YIELD and LEVERAGE, which also move with the price, 0.5–0.6; SIZE and
+    LIQUIDITY, from a fixed share count and turnover, ≈ 0.97–0.99). Measured over 500 stocks ×
+    5 years, |x − equal-weighted mean| ≤ 2.8 sd for QUALITY, ≤ 2.5 for LIQUIDITY, ≈ 3.0 for
+    DIVIDEND_YIELD, 3.3–3.7 for GROWTH (the name-days whose year spans five quarterly reports)
+    and up to 4 for SIZE (price dispersion adds a normal tail to the bounded share count): no
+    outliers. VALUE, EARNINGS_YIELD and LEVERAGE divide a snapshot number by the daily close, so
+    they move with the price since the report (a stock that halved since its quarter end shows
+    twice the book-to-price) and reach 6–8 sd; the model's winsorisation (median ±
+    5·1.4826·MAD) clips 0.02–0.1 % of their name-days in the universe (the truth is not
+    winsorised):
         book_to_price 0.50 ± 0.18   → book_value_per_share = b/p · price, price_to_book = 1 / (b/p)
         earnings_yield 0.05 ± 0.035 → eps = e/p · price (negative for ~8 %), pe = price / eps (NaN if eps ≤ 0)
         dividend_yield max(0, 0.015 ± 0.012) (about 10 % pay nothing)
@@ -34,41 +40,52 @@ market_cap          (T × N) daily adjusted close × shares (NaN where :meth:`pr
 
 Truth
 -----
-Raw descriptors, each from the latest snapshot with available_date ≤ the previous trading day:
+Each style is the model's own descriptor (:mod:`riskstrata.factors.descriptors`) computed from
+the published data at the close of the previous trading day, z-scored. The fundamentals are the
+latest snapshot with available_date ≤ the previous trading day (what ``fundamentals_panel``
+gives on that day); ``close`` is that day's adjusted close (:meth:`SyntheticMarket.prices`, NaN on
+a day with no row); cap = shares_outstanding × close (``market_cap_panel``):
 
-    SIZE            ln(market_cap)
-    VALUE           book_value_per_share / price          (= 1 / price_to_book)
-    EARNINGS_YIELD  eps / price
+    SIZE            ln(cap)                                (``log_size``)
+    VALUE           book_value_per_share / close           (``value_descriptors``' book_to_price)
+    EARNINGS_YIELD  eps / close                            (its earnings_yield)
     DIVIDEND_YIELD  dividend_yield
     GROWTH          ln(sales / sales_1y)                   sales_1y: the same point-in-time sales as
                     of the last trading day on or before (previous trading day − 365 calendar days)
     QUALITY         ebitda / sales
-    LEVERAGE        total_debt / market_cap               (z-score = that of USE4's (ME + D)/ME)
-    LIQUIDITY       ln(mean of volume / shares_outstanding over the last 21 trading days with a
-                    volume, up to the previous day)        — the only one not from a snapshot
+    LEVERAGE        total_debt / cap                       (z-score = that of USE4's (ME + D)/ME)
+    LIQUIDITY       ``descriptors.liquidity``: USE4's 0.35·STOM + 0.35·STOQ + 0.30·STOA, the logs of
+                    the monthly share turnover over the last 21, 63 and 252 trading days up to the
+                    previous day (volume / the point-in-time share count, known from the first
+                    report's availability on; a window needs half its days; weights renormalised
+                    over the windows available)
 
 ``style_truth[k].loc[d]`` is the exposure that multiplies the return **on d** (data through the
 close of the trading day before d): the z-score of descriptor k over the day's universe — the
-stocks listed on d (list_date ≤ d ≤ delist_date) that have all eight descriptors — with
-cap-weighted mean 0 (weights: the snapshot market_cap) and equal-weighted standard deviation 1
-(population sd, ddof = 0, about the equal-weighted mean). Outside the universe it is NaN (every
-style alike), and such a stock gets no style return. A stock joins the universe only once it
-had a report out a year before (GROWTH is one-year sales growth): 1 year + 35–55 days after
-its first quarter end in the sample, so for stocks alive at the start 1.1–1.4 years into the
-sample (depending on where the first quarter ends), filling over about 3 weeks. The
-descriptors equal the latent characteristics up to floating-point rounding (~1e-15); GROWTH is
-the sum of the quarterly sales growths g/4 of the snapshots after the year-ago one up to the
-current one: four quarters, or three or five (each ~4 % of name-days) where the report lags
-straddle the year's ends. Because of the cap weighting, SIZE's z-scores are skewed (about
-−5 … +2): large caps sit near 0, small caps far below.
+stocks listed on d (list_date ≤ d ≤ delist_date) that have all eight descriptors (so not the day
+after a missing return: no close) — with cap-weighted mean 0 (weights: the daily cap of the
+previous trading day, as the model's) and equal-weighted standard deviation 1 (population sd,
+ddof = 0, about the equal-weighted mean). Outside the universe it is NaN (every style alike),
+and such a stock gets no style return. A stock joins the universe only once it had a report out
+a year before (GROWTH is one-year sales growth): 1 year + 35–55 days after its first quarter end
+in the sample, so for stocks alive at the start 1.1–1.4 years into the sample (depending on
+where the first quarter ends), filling over about 3 weeks. SIZE, VALUE, EARNINGS_YIELD, LEVERAGE
+and the weights depend on the close of d − 1, which depends on the style returns through d − 1,
+so the returns are generated forward day by day. DIVIDEND_YIELD, QUALITY and GROWTH equal the
+latent characteristics up to floating-point rounding (~1e-15); GROWTH is the sum of the quarterly
+sales growths g/4 of the snapshots after the year-ago one up to the current one: four quarters,
+or three or five (each ~4 % of name-days) where the report lags straddle the year's ends. Because
+of the cap weighting, SIZE's z-scores are skewed (about −5 … +2): large caps sit near 0, small
+caps far below.
 
 ``style_returns`` (T × 11): the true daily returns g_k of the eight styles (independent t(5)
 shocks, 0.2–0.5 % daily vol, zero mean, scaled by the market's volatility regime like every
 other shock), then MOMENTUM, VOLATILITY and BETA at exactly 0: those styles are derived from
 prices, no term drives them, and their estimates should be noise around zero. Each stock's
 return gains Σ_k style_truth[k].loc[d, i] · style_returns.loc[d, k]. Exposures have zero mean
-under the snapshot cap weights, so the term barely moves a cap-weighted index; to Model A it is
-extra (cross-sectionally correlated) residual, so ``truth`` still gives the betas on m, s*, u*.
+under the previous day's caps, so the term adds nothing (up to rounding) to the cap-weighted
+return of the day's universe; to Model A it is extra (cross-sectionally correlated) residual, so
+``truth`` still gives the betas on m, s*, u*.
 
 Industries
 ----------
@@ -94,6 +111,7 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.data.synthetic import _T_SCALE, T_DF, SyntheticMarket
+from riskstrata.factors import descriptors as D
 
 STYLE_STREAM = 0x5717E5                      # second seed word: the styles' own random stream
 
@@ -119,7 +137,6 @@ FUNDAMENTAL_COLUMNS: tuple[str, ...] = (
 
 REPORT_LAG_DAYS = 45                         # calendar days from quarter end to availability ...
 REPORT_LAG_JITTER = 10                       # ... ± this, uniform per stock and quarter
-LIQUIDITY_WINDOW = 21                        # trading days of turnover in LIQUIDITY
 GROWTH_LAG_DAYS = 365                        # calendar days back to the year-ago sales in GROWTH
 AR_RHO = 0.9                                 # quarterly persistence of the characteristics
 BOUND = 2.5                                  # characteristics are clipped at ±BOUND sd
@@ -145,27 +162,28 @@ def _bounded(z: np.ndarray) -> np.ndarray:
     return np.clip(z, -BOUND, BOUND)
 
 
-def _standardise(raw: np.ndarray, universe: np.ndarray, cap: np.ndarray) -> np.ndarray:
-    """(B, N, K) raw descriptors → z-scores with cap-weighted mean 0 and equal-weighted sd 1
-    (ddof 0) over ``universe`` (B, N) on each row; NaN outside it or on rows with < 2 names."""
-    u = universe[..., None]
-    d = np.where(u, raw, 0.0)
-    w = np.where(universe, cap, 0.0)
-    n = universe.sum(axis=1).astype(np.float64)[:, None]
+def _standardise_row(raw: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """(n, K) raw descriptors of one day's universe → z-scores with cap-weighted mean 0 (weights
+    ``cap``, (n,)) and equal-weighted sd 1 (ddof 0); NaN with < 2 names or no dispersion."""
+    n = raw.shape[0]
+    if n < 2:
+        return np.full(raw.shape, np.nan)
+    mu_cw = cap @ raw / cap.sum()
+    mu_ew = raw.sum(axis=0) / n
+    sd = np.sqrt(((raw - mu_ew) ** 2).sum(axis=0) / n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu_cw = np.einsum("tn,tnk->tk", w, d) / w.sum(axis=1)[:, None]
-        mu_ew = d.sum(axis=1) / n
-        sd = np.sqrt((np.where(u, raw - mu_ew[:, None, :], 0.0) ** 2).sum(axis=1) / n)
-        x = (raw - mu_cw[:, None, :]) / sd[:, None, :]
-    ok = u & (n[:, :, None] >= 2) & (sd[:, None, :] > 0)
-    return np.where(ok, x, np.nan)
+        x = (raw - mu_cw) / sd
+    return np.where(sd > 0, x, np.nan)
 
 
-def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None = None) -> SyntheticMarket:
+def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None = None,
+               style_vol: tuple[float, float] = (0.002, 0.005)) -> SyntheticMarket:
     """The market with Model B's data and truth added (see the module docstring).
 
     ``regime``: (T,) relative volatility of the market's regime (1 = average) scaling the style
-    shocks, as for every other shock; ones if None.
+    shocks, as for every other shock; ones if None. ``style_vol``: range of the styles' daily
+    vols (decimal); raise it for a high-signal market where recovery is limited by the truth,
+    not by estimation noise.
     """
     dates = market.returns.index
     tickers = market.returns.columns
@@ -188,7 +206,7 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
     shares = np.round(np.exp(np.log(5e7) + 1.4 * _bounded(rng.standard_normal(n_stocks))))
     turnover = np.exp(np.log(0.006) + 0.5 * np.clip(rng.standard_normal(n_stocks), -2.0, 2.0))
     sales_to_cap = np.exp(np.log(0.6) + 0.35 * _bounded(rng.standard_normal(n_stocks)))
-    style_vol = rng.uniform(0.002, 0.005, n_style)
+    style_vol = rng.uniform(style_vol[0], style_vol[1], n_style)
     g = style_vol * reg[:, None] * rng.standard_t(T_DF, size=(n_days, n_style)) * _T_SCALE
 
     base_day = dates[0] - pd.offsets.BDay(1)
@@ -208,18 +226,10 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
     noise_sd = 0.3
     vol_noise = np.exp(noise_sd * rng.standard_normal((n_days, n_stocks)) - 0.5 * noise_sd ** 2)
 
-    # --- volume and LIQUIDITY (independent of returns) -------------------------------------------
+    # --- volume (independent of returns) ---------------------------------------------------------
     has_ret = np.isfinite(r)
     volume = np.where(has_ret, np.round(shares * turnover * vol_noise), np.nan)
     del vol_noise
-    to = volume / shares
-    csum = np.vstack([np.zeros((1, n_stocks)), np.cumsum(np.where(has_ret, to, 0.0), axis=0)])
-    ccnt = np.vstack([np.zeros((1, n_stocks)), np.cumsum(has_ret, axis=0)])
-    lo = np.maximum(np.arange(n_days) - LIQUIDITY_WINDOW, 0)
-    win_sum = csum[:n_days] - csum[lo]                         # rows t-21 .. t-1
-    win_cnt = ccnt[:n_days] - ccnt[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        liquidity = np.where(win_cnt > 0, np.log(win_sum / win_cnt), np.nan)
 
     # --- the publication schedule -----------------------------------------------------------------
     qe_row = dates.searchsorted(quarter_ends, side="right") - 1          # -1: the base day
@@ -252,44 +262,76 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
     if n_q:
         both = (cur >= 0) & (cur_then >= 0)
         growth_day[both] = (cum_g[np.maximum(cur, 0), cols] - cum_g[np.maximum(cur_then, 0), cols])[both]
-    block = int(np.min(avail_row[qi, ii] - qe_row[qi])) if len(qi) else n_days
-    block = max(1, block)                    # within a block every snapshot used predates it
 
-    # --- returns, prices and exposures, block by block --------------------------------------------
+    # --- LIQUIDITY: the model's USE4 turnover blend (``descriptors.liquidity``), point in time -----
+    # Turnover divides by the share count a model knows on the day: from the first report's
+    # availability on (the same count ``fundamentals_panel`` carries forward), NaN before it.
+    known_from = np.full(n_stocks, n_days)
+    np.minimum.at(known_from, ii, avail_row[qi, ii] - 1)                # first row dated ≥ availability
+    shares_pit = np.where(day >= known_from, shares, np.nan)
+    liq = D.liquidity(pd.DataFrame(volume, index=dates, columns=tickers),
+                      pd.DataFrame(shares_pit, index=dates, columns=tickers)).to_numpy()
+    liq_prev = np.full((n_days, n_stocks), np.nan)                      # row t: volume through t−1
+    liq_prev[1:] = liq[:-1]
+
+    # --- the universe's price-free part -----------------------------------------------------------
+    # A model has a price on the days :meth:`SyntheticMarket.prices` has a row: those with a return
+    # and the base day before the first return. Row t needs the close of t−1.
+    has_price = has_ret.copy()
+    base_in = (list_idx >= 1)
+    has_price[list_idx[base_in] - 1, cols[base_in]] = True
+    candidate = np.zeros((n_days, n_stocks), dtype=bool)
+    candidate[1:] = has_price[:-1]
+    candidate &= listed & (cur >= 0) & np.isfinite(growth_day) & np.isfinite(liq_prev)
+
+    # --- returns, prices and exposures, day by day --------------------------------------------------
+    # SIZE, VALUE, EARNINGS_YIELD, LEVERAGE and the cap weights divide by the close of t−1, which
+    # depends on the style returns through t−1: a forward loop over days, vectorised over stocks.
+    # The formulas are the model's (``descriptors.market_cap_panel``, ``log_size``,
+    # ``value_descriptors``) on the published numbers: cap = shares × close, VALUE =
+    # book_value_per_share / close, EARNINGS_YIELD = eps / close, LEVERAGE = total_debt / cap.
     price_q = np.full((n_q, n_stocks), np.nan)                          # close at the quarter end
+    price_q[qe_row < 0] = 100.0
+    quarters_ending = {}                                                # row → quarters ending on it
+    for q in np.flatnonzero(qe_row >= 0):
+        quarters_ending.setdefault(int(qe_row[q]), []).append(q)
     growth_c = np.empty((n_days, n_stocks))                             # Π(1 + r), r missing → 0
     exposures = np.full((n_days, n_stocks, n_style), np.nan)
-    for q in np.flatnonzero(qe_row < 0):
-        price_q[q] = 100.0
-    c_prev = np.ones((1, n_stocks))
-    for a in range(0, n_days, block):
-        b = min(a + block, n_days)
-        cu = cur[a:b]
-        universe = listed[a:b] & (cu >= 0)
-        if universe.any():
-            cq = np.maximum(cu, 0)
-            cap = price_q[cq, cols] * shares
-            assert np.isfinite(cap[universe]).all(), "a snapshot was used before its quarter-end price"
+    bp_q, ep_q, dy_q, margin_q, lev_q = (chars[k] for k in ("book_to_price", "earnings_yield", "dividend_yield",
+                                                            "margin", "leverage"))
+    c = np.ones(n_stocks)
+    for t in range(n_days):
+        idx = np.flatnonzero(candidate[t])
+        if idx.size:
+            q = cur[t, idx]
+            pq = price_q[q, idx]                                        # the snapshot's price
+            assert np.isfinite(pq).all(), "a snapshot was used before its quarter-end price"
+            px = 100.0 * growth_c[t - 1, idx]                           # close of t−1
+            cap = shares[idx] * px
             with np.errstate(invalid="ignore", divide="ignore"):
-                raw = np.stack([np.log(cap), chars["book_to_price"][cq, cols], chars["earnings_yield"][cq, cols],
-                                chars["dividend_yield"][cq, cols], growth_day[a:b], chars["margin"][cq, cols],
-                                chars["leverage"][cq, cols], liquidity[a:b]], axis=-1)
-            universe &= np.isfinite(raw).all(axis=-1)
-            x = _standardise(raw, universe, cap)
-            exposures[a:b] = x
-            r[a:b] += np.einsum("tnk,tk->tn", np.nan_to_num(x), g[a:b])
-        step = 1.0 + np.where(np.isfinite(r[a:b]), r[a:b], 0.0)
-        growth_c[a:b] = np.cumprod(np.vstack([c_prev, step]), axis=0)[1:]   # = one cumprod over all rows
-        c_prev = growth_c[b - 1:b]
-        for q in np.flatnonzero((qe_row >= a) & (qe_row < b)):
-            price_q[q] = 100.0 * growth_c[qe_row[q]]
+                raw = np.column_stack([
+                    np.log(cap),                                        # SIZE
+                    (bp_q[q, idx] * pq) / px,                           # VALUE
+                    (ep_q[q, idx] * pq) / px,                           # EARNINGS_YIELD
+                    dy_q[q, idx],                                       # DIVIDEND_YIELD
+                    growth_day[t, idx],                                 # GROWTH
+                    margin_q[q, idx],                                   # QUALITY
+                    (lev_q[q, idx] * (pq * shares[idx])) / cap,         # LEVERAGE
+                    liq_prev[t, idx],                                   # LIQUIDITY
+                ])
+            ok = np.isfinite(raw).all(axis=1) & (px > 0)
+            idx, raw, cap = idx[ok], raw[ok], cap[ok]
+            x = _standardise_row(raw, cap)
+            exposures[t, idx] = x
+            r[t, idx] += np.nan_to_num(x) @ g[t]
+        c = c * (1.0 + np.where(np.isfinite(r[t]), r[t], 0.0))
+        growth_c[t] = c
+        for q in quarters_ending.get(t, ()):
+            price_q[q] = 100.0 * c
 
     # --- frames -------------------------------------------------------------------------------------
     returns = pd.DataFrame(r, index=dates, columns=tickers)
     level = 100.0 * growth_c                                            # as SyntheticMarket.prices
-    has_price = has_ret.copy()
-    base_in = (list_idx >= 1)
-    has_price[list_idx[base_in] - 1, cols[base_in]] = True
     market_cap = pd.DataFrame(np.where(has_price, level * shares, np.nan), index=dates, columns=tickers)
 
     price = price_q[qi, ii]
