@@ -159,6 +159,12 @@ def demo(store: StoreOpt = None,
     for ticker, row in report.names.iterrows():
         table.add_row(str(ticker), *(fmt(v) for v in row))
     out.print(table)
+    summary = Table(title="Model B (US21) factor returns on the same market")
+    for col in ("factor", "cagr", "ann_vol", "sharpe", "max_drawdown"):
+        summary.add_column(col, justify="left" if col == "factor" else "right")
+    for name, row in report.factor_summary.iterrows():
+        summary.add_row(str(name), *(fmt(float(row[c])) for c in ("cagr", "ann_vol", "sharpe", "max_drawdown")))
+    out.print(summary)
     for line in report.portfolio:
         out.print(line, highlight=False)
     out.print("try:")

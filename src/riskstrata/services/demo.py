@@ -19,6 +19,7 @@ from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
 from riskstrata.data.synthetic import SyntheticMarket, synthetic_market
 from riskstrata.errors import RiskstrataError
+from riskstrata.services import factors
 from riskstrata.services.cascade import build_cascade, metrics
 from riskstrata.services.portfolio import analyze_portfolio, hedge_portfolio
 
@@ -52,13 +53,14 @@ class DemoReport:
     header: list[str]
     names: pd.DataFrame  # index ticker: ETFs, L*, estimated vs true L3 hedge ratios, residual share
     portfolio: list[str]  # a sample portfolio: X/Y analyzed, Risk Index, decomposition, L3 hedge trades
+    factor_summary: pd.DataFrame  # Model B (US21): per-factor CAGR, vol, Sharpe, drawdown
     hints: list[str]
 
 
 def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7,
              progress: Callable | None = None) -> DemoReport:
     """Generate, ingest, build, and compare a few estimates with the truth."""
-    market = synthetic_market(n_stocks=n_stocks, n_days=years * TRADING_DAYS_PER_YEAR, seed=seed)
+    market = synthetic_market(n_stocks=n_stocks, n_days=years * TRADING_DAYS_PER_YEAR, seed=seed, styles=True)
     load_synthetic_into_store(store, market)
     if progress is not None:
         with progress() as bar:
@@ -92,12 +94,15 @@ def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7
         "identities (shares sum to 1, replication) checked",
     ]
     first = rows[0]["ticker"] if rows else truth.index[0]
+    factor_summary = factors.summary(store, "US21")  # builds Model B on the same store
     portfolio = _sample_portfolio(store, [r["ticker"] for r in rows])
     hints = [f"riskstrata metrics {first} --store {store.root}",
              f"riskstrata decompose {first} --store {store.root}",
              f"riskstrata lstar {first} --threshold 0.05 --store {store.root}"]
     hints.append("riskstrata portfolio analyze HOLDINGS.csv --store " + str(store.root))
-    return DemoReport(header, pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame(), portfolio, hints)
+    hints.append("riskstrata factors summary --store " + str(store.root))
+    names = pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame()
+    return DemoReport(header, names, portfolio, factor_summary, hints)
 
 
 def _sample_portfolio(store: Store, names: list[str]) -> list[str]:
