@@ -1,5 +1,8 @@
-# Two commands for a fresh machine: `make run` (demo) and `make test` (the suite).
+# Two commands for a fresh machine: `make run` (demo store + API server) and `make test` (the suite).
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_STORE ?= .riskstrata-store/demo
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -10,10 +13,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps riskmodels-py==0.5.0
 	touch $(STAMP)
 
+# Builds the demo store once (when it has no built cascade), issues a fresh demo API key (the
+# previous one is revoked: keys are stored hashed and cannot be shown again), then serves.
 run: $(STAMP)
-	$(BIN)/riskstrata demo
+	@test -f $(DEMO_STORE)/models/cascade/CURRENT || $(BIN)/riskstrata demo --store $(DEMO_STORE)
+	@key=$$($(BIN)/riskstrata keys create demo --replace --store $(DEMO_STORE)) || exit 1; \
+	printf '\nPoint riskmodels-py (or curl) at the demo server:\n\n'; \
+	printf '  export RISKMODELS_BASE_URL=http://$(HOST):$(PORT)/api\n'; \
+	printf '  export RISKMODELS_API_KEY=%s\n\n' "$$key"; \
+	printf '  interactive docs: http://$(HOST):$(PORT)/api/docs\n\n'
+	$(BIN)/riskstrata serve --store $(DEMO_STORE) --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,23 +1,124 @@
-"""The FastAPI application: ``create_app(store)``; served by ``riskstrata serve``."""
+"""The FastAPI application: ``create_app(store)``; served by ``riskstrata serve``.
+
+One app per worker process. What a worker holds is a cache (the latest model snapshot, the key
+table, rate buckets); the store is the only shared state, so any number of workers, on one
+machine or several, can serve one store.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
 
 from riskstrata import __version__
 from riskstrata.api import errors
+from riskstrata.api.auth import KeyRing
+from riskstrata.api.deps import PUBLIC_PATHS, require_key
+from riskstrata.api.errors import CatchAll, CleanJSONResponse, ErrorBody
+from riskstrata.api.limits import BodyGuard, RateLimiter
+from riskstrata.api.logs import AccessLog
+from riskstrata.api.settings import ApiSettings
 from riskstrata.api.state import AppState
 from riskstrata.data.store import Store
+from riskstrata.errors import RiskstrataError
+
+log = logging.getLogger("riskstrata.api")
+
+# Modules whose ``router`` is served under /api, each route behind require_key unless public.
+ROUTERS = ("riskstrata.api.wire", "riskstrata.api.ours")
+
+DESCRIPTION = """\
+Risk models over your own store: the ETF cascade (Model A, wire-compatible with the
+`riskmodels-py` client: base URL `http://HOST:PORT/api`), the fundamental factor model
+(Model B) and the portfolio layer.
+
+**Authentication.** Every route except `/health` and `/tickers` needs an API key, sent as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Create one on the server with
+`riskstrata keys create NAME` (printed once; stored hashed). Missing or invalid → 401.
+
+**Errors** are always JSON `{"error", "message"}`. Over the rate limit → 429 with
+`Retry-After`; a body over the size limit → 413.
+"""
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request: not JSON, a bad date or value."},
+    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
+    404: {"model": ErrorBody, "description": "Unknown ticker, model or resource."},
+    413: {"model": ErrorBody, "description": "Request body over the server's size limit."},
+    422: {"model": ErrorBody, "description": "A request field is missing or invalid (NaN/Infinity included)."},
+    429: {"model": ErrorBody, "description": "Over this key's rate limit; retry after `Retry-After` seconds.",
+          "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}},
+    503: {"model": ErrorBody, "description": "The model is not built yet, or the store is unavailable."},
+}
 
 
-def create_app(store: Store | str | None = None) -> FastAPI:
-    """The app over one store. Routes live under /api; OpenAPI at /api/openapi.json."""
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the latest model snapshot before the first request, so that one is fast too."""
+    settings: ApiSettings = app.state.settings
+    if settings.auth_required and not app.state.keyring.has_keys():
+        log.warning("no API keys in store %s: every request but /health and /tickers will get 401; "
+                    "create one with `riskstrata keys create NAME`", app.state.riskstrata.store.root)
+    try:
+        await asyncio.to_thread(app.state.riskstrata.snapshot)
+    except RiskstrataError:  # nothing built yet: routes answer 503 until a build is published
+        pass
+    except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server from starting
+        errors.log_unexpected(exc)
+    yield
+
+
+def create_app(store: Store | str | None = None, settings: ApiSettings | None = None) -> FastAPI:
+    """The app over one store. Routes live under /api; OpenAPI at /api/openapi.json, docs at /api/docs.
+
+    ``store`` defaults to ``$RISKSTRATA_STORE`` (else ``~/.riskstrata/store``) and ``settings``
+    to :meth:`ApiSettings.from_env`, which is how ``riskstrata serve`` configures its workers.
+    """
     store = store if isinstance(store, Store) else Store(store)
-    app = FastAPI(title="riskstrata", version=__version__, openapi_url="/api/openapi.json", docs_url="/api/docs",
-                  redoc_url=None)
+    settings = settings if settings is not None else ApiSettings.from_env()
+    app = FastAPI(title="riskstrata", version=__version__, description=DESCRIPTION,
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+                  swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+                  swagger_ui_parameters={"persistAuthorization": True},  # paste the key once per browser
+                  default_response_class=CleanJSONResponse, lifespan=_lifespan)
     app.state.riskstrata = AppState(store)
+    app.state.settings = settings
+    app.state.keyring = KeyRing(store)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     errors.install(app)
-    from riskstrata.api import wire  # noqa: PLC0415 - routers import services lazily at app build
-
-    app.include_router(wire.router, prefix="/api")
+    # Added innermost first: a request meets AccessLog, then CatchAll, then BodyGuard.
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)
+    app.add_middleware(AccessLog)
+    for module in ROUTERS:
+        if importlib.util.find_spec(module) is None:  # a face not written yet
+            continue
+        router = importlib.import_module(module).router  # routers import services lazily at app build
+        app.include_router(router, prefix="/api", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+    _document_public_routes(app)
     return app
+
+
+def _document_public_routes(app: FastAPI) -> None:
+    """The OpenAPI document: public routes need no key and never answer 401 or 429."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for path, operations in schema.get("paths", {}).items():
+                if path not in PUBLIC_PATHS:
+                    continue
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    for status in ("401", "429"):
+                        operation.get("responses", {}).pop(status, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

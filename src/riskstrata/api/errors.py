@@ -5,14 +5,20 @@ Domain exceptions (riskstrata.errors) map to HTTP statuses once, here.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import traceback
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrata import errors as E
 
@@ -39,20 +45,96 @@ class ApiError(Exception):
         self.headers, self.extra = headers or {}, extra or {}
 
 
+class ErrorBody(BaseModel):
+    """Every error on the wire (api-contract §4): a short code or phrase and a human message.
+
+    Some errors add fields: ``_agent`` hints on 401, ``errors`` per line, ``job_id``.
+    """
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "examples": [{"error": "Symbol not found", "message": "unknown ticker 'ZZZZ'"}]})
+
+    error: str
+    message: str
+
+
 def clean_json(value: Any) -> Any:
-    """NaN/inf → None, recursively (JSON has no NaN)."""
+    """NaN/inf → None, numpy scalars → Python, recursively (JSON has no NaN)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: clean_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return clean_json(value.item())
+    if isinstance(value, np.ndarray):
+        return clean_json(value.tolist())
     return value
+
+
+class CleanJSONResponse(JSONResponse):
+    """The app's default response: NaN/inf become null, so the body is always valid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(clean_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=str).encode("utf-8")
 
 
 def error_response(status: int, error: str, message: str, headers: dict | None = None,
                    extra: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **(extra or {})}, status_code=status, headers=headers)
+    return CleanJSONResponse({"error": error, "message": message, **(extra or {})}, status_code=status,
+                             headers=headers)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame: enough to find a bug, with no data from the request."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+
+
+def log_unexpected(exc: BaseException, scope: Scope | None = None) -> None:
+    """One line per unexpected exception: its type, where it was raised and the route.
+
+    The exception's message and the traceback can quote the request (tickers, weights), so
+    they are logged only with RISKSTRATA_DEBUG=1 on a developer's machine.
+    """
+    path = (scope or {}).get("path") or "?"  # the path only, as in the access log: no query string
+    if os.environ.get("RISKSTRATA_DEBUG"):
+        log.error("unexpected %s at %s on %s", type(exc).__name__, _where(exc), path, exc_info=exc)
+    else:
+        log.error("unexpected %s at %s on %s", type(exc).__name__, _where(exc), path)
+
+
+class CatchAll:
+    """Pure ASGI middleware: any exception a route lets escape becomes a 500 JSON body.
+
+    Starlette's own last-resort handler answers too, but then re-raises so that the server
+    logs the full traceback; this one stops the exception here and logs one line without the
+    request's data (``log_unexpected``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def _send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks on the wire
+            log_unexpected(exc, scope)
+            if not started:
+                await error_response(500, "Internal Error", f"unexpected {type(exc).__name__}")(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -74,16 +156,22 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":  # the body is not JSON at all: the contract's 400
+            reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+            loc = first.get("loc", ())
+            at = f" at position {loc[1]}" if len(loc) > 1 else ""
+            return error_response(400, "Invalid JSON body", f"request body is not valid JSON: {reason}{at}")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(422, "Validation Error", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error"),
-                              str(exc.detail))
+        error = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        return error_response(exc.status_code, error, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected %s on a request", type(exc).__name__)  # no body, no holdings, no key
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log_unexpected(exc, request.scope)  # no body, no holdings, no key
         return error_response(500, "Internal Error", f"unexpected {type(exc).__name__}")

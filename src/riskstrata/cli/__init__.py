@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from riskstrata.cli import model
+from riskstrata.cli import model, serve
 from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
@@ -26,6 +26,7 @@ app.add_typer(model.build_app, name="build")
 app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(factors_app, name="factors")
 model.register(app)
+serve.register(app)
 
 
 def main() -> None:

@@ -142,7 +142,10 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
         notes.append(f"the factor model ({FACTOR_SPEC}) is not built: no decomposition by style and industry "
                      f"(run `riskstrata factors build`)")
     else:
-        factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC)
+        try:
+            factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC)
+        except DataValidationError as exc:  # e.g. only ETFs: the Risk Index stands without Model B's view
+            notes.append(f"no decomposition by style and industry: {exc}")
     return PortfolioAnalysis(match, risk, hrs, inp, factor_risk, notes=notes)
 
 
