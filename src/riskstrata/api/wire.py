@@ -124,11 +124,27 @@ def _respond(body: dict, fmt: str, lin: Lineage, table: pd.DataFrame | None = No
 # --------------------------------------------------------------------------- single ticker
 
 
+_LATEST: dict[tuple[str | None, str], tuple[dict, float | None, float | None]] = {}
+
+
+def _latest_row(w: Wire, symbol: str) -> tuple[dict, float | None, float | None]:
+    """A ticker's latest metrics row, close and market cap, memoised per published model version:
+    the snapshot changes only when a build publishes, so the store is read once per ticker."""
+    key = (w.state.version, symbol)
+    hit = _LATEST.get(key)
+    if hit is None:
+        row = cascade.metrics(w.store, symbol)
+        close, cap = lookup.prices_and_caps(w.state, {symbol: row})[symbol]
+        if len(_LATEST) > 50_000:  # a new version makes old keys dead; keep the memo bounded
+            _LATEST.clear()
+        hit = _LATEST[key] = (row, close, cap)
+    return hit
+
+
 @router.get("/metrics/{ticker}", summary="Latest risk snapshot of one ticker", responses=TABULAR_RESPONSES)
 def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_SEGMENT, format: Format = "json") -> Response:
     requested = lookup.clean_ticker(ticker)
-    row = cascade.metrics(w.store, w.symbol(ticker))
-    close, cap = lookup.prices_and_caps(w.state, {requested: row})[requested]
+    row, close, cap = _latest_row(w, w.symbol(ticker))
     uni = lookup.universe(w.state)
     body = snapshot.metrics_body(row, requested, uni.asset_type(row["ticker"]), close, cap, user_segment,
                                w.lin.metadata([row["market_etf"], row["sector_etf"], row["subsector_etf"]]))
