@@ -124,20 +124,24 @@ def _respond(body: dict, fmt: str, lin: Lineage, table: pd.DataFrame | None = No
 # --------------------------------------------------------------------------- single ticker
 
 
-_LATEST: dict[tuple[str | None, str], tuple[dict, float | None, float | None]] = {}
+_LATEST: dict[str | None, dict[str, tuple[dict, float | None, float | None]]] = {}
 
 
 def _latest_row(w: Wire, symbol: str) -> tuple[dict, float | None, float | None]:
-    """A ticker's latest metrics row, close and market cap, memoised per published model version:
-    the snapshot changes only when a build publishes, so the store is read once per ticker."""
-    key = (w.state.version, symbol)
-    hit = _LATEST.get(key)
-    if hit is None:
+    """A ticker's latest metrics row, close and market cap. The whole last date is computed once
+    per published model version (one scan of the model, one of the prices) and held in memory."""
+    version = w.state.version
+    table = _LATEST.get(version)
+    if table is None:
+        rows = cascade.latest_metrics(w.store)
+        priced = lookup.prices_and_caps(w.state, rows)
+        table = {t: (rows[t], *priced[t]) for t in rows}
+        _LATEST.clear()  # older versions are dead once a new one is published
+        _LATEST[version] = table
+    hit = table.get(symbol.upper())
+    if hit is None:  # not on the last date (delisted, or an older listing): read it from the store
         row = cascade.metrics(w.store, symbol)
-        close, cap = lookup.prices_and_caps(w.state, {symbol: row})[symbol]
-        if len(_LATEST) > 50_000:  # a new version makes old keys dead; keep the memo bounded
-            _LATEST.clear()
-        hit = _LATEST[key] = (row, close, cap)
+        return (row, *lookup.prices_and_caps(w.state, {symbol: row})[symbol])
     return hit
 
 

@@ -223,15 +223,35 @@ def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
     if rows.empty:
         raise InsufficientHistory(f"{ticker} has no model rows on or before {day.date()}")
     row = rows.sort_values("date").iloc[-1]
-    out = {"ticker": str(row["ticker"]), "security_id": sid, "date": str(pd.Timestamp(row["date"]).date())}
+    return metrics_from_row(row, sid, store.model_meta(MODEL)["params"]["market_etf"],
+                            _assignment_source(store, sid, day))
+
+
+def latest_metrics(store: Store) -> dict[str, dict]:
+    """:func:`metrics` for every security on the model's last date, keyed by upper-case ticker,
+    from one scan of the model and one of the assignments (what a server holds in memory)."""
+    snap = stored_snapshot(store)
+    market = store.model_meta(MODEL)["params"]["market_etf"]
+    sources: dict[str, str | None] = {}
+    if store.has_table("cascade_assignments"):
+        a = store.read_table("cascade_assignments", columns=["security_id", "valid_from", "assignment_source"])
+        a = a.sort_values("valid_from", na_position="first").groupby("security_id")["assignment_source"].last()
+        sources = {k: _text(v) for k, v in a.items()}
+    return {str(t).upper(): metrics_from_row(row, str(row["security_id"]), market, sources.get(str(row["security_id"])))
+            for t, row in snap.iterrows()}
+
+
+def metrics_from_row(row: pd.Series, sid: str, market_etf: str, assignment_source: str | None) -> dict:
+    """One stored model row as the metrics dict (wire names; NaN → None)."""
+    ticker = row["ticker"] if "ticker" in row.index else row.name  # a snapshot row is indexed by ticker
+    out = {"ticker": str(ticker), "security_id": sid, "date": str(pd.Timestamp(row["date"]).date())}
     for f in WIRE_FIELDS:
         out[f] = _clean(row[f])
     out["lstar_level"] = int(row["lstar_level"]) or None
     out.update({"sector_etf": _text(row["sector_etf"]), "subsector_etf": _text(row["subsector_etf"]),
-                "market_etf": store.model_meta(MODEL)["params"]["market_etf"],
-                "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
+                "market_etf": market_etf, "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
                 "flags": int(row["flags"]), "notes": describe_flags(int(row["flags"]))})
-    out["assignment_source"] = _assignment_source(store, sid, day)
+    out["assignment_source"] = assignment_source
     out["recommended_hedge_level"] = int(recommended_hedge_level(
         {k: np.array([out[k] if out[k] is not None else np.nan]) for k in
          ("l2_sec_er", "l3_sub_er", "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")},
