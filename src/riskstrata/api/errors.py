@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import traceback
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrata import errors as E
+from riskstrata.jsonsafe import clean_json  # noqa: F401 - re-exported for the routers
 
 log = logging.getLogger("riskstrata.api")
 
@@ -56,21 +55,6 @@ class ErrorBody(BaseModel):
 
     error: str
     message: str
-
-
-def clean_json(value: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return clean_json(value.item())
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist())
-    return value
 
 
 class CleanJSONResponse(JSONResponse):

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from riskstrata.errors import DataValidationError
+from riskstrata.jsonsafe import clean_json
 
 # Pipes and CI have no terminal width; wide tables should not be squeezed to 80 columns there.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -43,15 +44,7 @@ def parse_date(text: Optional[str]) -> Optional[str]:
 
 def print_json(obj: Any) -> None:
     """JSON with NaN/inf as null (never invalid JSON)."""
-    def clean(x: Any) -> Any:
-        if isinstance(x, float):
-            return x if math.isfinite(x) else None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-    print(json.dumps(clean(obj), indent=2, default=str))
+    print(json.dumps(clean_json(obj), indent=2, default=str))
 
 
 def fmt(v: Any) -> str:
