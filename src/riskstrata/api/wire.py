@@ -133,7 +133,7 @@ def _latest_row(w: Wire, symbol: str) -> tuple[dict, float | None, float | None]
     version = w.state.version
     table = _LATEST.get(version)
     if table is None:
-        rows = cascade.latest_metrics(w.store)
+        rows = cascade.latest_metrics(w.store, w.state.snapshot())  # the snapshot this worker already holds
         priced = lookup.prices_and_caps(w.state, rows)
         table = {t: (rows[t], *priced[t]) for t in rows}
         _LATEST.clear()  # older versions are dead once a new one is published

@@ -227,10 +227,11 @@ def metrics(store: Store, ticker: str, date: object | None = None) -> dict:
                             _assignment_source(store, sid, day))
 
 
-def latest_metrics(store: Store) -> dict[str, dict]:
+def latest_metrics(store: Store, snapshot: pd.DataFrame | None = None) -> dict[str, dict]:
     """:func:`metrics` for every security on the model's last date, keyed by upper-case ticker,
-    from one scan of the model and one of the assignments (what a server holds in memory)."""
-    snap = stored_snapshot(store)
+    from one scan of the model and one of the assignments (what a server holds in memory).
+    ``snapshot``: the last date's rows (:func:`stored_snapshot`) when the caller already has them."""
+    snap = stored_snapshot(store) if snapshot is None else snapshot
     market = store.model_meta(MODEL)["params"]["market_etf"]
     sources: dict[str, str | None] = {}
     if store.has_table("cascade_assignments"):
