@@ -1,23 +1,39 @@
-"""JSON-safe values for every face: JSON has no NaN or inf, so they become null."""
+"""JSON for every face (CLI, REST): JSON has no NaN or inf, so they become null.
+
+One encoder, orjson: it writes NaN/±inf as null, numpy scalars and numeric arrays as numbers,
+dates as ISO strings, and is several times faster than the standard library on the large
+bodies the API sends (a 100-ticker batch is ~250 kB).
+"""
 
 from __future__ import annotations
 
-import math
+import datetime as dt
 from typing import Any
 
 import numpy as np
+import orjson
+import pandas as pd
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def clean_json(value: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
+def _fallback(value: Any) -> Any:
+    """What orjson cannot write itself: pandas timestamps and nulls, object arrays, sets, others as text."""
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat() if value == value.normalize() else value.isoformat()
+    if isinstance(value, np.ndarray):  # object or string dtype: element by element
+        return value.tolist()
     if isinstance(value, np.generic):
-        return clean_json(value.item())
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist())
-    return value
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def dumps_json(value: Any, indent: bool = False) -> bytes:
+    """UTF-8 JSON of ``value`` with NaN/inf as null (never an invalid JSON number)."""
+    return orjson.dumps(value, default=_fallback, option=_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))

@@ -61,13 +61,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the latest model snapshot before the first request, so that one is fast too."""
+    """Load the current model version (snapshot, universe, latest rows) before the first request,
+    so that one is fast too."""
     settings: ApiSettings = app.state.settings
     if settings.auth_required and not app.state.keyring.has_keys():
         log.warning("no API keys in store %s: every request but /health and /tickers will get 401; "
                     "create one with `riskstrata keys create NAME`", app.state.riskstrata.store.root)
     try:
-        await asyncio.to_thread(app.state.riskstrata.snapshot)
+        await asyncio.to_thread(app.state.riskstrata.current)
     except RiskstrataError:  # nothing built yet: routes answer 503 until a build is published
         pass
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server from starting

@@ -198,6 +198,19 @@ class KeyRing:
         self._refresh()
         return bool(self._rows)
 
+    def recall(self, key: str) -> tuple[bool, str | None]:
+        """(True, name or None) when ``key`` is decided without scrypt — a malformed key, an
+        unknown key id, or a key seen since the table last changed — else (False, None): call
+        :meth:`verify`. Lets the server keep scrypt off its event loop."""
+        self._refresh()
+        match = _KEY.match(key or "")
+        if not match or match.group(1) not in self._rows:
+            return True, None
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        if digest in self._good:
+            return True, self._good[digest]
+        return (True, None) if digest in self._bad else (False, None)
+
     def verify(self, key: str) -> str | None:
         """The name of the active key ``key``, or ``None`` for anything else."""
         self._refresh()

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from riskstrata.api.auth import KeyRing
 from riskstrata.api.errors import ApiError
@@ -33,7 +34,7 @@ _x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The k
                           scheme_name="XApiKey")
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.riskstrata
 
 
@@ -50,7 +51,7 @@ def _unauthorized(agent: dict) -> ApiError:
                     extra={"_agent": agent})
 
 
-def require_key(request: Request,
+async def require_key(request: Request,
                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                 x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
     """The name of the request's API key; 401 without a valid one, 429 over its rate.
@@ -69,7 +70,9 @@ def require_key(request: Request,
         if not key:
             raise _unauthorized(AGENT_AUTHENTICATE)
         keyring: KeyRing = request.app.state.keyring
-        name = keyring.verify(key)
+        known, name = keyring.recall(key)
+        if not known:  # first sight of this key since the table changed: scrypt, off the event loop
+            name = await run_in_threadpool(keyring.verify, key)
         if name is None:
             raise _unauthorized(AGENT_CHECK_KEY)
         identity = f"key:{name}"

@@ -5,7 +5,6 @@ Domain exceptions (riskstrata.errors) map to HTTP statuses once, here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrata import errors as E
-from riskstrata.jsonsafe import clean_json  # noqa: F401 - re-exported for the routers
+from riskstrata.jsonsafe import dumps_json
 
 log = logging.getLogger("riskstrata.api")
 
@@ -61,8 +60,7 @@ class CleanJSONResponse(JSONResponse):
     """The app's default response: NaN/inf become null, so the body is always valid JSON."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(clean_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                          default=str).encode("utf-8")
+        return dumps_json(content)
 
 
 def error_response(status: int, error: str, message: str, headers: dict | None = None,

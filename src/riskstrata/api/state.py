@@ -1,45 +1,65 @@
-"""What a worker holds in memory: the store and the latest snapshot of each built model.
+"""What a worker holds in memory: the store and the current published cascade version.
 
-Workers are stateless beyond this cache: several processes can serve one store; each reloads
-its snapshot when the model's published version changes.
+Workers are stateless beyond this cache: several processes can serve one store. Each request
+costs one ``stat`` of the model's ``CURRENT`` pointer (a publish replaces that file, so its
+inode changes); the version is reloaded, off the event loop, only when the pointer changed.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
-import pandas as pd
+from starlette.concurrency import run_in_threadpool
 
+from riskstrata.api.published import Published, load_published
 from riskstrata.data.store import Store
-from riskstrata.services.cascade import MODEL, stored_snapshot
+from riskstrata.errors import ModelNotBuilt
+from riskstrata.services.cascade import MODEL
+
+_UNREAD = object()
 
 
 class AppState:
-    """The store plus a cached latest Model A snapshot (tickers × fields), refreshed by version."""
+    """The store plus the :class:`Published` bundle of its current cascade version."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._version: str | None = None
-        self._snapshot: pd.DataFrame | None = None
-        self._meta: dict = {}
+        self._stamp: object = _UNREAD
+        self._published: Published | None = None
 
-    def snapshot(self) -> pd.DataFrame:
-        """Latest date's rows of the cascade model, indexed by upper-case ticker."""
-        version = self.store.current_version(MODEL)
-        if version != self._version or self._snapshot is None:
-            with self._lock:
-                if version != self._version or self._snapshot is None:
-                    snap = stored_snapshot(self.store)
-                    snap.index = snap.index.astype(str).str.upper()
-                    self._snapshot, self._meta, self._version = snap, self.store.model_meta(MODEL), version
-        return self._snapshot
+    def _pointer_stamp(self) -> object:
+        try:
+            st = os.stat(self.store.model_dir(MODEL) / "CURRENT")
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def meta(self) -> dict:
-        self.snapshot()
-        return self._meta
+    def _cached(self) -> Published | None:
+        """The bundle held, if the pointer has not moved since it was loaded."""
+        published = self._published
+        return published if published is not None and self._pointer_stamp() == self._stamp else None
 
-    @property
-    def version(self) -> str | None:
-        self.snapshot()
-        return self._version
+    def current(self) -> Published:
+        """The current version (loaded on first use and after each publish); ModelNotBuilt if none.
+
+        Blocking: loading reads the store. Async code calls :meth:`current_async`.
+        """
+        published = self._cached()
+        if published is not None:
+            return published
+        with self._lock:
+            stamp = self._pointer_stamp()
+            version = self.store.current_version(MODEL)
+            if version is None:
+                raise ModelNotBuilt(f"model {MODEL!r} has not been built yet in store {self.store.root}")
+            if self._published is None or self._published.version != version:
+                self._published = load_published(self.store, version)
+            self._stamp = stamp
+            return self._published
+
+    async def current_async(self) -> Published:
+        """:meth:`current` without blocking the event loop when a (re)load is due."""
+        published = self._cached()
+        return published if published is not None else await run_in_threadpool(self.current)

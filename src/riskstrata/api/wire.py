@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from riskstrata import __version__
 from riskstrata.api import wire_batch as batch
@@ -26,6 +27,7 @@ from riskstrata.api import wire_series as series
 from riskstrata.api import wire_snapshot as snapshot
 from riskstrata.api.deps import get_state
 from riskstrata.api.errors import ApiError
+from riskstrata.api.published import LatestRow, Published
 from riskstrata.api.state import AppState
 from riskstrata.api.wire_meta import (
     DATA_SOURCE,
@@ -46,9 +48,8 @@ from riskstrata.api.wire_schemas import (
 )
 from riskstrata.cascade.lstar import DEFAULT_SEGMENT
 from riskstrata.data.store import Store
-from riskstrata.errors import (
-    RiskstrataError,
-)
+from riskstrata.errors import RiskstrataError
+from riskstrata.jsonsafe import dumps_json
 from riskstrata.services import cascade
 from riskstrata.services.portfolio import analyze_portfolio
 
@@ -67,18 +68,16 @@ Threshold = Annotated[float | None, Query(ge=0.0, le=0.5, description="L* margin
 
 @dataclass
 class Wire:
-    """What every data route needs: the state, the lineage of the current model, symbol lookup."""
+    """What every data route needs: the store, the published version it answers from, lineage,
+    symbol lookup. One request sees one version, even while a build publishes the next."""
 
-    state: AppState
+    store: Store
+    pub: Published
     lin: Lineage
-
-    @property
-    def store(self) -> Store:
-        return self.state.store
 
     def symbol(self, raw: str) -> str:
         """The requested ticker as the store holds it (GOOG ⇄ GOOGL), or as given when unknown."""
-        return lookup.resolve_symbol(lookup.clean_ticker(raw), self.state.snapshot().index)
+        return lookup.resolve_symbol(lookup.clean_ticker(raw), self.pub.latest)
 
     def window(self, years: int) -> tuple[pd.Timestamp, pd.Timestamp]:
         """[end − years, end] in calendar years, end being the model's last date."""
@@ -95,14 +94,14 @@ class Wire:
                                  range=[str(start.date()), str(end.date())])
 
     def ticker_factors(self, symbol: str) -> list[str | None]:
-        rows = lookup.universe(self.state).rows
+        rows = self.pub.universe.rows
         if symbol not in rows.index:
             return [self.lin.market_etf]
         return [self.lin.market_etf, rows.at[symbol, "sector_etf"], rows.at[symbol, "subsector_etf"]]
 
     def stored_threshold(self) -> float:
         """The θ the build published ``lstar_level`` with."""
-        return float(self.state.meta()["params"]["lstar_threshold"])
+        return self.pub.lstar_threshold
 
     def lstar_provenance(self, threshold: float | None) -> dict:
         """Which L* an /lstar body carries: the published level (no θ given) or the rule with θ."""
@@ -110,8 +109,10 @@ class Wire:
                 "lstar_source": "materialized" if threshold is None else "rule"}
 
 
-def wire(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Wire:
-    return Wire(state, lineage(state, request))
+async def wire(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Wire:
+    """Async, so a request whose version is in memory never waits for a threadpool thread."""
+    pub = await state.current_async()
+    return Wire(state.store, pub, lineage(pub, request))
 
 
 WireDep = Annotated[Wire, Depends(wire)]
@@ -124,34 +125,31 @@ def _respond(body: dict, fmt: str, lin: Lineage, table: pd.DataFrame | None = No
 # --------------------------------------------------------------------------- single ticker
 
 
-_LATEST: dict[str | None, dict[str, tuple[dict, float | None, float | None]]] = {}
+def _stored_row(w: Wire, symbol: str) -> LatestRow:
+    """The latest row of a ticker that is not on the model's last date (delisted, an older
+    listing), with its close and cap, read from the store."""
+    row = cascade.metrics(w.store, symbol)
+    return (row, *lookup.prices_and_caps(w.pub, w.store, {symbol: row})[symbol])
 
 
-def _latest_row(w: Wire, symbol: str) -> tuple[dict, float | None, float | None]:
-    """A ticker's latest metrics row, close and market cap. The whole last date is computed once
-    per published model version (one scan of the model, one of the prices) and held in memory."""
-    version = w.state.version
-    table = _LATEST.get(version)
-    if table is None:
-        rows = cascade.latest_metrics(w.store, w.state.snapshot())  # the snapshot this worker already holds
-        priced = lookup.prices_and_caps(w.state, rows)
-        table = {t: (rows[t], *priced[t]) for t in rows}
-        _LATEST.clear()  # older versions are dead once a new one is published
-        _LATEST[version] = table
-    hit = table.get(symbol.upper())
-    if hit is None:  # not on the last date (delisted, or an older listing): read it from the store
-        row = cascade.metrics(w.store, symbol)
-        return (row, *lookup.prices_and_caps(w.state, {symbol: row})[symbol])
-    return hit
+def _metrics_body(w: Wire, latest: LatestRow, requested: str, segment: str) -> dict:
+    row, close, cap = latest
+    return snapshot.metrics_body(row, requested, w.pub.universe.asset_type(row["ticker"]), close, cap, segment,
+                                 w.lin.metadata([row["market_etf"], row["sector_etf"], row["subsector_etf"]]))
 
 
 @router.get("/metrics/{ticker}", summary="Latest risk snapshot of one ticker", responses=TABULAR_RESPONSES)
-def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_SEGMENT, format: Format = "json") -> Response:
-    requested = lookup.clean_ticker(ticker)
-    row, close, cap = _latest_row(w, w.symbol(ticker))
-    uni = lookup.universe(w.state)
-    body = snapshot.metrics_body(row, requested, uni.asset_type(row["ticker"]), close, cap, user_segment,
-                               w.lin.metadata([row["market_etf"], row["sector_etf"], row["subsector_etf"]]))
+async def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_SEGMENT,
+                      format: Format = "json") -> Response:
+    requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
+    latest = w.pub.latest.get(symbol)
+    if latest is None:  # off the last date: a store read, on a worker thread
+        latest = await run_in_threadpool(_stored_row, w, symbol)
+    elif format == "json":  # the body depends only on the version and the request: rendered once
+        content = w.pub.memo(("metrics", requested, symbol, user_segment),
+                             lambda: dumps_json(_metrics_body(w, latest, requested, user_segment)))
+        return Response(content, media_type="application/json", headers=w.lin.headers())
+    body = _metrics_body(w, latest, requested, user_segment)
     table = pd.DataFrame([snapshot.metrics_table_row(body)]) if format != "json" else None
     return _respond(body, format, w.lin, table)
 
@@ -171,10 +169,10 @@ def get_ticker_returns(w: WireDep, ticker: str, years: Years = 1, format: Format
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
     start, end = w.window(years)
     history = cascade.history(w.store, symbol, start, end, list(series.RETURN_FIELDS))
-    sid = lookup.security_id(w.state, symbol)
+    sid = lookup.security_id(w.pub, w.store, symbol)
     rows = series.ticker_returns_rows(history, lookup.closes(w.store, sid, start, end))
     factors = w.ticker_factors(symbol)
-    body = series.ticker_returns_body(requested, sid, lookup.universe(w.state).asset_type(symbol), rows, factors,
+    body = series.ticker_returns_body(requested, sid, w.pub.universe.asset_type(symbol), rows, factors,
                                       w.history_meta(start, end, factors))
     return _respond(body, format, w.lin, pd.DataFrame(rows) if format != "json" else None)
 
@@ -235,8 +233,8 @@ def get_returns_decomposition(w: WireDep, ticker: str, market_factor_etf: str | 
 
 @router.post("/batch/analyze", summary="Metric blocks for up to 100 tickers (json, parquet or csv)", responses=TABULAR_RESPONSES)
 def post_batch_analyze(w: WireDep, req: BatchAnalyzeRequest) -> Response:
-    rows, errors = lookup.latest_rows(w.state, req.tickers)
-    prices = lookup.prices_and_caps(w.state, rows)
+    rows, errors = lookup.latest_rows(w.pub, w.store, req.tickers)
+    prices = lookup.prices_and_caps(w.pub, w.store, rows)
     histories: dict[str, pd.DataFrame] = {}
     if batch.batch_needs_history(req.metrics, req.format):
         start, end = w.window(req.years)
@@ -245,7 +243,9 @@ def post_batch_analyze(w: WireDep, req: BatchAnalyzeRequest) -> Response:
     results = {}
     for t in dict.fromkeys(str(x).strip().upper() for x in req.tickers):  # request order, once each
         if t in rows:
-            results[t] = batch.batch_entry(t, rows[t], *prices[t], list(req.metrics), histories.get(t))
+            row = rows[t]
+            levels = w.pub.memo(("hedge_levels", row["security_id"]), lambda: snapshot.hedge_levels(row))  # noqa: B023
+            results[t] = batch.batch_entry(t, row, *prices[t], list(req.metrics), histories.get(t), levels)
         else:
             results[t] = batch.error_entry(t, errors[t])
     if req.format != "json":
@@ -259,7 +259,7 @@ def post_batch_analyze(w: WireDep, req: BatchAnalyzeRequest) -> Response:
 def post_batch_lstar(w: WireDep, req: BatchLstarRequest) -> Response:
     w.check_market(req.market_factor_etf)
     start, end = w.window(req.years)
-    rows, errors = lookup.latest_rows(w.state, req.tickers)
+    rows, errors = lookup.latest_rows(w.pub, w.store, req.tickers)
     levels = lookup.histories(w.store, {t: r["security_id"] for t, r in rows.items()}, start, end,
                               list(series.LSTAR_INPUT_FIELDS))
     if req.threshold is None:  # the published level: the stored columns lstar_history would read
@@ -293,11 +293,11 @@ def post_portfolio_risk_index(w: WireDep, req: RiskIndexRequest) -> Response:
                               "[{ticker, weight}] to compute the Portfolio Risk Index.",
                               "_metadata": w.lin.metadata(), "_agent": w.lin.agent()}, w.lin)
     weights = pri.normalized_weights(req.positions)
-    rows, errors = lookup.latest_rows(w.state, list(weights))
+    rows, errors = lookup.latest_rows(w.pub, w.store, list(weights))
     if not rows:
         raise ApiError(400, "No valid positions", "None of the provided tickers could be resolved",
                        extra={"errors": [{"ticker": t, "error": e} for t, e in errors.items()]})
-    closes = {rows[t]["security_id"]: close for t, (close, _cap) in lookup.prices_and_caps(w.state, rows).items()
+    closes = {rows[t]["security_id"]: close for t, (close, _cap) in lookup.prices_and_caps(w.pub, w.store, rows).items()
               if close is not None}
     holdings = {rows[t]["ticker"] if t in rows else t: wt for t, wt in weights.items()}
     try:
@@ -321,7 +321,7 @@ def post_portfolio_risk_index(w: WireDep, req: RiskIndexRequest) -> Response:
 @router.get("/tickers", summary="The modelled universe, or a ticker search (public)")
 def get_tickers(w: WireDep, search: str | None = None, mag7: bool = False, include_metadata: bool = False,
                 array: Literal["ticker", "teo"] = "ticker") -> Response:
-    uni = lookup.universe(w.state)
+    uni = w.pub.universe
     if search is not None:
         body = lookup.search(uni, search)
     elif array == "teo":
@@ -334,20 +334,21 @@ def get_tickers(w: WireDep, search: str | None = None, mag7: bool = False, inclu
 
 
 @router.get("/health", summary="Liveness and model status (public)")
-def health(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
+async def health(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
     began = time.perf_counter()
     now = datetime.now(UTC).isoformat(timespec="seconds")
     body: dict = {"status": "healthy", "timestamp": now, "version": __version__}
+    pub: Published | None = None
     try:
-        version = state.store.current_version(cascade.MODEL)
+        version = state.store.current_version(cascade.MODEL)  # a real read of the store, timed
         store_ms = round(1000 * (time.perf_counter() - began), 2)
         if version is None:
             body["status"] = "degraded"
             model = {"status": "not_built", "message": "no cascade model: run `riskstrata build cascade` (or `riskstrata demo`)"}
         else:
-            meta = state.meta()
-            model = {"status": "up", "version": version, "last_update": meta["end"],
-                     "universe_size": lookup.universe(state).stock_count}
+            pub = await state.current_async()
+            model = {"status": "up", "version": pub.version, "last_update": pub.end,
+                     "universe_size": pub.universe.stock_count}
         body["services"] = {"store": {"status": "up", "latency_ms": store_ms, "last_update": None},
                             "cascade": model}
     except Exception as exc:  # noqa: BLE001 - health reports any failure as "down" instead of raising
@@ -357,8 +358,8 @@ def health(request: Request, state: Annotated[AppState, Depends(get_state)]) -> 
     body["capabilities"] = {c: {"status": capability} for c in (
         "metrics-snapshot", "decompose-position", "batch-analysis", "ticker-returns", "l3-decomposition",
         "lstar", "returns-decomposition", "portfolio-risk-index")}
-    if body["status"] == "healthy":
-        lin = lineage(state, request)
+    if pub is not None:
+        lin = lineage(pub, request)
         body["_metadata"] = lin.metadata()
         return json_response(body, lin)
     return json_response(body)

@@ -28,8 +28,9 @@ def batch_needs_history(blocks: list[str], fmt: str) -> bool:
 
 
 def batch_entry(requested: str, row: dict, close: float | None, market_cap: float | None, blocks: list[str],
-                history: pd.DataFrame | None) -> dict:
-    """One success entry of /batch/analyze ``results``.
+                history: pd.DataFrame | None, levels: dict | None = None) -> dict:
+    """One success entry of /batch/analyze ``results``; ``levels``: the row's :func:`hedge_levels`
+    when the caller already has them.
 
     ``ticker`` (and ``full_metrics.ticker``) echo the ticker as requested: the client keys its
     weights by what it sent, so answering GOOG with GOOGL would silently drop the position.
@@ -45,7 +46,7 @@ def batch_entry(requested: str, row: dict, close: float | None, market_cap: floa
     if "l3_decomposition" in blocks and history is not None:
         entry["l3_decomposition"] = l3_arrays(history)
     entry["meta"] = batch_meta(row)
-    entry["hedge_levels"] = hedge_levels(row)
+    entry["hedge_levels"] = hedge_levels(row) if levels is None else levels
     return entry
 
 

@@ -2,26 +2,22 @@
 
 - Symbols: the client maps GOOGL→GOOG while the commercial batch route maps GOOG→GOOGL
   (api-contract §2.5, §10.5), so either share class resolves to whichever the store holds.
-- The universe: the securities modelled on the latest date, with the names, asset types and
-  GICS sectors the security master and classifications give them (cached per model version).
+- The universe and the latest rows: held in memory per model version (:mod:`riskstrata.api.published`);
+  names off the latest date fall back to the store.
 - Closes: the adjusted close, which is the only price a riskstrata store keeps.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 import pandas as pd
 
 from riskstrata.api.errors import ApiError
-from riskstrata.api.state import AppState
-from riskstrata.cascade.result import WIRE_FIELDS
+from riskstrata.api.published import Published, Universe, last_closes, price_and_cap
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store, date_range_clause
 from riskstrata.errors import DateOutOfRange, InsufficientHistory, UnknownTicker
@@ -43,78 +39,13 @@ def clean_ticker(raw: object) -> str:
     return ticker
 
 
-def resolve_symbol(ticker: str, known: pd.Index | set[str]) -> str:
+def resolve_symbol(ticker: str, known: Container[str]) -> str:
     """The symbol as the store knows it: itself, else its share-class alias; an unknown symbol
     comes back unchanged so the service raises UnknownTicker with its own explanation."""
     if ticker in known:
         return ticker
     alias = SHARE_CLASS_ALIASES.get(ticker)
     return alias if alias is not None and alias in known else ticker
-
-
-@dataclass(frozen=True)
-class Universe:
-    """The securities modelled on the latest date.
-
-    rows: index ticker (sorted) → security_id, asset_type, name, sector (GICS), sector_etf,
-    subsector_etf, shares_outstanding.
-    """
-
-    rows: pd.DataFrame
-    market_etf: str
-
-    @property
-    def stock_count(self) -> int:
-        return int((self.rows["asset_type"] == "stock").sum())
-
-    @property
-    def sector_etfs(self) -> list[str]:
-        return sorted(set(self.rows["sector_etf"].dropna()))
-
-    def asset_type(self, ticker: str) -> str:
-        return str(self.rows.at[ticker, "asset_type"]) if ticker in self.rows.index else "stock"
-
-
-_cache: dict[tuple[str, str | None], Universe] = {}
-_cache_lock = threading.Lock()
-
-
-def universe(state: AppState) -> Universe:
-    """The latest snapshot's securities with their descriptive fields, cached per model version."""
-    snap = state.snapshot()
-    key = (str(state.store.root), state.version)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-    meta = state.meta()
-    day = pd.Timestamp(meta["end"])
-    records = SecurityMaster.from_store(state.store).snapshot(day).set_index("security_id")
-    ids = snap["security_id"].astype(str)
-    rows = pd.DataFrame({
-        "security_id": ids.to_numpy(),
-        "asset_type": ids.map(records["asset_type"]).fillna("stock").to_numpy(),
-        "name": ids.map(records["name"].where(records["name"].astype(str).str.lower() != "nan")).to_numpy(),
-        "sector": ids.map(_gics_sectors(state.store, day)).to_numpy(),
-        "sector_etf": snap["sector_etf"].astype(object).where(snap["sector_etf"].notna(), None).to_numpy(),
-        "subsector_etf": snap["subsector_etf"].astype(object).where(snap["subsector_etf"].notna(), None).to_numpy(),
-        "shares_outstanding": ids.map(records["shares_outstanding"]).to_numpy(dtype=float),
-    }, index=pd.Index(snap.index.astype(str), name="ticker")).sort_index()
-    result = Universe(rows, str(meta["params"]["market_etf"]))
-    with _cache_lock:
-        if len(_cache) > 8:
-            _cache.clear()
-        _cache[key] = result
-    return result
-
-
-def _gics_sectors(store: Store, day: pd.Timestamp) -> pd.Series:
-    """security_id → GICS sector valid on ``day`` (empty where no classifications were ingested)."""
-    if not store.has_table("classifications"):
-        return pd.Series(dtype=object)
-    cls = store.read_table("classifications", columns=["security_id", "valid_from", "valid_to", "gics_sector"])
-    live = (cls["valid_from"].isna() | (cls["valid_from"] <= day)) & (cls["valid_to"].isna() | (cls["valid_to"] >= day))
-    cls = cls[live & cls["gics_sector"].notna() & (cls["gics_sector"].astype(str).str.lower() != "nan")]
-    return cls.sort_values("valid_from").groupby("security_id")["gics_sector"].last()
 
 
 def closes(store: Store, security_id: str, start: object | None = None, end: object | None = None) -> pd.Series:
@@ -130,41 +61,14 @@ def closes(store: Store, security_id: str, start: object | None = None, end: obj
     return rows.set_index("date")["adj_close"].sort_index()
 
 
-def last_closes(store: Store, security_ids: list[str], day: object) -> dict[str, float]:
-    """security_id → the adjusted close on or before ``day`` (absent where there is none)."""
-    if not security_ids:
-        return {}
-    marks = ", ".join("?" for _ in security_ids)
-    rows = store.query(f"SELECT security_id, arg_max(adj_close, date) AS close FROM prices WHERE date <= ? "
-                       f"AND adj_close IS NOT NULL AND security_id IN ({marks}) GROUP BY security_id",
-                       [pd.Timestamp(day).to_pydatetime(), *security_ids])
-    return dict(zip(rows["security_id"].astype(str), rows["close"].astype(float)))
-
-
-def snapshot_row(row: pd.Series, ticker: str, market_etf: str) -> dict:
-    """A stored snapshot row as the dict :func:`riskstrata.services.cascade.metrics` returns
-    (the subset the wire needs: ticker, security_id, date, wire fields, ETFs)."""
-    out = {"ticker": ticker, "security_id": str(row["security_id"]), "date": str(pd.Timestamp(row["date"]).date())}
-    for f in WIRE_FIELDS:
-        v = row[f]
-        out[f] = None if v is None or not np.isfinite(float(v)) else float(v)
-    level = out["lstar_level"]
-    out["lstar_level"] = int(level) if level else None  # stored 0 = no recommendation
-    out["sector_etf"] = None if pd.isna(row["sector_etf"]) else str(row["sector_etf"])
-    out["subsector_etf"] = None if pd.isna(row["subsector_etf"]) else str(row["subsector_etf"])
-    out["market_etf"] = market_etf
-    return out
-
-
-def latest_rows(state: AppState, tickers: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
-    """Each requested ticker's latest model row, and an error for each one that has none.
+def latest_rows(pub: Published, store: Store, tickers: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each requested ticker's latest metrics row, and an error for each one that has none.
 
     Returns ({requested ticker: row dict}, {requested ticker: error}); both keyed by the
     ticker as requested (upper-cased), in request order, duplicates once. Rows come from the
-    cached snapshot; a name missing from the latest date falls back to the service's lookup.
+    version in memory (shared: read, never modify them); a name missing from the latest date
+    falls back to the service's lookup.
     """
-    snap = state.snapshot()
-    market = str(state.meta()["params"]["market_etf"])
     rows: dict[str, dict] = {}
     errors: dict[str, str] = {}
     for raw in tickers:
@@ -172,15 +76,16 @@ def latest_rows(state: AppState, tickers: list[str]) -> tuple[dict[str, dict], d
         if requested in rows or requested in errors:
             continue
         try:
-            symbol = resolve_symbol(clean_ticker(requested), snap.index)
+            symbol = resolve_symbol(clean_ticker(requested), pub.latest)
         except ApiError:
             errors[requested] = f"Malformed ticker {requested[:40]!r}"
             continue
-        if symbol in snap.index:
-            rows[requested] = snapshot_row(snap.loc[symbol], symbol, market)
+        hit = pub.latest.get(symbol)
+        if hit is not None:
+            rows[requested] = hit[0]
             continue
         try:
-            rows[requested] = metrics(state.store, symbol)
+            rows[requested] = metrics(store, symbol)
         except (UnknownTicker, InsufficientHistory, DateOutOfRange):
             errors[requested] = f"Symbol not found for ticker {requested}"
     return rows, errors
@@ -192,30 +97,32 @@ def model_dates(store: Store) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(days)
 
 
-def security_id(state: AppState, ticker: str) -> str:
+def security_id(pub: Published, store: Store, ticker: str) -> str:
     """The security trading as ``ticker`` on the model's last date (UnknownTicker otherwise)."""
-    rows = universe(state).rows
+    rows = pub.universe.rows
     if ticker in rows.index:
         return str(rows.at[ticker, "security_id"])
-    return SecurityMaster.from_store(state.store).resolve(ticker, state.meta()["end"])
+    return SecurityMaster.from_store(store).resolve(ticker, pub.end)
 
 
-def prices_and_caps(state: AppState, rows: dict[str, dict]) -> dict[str, tuple[float | None, float | None]]:
+def prices_and_caps(pub: Published, store: Store, rows: dict[str, dict]
+                    ) -> dict[str, tuple[float | None, float | None]]:
     """For each row (keyed as given): its latest adjusted close and market cap (shares × close).
 
-    Market cap needs shares outstanding in the security master; it is None where they are not
-    recorded (the synthetic market, price-only stores).
+    Rows of the latest date take the values loaded with the version; others (a name off the
+    last date) are read from the store in one query. Market cap needs shares outstanding in
+    the security master; it is None where they are not recorded.
     """
-    day = state.meta()["end"]
-    close = last_closes(state.store, sorted({r["security_id"] for r in rows.values()}), day)
-    shares = universe(state).rows.set_index("security_id")["shares_outstanding"]
-    out = {}
+    known: dict[str, tuple[float | None, float | None]] = {}
     for key, row in rows.items():
-        c = close.get(row["security_id"])
-        s = shares.get(row["security_id"])
-        cap = c * float(s) if c is not None and s is not None and np.isfinite(s) and s > 0 else None
-        out[key] = (c, cap)
-    return out
+        hit = pub.latest.get(row["ticker"])
+        if hit is not None and hit[0]["security_id"] == row["security_id"]:
+            known[key] = hit[1], hit[2]
+    missing = sorted({r["security_id"] for k, r in rows.items() if k not in known})
+    closes = last_closes(store, missing, pub.end) if missing else {}
+    shares = pub.universe.shares_by_id
+    return {key: known[key] if key in known else price_and_cap(row["security_id"], closes, shares)
+            for key, row in rows.items()}
 
 
 MAG7 = ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "META", "TSLA")

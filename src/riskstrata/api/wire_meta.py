@@ -5,28 +5,23 @@ riskmodels-py reads ``X-Risk-Model-Version``, ``X-Data-As-Of``, ``X-Factor-Set-I
 ``body["_metadata"]`` override them; ``universe_size`` must be an integer or the client raises
 (api-contract §2.3, §3). Parquet/CSV bodies carry the headers only.
 
-Every JSON body goes through :func:`jsonable` (NaN, ±inf, NaT → null; numpy scalars → numbers;
-timestamps → ISO dates) and then the app's ``CleanJSONResponse``, which refuses anything
-non-finite that slipped through.
+Every JSON body is written by :func:`riskstrata.jsonsafe.dumps_json` (the app's
+``CleanJSONResponse``): NaN, ±inf, NaT → null; numpy scalars → numbers; timestamps → ISO dates.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from fastapi import Request
 from fastapi.responses import Response
 
 from riskstrata.api.errors import CleanJSONResponse
-from riskstrata.api.state import AppState
-from riskstrata.api.wire_lookup import universe
+from riskstrata.api.published import Published
 
 UNIVERSE_NAME = "US_EQUITY"
 DATA_SOURCE = "riskstrata-store"
@@ -68,43 +63,17 @@ def request_id(request: Request) -> str:
     return str(given) if given else f"req_{uuid.uuid4().hex[:20]}"
 
 
-def lineage(state: AppState, request: Request) -> Lineage:
-    """Lineage of the current cascade version (raises ModelNotBuilt when none was built)."""
-    meta = state.meta()
-    uni = universe(state)
-    params = meta["params"]
-    factor_set = f"{params['market_etf']}_cascade_w{params['window']}"
-    if params.get("halflife"):
-        factor_set += f"_hl{params['halflife']:g}"
-    return Lineage(model_version=str(meta.get("version") or state.version), data_as_of=str(meta["end"]),
-                   factor_set_id=factor_set, universe_size=uni.stock_count, market_etf=str(params["market_etf"]),
-                   factors=(str(params["market_etf"]), *uni.sector_etfs), request_id=request_id(request))
-
-
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf → None, numpy scalars → Python, dates → ISO, tuples → lists."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.date().isoformat() if value == value.normalize() else value.isoformat()
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return value
+def lineage(pub: Published, request: Request) -> Lineage:
+    """Lineage of one published cascade version, for one request."""
+    uni = pub.universe
+    return Lineage(model_version=str(pub.meta.get("version") or pub.version), data_as_of=pub.end,
+                   factor_set_id=pub.factor_set_id, universe_size=uni.stock_count, market_etf=pub.market_etf,
+                   factors=(pub.market_etf, *uni.sector_etfs), request_id=request_id(request))
 
 
 def json_response(body: dict, lin: Lineage | None = None, status: int = 200) -> Response:
     """200 (or ``status``) with a JSON object body and the lineage headers."""
-    return CleanJSONResponse(jsonable(body), status_code=status, headers=lin.headers() if lin is not None else None)
+    return CleanJSONResponse(body, status_code=status, headers=lin.headers() if lin is not None else None)
 
 
 def table_response(frame: pd.DataFrame, fmt: str, lin: Lineage) -> Response:

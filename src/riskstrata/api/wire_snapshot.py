@@ -1,7 +1,7 @@
 """One date of one ticker → the contract's snapshot bodies (api-contract §5.1–§5.3, §7.3).
 
-Input is a metrics row: the dict of :func:`riskstrata.services.cascade.metrics`, or a stored
-snapshot row shaped like it (:func:`riskstrata.api.wire_lookup.snapshot_row`). Nothing is
+Input is a metrics row: the dict of :func:`riskstrata.services.cascade.metrics` (the server
+holds one per ticker of the latest date, :mod:`riskstrata.api.published`). Nothing is
 estimated here; the functions rename and regroup, and ask the engine (``cascade.lstar``) for
 the recommended level and gross hedge of a row.
 

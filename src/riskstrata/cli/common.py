@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from riskstrata.errors import DataValidationError
-from riskstrata.jsonsafe import clean_json
+from riskstrata.jsonsafe import dumps_json
 
 # Pipes and CI have no terminal width; wide tables should not be squeezed to 80 columns there.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -44,7 +43,7 @@ def parse_date(text: Optional[str]) -> Optional[str]:
 
 def print_json(obj: Any) -> None:
     """JSON with NaN/inf as null (never invalid JSON)."""
-    print(json.dumps(clean_json(obj), indent=2, default=str))
+    print(dumps_json(obj, indent=True).decode())
 
 
 def fmt(v: Any) -> str:
