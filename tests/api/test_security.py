@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from fastapi.testclient import TestClient
 
 from riskstrata.api.app import create_app
 from riskstrata.api.auth import TABLE, create_key, list_keys, revoke_key
-from riskstrata.api.deps import PUBLIC_PATHS
+from riskstrata.api.deps import AGENT_AUTHENTICATE, AGENT_CHECK_KEY, PUBLIC_PATHS
 from riskstrata.api.limits import RateLimiter
 from riskstrata.api.settings import ApiSettings
 from riskstrata.data.store import Store
@@ -103,7 +104,9 @@ def _free_port() -> int:
 def test_missing_key_is_401_with_the_contracts_body(anon):
     body = assert_error(anon.get("/api/metrics/AAA"), 401, "Unauthorized")
     assert body == {"error": "Unauthorized", "message": UNAUTHORIZED_MESSAGE,
-                    "_agent": {"action": "authenticate", "authenticate_url": "/api/auth/provision"}}
+                    "_agent": AGENT_AUTHENTICATE}
+    assert AGENT_AUTHENTICATE["action"] == "authenticate"  # the contract's action; the link is this server's docs
+    assert anon.get(AGENT_AUTHENTICATE["authenticate_url"]).status_code == 200
     resp = anon.post("/api/batch/analyze", json={"tickers": ["AAA"]})
     assert_error(resp, 401)
     assert resp.headers["www-authenticate"] == "Bearer"
@@ -119,7 +122,9 @@ def test_missing_key_is_401_with_the_contracts_body(anon):
 def test_invalid_key_is_401_with_the_check_key_hint(anon, headers):
     body = assert_error(anon.get("/api/metrics/AAA", headers=headers), 401, "Unauthorized")
     assert body == {"error": "Unauthorized", "message": UNAUTHORIZED_MESSAGE,
-                    "_agent": {"action": "check_key", "help_url": "https://riskmodels.app/get-key"}}
+                    "_agent": AGENT_CHECK_KEY}
+    assert AGENT_CHECK_KEY["action"] == "check_key" and "riskstrata keys create" in AGENT_CHECK_KEY["hint"]
+    assert anon.get(AGENT_CHECK_KEY["help_url"]).status_code == 200
 
 
 def test_a_right_id_with_a_wrong_secret_is_refused(anon, key):
@@ -481,6 +486,20 @@ def test_openapi_documents_auth_errors_and_public_routes(anon):
     assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     docs = anon.get("/api/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_the_docs_page_needs_no_cdn(anon):
+    """Every script, style sheet and icon of /api/docs is served by this server (offline use)."""
+    page = anon.get("/api/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    scripts = [a for a in assets if a.endswith(".js")]
+    assert scripts and any(a.endswith(".css") for a in assets), assets
+    for asset in assets:
+        assert asset.startswith("/api/"), f"{asset} is not served by riskstrata"
+        resp = anon.get(asset)
+        assert resp.status_code == 200 and len(resp.content) > 100, asset
+    assert "SwaggerUIBundle" in anon.get(scripts[0]).text
 
 
 # --------------------------------------------------------------------------- Schemathesis

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from riskstrata import __version__
 from riskstrata.api import errors
@@ -46,6 +47,8 @@ Risk models over your own store: the ETF cascade (Model A, wire-compatible with 
 **Errors** are always JSON `{"error", "message"}`. Over the rate limit → 429 with
 `Retry-After`; a body over the size limit → 413.
 """
+
+DOCS_STATIC = "/api/docs/static"  # Swagger UI's script, style sheet and icon, served by the app itself
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed request: not JSON, a bad date or value."},
@@ -84,11 +87,13 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
     """
     store = store if isinstance(store, Store) else Store(store)
     settings = settings if settings is not None else ApiSettings.from_env()
-    app = FastAPI(title="riskstrata", version=__version__, description=DESCRIPTION,
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
-                  swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
-                  swagger_ui_parameters={"persistAuthorization": True},  # paste the key once per browser
-                  default_response_class=CleanJSONResponse, lifespan=_lifespan)
+    # FastAPIOffline: the interactive docs load Swagger UI from the package, not a CDN, so they
+    # work on an air-gapped machine like everything else here.
+    app = FastAPIOffline(title="riskstrata", version=__version__, description=DESCRIPTION,
+                         openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+                         static_url=DOCS_STATIC, swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+                         swagger_ui_parameters={"persistAuthorization": True},  # paste the key once per browser
+                         default_response_class=CleanJSONResponse, lifespan=_lifespan)
     app.state.riskstrata = AppState(store)
     app.state.settings = settings
     app.state.keyring = KeyRing(store)

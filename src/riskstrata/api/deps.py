@@ -21,11 +21,16 @@ from riskstrata.api.state import AppState
 # Route paths (as declared, with the /api prefix) that answer without a key, like the real service.
 PUBLIC_PATHS = frozenset({"/api/health", "/api/tickers"})
 
-# The contract's 401 bodies (api-contract §1.2): the client shows ``message``; ``_agent`` says what to do.
+# The contract's 401 bodies (api-contract §1.2): the client shows ``message`` and inspects
+# nothing else; ``_agent`` says what to do. Its actions are the contract's, but its links point
+# at this server (whose docs explain keys), not at the commercial service's sign-up page, which
+# cannot issue a key for a self-hosted store.
 UNAUTHORIZED = "Unauthorized"
 UNAUTHORIZED_MESSAGE = "Valid API key or authentication required"
-AGENT_CHECK_KEY = {"action": "check_key", "help_url": "https://riskmodels.app/get-key"}
-AGENT_AUTHENTICATE = {"action": "authenticate", "authenticate_url": "/api/auth/provision"}
+KEY_HINT = "keys are issued on the server: `riskstrata keys create NAME` prints one"
+AGENT_CHECK_KEY = {"action": "check_key", "help_url": "/api/docs", "hint": KEY_HINT}
+AGENT_AUTHENTICATE = {"action": "authenticate", "authenticate_url": "/api/docs",
+                      "hint": "send `Authorization: Bearer <key>` or `X-API-Key: <key>`; " + KEY_HINT}
 
 # Declared as security schemes so the OpenAPI document and the docs page show how to authenticate.
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (what riskmodels-py sends).",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
+from riskstrata.errors import UnknownTicker
 from riskstrata.services.cascade import MODEL, latest_metrics, stored_snapshot
 
 # A ticker's latest metrics row (services.cascade.metrics shape), its adjusted close and market cap.
@@ -63,6 +64,8 @@ class Published:
 
     snapshot: the last date's model rows (tickers × fields), indexed by upper-case ticker.
     latest:   upper-case ticker → (metrics row, close, market cap) for every row of ``snapshot``.
+    modelled: every ticker with a row on any date of the model (so an unknown one is refused
+              without a trip to the store).
     """
 
     version: str
@@ -70,6 +73,7 @@ class Published:
     snapshot: pd.DataFrame
     universe: Universe
     latest: dict[str, LatestRow]
+    modelled: frozenset[str]
     rendered: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -94,6 +98,12 @@ class Published:
             factor_set += f"_hl{params['halflife']:g}"
         return factor_set
 
+    def check_modelled(self, ticker: str) -> None:
+        """UnknownTicker unless ``ticker`` has a row somewhere in this model version."""
+        if ticker not in self.modelled:
+            raise UnknownTicker(f"unknown ticker {ticker!r}: no security trading as {ticker} is in this store's "
+                                f"model (version {self.version})")
+
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
         """``make()`` once per key for this version (two racing threads may both make it: harmless)."""
         try:
@@ -112,7 +122,9 @@ def load_published(store: Store, version: str) -> Published:
     rows = latest_metrics(store, snap)
     closes = last_closes(store, sorted({r["security_id"] for r in rows.values()}), meta["end"])
     latest = {t: (row, *price_and_cap(row["security_id"], closes, universe.shares_by_id)) for t, row in rows.items()}
-    return Published(version=version, meta=meta, snapshot=snap, universe=universe, latest=latest)
+    modelled = store.query(f"SELECT DISTINCT upper(ticker) AS ticker FROM model_{MODEL}")["ticker"]
+    return Published(version=version, meta=meta, snapshot=snap, universe=universe, latest=latest,
+                     modelled=frozenset(modelled.astype(str)))
 
 
 def load_universe(store: Store, snap: pd.DataFrame, meta: dict) -> Universe:

@@ -7,6 +7,7 @@ inode changes); the version is reloaded, off the event loop, only when the point
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
@@ -56,6 +57,13 @@ class AppState:
                 raise ModelNotBuilt(f"model {MODEL!r} has not been built yet in store {self.store.root}")
             if self._published is None or self._published.version != version:
                 self._published = load_published(self.store, version)
+                # The version's objects live until the next publish: move them out of the
+                # collector's generations, so a full collection does not walk them again and
+                # again (tens of ms of stalled requests each time). Unfreezing first lets the
+                # previous version's reference cycles be collected.
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
             self._stamp = stamp
             return self._published
 

@@ -76,8 +76,11 @@ class Wire:
     lin: Lineage
 
     def symbol(self, raw: str) -> str:
-        """The requested ticker as the store holds it (GOOG ⇄ GOOGL), or as given when unknown."""
-        return lookup.resolve_symbol(lookup.clean_ticker(raw), self.pub.latest)
+        """The requested ticker as the store holds it (GOOG ⇄ GOOGL); 404 when the model has never
+        seen it (answered from memory: a flood of unknown tickers costs no store reads)."""
+        symbol = lookup.resolve_symbol(lookup.clean_ticker(raw), self.pub.latest)
+        self.pub.check_modelled(symbol)
+        return symbol
 
     def window(self, years: int) -> tuple[pd.Timestamp, pd.Timestamp]:
         """[end − years, end] in calendar years, end being the model's last date."""

@@ -85,6 +85,7 @@ def latest_rows(pub: Published, store: Store, tickers: list[str]) -> tuple[dict[
             rows[requested] = hit[0]
             continue
         try:
+            pub.check_modelled(symbol)
             rows[requested] = metrics(store, symbol)
         except (UnknownTicker, InsufficientHistory, DateOutOfRange):
             errors[requested] = f"Symbol not found for ticker {requested}"
