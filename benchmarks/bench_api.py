@@ -9,7 +9,10 @@ made with riskstrata.api.auth.create_key) and the per-key rate limit off, and dr
 - ``GET /api/metrics/{T}`` over random tickers of the universe;
 - ``POST /api/batch/analyze`` with 100 random tickers (``full_metrics`` + ``hedge_ratios``,
   what ``riskmodels-py``'s ``analyze_portfolio`` sends); also one connection alone, for the
-  latency of a single batch without queueing.
+  latency of a single batch without queueing;
+- the peer: ``benchmarks/bare_fastapi.py`` (a constant-JSON FastAPI route, no middleware or
+  data) under the same workers and load, so /metrics is also reported as a share of the
+  framework's ceiling on this machine.
 
 The load comes from ``wrk`` when it is installed (a Lua script picks the ticker per request),
 otherwise from Python (asyncio + httpx, in several processes so the client is not the
@@ -94,7 +97,7 @@ def free_port() -> int:
 class Server:
     """``riskstrata serve`` (or plain uvicorn where the CLI has no serve command) in a child process."""
 
-    def __init__(self, root: Path, workers: int, auth: bool) -> None:
+    def __init__(self, root: Path, workers: int, auth: bool, bare: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         env = {**os.environ, "RISKSTRATA_STORE": str(root), "RISKSTRATA_RATE_LIMIT": "0",
@@ -105,14 +108,18 @@ class Server:
             serve.append("--no-auth")
         has_serve = subprocess.run([sys.executable, "-m", "riskstrata.cli", "serve", "--help"],
                                    capture_output=True, env=env).returncode == 0
-        cmd = serve if has_serve else [
+        if bare:  # the peer: a constant-JSON FastAPI route under the same uvicorn settings
+            serve = [sys.executable, "-m", "uvicorn", "bare_fastapi:app", "--app-dir", str(HERE), "--host", HOST,
+                     "--port", str(self.port), "--workers", str(workers), "--log-level", "warning",
+                     "--no-access-log"]
+        cmd = serve if has_serve or bare else [
             sys.executable, "-m", "uvicorn", "riskstrata.api.app:create_app", "--factory", "--host", HOST,
             "--port", str(self.port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.command = " ".join(cmd[1:])
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, path: str = "/api/health") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -120,14 +127,14 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.output()}")
             try:
-                if httpx.get(f"{self.base}/api/health", timeout=2).status_code < 500:
+                if httpx.get(f"{self.base}{path}", timeout=2).status_code < 500:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the server did not answer /api/health in {timeout:.0f}s:\n{self.output()}")
 
-    def settle(self, limit: float = 180.0) -> float:
+    def settle(self, limit: float = 180.0, path: str = "/api/health") -> float:
         """Wait until the backlog of the previous run is served (a light request answers in < 0.5 s)."""
         import httpx
 
@@ -135,7 +142,7 @@ class Server:
         while time.monotonic() - began < limit:
             t0 = time.monotonic()
             try:
-                httpx.get(f"{self.base}/api/health", timeout=5)
+                httpx.get(f"{self.base}{path}", timeout=5)
                 if time.monotonic() - t0 < 0.5:
                     break
             except httpx.HTTPError:
@@ -195,6 +202,9 @@ local kind = "%(kind)s"
 wrk.headers["Content-Type"] = "application/json"
 %(auth)s
 request = function()
+  if kind == "bare" then
+    return wrk.format("GET", "/bare")
+  end
   if kind == "health" then
     return wrk.format("GET", "/api/health")
   end
@@ -264,7 +274,9 @@ async def _drive(base: str, headers: dict, kind: str, tickers: list[str], connec
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
                 try:
-                    if kind == "health":
+                    if kind == "bare":
+                        r = await client.get("/bare")
+                    elif kind == "health":
                         r = await client.get("/api/health")
                     elif kind == "metrics":
                         r = await client.get(f"/api/metrics/{rng.choice(tickers)}")
@@ -335,7 +347,9 @@ def verdicts(runs: list[dict]) -> list[str]:
             rps = _versus(r["rps"], METRICS_TARGET["rps"], True)
             p99 = _versus(r["p99_ms"], METRICS_TARGET["p99_ms"], False)
             ok = rps == "met" and p99 == "met" and r["errors"] == 0
-            out.append(f"{head}: {r['rps']:,.0f} req/s ({rps}; target >= 2,000), p99 {_ms(r['p99_ms'])} "
+            peer = next((p for p in runs if p["kind"] == "bare" and p["workers"] == r["workers"] and p.get("rps")), None)
+            versus_peer = f"; {r['rps'] / peer['rps']:.0%} of the bare FastAPI peer's {peer['rps']:,.0f} req/s" if peer else ""
+            out.append(f"{head}: {r['rps']:,.0f} req/s ({rps}; target >= 2,000{versus_peer}), p99 {_ms(r['p99_ms'])} "
                        f"({p99}; target < 50 ms), {r['errors']} errors: {'MET' if ok else 'MISSED'}")
         elif r["kind"] == "batch_single":
             p50 = _versus(r["p50_ms"], BATCH_TARGET["p50_ms"], False)
@@ -375,11 +389,30 @@ def write_report(result: dict) -> None:
     lines += ["", "Targets: metrics ≥ 2,000 req/s with p99 < 50 ms and 0 errors; a batch of 100 p50 < 25 ms "
               "(judged on the single-connection run: under 64 connections its p50 is mostly queueing). "
               f"{timeouts}. `/api/health` (a store version check, no model rows) shows the stack's own cost "
-              "(middleware, routing, JSON) on this machine, for scale. Each run starts after the previous "
+              "(middleware, routing, JSON) on this machine, for scale. The peer, `benchmarks/bare_fastapi.py`, is the "
+              "plainest FastAPI route uvicorn can serve (constant JSON, no middleware, no auth, no data) under the "
+              "same workers and load: the framework's own ceiling here. Each run starts after the previous "
               "run's backlog is served.", ""]
     lines += [f"- {v}" for v in result["verdicts"]]
     lines += ["", "Reproduce: `python benchmarks/bench_api.py` (`--driver python` without wrk).", ""]
     (RESULTS / "api.md").write_text("\n".join(lines))
+
+
+def peer_run(workers: int, connections: int, duration: float, drive) -> dict:
+    """The peer under the same load: bare_fastapi.py's constant-JSON route, same workers."""
+    row = {"workers": workers, "kind": "bare", "endpoint": "peer: bare FastAPI GET /bare (constant JSON)",
+           "connections": connections}
+    server = Server(STORE, workers, auth=False, bare=True)
+    try:
+        server.wait_ready(path="/bare")
+        drive(server.base, {}, "bare", [], connections, min(5.0, duration))
+        server.settle(path="/bare")
+        print(f"{workers} worker(s): {row['endpoint']}, {connections} connection(s), {duration:.0f} s …", file=sys.stderr)
+        row.update(drive(server.base, {}, "bare", [], connections, duration))
+    finally:
+        server.stop()
+    print(f"  {row['rps']:,.0f} req/s, p50 {_ms(row['p50_ms'])}, p99 {_ms(row['p99_ms'])}", file=sys.stderr)
+    return row
 
 
 def main() -> None:
@@ -425,6 +458,7 @@ def main() -> None:
                       f"{row['errors']} errors", file=sys.stderr)
         finally:
             server.stop()
+        runs.append(peer_run(workers, args.connections, args.duration, drive))
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "store": store_desc, "driver": driver,
               "server_command": command, "connections": args.connections, "duration_s": args.duration,
               "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},

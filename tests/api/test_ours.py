@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -276,6 +277,33 @@ def test_portfolio_factor_risk(client, names):
     assert body["unknown"] == ["NOTHELD"] and len(body["exposures"]) == 21
     assert_error(client.post("/api/factors/US21/risk", json={"holdings": [{"ticker": "NOTHELD", "weight": 1}]}), 400)
     assert_error(client.post("/api/factors/US21/risk", json={"holdings": [{"ticker": names[0], "shares": 5}]}), 422)
+
+
+def test_answers_from_memory_equal_the_stores(client, store, names):
+    """The server holds each built model's last date in memory; its answers equal the service
+    reading the store (exposures, factor risk, summary)."""
+    api = client.get(f"/api/factors/US21/exposures/{names[0]}").json()
+    want = fsvc.stock_exposures(store, names[0], spec="US21")
+    assert api["as_of"] == str(want.name).split(" ")[-1]
+    assert api["exposures"] == pytest.approx(want.to_dict(), rel=1e-15)
+    weights = {t: w for t, w in zip(names[:4], (0.4, 0.3, 0.2, 0.1))}
+    risk = client.post("/api/factors/US21/risk", json={"holdings": [{"ticker": t, "weight": w}
+                                                                    for t, w in weights.items()]}).json()
+    want_risk = fsvc.portfolio_factor_risk(store, pd.Series(weights), spec="US21")
+    assert risk["date"] == want_risk["date"]
+    assert risk["vol_ann"] == pytest.approx(want_risk["vol_ann"], rel=1e-12)
+    assert risk["shares"] == pytest.approx(want_risk["shares"], rel=1e-12)
+    summary = {r["factor"]: r for r in client.get("/api/factors/US21/summary").json()["factors"]}
+    assert summary["MARKET"]["sharpe"] == pytest.approx(fsvc.summary(store, "US21").loc["MARKET", "sharpe"])
+
+
+def test_a_rebuild_is_served_by_the_next_request(client, store, built):
+    fsvc.ensure_built(store, "US_CORE")
+    before = client.get("/api/factors/US_CORE/cumulative", params={"factors": "MARKET"}).json()
+    fsvc.build_factor_model(store, "US_CORE", start="2016-01-01")
+    after = client.get("/api/factors/US_CORE/cumulative", params={"factors": "MARKET"}).json()
+    assert after["dates"][0] >= "2016-01-01" > before["dates"][0]
+    assert after["dates"] == [d.date().isoformat() for d in fsvc.factor_returns(store, "US_CORE").index]
 
 
 # ----------------------------------------------------------------------------- portfolio layer

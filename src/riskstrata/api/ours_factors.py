@@ -5,7 +5,8 @@ Asking for anything of a packaged model that is not built yet starts its build i
 background (auto-build) and answers ``202 Accepted`` with the job to poll; the same request
 succeeds once the job is done. A model whose last build in this worker failed answers 503
 with that job's error instead of rebuilding on every request; ``POST …/build`` retries.
-Jobs are per worker (see :mod:`riskstrata.api.jobs`).
+Jobs are per worker (see :mod:`riskstrata.api.jobs`). A built model's factor returns and last
+date (exposures, covariance, specific risk) are held in memory per version (``AppState.factor_model``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def summary(model: ModelName, state: State, jobs: Jobs) -> JSONResponse:
     n_days (decimals, not percent)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    table = svc.summary(state.store, model)
+    table = S.factor_summary(state.factor_model(model).factor_returns)
     return respond({"model": model, "factors": records(table, index="factor")})
 
 
@@ -169,7 +170,7 @@ def correlation(model: ModelName, state: State, jobs: Jobs,
     (null where a factor has too few returns)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    corr = svc.correlation(state.store, model, window=window)
+    corr = S.correlation_matrix(state.factor_model(model).factor_returns, window)
     return respond({"model": model, "window": window, "factors": [str(c) for c in corr.columns],
                     "matrix": corr.to_numpy().tolist()})
 
@@ -181,7 +182,7 @@ def pair_correlation(model: ModelName, a: str, b: str, state: State, jobs: Jobs,
     """The correlation over the window and its rolling 63-day history (``rolling.dates`` / ``rolling.values``)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    pair = svc.correlation(state.store, model, pair=(a.upper(), b.upper()), window=window)
+    pair = S.pair_correlation(state.factor_model(model).factor_returns, a.upper(), b.upper(), window)
     rolling = pair["rolling"]
     return respond({"model": model, "a": pair["a"], "b": pair["b"], "window": window,
                     "correlation": pair["correlation"], "n_days": int(pair["n_days"]),
@@ -196,7 +197,7 @@ def cumulative(model: ModelName, state: State, jobs: Jobs,
     """Compounded return path Π(1 + r) − 1 per factor on each date (decimals; null before a factor's first return)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    path = S.cumulative_returns(_factors_filter(svc.factor_returns(state.store, model), factors))
+    path = S.cumulative_returns(_factors_filter(state.factor_model(model).factor_returns, factors))
     return respond({"model": model, "dates": [iso(d) for d in path.index],
                     "series": {str(f): path[f].to_numpy().tolist() for f in path.columns}})
 
@@ -208,7 +209,8 @@ def exposures(model: ModelName, ticker: Annotated[str, Path(max_length=32)], sta
     """Z-score exposures on the last model date on or before ``date``."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    row = svc.stock_exposures(state.store, ticker, None if date is None else date.isoformat(), model)
+    row = svc.stock_exposures(state.store, ticker, None if date is None else date.isoformat(), model,
+                              latest=state.factor_model(model))
     return respond({"model": model, "ticker": ticker.upper(), "as_of": str(row.name).split(" ")[-1],
                     "exposures": {str(k): float(v) for k, v in row.items()}})
 
@@ -220,4 +222,5 @@ def risk(model: ModelName, body: FactorRiskRequest, state: State, jobs: Jobs) ->
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
     weights = pd.Series([h.weight for h in body.holdings], index=[h.ticker.strip() for h in body.holdings], dtype=float)
-    return respond({"model": model, **svc.portfolio_factor_risk(state.store, weights, body.day(), model)})
+    return respond({"model": model, **svc.portfolio_factor_risk(state.store, weights, body.day(), model,
+                                                                latest=state.factor_model(model))})

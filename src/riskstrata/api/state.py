@@ -1,4 +1,5 @@
-"""What a worker holds in memory: the store and the current published cascade version.
+"""What a worker holds in memory: the store, the current published cascade version, and the
+latest snapshot of each built factor model.
 
 Workers are stateless beyond this cache: several processes can serve one store. Each request
 costs one ``stat`` of the model's ``CURRENT`` pointer (a publish replaces that file, so its
@@ -16,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from riskstrata.api.published import Published, load_published
 from riskstrata.data.store import Store
 from riskstrata.errors import ModelNotBuilt
+from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
+from riskstrata.services.factors import LatestFactorModel
 
 _UNREAD = object()
 
@@ -29,10 +32,11 @@ class AppState:
         self._lock = threading.Lock()
         self._stamp: object = _UNREAD
         self._published: Published | None = None
+        self._factor_models: dict[str, tuple[object, LatestFactorModel]] = {}  # spec → (pointer stamp, model)
 
-    def _pointer_stamp(self) -> object:
+    def _pointer_stamp(self, model: str = MODEL) -> object:
         try:
-            st = os.stat(self.store.model_dir(MODEL) / "CURRENT")
+            st = os.stat(self.store.model_dir(model) / "CURRENT")
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -41,6 +45,24 @@ class AppState:
         """The bundle held, if the pointer has not moved since it was loaded."""
         published = self._published
         return published if published is not None and self._pointer_stamp() == self._stamp else None
+
+    def factor_model(self, spec: str) -> LatestFactorModel:
+        """The current version of a built factor model (Model B), in memory; ModelNotBuilt if none.
+
+        Blocking when a (re)load is due; the factor routes run on worker threads.
+        """
+        pointer = factors.model_names(spec)["factors"]
+        stamp = self._pointer_stamp(pointer)
+        held = self._factor_models.get(spec)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        with self._lock:
+            held = self._factor_models.get(spec)
+            if held is not None and held[0] == stamp:
+                return held[1]
+            latest = factors.load_latest(self.store, spec)
+            self._factor_models[spec] = (stamp, latest)
+            return latest
 
     def current(self) -> Published:
         """The current version (loaded on first use and after each publish); ModelNotBuilt if none.

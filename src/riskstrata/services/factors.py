@@ -136,12 +136,15 @@ def publish(store: Store, result: FactorModelResult) -> dict:
 
 @dataclass
 class BuiltModel:
+    """A built spec pinned to one version: its exposures version and the companions it names."""
+
     spec: str
     meta: dict
+    version: str | None = None  # the exposures version (None: whichever is current when read)
 
     def read(self, store: Store, part: str, **kw) -> pd.DataFrame:
         names = model_names(self.spec)
-        version = None if part == "factors" else self.meta["companions"][part]
+        version = self.version if part == "factors" else self.meta["companions"][part]
         return store.read_model(names[part], version=version, **kw)
 
 
@@ -152,13 +155,17 @@ def ensure_built(store: Store, spec: str = "US21", progress: Progress | None = N
         if spec not in packaged_specs():
             raise ModelNotBuilt(f"model {spec!r} is not built and is not a packaged spec")
         build_factor_model(store, spec, progress=progress)
-    return BuiltModel(spec, store.model_meta(name))
+    version = store.current_version(name)
+    return BuiltModel(spec, store.model_meta(name, version), version)
 
 
 def factor_returns(store: Store, spec: str = "US21", progress: Progress | None = None) -> pd.DataFrame:
-    m = ensure_built(store, spec, progress)
-    frame = m.read(store, "factor_returns", columns=["date", *m.meta["factors"]])
-    return frame.set_index("date").sort_index()
+    return _factor_returns(store, ensure_built(store, spec, progress))
+
+
+def _factor_returns(store: Store, m: BuiltModel) -> pd.DataFrame:
+    """(dates × factors) daily factor returns of a built model."""
+    return m.read(store, "factor_returns", columns=["date", *m.meta["factors"]]).set_index("date").sort_index()
 
 
 def summary(store: Store, spec: str = "US21", progress: Progress | None = None) -> pd.DataFrame:
@@ -174,34 +181,101 @@ def correlation(store: Store, spec: str = "US21", pair: tuple[str, str] | None =
     return S.correlation_matrix(fr, window)
 
 
-def stock_exposures(store: Store, ticker: str, date: object | None = None, spec: str = "US21") -> pd.Series:
-    """A stock's exposure to every factor on a date (default: the model's last)."""
-    m = ensure_built(store, spec)
-    day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
-    sid = SecurityMaster.from_store(store).resolve(ticker, day)
-    rows = m.read(store, "factors", where="security_id = ? AND date <= ?", params=[sid, day.to_pydatetime()])
-    if rows.empty:
-        raise UnknownTicker(ticker, f"no factor exposures on or before {day.date()}")
-    row = rows.sort_values("date").iloc[-1]
-    return pd.Series({f: float(row[f]) for f in m.meta["factors"]}, name=f"{ticker} {pd.Timestamp(row['date']).date()}")
+@dataclass(frozen=True)
+class RiskInputs:
+    """What a portfolio's factor risk needs on one date.
+
+    exposures:    (names × [factors…, security_id, ticker, …]) on the model date nearest before
+                  the asked date, indexed by upper-case ticker.
+    covariance:   (K, K) factor covariance of ``cov_date`` (daily, decimal²).
+    specific_var: ticker → specific variance on ``cov_date`` (daily, decimal²).
+    """
+
+    exposures: pd.DataFrame
+    covariance: np.ndarray
+    cov_date: pd.Timestamp
+    specific_var: pd.Series
 
 
-def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None = None, spec: str = "US21") -> dict:
-    """X'FX + specific for ticker weights, with Euler shares by group (market/styles/industries/specific)."""
-    m = ensure_built(store, spec)
+@dataclass(frozen=True)
+class LatestFactorModel:
+    """A built model's latest snapshot, as a server holds it per published version: the whole
+    factor-return history (T × K, small) and the risk inputs of the last date."""
+
+    model: BuiltModel
+    version: str
+    factor_returns: pd.DataFrame  # dates × factors
+    risk: RiskInputs
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return pd.Timestamp(self.model.meta["end"])
+
+
+def load_latest(store: Store, spec: str = "US21") -> LatestFactorModel:
+    """The current version of a built spec, in memory (ModelNotBuilt if it is not built)."""
+    name = model_names(spec)["factors"]
+    version = store.current_version(name)
+    if version is None:
+        raise ModelNotBuilt(f"model {spec!r} is not built")
+    m = BuiltModel(spec, store.model_meta(name, version), version)
+    return LatestFactorModel(m, version, _factor_returns(store, m), risk_inputs(store, m, pd.Timestamp(m.meta["end"])))
+
+
+def stock_exposures(store: Store, ticker: str, date: object | None = None, spec: str = "US21",
+                    latest: LatestFactorModel | None = None) -> pd.Series:
+    """A stock's exposure to every factor on a date (default: the model's last).
+
+    ``latest``: the model's snapshot in memory; a name on its last date is answered from it.
+    """
+    m = ensure_built(store, spec) if latest is None else latest.model
     day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
     factors = m.meta["factors"]
+    if latest is not None and day >= latest.end and ticker.strip().upper() in latest.risk.exposures.index:
+        row = latest.risk.exposures.loc[ticker.strip().upper()]
+    else:
+        sid = SecurityMaster.from_store(store).resolve(ticker, day)
+        rows = m.read(store, "factors", where="security_id = ? AND date <= ?", params=[sid, day.to_pydatetime()])
+        if rows.empty:
+            raise UnknownTicker(ticker, f"no factor exposures on or before {day.date()}")
+        row = rows.sort_values("date").iloc[-1]
+    return pd.Series({f: float(row[f]) for f in factors}, name=f"{ticker} {pd.Timestamp(row['date']).date()}")
+
+
+def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None = None, spec: str = "US21",
+                          latest: LatestFactorModel | None = None) -> dict:
+    """X'FX + specific for ticker weights, with Euler shares by group (market/styles/industries/specific).
+
+    ``latest``: the model's snapshot in memory, used when the date is its last (or later).
+    """
+    m = ensure_built(store, spec) if latest is None else latest.model
+    day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
+    inputs = latest.risk if latest is not None and day >= latest.end else risk_inputs(store, m, day)
+    return factor_risk(inputs, weights, m.meta["factors"], spec)
+
+
+def risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> RiskInputs:
+    """Exposures, covariance and specific variances in force on ``day``, read from the store."""
     exp = _exposures_on(store, m, day)
+    cov_row = m.read(store, "factor_cov", where="date <= ?", params=[day.to_pydatetime()]).sort_values("date").iloc[-1]
+    factors = m.meta["factors"]
+    K = len(factors)
+    F = np.array([cov_row[f"{a}|{b}"] for a in factors for b in factors], dtype=float).reshape(K, K)
+    cov_date = pd.Timestamp(cov_row["date"])
+    spec_var = m.read(store, "specific_risk", where="date = ?", params=[cov_date.to_pydatetime()])
+    return RiskInputs(exp, F, cov_date, spec_var.set_index("ticker")["specific_var"])
+
+
+def factor_risk(inputs: RiskInputs, weights: pd.Series, factors: list[str], spec: str) -> dict:
+    """The portfolio's factor risk from one date's inputs (pure: no store)."""
+    exp = inputs.exposures
     w = weights.groupby(weights.index.str.upper()).sum()
     unknown = sorted(set(w.index) - set(exp.index))
     w = w.reindex(exp.index).fillna(0.0)
     if not w.abs().sum():
-        raise DataValidationError(f"no holdings are in the factor model on {day.date()}: {unknown}")
-    cov_row = m.read(store, "factor_cov", where="date <= ?", params=[day.to_pydatetime()]).sort_values("date").iloc[-1]
-    K = len(factors)
-    F = np.array([cov_row[f"{a}|{b}"] for a in factors for b in factors], dtype=float).reshape(K, K)
-    spec_var = m.read(store, "specific_risk", where="date = ?", params=[pd.Timestamp(cov_row["date"]).to_pydatetime()])
-    s2 = spec_var.set_index("ticker")["specific_var"].reindex(exp.index).fillna(0.0).to_numpy()
+        raise DataValidationError(f"no holdings are in the factor model on {inputs.cov_date.date()}: {unknown}")
+    F = inputs.covariance
+    s2 = inputs.specific_var.reindex(exp.index).fillna(0.0).to_numpy()
     no_forecast = [f for f, v in zip(factors, np.diag(F)) if not np.isfinite(v)]
     F = np.nan_to_num(F)  # a factor never estimated (a thin industry) carries no forecast risk
     X = exp[factors].fillna(0.0).to_numpy()
@@ -212,7 +286,7 @@ def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None 
     n_styles = len(load_spec(spec).style_factors) if spec in packaged_specs() else 0
     shares = {"market": contrib[0] / total, "styles": contrib[1:1 + n_styles].sum() / total,
               "industries": contrib[1 + n_styles:].sum() / total, "specific": specific / total}
-    return {"date": str(pd.Timestamp(cov_row["date"]).date()), "vol_ann": float(np.sqrt(total * 252)),
+    return {"date": str(inputs.cov_date.date()), "vol_ann": float(np.sqrt(total * 252)),
             "shares": {k: float(v) for k, v in shares.items()}, "exposures": dict(zip(factors, map(float, x))),
             "unknown": unknown, "factors_without_forecast": no_forecast}
 
