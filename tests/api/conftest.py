@@ -8,6 +8,7 @@ JSON encoding all on the path.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,6 +58,15 @@ def wire_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         _add_listing(store, market, ticker, twin, seed, root)
     build_cascade(store)
     return store
+
+
+@pytest.fixture(scope="module")
+def private_store(wire_store: Store, tmp_path_factory: pytest.TempPathFactory, request) -> Store:
+    """A copy of the session's demo store for one test module: keys it creates, builds it
+    publishes and limits it trips stay in that module."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "store"
+    shutil.copytree(wire_store.root, root)
+    return Store(root)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ and a name that is only in the model's history still resolves.
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,11 +20,9 @@ from riskstrata.services import cascade
 
 
 @pytest.fixture(scope="module")
-def store(wire_store: Store, tmp_path_factory) -> Store:
+def store(private_store: Store) -> Store:
     """A private copy of the session's demo store: this module publishes new versions into it."""
-    root = tmp_path_factory.mktemp("published") / "store"
-    shutil.copytree(wire_store.root, root)
-    return Store(root)
+    return private_store
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,11 +44,9 @@ MARKER = "PRIVQZX"  # a symbol that can only come from a request body
 
 
 @pytest.fixture(scope="module")
-def store(wire_store: Store, tmp_path_factory) -> Store:
+def store(private_store: Store) -> Store:
     """A private copy of the session's demo store (cascade built, 60 stocks + GOOGL)."""
-    root = tmp_path_factory.mktemp("security") / "store"
-    shutil.copytree(wire_store.root, root)
-    return Store(root)
+    return private_store
 
 
 @pytest.fixture(scope="module")
