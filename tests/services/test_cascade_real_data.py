@@ -13,29 +13,12 @@ import pytest
 import statsmodels.api as sm
 
 from riskstrata.cascade.kernel import Flag
-from riskstrata.data.ingest import ingest_classifications, ingest_prices
-from riskstrata.data.registry import EtfRegistry
-from riskstrata.data.store import Store
 from riskstrata.services import cascade as svc
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 pytestmark = pytest.mark.realdata
 if not (SHARED / "prices" / "core.parquet").exists():
     pytest.skip(f"real market data not present at {SHARED}", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def real_store(tmp_path_factory) -> Store:
-    tmp = tmp_path_factory.mktemp("real")
-    px = pd.read_parquet(SHARED / "prices" / "core.parquet", filters=[("date", ">=", pd.Timestamp("2014-06-01"))])
-    px = px[~px["ticker"].str.startswith("^")]  # yields are not prices
-    path = tmp / "core_2014.parquet"
-    px.to_parquet(path, index=False)
-    store = Store(tmp / "store")
-    ingest_prices(store, [path], etf_tickers=set(EtfRegistry.default().known_etfs()))
-    ingest_classifications(store, SHARED / "reference" / "gics_current.csv")
-    svc.build_cascade(store, start="2016-01-01")
-    return store
 
 
 @pytest.fixture(scope="module")
