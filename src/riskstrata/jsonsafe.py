@@ -34,6 +34,20 @@ def _fallback(value: Any) -> Any:
     return str(value)
 
 
+def _text_keys(value: Any) -> Any:
+    """A copy whose dict keys are all text (numpy scalars as their value, anything else as str)."""
+    if isinstance(value, dict):
+        return {(k.item() if isinstance(k, np.generic) else k) if isinstance(k, (str, int, float, bool, np.generic))
+                else str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text_keys(v) for v in value]
+    return value
+
+
 def dumps_json(value: Any, indent: bool = False) -> bytes:
     """UTF-8 JSON of ``value`` with NaN/inf as null (never an invalid JSON number)."""
-    return orjson.dumps(value, default=_fallback, option=_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))
+    option = _OPTIONS | (orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(value, default=_fallback, option=option)
+    except orjson.JSONEncodeError:  # a dict key orjson cannot write (a numpy integer, a tuple): as text
+        return orjson.dumps(_text_keys(value), default=_fallback, option=option)
