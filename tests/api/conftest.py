@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,25 @@ def _wait_until_up(proc: subprocess.Popen, url: str) -> bool:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"the API server did not answer {url}/health within {SERVER_START_SECONDS}s")
+
+
+@contextmanager
+def serve_cli(store: Store, log_path: Path, *options: str) -> Iterator[str]:
+    """``riskstrata serve`` over ``store`` on a free port, as a user starts it, logging to
+    ``log_path``; yields the base URL (``http://127.0.0.1:PORT/api``) once /health answers."""
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if k != "RISKSTRATA_DEBUG"}, "NO_PROXY": "127.0.0.1"}
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "riskstrata.cli", "serve", "--store", str(store.root),
+                                 "--port", str(port), *options], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        if not _wait_until_up(proc, url):
+            raise RuntimeError(f"riskstrata serve exited: {log_path.read_text(encoding='utf-8')[-2000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ and a name that is only in the model's history still resolves.
 from __future__ import annotations
 
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +18,7 @@ from riskstrata.api.auth import create_key
 from riskstrata.api.settings import ApiSettings
 from riskstrata.data.store import Store
 from riskstrata.services import cascade
+from tests.api.conftest import serve_cli
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,22 @@ def test_a_name_only_in_the_models_history_is_served_from_the_store(client, stor
         assert resp.status_code == 200, resp.text
         assert resp.json()["teo"] == want["date"] < pub.end
         _assert_metrics_match(resp.json(), want)
+
+
+def test_every_worker_of_a_running_server_serves_a_new_build(store, tmp_path):
+    """`riskstrata serve --workers 2`: whichever worker answers, after a publish it answers with
+    the new version (each worker checks the pointer on every request; nothing to restart)."""
+    key = create_key(store, "workers")
+    ticker = _stock(store)
+    with serve_cli(store, tmp_path / "serve.log", "--workers", "2", "--rate-limit", "0") as base, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, trust_env=False,
+                         timeout=30) as http:
+        before = {http.get(f"/metrics/{ticker}").headers["x-risk-model-version"] for _ in range(20)}
+        assert before == {store.current_version(cascade.MODEL)}
+        cascade.build_cascade(store, window=189)
+        new_version = store.current_version(cascade.MODEL)
+        after = [http.get(f"/metrics/{ticker}") for _ in range(20)]
+        assert {r.headers["x-risk-model-version"] for r in after} == {new_version}
+        want = cascade.metrics(store, ticker)
+        for resp in after:
+            _assert_metrics_match(resp.json(), want)

@@ -20,7 +20,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -35,6 +34,7 @@ from riskstrata.api.limits import RateLimiter
 from riskstrata.api.settings import ApiSettings
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
+from tests.api.conftest import serve_cli
 
 UNAUTHORIZED_MESSAGE = "Valid API key or authentication required"  # api-contract §1.2, verbatim
 MARKER = "PRIVQZX"  # a symbol that can only come from a request body
@@ -428,36 +428,17 @@ def test_fifty_concurrent_requests_all_succeed(server_url, api_key, wire_store):
 def test_keys_holdings_and_query_strings_never_reach_the_logs(store, tmp_path):
     """`riskstrata serve` (two workers, debug level): its whole log is searched for what clients sent."""
     key = create_key(store, "log-check")
-    port = _free_port()
     log_path = tmp_path / "serve.log"
-    env = {**{k: v for k, v in os.environ.items() if k != "RISKSTRATA_DEBUG"}, "NO_PROXY": "127.0.0.1"}
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "riskstrata.cli", "serve", "--store", str(store.root),
-                                 "--port", str(port), "--workers", "2", "--log-level", "debug"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}/api"
-    try:
-        with httpx.Client(base_url=base, trust_env=False, timeout=30) as c:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if c.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
-            auth = {"Authorization": f"Bearer {key}"}
-            holdings = [{"ticker": MARKER, "shares": 424242}, {"cusip": "037833100", "market_value": 999}]
-            assert c.post("/portfolio/analyze", json={"holdings": holdings}, headers=auth).status_code < 500
-            assert c.post("/portfolio/risk-index", json={"positions": [{"ticker": MARKER, "weight": 1}]},
-                          headers=auth).status_code < 500
-            assert c.get(f"/ticker-returns?ticker={MARKER}&secret=QSECRET", headers=auth).status_code < 500
-            assert c.get("/metrics/AAA", headers={"X-API-Key": key + "x"}).status_code == 401  # a wrong key
-            assert c.get("/metrics/AAA", headers={"X-API-Key": key}).status_code < 500
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve_cli(store, log_path, "--workers", "2", "--log-level", "debug") as base, \
+            httpx.Client(base_url=base, trust_env=False, timeout=30) as c:
+        auth = {"Authorization": f"Bearer {key}"}
+        holdings = [{"ticker": MARKER, "shares": 424242}, {"cusip": "037833100", "market_value": 999}]
+        assert c.post("/portfolio/analyze", json={"holdings": holdings}, headers=auth).status_code < 500
+        assert c.post("/portfolio/risk-index", json={"positions": [{"ticker": MARKER, "weight": 1}]},
+                      headers=auth).status_code < 500
+        assert c.get(f"/ticker-returns?ticker={MARKER}&secret=QSECRET", headers=auth).status_code < 500
+        assert c.get("/metrics/AAA", headers={"X-API-Key": key + "x"}).status_code == 401  # a wrong key
+        assert c.get("/metrics/AAA", headers={"X-API-Key": key}).status_code < 500
     text = log_path.read_text(encoding="utf-8")
     assert "riskstrata API on" in text and "/api/portfolio/analyze" in text, text  # it did log the requests…
     assert "key=log-check" in text, text  # …by key name
