@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -27,7 +26,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from riskstrata.data.store import Store
+from riskstrata.data.store import Store, file_stamp
 from riskstrata.errors import DataValidationError
 
 TABLE = "api_keys"
@@ -176,11 +175,7 @@ class KeyRing:
         self._bad: OrderedDict[bytes, None] = OrderedDict()
 
     def _refresh(self) -> None:
-        try:
-            st = os.stat(self.store.table_path(TABLE))
-            stamp: object = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = file_stamp(self.store.table_path(TABLE))
         if stamp == self._stamp:
             return
         with self._lock:

@@ -9,13 +9,12 @@ inode changes); the version is reloaded, off the event loop, only when the point
 from __future__ import annotations
 
 import gc
-import os
 import threading
 
 from starlette.concurrency import run_in_threadpool
 
 from riskstrata.api.published import Published, load_published
-from riskstrata.data.store import Store
+from riskstrata.data.store import Store, file_stamp
 from riskstrata.errors import ModelNotBuilt
 from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
@@ -35,11 +34,7 @@ class AppState:
         self._factor_models: dict[str, tuple[object, LatestFactorModel]] = {}  # spec → (pointer stamp, model)
 
     def _pointer_stamp(self, model: str = MODEL) -> object:
-        try:
-            st = os.stat(self.store.model_dir(model) / "CURRENT")
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_stamp(self.store.model_dir(model) / "CURRENT")
 
     def _cached(self) -> Published | None:
         """The bundle held, if the pointer has not moved since it was loaded."""

@@ -161,7 +161,8 @@ async def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_S
 def post_decompose(w: WireDep, req: DecomposeRequest) -> Response:
     requested = lookup.clean_ticker(req.ticker)
     symbol = w.symbol(req.ticker)
-    bets = cascade.decompose(w.store, symbol, req.as_of)
+    latest = w.pub.latest.get(symbol) if req.as_of is None else None  # the last date: from memory
+    bets = cascade.four_bets(latest[0]) if latest is not None else cascade.decompose(w.store, symbol, req.as_of)
     body = snapshot.decompose_body(bets, requested, w.lin.metadata(w.ticker_factors(symbol)))
     return json_response(body, w.lin)
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.store import Store
+from riskstrata.data.store import Store, file_stamp
 from riskstrata.data.readers import parse_dates
 from riskstrata.data.validation import RATE_TICKERS
 from riskstrata.errors import DataValidationError, UnknownTicker
@@ -56,6 +56,9 @@ CONTIGUOUS_DAYS = 10
 _STR_COLUMNS = ["security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type"]
 
 AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
+# Masters parsed by from_store: table path → (file stamp, master). Racing threads may both parse: harmless.
+_FROM_STORE: dict[str, tuple[tuple[int, int, int, int], SecurityMaster]] = {}
+_FROM_STORE_MAX = 16
 
 
 def guess_asset_type(ticker: str) -> str:
@@ -153,10 +156,23 @@ class SecurityMaster:
 
     @classmethod
     def from_store(cls, store: Store) -> SecurityMaster:
-        """The master in table ``securities`` of ``store``; an empty master if there is none."""
-        if not store.has_table("securities"):
+        """The master in table ``securities`` of ``store``; an empty master if there is none.
+
+        Parsed once per version of the table file and shared (a master never changes: updates
+        return a new one), so a server resolving a ticker per request pays a ``stat``, not a parse.
+        """
+        path = store.table_path("securities")
+        stamp = file_stamp(path)
+        if stamp is None:
             return cls.empty()
-        return cls(store.read_table("securities"))
+        held = _FROM_STORE.get(str(path))
+        if held is not None and held[0] == stamp:
+            return held[1]
+        master = cls(store.read_table("securities"))
+        if len(_FROM_STORE) >= _FROM_STORE_MAX:  # many stores in one process (tests): forget the oldest
+            _FROM_STORE.pop(next(iter(_FROM_STORE)))
+        _FROM_STORE[str(path)] = (stamp, master)
+        return master
 
     def to_store(self, store: Store) -> None:
         """Replace table ``securities`` with this master (atomically)."""

@@ -105,6 +105,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _replaced(path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -124,6 +125,29 @@ def _select(columns: Sequence[str] | None) -> str:
     if not columns:
         return "*"
     return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+
+
+# Replacements made by this process, per path: part of the stamp, so that two writes within one
+# tick of the file system's clock that happen to reuse an inode and a size still differ here.
+_REPLACED: dict[str, int] = {}
+
+
+def _replaced(path: Path) -> None:
+    key = str(path)
+    _REPLACED[key] = _REPLACED.get(key, 0) + 1
+
+
+def file_stamp(path: Path | str) -> tuple[int, int, int, int] | None:
+    """(inode, mtime ns, size, replacements by this process) of a file, None if it does not exist.
+
+    Every write here replaces a file (temp file + ``os.replace``), so the stamp changes whenever
+    the content does: readers that cache what they parsed compare stamps instead of re-reading.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size, _REPLACED.get(str(path), 0))
 
 
 def date_range_clause(start: Any = None, end: Any = None, column: str = "date") -> tuple[list[str], list[Any]]:
@@ -186,6 +210,7 @@ class Store:
         try:
             _write_parquet(df, tmp)
             os.replace(tmp, path)
+            _replaced(path)
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)

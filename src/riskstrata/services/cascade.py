@@ -301,7 +301,11 @@ def history(store: Store, ticker: str, start: object | None = None, end: object 
 
 def decompose(store: Store, ticker: str, date: object | None = None) -> dict:
     """Four-bet view on one date: market / sector / subsector / residual ER, HR and hedge ETF (L3)."""
-    m = metrics(store, ticker, date)
+    return four_bets(metrics(store, ticker, date))
+
+
+def four_bets(m: dict) -> dict:
+    """The four-bet view of one :func:`metrics` row (pure)."""
     bets = {
         "market": {"er": m["l3_mkt_er"], "hr": m["l3_mkt_hr"], "hedge_etf": m["market_etf"]},
         "sector": {"er": m["l3_sec_er"], "hr": m["l3_sec_hr"], "hedge_etf": m["sector_etf"]},
