@@ -194,10 +194,9 @@ def get_l3_decomposition(w: WireDep, ticker: str, market_factor_etf: str | None 
 
 
 def _lstar_arrays(w: Wire, symbol: str, start: pd.Timestamp, end: pd.Timestamp, threshold: float | None) -> dict:
-    """The /lstar arrays of one ticker plus which θ produced them."""
-    chosen = cascade.lstar_history(w.store, symbol, threshold, start, end)
-    levels = cascade.history(w.store, symbol, start, end, list(series.LEVEL_FIELDS))
-    return {**series.lstar_arrays(chosen, levels), **w.lstar_provenance(threshold)}
+    """The /lstar arrays of one ticker plus which θ produced them (one scan of its rows)."""
+    rows = cascade.history(w.store, symbol, start, end, list(dict.fromkeys(series.LEVEL_FIELDS + cascade.LSTAR_FIELDS)))
+    return {**series.lstar_arrays(cascade.lstar_from_rows(rows, threshold), rows), **w.lstar_provenance(threshold)}
 
 
 @router.get("/lstar", summary="L* hedge depth per date with that level's hedge ratios")
@@ -220,10 +219,11 @@ def get_returns_decomposition(w: WireDep, ticker: str, market_factor_etf: str | 
     w.check_market(market_factor_etf)
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
     start, end = w.window(years)
-    history = cascade.history(w.store, symbol, start, end, list(series.DECOMPOSITION_FIELDS))
+    fields = series.DECOMPOSITION_FIELDS + (cascade.LSTAR_FIELDS if include_lstar else ())
+    history = cascade.history(w.store, symbol, start, end, list(dict.fromkeys(fields)))
     body = {"ticker": requested, **series.returns_decomposition_arrays(history)}
     if include_lstar:
-        chosen = cascade.lstar_history(w.store, symbol, threshold, start, end).reindex(history.index)
+        chosen = cascade.lstar_from_rows(history, threshold)
         body["lstar"] = [snapshot.level_name(v) for v in chosen["lstar_level"].fillna(0)]
         body["lstar_residual_return"] = series.column(chosen, "lstar_rr")
         body["threshold_used"] = w.stored_threshold() if threshold is None else threshold
@@ -264,13 +264,12 @@ def post_batch_lstar(w: WireDep, req: BatchLstarRequest) -> Response:
     w.check_market(req.market_factor_etf)
     start, end = w.window(req.years)
     rows, errors = lookup.latest_rows(w.pub, w.store, req.tickers)
-    levels = lookup.histories(w.store, {t: r["security_id"] for t, r in rows.items()}, start, end,
-                              list(series.LSTAR_INPUT_FIELDS))
+    fields = dict.fromkeys(series.LSTAR_INPUT_FIELDS + (cascade.LSTAR_FIELDS if req.threshold is not None else ()))
+    levels = lookup.histories(w.store, {t: r["security_id"] for t, r in rows.items()}, start, end, list(fields))
     if req.threshold is None:  # the published level: the stored columns lstar_history would read
         chosen = levels
-    else:  # a custom θ: the service recomputes L* for each ticker
-        chosen = lookup.each(lambda t: cascade.lstar_history(w.store, rows[t]["ticker"], req.threshold, start, end),
-                             rows, expected=())
+    else:  # a custom θ: L* recomputed from the rows of the same scan
+        chosen = {t: cascade.lstar_from_rows(h, req.threshold) for t, h in levels.items()}
     results: dict[str, dict] = {}
     for t in dict.fromkeys(str(x).strip().upper() for x in req.tickers):  # request order, once each
         if t in rows:

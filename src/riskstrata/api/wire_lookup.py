@@ -10,8 +10,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Container
 from typing import TypeVar
 
 import pandas as pd
@@ -24,10 +23,7 @@ from riskstrata.errors import DateOutOfRange, InsufficientHistory, UnknownTicker
 from riskstrata.services.cascade import MODEL, metrics
 
 SHARE_CLASS_ALIASES = {"GOOG": "GOOGL", "GOOGL": "GOOG"}
-NOT_FOUND = (UnknownTicker, InsufficientHistory, DateOutOfRange)  # a batch answers these per ticker
-BATCH_WORKERS = 8
 K = TypeVar("K")
-V = TypeVar("V")
 _TICKER = re.compile(r"^[A-Z0-9][A-Z0-9.\-_^=]{0,11}$")
 
 
@@ -162,28 +158,6 @@ def ticker_list(uni: Universe, mag7: bool = False, include_metadata: bool = Fals
                                 "sector_etf": r.at[t, "sector_etf"],
                                 "subsector_etf": r.at[t, "subsector_etf"] or r.at[t, "sector_etf"]} for t in tickers}
     return body
-
-
-def each(fn: Callable[[K], V], keys: Iterable[K], expected: tuple[type[Exception], ...] = NOT_FOUND
-         ) -> dict[K, V | Exception]:
-    """``fn(key)`` for every key, a few at a time, in key order; an ``expected`` exception takes
-    the place of its key's result, anything else propagates.
-
-    Per-ticker service calls spend their time in DuckDB scans, which release the GIL, so a
-    100-ticker batch runs several times faster on a few threads than one after the other.
-    """
-    keys = list(dict.fromkeys(keys))
-
-    def call(key: K) -> V | Exception:
-        try:
-            return fn(key)
-        except expected as exc:
-            return exc
-
-    if len(keys) <= 1:
-        return {k: call(k) for k in keys}
-    with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(keys)), thread_name_prefix="wire-batch") as pool:
-        return dict(zip(keys, pool.map(call, keys)))
 
 
 def histories(store: Store, security_ids: dict[K, str], start: object, end: object,

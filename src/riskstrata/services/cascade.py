@@ -315,6 +315,10 @@ def four_bets(m: dict) -> dict:
     return {"ticker": m["ticker"], "date": m["date"], "bets": bets, "notes": m["notes"]}
 
 
+# The stored columns L* is read or recomputed from.
+LSTAR_FIELDS = ("l2_sec_er", "l3_sub_er", "l1_rr", "l2_rr", "l3_rr", "lstar_level", "lstar_rr")
+
+
 def lstar_history(store: Store, ticker: str, threshold: float | None = None, start: object | None = None,
                   end: object | None = None) -> pd.DataFrame:
     """Per-date L*: the stored level (θ = 0.01) when threshold is None, else recomputed with θ.
@@ -322,8 +326,13 @@ def lstar_history(store: Store, ticker: str, threshold: float | None = None, sta
     Columns: lstar_level, lstar_rr (time-safe: residual of the level chosen the day before),
     l2_sec_er, l3_sub_er, threshold.
     """
-    h = history(store, ticker, start, end, ["l2_sec_er", "l3_sub_er", "l1_rr", "l2_rr", "l3_rr", "lstar_level", "lstar_rr"])
-    if threshold is not None:
+    return lstar_from_rows(history(store, ticker, start, end, list(LSTAR_FIELDS)), threshold)
+
+
+def lstar_from_rows(h: pd.DataFrame, threshold: float | None = None) -> pd.DataFrame:
+    """:func:`lstar_history` from one security's stored rows (dates × at least ``LSTAR_FIELDS``,
+    ascending), for callers that read them with other fields in the same scan (pure)."""
+    if threshold is not None and len(h):
         level = lstar_level(h["l2_sec_er"].to_numpy(), h["l3_sub_er"].to_numpy(), threshold)
         held = np.concatenate([[0], level[:-1]])
         rr = np.full(len(h), np.nan)
