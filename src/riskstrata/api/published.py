@@ -62,15 +62,14 @@ class Universe:
 class Published:
     """Everything a worker serves from one published cascade version.
 
-    snapshot: the last date's model rows (tickers × fields), indexed by upper-case ticker.
-    latest:   upper-case ticker → (metrics row, close, market cap) for every row of ``snapshot``.
+    latest:   upper-case ticker → (metrics row, close, market cap) for every security on the
+              model's last date.
     modelled: every ticker with a row on any date of the model (so an unknown one is refused
               without a trip to the store).
     """
 
     version: str
     meta: dict
-    snapshot: pd.DataFrame
     universe: Universe
     latest: dict[str, LatestRow]
     modelled: frozenset[str]
@@ -115,7 +114,7 @@ class Published:
 
 def load_published(store: Store, version: str) -> Published:
     """Load ``version`` (the store's current one) into memory."""
-    meta = store.model_meta(MODEL)
+    meta = store.model_meta(MODEL, version)
     snap = stored_snapshot(store)
     snap.index = snap.index.astype(str).str.upper()
     universe = load_universe(store, snap, meta)
@@ -123,7 +122,7 @@ def load_published(store: Store, version: str) -> Published:
     closes = last_closes(store, sorted({r["security_id"] for r in rows.values()}), meta["end"])
     latest = {t: (row, *price_and_cap(row["security_id"], closes, universe.shares_by_id)) for t, row in rows.items()}
     modelled = store.query(f"SELECT DISTINCT upper(ticker) AS ticker FROM model_{MODEL}")["ticker"]
-    return Published(version=version, meta=meta, snapshot=snap, universe=universe, latest=latest,
+    return Published(version=version, meta=meta, universe=universe, latest=latest,
                      modelled=frozenset(modelled.astype(str)))
 
 

@@ -1,15 +1,18 @@
 """What a worker holds in memory: the store, the current published cascade version, and the
 latest snapshot of each built factor model.
 
-Workers are stateless beyond this cache: several processes can serve one store. Each request
-costs one ``stat`` of the model's ``CURRENT`` pointer (a publish replaces that file, so its
-inode changes); the version is reloaded, off the event loop, only when the pointer changed.
+Workers are stateless beyond this cache: several processes can serve one store. Each model is
+held with the stamp of its ``CURRENT`` pointer (a publish replaces that file); a request costs
+one ``stat`` of it, and the model is reloaded only when the pointer moved — off the event loop
+for async callers.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -20,60 +23,45 @@ from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
 from riskstrata.services.factors import LatestFactorModel
 
+T = TypeVar("T")
 _UNREAD = object()
 
 
-class AppState:
-    """The store plus the :class:`Published` bundle of its current cascade version."""
+class HeldModel(Generic[T]):
+    """One model's current version as ``load(version)`` built it, reloaded when its pointer moves.
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    ``version`` is the published version name; an unchanged version under a moved pointer (a
+    rewrite of ``CURRENT`` with the same name) is not reloaded.
+    """
+
+    def __init__(self, store: Store, model: str, load: Callable[[str], T]) -> None:
+        self.store, self.model, self._load = store, model, load
         self._lock = threading.Lock()
         self._stamp: object = _UNREAD
-        self._published: Published | None = None
-        self._factor_models: dict[str, tuple[object, LatestFactorModel]] = {}  # spec → (pointer stamp, model)
+        self._held: tuple[str, T] | None = None  # (version, value)
 
-    def _pointer_stamp(self, model: str = MODEL) -> object:
-        return file_stamp(self.store.model_dir(model) / "CURRENT")
+    def _pointer(self) -> object:
+        return file_stamp(self.store.model_dir(self.model) / "CURRENT")
 
-    def _cached(self) -> Published | None:
-        """The bundle held, if the pointer has not moved since it was loaded."""
-        published = self._published
-        return published if published is not None and self._pointer_stamp() == self._stamp else None
+    def cached(self) -> T | None:
+        """The value held, if the pointer has not moved since it was loaded."""
+        held = self._held
+        return held[1] if held is not None and self._pointer() == self._stamp else None
 
-    def factor_model(self, spec: str) -> LatestFactorModel:
-        """The current version of a built factor model (Model B), in memory; ModelNotBuilt if none.
-
-        Blocking when a (re)load is due; the factor routes run on worker threads.
-        """
-        pointer = factors.model_names(spec)["factors"]
-        stamp = self._pointer_stamp(pointer)
-        held = self._factor_models.get(spec)
-        if held is not None and held[0] == stamp:
-            return held[1]
+    def get(self) -> T:
+        """The current version's value (blocking when a load is due); ModelNotBuilt if none."""
+        value = self.cached()
+        if value is not None:
+            return value
         with self._lock:
-            held = self._factor_models.get(spec)
-            if held is not None and held[0] == stamp:
-                return held[1]
-            latest = factors.load_latest(self.store, spec)
-            self._factor_models[spec] = (stamp, latest)
-            return latest
-
-    def current(self) -> Published:
-        """The current version (loaded on first use and after each publish); ModelNotBuilt if none.
-
-        Blocking: loading reads the store. Async code calls :meth:`current_async`.
-        """
-        published = self._cached()
-        if published is not None:
-            return published
-        with self._lock:
-            stamp = self._pointer_stamp()
-            version = self.store.current_version(MODEL)
+            stamp = self._pointer()
+            if self._held is not None and stamp == self._stamp:
+                return self._held[1]
+            version = self.store.current_version(self.model)
             if version is None:
-                raise ModelNotBuilt(f"model {MODEL!r} has not been built yet in store {self.store.root}")
-            if self._published is None or self._published.version != version:
-                self._published = load_published(self.store, version)
+                raise ModelNotBuilt(f"model {self.model!r} has not been built yet in store {self.store.root}")
+            if self._held is None or self._held[0] != version:
+                self._held = (version, self._load(version))
                 # The version's objects live until the next publish: move them out of the
                 # collector's generations, so a full collection does not walk them again and
                 # again (tens of ms of stalled requests each time). Unfreezing first lets the
@@ -82,9 +70,37 @@ class AppState:
                 gc.collect()
                 gc.freeze()
             self._stamp = stamp
-            return self._published
+            return self._held[1]
+
+    async def get_async(self) -> T:
+        """:meth:`get` without blocking the event loop when a (re)load is due."""
+        value = self.cached()
+        return value if value is not None else await run_in_threadpool(self.get)
+
+
+class AppState:
+    """The store plus the :class:`Published` bundle of its current cascade version and the
+    latest snapshot of each factor model asked for."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cascade = HeldModel(store, MODEL, lambda version: load_published(store, version))
+        self._factor_models: dict[str, HeldModel[LatestFactorModel]] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> Published:
+        """The current cascade version (blocking when a load is due). Async code: :meth:`current_async`."""
+        return self._cascade.get()
 
     async def current_async(self) -> Published:
-        """:meth:`current` without blocking the event loop when a (re)load is due."""
-        published = self._cached()
-        return published if published is not None else await run_in_threadpool(self.current)
+        return await self._cascade.get_async()
+
+    def factor_model(self, spec: str) -> LatestFactorModel:
+        """The current version of a built factor model (Model B), in memory; ModelNotBuilt if none.
+        Blocking when a (re)load is due; the factor routes run on worker threads."""
+        with self._lock:
+            held = self._factor_models.get(spec)
+            if held is None:
+                held = self._factor_models[spec] = HeldModel(
+                    self.store, factors.model_names(spec)["factors"], lambda version: factors.load_latest(self.store, spec, version))
+        return held.get()

@@ -182,7 +182,7 @@ def correlation(store: Store, spec: str = "US21", pair: tuple[str, str] | None =
 
 
 @dataclass(frozen=True)
-class RiskInputs:
+class FactorRiskInputs:
     """What a portfolio's factor risk needs on one date.
 
     exposures:    (names × [factors…, security_id, ticker, …]) on the model date nearest before
@@ -205,21 +205,21 @@ class LatestFactorModel:
     model: BuiltModel
     version: str
     factor_returns: pd.DataFrame  # dates × factors
-    risk: RiskInputs
+    risk: FactorRiskInputs
 
     @property
     def end(self) -> pd.Timestamp:
         return pd.Timestamp(self.model.meta["end"])
 
 
-def load_latest(store: Store, spec: str = "US21") -> LatestFactorModel:
-    """The current version of a built spec, in memory (ModelNotBuilt if it is not built)."""
+def load_latest(store: Store, spec: str = "US21", version: str | None = None) -> LatestFactorModel:
+    """A built spec's ``version`` (default: the current one) in memory; ModelNotBuilt if it is not built."""
     name = model_names(spec)["factors"]
-    version = store.current_version(name)
+    version = version or store.current_version(name)
     if version is None:
         raise ModelNotBuilt(f"model {spec!r} is not built")
     m = BuiltModel(spec, store.model_meta(name, version), version)
-    return LatestFactorModel(m, version, _factor_returns(store, m), risk_inputs(store, m, pd.Timestamp(m.meta["end"])))
+    return LatestFactorModel(m, version, _factor_returns(store, m), factor_risk_inputs(store, m, pd.Timestamp(m.meta["end"])))
 
 
 def stock_exposures(store: Store, ticker: str, date: object | None = None, spec: str = "US21",
@@ -250,11 +250,11 @@ def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None 
     """
     m = ensure_built(store, spec) if latest is None else latest.model
     day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
-    inputs = latest.risk if latest is not None and day >= latest.end else risk_inputs(store, m, day)
+    inputs = latest.risk if latest is not None and day >= latest.end else factor_risk_inputs(store, m, day)
     return factor_risk(inputs, weights, m.meta["factors"], spec)
 
 
-def risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> RiskInputs:
+def factor_risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> FactorRiskInputs:
     """Exposures, covariance and specific variances in force on ``day``, read from the store."""
     exp = _exposures_on(store, m, day)
     cov_row = m.read(store, "factor_cov", where="date <= ?", params=[day.to_pydatetime()]).sort_values("date").iloc[-1]
@@ -263,10 +263,10 @@ def risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> RiskInputs:
     F = np.array([cov_row[f"{a}|{b}"] for a in factors for b in factors], dtype=float).reshape(K, K)
     cov_date = pd.Timestamp(cov_row["date"])
     spec_var = m.read(store, "specific_risk", where="date = ?", params=[cov_date.to_pydatetime()])
-    return RiskInputs(exp, F, cov_date, spec_var.set_index("ticker")["specific_var"])
+    return FactorRiskInputs(exp, F, cov_date, spec_var.set_index("ticker")["specific_var"])
 
 
-def factor_risk(inputs: RiskInputs, weights: pd.Series, factors: list[str], spec: str) -> dict:
+def factor_risk(inputs: FactorRiskInputs, weights: pd.Series, factors: list[str], spec: str) -> dict:
     """The portfolio's factor risk from one date's inputs (pure: no store)."""
     exp = inputs.exposures
     w = weights.groupby(weights.index.str.upper()).sum()
