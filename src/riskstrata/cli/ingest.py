@@ -40,8 +40,8 @@ def ingest_securities_cmd(file: Path, store: StoreOpt = None) -> None:
     from riskstrata.data.master import SecurityMaster, read_securities_file
 
     s = open_store(store, create=True)
-    master = SecurityMaster.fromopen_store(s).upsert(read_securities_file(file))
-    master.toopen_store(s)
+    master = SecurityMaster.from_store(s).upsert(read_securities_file(file))
+    master.to_store(s)
     out.print(f"security master: {len(master)} securities")
 
 
