@@ -30,6 +30,10 @@ class DataValidationError(RiskstrataError):
     """An input file or frame that cannot be read as what it claims to be."""
 
 
+class ValueOverflow(DataValidationError):
+    """A quantity too large to compute with (|x| > 1e15, or sums that overflow float64): a 422."""
+
+
 class DateOutOfRange(RiskstrataError):
     """A date outside the data or the built model."""
 

@@ -24,6 +24,7 @@ log = logging.getLogger("riskstrata.api")
 
 STATUS = {
     E.UnknownTicker: (404, "Symbol not found"),
+    E.ValueOverflow: (422, "Unprocessable Entity"),  # before its base class: the MRO is walked in order
     E.DataValidationError: (400, "Bad Request"),
     E.DateOutOfRange: (400, "Bad Request"),
     E.InsufficientHistory: (422, "Insufficient History"),
