@@ -174,6 +174,26 @@ def test_a_thin_industry_is_not_estimated_and_its_names_stay_in():
     assert res.constraint_residual.iloc[0] < 1e-10
 
 
+def test_a_style_not_estimated_on_a_date_is_nan_and_the_rest_is_the_kkt_solve_without_it():
+    d = simulate(T=3, seed=12)
+    skip = np.zeros((3, len(FACTORS)), dtype=bool)
+    style = 1 + 3                                      # STYLE3, not estimated on date 1 only
+    skip[1, style] = True
+    d["exposures"][1, :, style] = np.nan               # its exposures need not even be finite
+    res = run(d, not_estimated=skip)
+    assert np.isnan(res.factor_returns.iloc[1, style]) and np.isnan(res.t_stats.iloc[1, style])
+    assert res.factor_returns.drop(columns=FACTORS[style]).notna().all().all()
+    assert res.factor_returns.iloc[[0, 2], style].notna().all() and res.n_names.iloc[1] == 300
+    others = [k for k in range(len(FACTORS)) if k != style]
+    X = d["exposures"][1][:, others]
+    want = kkt_solution(d["returns"][1], X, d["weights"][1], d["caps"][1], [others.index(j) for j in IND_COLS])
+    np.testing.assert_allclose(res.factor_returns.iloc[1].to_numpy()[others], want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(res.specific_returns.iloc[1].to_numpy(), d["returns"][1] - X @ want, atol=1e-10)
+    assert not res.thin_industries.iloc[1].any()
+    with pytest.raises(DataValidationError, match="not_estimated"):
+        run(d, not_estimated=skip[:2])
+
+
 def test_a_date_with_fewer_than_min_names_is_all_nan():
     d = simulate(T=3, seed=3)
     d["returns"][1, 20:] = np.nan

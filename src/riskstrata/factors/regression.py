@@ -20,6 +20,7 @@ how the eliminated factor gets its standard error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,27 +77,32 @@ class _DayFit:
 
 def _regress_one_day(r: np.ndarray, X: np.ndarray, w: np.ndarray, c: np.ndarray,
                      is_industry: np.ndarray, factors: list[str],
-                     min_industry_names: int) -> _DayFit:
+                     min_industry_names: int, skip: np.ndarray | None = None) -> _DayFit:
     """Constrained WLS on one date's usable names.
 
     r: (n,) returns; X: (n, K) exposures; w: (n,) positive weights; c: (n,) caps for the
-    constraint (0 where unknown); is_industry: (K,) bool. All finite.
+    constraint (0 where unknown); is_industry: (K,) bool. All finite, except columns in
+    ``skip`` — (K,) bool, factors the caller does not estimate today (e.g. a style whose
+    descriptor coverage is too low): they are left out of the design and get NaN.
     """
     K = X.shape[1]
     notes: list[str] = []
     thin = np.zeros(K, dtype=bool)
+    skip = np.zeros(K, dtype=bool) if skip is None else skip
+    if skip.any():
+        X = np.where(skip, 0.0, X)  # a skipped column is out of the design, whatever it holds
 
     # A factor nobody is exposed to today cannot be estimated (its column is zero). For an
     # industry the threshold is higher: a 1–2 name industry factor would just absorb those
     # names' specific returns, so it is left out and its names keep market + styles only.
     members = np.count_nonzero(X, axis=0)
-    thin[is_industry] = members[is_industry] < min_industry_names
+    thin[is_industry] = (members[is_industry] < min_industry_names) & ~skip[is_industry]
     for j in np.flatnonzero(thin):
         notes.append(f"{factors[j]}: {members[j]} name(s) < {min_industry_names}, not estimated")
-    empty = ~is_industry & (members == 0)
+    empty = ~is_industry & (members == 0) & ~skip
     for j in np.flatnonzero(empty):
         notes.append(f"{factors[j]}: no name has a non-zero exposure, not estimated")
-    used = ~thin & ~empty
+    used = ~thin & ~empty & ~skip
     active_ind = np.flatnonzero(used & is_industry)
     cols = np.flatnonzero(used)
     Xe = X[:, cols]
@@ -180,7 +186,8 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
                                factors: list[str], industry_cols: list[int],
                                industry_caps: np.ndarray | None, *, dates: pd.DatetimeIndex,
                                tickers: pd.Index, min_names: int = 30,
-                               min_industry_names: int = 3) -> RegressionResult:
+                               min_industry_names: int = 3, not_estimated: np.ndarray | None = None,
+                               tick: Callable[[int, int], None] | None = None) -> RegressionResult:
     """Daily constrained WLS factor returns, t-stats and specific returns for T dates.
 
     returns: (T, N) float64 simple daily returns, NaN = missing.
@@ -193,6 +200,11 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
     dates: (T,) and tickers: (N,) labels. min_names: fewer usable names → the date is NaN.
     min_industry_names: an industry with fewer names that day is not estimated (NaN, flagged
         in ``thin_industries`` and ``notes``); its names keep market + style exposures.
+    not_estimated: (T, K) bool, factors the caller decided not to estimate on a date (a style
+        whose descriptors cover too little of the universe): the column is dropped from that
+        date's regression — its factor return is NaN, never a number regressed on imputed
+        zeros — and its exposures need not be finite. The reason is the caller's to report.
+    tick: called as tick(done, total) every ~2 % of the dates (progress).
     """
     returns = np.asarray(returns, dtype=float)
     exposures = np.asarray(exposures, dtype=float)
@@ -203,9 +215,14 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
     T, N, K = exposures.shape
     is_industry = np.zeros(K, dtype=bool)
     is_industry[list(industry_cols)] = True
+    skip = np.zeros((T, K), dtype=bool) if not_estimated is None else np.asarray(not_estimated, dtype=bool)
+    if skip.shape != (T, K):
+        raise DataValidationError(f"cross_sectional_regression: not_estimated must be (T, K) = ({T}, {K}); "
+                                  f"got {skip.shape}")
 
-    # Usable names, all dates at once: a finite return, a full row of exposures, a positive weight.
-    usable = (np.isfinite(returns) & np.isfinite(exposures).all(axis=2)
+    # Usable names, all dates at once: a finite return, a full row of the estimated exposures,
+    # a positive weight.
+    usable = (np.isfinite(returns) & (np.isfinite(exposures) | skip[:, None, :]).all(axis=2)
               & np.isfinite(weights) & (weights > 0))
     c_all = weights if caps is None else caps
     c_all = np.where(np.isfinite(c_all) & (c_all > 0), c_all, 0.0)
@@ -217,14 +234,17 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
     thin = np.zeros((T, K), dtype=bool)
     n_names = usable.sum(axis=1)
     notes: dict[pd.Timestamp, list[str]] = {}
+    every = max(1, T // 50)
     for t in range(T):
+        if tick is not None and (t % every == 0 or t == T - 1):
+            tick(t + 1, T)
         ok = usable[t]
         if n_names[t] < min_names:
             if n_names[t] > 0:  # an empty date (e.g. the first, with no lagged exposures) is expected
                 notes[dates[t]] = [f"{n_names[t]} usable names < min_names={min_names}: not estimated"]
             continue
         day = _regress_one_day(returns[t, ok], exposures[t, ok], weights[t, ok], c_all[t, ok],
-                               is_industry, factors, min_industry_names)
+                               is_industry, factors, min_industry_names, skip[t])
         f[t], tst[t], r2[t], cond[t], resid[t] = day.f, day.t, day.r2, day.cond, day.constraint_residual
         specific[t, ok] = day.specific
         thin[t] = day.thin
