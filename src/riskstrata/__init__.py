@@ -8,9 +8,24 @@ Entry points:
 
 from __future__ import annotations
 
-from riskstrata.cascade import CascadeResult, fit_cascade
-from riskstrata.data.store import Store
-from riskstrata.data.synthetic import synthetic_market
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from riskstrata.cascade import CascadeResult, fit_cascade
+    from riskstrata.data.store import Store
+    from riskstrata.data.synthetic import synthetic_market
 
 __version__ = "0.1.0"
 __all__ = ["CascadeResult", "Store", "fit_cascade", "synthetic_market", "__version__"]
+
+# The entry points are imported on first use (PEP 562), so `import riskstrata` — and with it
+# `riskstrata --help` — does not pay for numpy, pandas, scipy and DuckDB.
+_LAZY = {"CascadeResult": "riskstrata.cascade", "fit_cascade": "riskstrata.cascade",
+         "Store": "riskstrata.data.store", "synthetic_market": "riskstrata.data.synthetic"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'riskstrata' has no attribute {name!r}")

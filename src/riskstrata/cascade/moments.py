@@ -15,7 +15,6 @@ and the subtraction loses no precision over decades of daily data.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 
 def decay_for(halflife: float | None) -> float:
@@ -41,6 +40,8 @@ def window_sums(x: np.ndarray, window: int, decay: float = 1.0) -> np.ndarray:
         if x.shape[0] > window:
             out[window:] -= out[:-window].copy()
         return out
+    from scipy.signal import lfilter  # here, not at import: scipy.signal alone costs ~0.7 s
+
     out = lfilter([1.0], [1.0, -decay], x, axis=0)
     if x.shape[0] > window:
         out[window:] -= (decay**window) * out[:-window]

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from riskstrata.errors import DataValidationError
-from riskstrata.jsonsafe import dumps_json
 
 # Pipes and CI have no terminal width; wide tables should not be squeezed to 80 columns there.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -43,6 +42,8 @@ def parse_date(text: Optional[str]) -> Optional[str]:
 
 def print_json(obj: Any) -> None:
     """JSON with NaN/inf as null (never invalid JSON)."""
+    from riskstrata.jsonsafe import dumps_json
+
     print(dumps_json(obj, indent=True).decode())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -59,6 +58,8 @@ def build(store: StoreOpt = None, model: ModelOpt = "US21",
 @factors_app.command("summary")
 def summary(store: StoreOpt = None, model: ModelOpt = "US21", as_json: JsonOpt = False) -> None:
     """Per factor: CAGR, cumulative return, annualised vol, Sharpe, latest return, max drawdown."""
+    import pandas as pd
+
     from riskstrata.services.factors import summary as get_summary
 
     frame = _with_progress(get_summary, open_store(store), model)
@@ -124,6 +125,8 @@ def exposures(ticker: str, store: StoreOpt = None, model: ModelOpt = "US21",
 def risk(holdings: Path, store: StoreOpt = None, model: ModelOpt = "US21",
          date: Annotated[Optional[str], typer.Option()] = None, as_json: JsonOpt = False) -> None:
     """Portfolio risk from the factor model: X'FX + specific, shares by factor group."""
+    import pandas as pd
+
     from riskstrata.portfolio.holdings import read_holdings
     from riskstrata.services.factors import portfolio_factor_risk
 

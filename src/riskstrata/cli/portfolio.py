@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -22,6 +21,8 @@ ValueOpt = Annotated[Optional[float], typer.Option("--value", help="Portfolio va
 
 
 def _pct(x: float) -> str:
+    import pandas as pd
+
     return "—" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
 
 
