@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import tracemalloc
 
 import numpy as np
@@ -205,15 +204,11 @@ def test_prices_rebuild_the_returns(market):
     pd.testing.assert_series_equal(first.sort_index(), sec["valid_from"].sort_index(), check_names=False)
 
 
-def test_full_scale_generates_fast_and_lean():
-    """3,000 stocks x 20 years: well under the 10 s budget and 2 GB."""
+def test_full_scale_generates_lean():
+    """3,000 stocks x 20 years in under 2 GB (its run time: benchmarks/bench_unit_timings.py)."""
     tracemalloc.start()
-    t0 = time.perf_counter()
     big = synthetic_market(3000, 5040, seed=11)
-    elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert big.returns.shape == (5040, 3000)
-    print(f"\n3,000 x 5,040 generated in {elapsed:.2f} s, peak {peak / 1e9:.2f} GB traced")
-    assert elapsed < 10
     assert peak < 2e9

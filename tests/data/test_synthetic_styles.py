@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -284,8 +283,6 @@ def test_tiny_markets_still_build():
     pd.testing.assert_frame_equal(m.returns, synthetic_market(5, 30, seed=1).returns)
 
 
-def test_500_stocks_5_years_with_styles_is_fast():
-    start = time.perf_counter()
-    m = synthetic_market(500, 252 * 5, seed=3, styles=True)
-    assert time.perf_counter() - start < 10.0
+def test_500_stocks_5_years_with_styles_builds():
+    m = synthetic_market(500, 252 * 5, seed=3, styles=True)  # its run time: benchmarks/bench_unit_timings.py
     assert m.returns.shape == (252 * 5, 500) and len(m.fundamentals) > 500 * 15

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np
@@ -234,18 +233,15 @@ def test_row_t_uses_only_row_t():
     pd.testing.assert_frame_equal(base.factor_returns.iloc[:2], after.factor_returns.iloc[:2])
 
 
-def test_no_n_by_n_matrix_5000_names_run_quickly_and_light():
+def test_no_n_by_n_matrix_5000_names_light():
     d = simulate(T=5, N=5000, seed=9)
     tracemalloc.start()
-    start = time.perf_counter()
-    res = run(d)
-    elapsed = time.perf_counter() - start
+    res = run(d)  # its run time: benchmarks/bench_unit_timings.py
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert res.factor_returns.notna().all().all()
     # One 5000 × 5000 float64 matrix alone is 200 MB.
     assert peak < 40e6, f"peak {peak / 1e6:.0f} MB: something N × N was built"
-    assert elapsed < 5, f"{elapsed:.1f} s for 5 dates of 5000 names"
 
 
 def test_inconsistent_shapes_are_a_data_validation_error():
