@@ -247,7 +247,10 @@ def test_a_factor_that_starts_late_gets_a_forecast_once_it_has_min_obs():
 
 
 def test_a_factor_in_a_long_gap_has_no_forecast_and_restarts_from_its_peers_prior():
-    returns = small_case(T=700, k=6)
+    c = true_covariance(6, seed=2)
+    sd = np.sqrt(np.diag(c))
+    vol = np.linspace(0.004, 0.006, 6)                 # peers of one kind: vols of one order
+    returns = simulated_returns(700, c / np.outer(sd, sd) * np.outer(vol, vol), seed=2)
     gap = slice(300, 500)                              # factor 2 not estimated for 200 dates
     returns.iloc[gap, 2] = np.nan
     p = CovarianceParams(eigen_sims=0)

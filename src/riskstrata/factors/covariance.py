@@ -14,6 +14,17 @@ covariance of day t+1's factor returns (decimal², daily). The steps, each fixin
 3. **Volatility regime adjustment** (USE4): EWMA forecasts lag a change of regime. λ_t², an
    EWMA of the cross-sectional mean squared standardised return, rescales the whole matrix.
 
+**Gaps.** A factor that is not estimated on a date (NaN: a thin industry, a style whose data
+cover too little of the market) adds nothing to any sum that day. A factor unobserved for
+``restart_gap`` dates or more has *no* forecast (NaN rows) until it is estimated again: an
+EWMA carried through a long gap would be stale, and restarting it from its few new days
+would collapse it (one day's squared return, normalised by a weight decayed to almost
+nothing). On its first day back its volatility restarts from a prior (:func:`_restart_prior`):
+``restart_prior_obs`` pseudo-days at the median current variance of its peer factors (the
+same group: styles, industries), decaying with the volatility half-life like real days, so
+the new data take over at the pace of the EWMA; its correlations continue from the long
+correlation EWMA, which a gap only thins.
+
 Default constants are USE4's (Menchero, Orr, Wang 2011, "The Barra US Equity Model (USE4)",
 Methodology Notes): half-lives 84 (volatility) / 504 (correlation) days, Newey–West 5 / 2 lags,
 eigen-adjustment scale a = 1.2–1.5 (1.4 here), VRA half-life 42 days.
@@ -53,6 +64,8 @@ class CovarianceParams:
     eigen_every: int = 5            # recompute the eigen adjustment every N dates (weekly), reuse in between
     vra_halflife: float = 42        # USE4 volatility regime adjustment half-life
     min_obs: int = 63               # a factor needs this many observed days before it gets a forecast
+    restart_gap: int = 63           # a factor unobserved this many dates has no forecast, and restarts on return
+    restart_prior_obs: float = 21   # weight of the restart prior, in days of data (decays like one)
     seed: int = 7                   # seeds the eigen simulation: same inputs + seed → same output
     workers: int = 0                # threads for the eigen simulation (0 = all cores); result independent of it
 
@@ -65,6 +78,8 @@ class CovarianceParams:
             raise ValueError("eigen_sims must be ≥ 0 and eigen_every ≥ 1")
         if self.min_obs < 2:
             raise ValueError("min_obs must be ≥ 2")
+        if self.restart_gap < 1 or self.restart_prior_obs < 0:
+            raise ValueError("restart_gap must be ≥ 1 and restart_prior_obs ≥ 0")
 
 
 @dataclass
@@ -319,14 +334,104 @@ def _check_frame(factor_returns: pd.DataFrame) -> np.ndarray:
     return x
 
 
-def _raw_covariance(x: np.ndarray, p: CovarianceParams) -> tuple[np.ndarray, np.ndarray]:
-    """(T, K, K) volatility(vol half-life) × correlation(corr half-life); (T, K) forecastable."""
+def _days_since_observed(observed: np.ndarray) -> np.ndarray:
+    """(T, K) rows since each factor's last observation on or before t (inf before its first)."""
+    T = observed.shape[0]
+    rows = np.where(observed, np.arange(T)[:, None], -1)
+    last = np.maximum.accumulate(rows, axis=0)
+    return np.where(last >= 0, np.arange(T)[:, None] - last, np.inf)
+
+
+def _restarts(observed: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """(row, factor) of every first observation after ≥ ``gap`` unobserved rows, in row order."""
+    since = _days_since_observed(observed)
+    before = np.full_like(since, np.inf)
+    before[1:] = since[:-1]
+    hits = observed & np.isfinite(before) & (before >= gap)
+    return sorted(zip(*map(list, np.nonzero(hits))), key=lambda rk: rk)
+
+
+def _restart_prior(t0: int, k: int, var: np.ndarray, ok: np.ndarray, x: np.ndarray,
+                   groups: np.ndarray) -> float:
+    """The prior daily variance of factor k restarting on row t0 (NaN if none can be formed).
+
+    The median variance forecast, on row t0 − 1 (known before t0), of the other factors of
+    its group that have one: the best current guess for a factor whose own recent history is
+    missing. Without such peers, its own variance over all its days before t0.
+    """
+    peers = (groups == groups[k]) & ok[t0 - 1] & np.isfinite(var[t0 - 1])
+    peers[k] = False
+    if peers.any():
+        return float(np.median(var[t0 - 1, peers]))
+    own = x[:t0, k][np.isfinite(x[:t0, k])]
+    return float(own.var(ddof=1)) if own.size >= 2 else float("nan")
+
+
+def _restarted_variance(y: np.ndarray, t0: int, prior: float, p: CovarianceParams) -> np.ndarray:
+    """(T,) EWMA + Newey–West variance of one factor from row t0 on, blended with its prior.
+
+    y: (T,) the factor's returns (rows < t0 ignored). The prior is ``restart_prior_obs``
+    pseudo-days on row t0 − 1 with mean 0 and variance ``prior`` and no autocorrelation; its
+    weight decays by δ a day like a real day's:
+
+        W_t = Σ_{t0≤s≤t} δ^{t−s} m_s + P δ^{t−t0+1},   μ_t = Σ δ^{t−s} m_s y_s / W_t
+        Γ0  = [Σ δ^{t−s} m_s (y_s − μ)² + P δ^{t−t0+1} (prior + μ²)] / W_t
+        Γl  = Σ δ^{t−s} m_s m_{s−l} (y_s − μ)(y_{s−l} − μ) / W_t,   v = Γ0 + Σ_l 2(1 − l/(L+1)) Γl
+
+    Rows before t0 are NaN.
+    """
+    decay = decay_for(p.vol_halflife)
+    T = y.size
+    m = np.isfinite(y) & (np.arange(T) >= t0)
+    y0 = np.where(m, y, 0.0)
+    mf = m.astype(np.float64)
+    P = np.where(np.arange(T) >= t0, p.restart_prior_obs * decay ** (np.arange(T) - t0 + 1.0), 0.0)
+    W = _ew_sum(mf, decay) + P
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = _ew_sum(y0, decay) / W
+        v = (_ew_sum(y0 * y0, decay) - 2 * mu * _ew_sum(y0, decay) + mu * mu * _ew_sum(mf, decay)
+             + P * (prior + mu * mu)) / W
+        for lag in range(1, p.vol_nw_lags + 1):
+            yl, ml = _shift_down(y0, lag), _shift_down(mf, lag)
+            both = mf * ml
+            g = (_ew_sum(y0 * yl, decay) - mu * _ew_sum(mf * yl, decay)
+                 - mu * _ew_sum(y0 * ml, decay) + mu * mu * _ew_sum(both, decay)) / W
+            v = v + 2.0 * _bartlett(lag, p.vol_nw_lags) * g
+    return np.where(np.arange(T) >= t0, v, np.nan)
+
+
+def _raw_covariance(x: np.ndarray, p: CovarianceParams,
+                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(T, K, K) volatility(vol half-life) × correlation(corr half-life); (T, K) forecastable.
+
+    A factor unobserved for ``restart_gap`` rows has no forecast; when it is observed again
+    its volatility restarts from a prior (module docstring), its correlations carry on.
+    """
+    T, K = x.shape
+    groups = np.zeros(K, dtype=int) if groups is None else np.asarray(groups)
     vol_cov = ewma_newey_west(x, p.vol_halflife, p.vol_nw_lags)
     corr_cov = ewma_newey_west(x, p.corr_halflife, p.corr_nw_lags)
-    vol = np.sqrt(np.maximum(np.diagonal(vol_cov, axis1=1, axis2=2), 0.0))
+    var = np.maximum(np.diagonal(vol_cov, axis1=1, axis2=2), 0.0).copy()
     csd = np.sqrt(np.maximum(np.diagonal(corr_cov, axis1=1, axis2=2), 0.0))
-    counts = np.cumsum(np.isfinite(x), axis=0)
-    ok = (counts >= p.min_obs) & (vol > 0) & (csd > 0)
+    observed = np.isfinite(x)
+    counts = np.cumsum(observed, axis=0)
+    recent = _days_since_observed(observed) < p.restart_gap  # after a long gap: no forecast, not a stale one
+    ok = (counts >= p.min_obs) & (var > 0) & (csd > 0) & recent
+    restarts = _restarts(observed, p.restart_gap)
+    for t0, k in restarts:
+        end = min([r for r, j in restarts if j == k and r > t0], default=T)
+        prior = _restart_prior(t0, k, var, ok, x, groups) if p.restart_prior_obs > 0 else float("nan")
+        if np.isfinite(prior) and prior > 0:
+            seg = _restarted_variance(x[:, k], t0, prior, p)[t0:end]
+            enough = np.ones(end - t0, dtype=bool)
+        else:  # nothing to start from: the factor waits for min_obs new days, like a new one
+            fresh = np.where(np.arange(T) >= t0, x[:, k], np.nan)[:, None]
+            seg = ewma_newey_west_variance(fresh, p.vol_halflife, p.vol_nw_lags)[t0:end, 0]
+            enough = np.cumsum(observed[t0:end, k]) >= p.min_obs
+        var[t0:end, k] = seg
+        with np.errstate(invalid="ignore"):
+            ok[t0:end, k] = enough & (seg > 0) & (csd[t0:end, k] > 0) & recent[t0:end, k]
+    vol = np.sqrt(var)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(ok, vol / csd, np.nan)
     raw = corr_cov * scale[:, :, None] * scale[:, None, :]  # D_vol · R · D_vol, R from corr_cov
@@ -350,11 +455,14 @@ def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int) -> list[int]:
     return runs
 
 
-def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams()) -> FactorCovariance:
+def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams(),
+                      groups: list[str] | None = None) -> FactorCovariance:
     """Daily factor covariance forecasts with eigenfactor and volatility-regime adjustments.
 
     factor_returns: (T × K) daily factor returns, decimal, indexed by ascending dates; NaN =
-    factor not estimated that day. See the module docstring for the method and
+    factor not estimated that day. groups: (K,) a group label per factor (market, style,
+    industry): a factor restarting after a gap takes its prior from its group (default: one
+    group). See the module docstring for the method and
     :class:`FactorCovariance` for the result. Raises :class:`InsufficientHistory` if no factor
     ever reaches ``min_obs`` observations.
 
@@ -366,7 +474,10 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     p = params
     x = _check_frame(factor_returns)
     T, K = x.shape
-    raw, ok = _raw_covariance(x, p)
+    if groups is not None and len(groups) != K:
+        raise DataValidationError(f"groups must name one group per factor ({K}); got {len(groups)}")
+    codes = None if groups is None else pd.factorize(pd.Index(groups))[0]
+    raw, ok = _raw_covariance(x, p, codes)
     if not ok.any():
         raise InsufficientHistory(f"no factor has {p.min_obs} observed days (T = {T})")
     # The simulated window: the effective sample of the correlation EWMA, because the
