@@ -13,6 +13,7 @@ uvicorn server of ``conftest.py`` or start ``riskstrata serve`` itself.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -202,16 +203,19 @@ def test_no_auth_mode_opens_every_route(store, tickers):
 # --------------------------------------------------------------------------- key storage and CLI
 
 
-def test_keys_are_stored_only_as_salted_scrypt_hashes(store, key):
+def test_keys_are_stored_only_as_hmacs_under_the_store_secret(store, key):
+    """Issue 12 §2: HMAC-SHA-256 under a per-store secret (a file only its owner reads), not scrypt."""
     secret = key.rsplit("_", 1)[1]
     raw = store.table_path(TABLE).read_bytes()
     assert key.encode() not in raw and secret.encode() not in raw
     table = store.read_table(TABLE)
-    assert {"name", "salt", "hash", "created_at", "revoked_at"} <= set(table.columns)
+    assert {"name", "hash", "kdf", "created_at", "revoked_at"} <= set(table.columns)
     row = table[table["name"] == "security-tests"].iloc[0]
-    assert hashlib.scrypt(key.encode(), salt=bytes.fromhex(row["salt"]), n=2**14, r=8, p=1, dklen=32).hex() \
-        == row["hash"]
-    assert table["salt"].is_unique  # salted: the same key would hash differently in another row
+    secret_file = store.root / "secrets" / "api_keys.hmac"
+    assert (secret_file.stat().st_mode & 0o777) == 0o600 and len(secret_file.read_bytes()) == 32
+    assert row["kdf"] == "hmac-sha256"
+    assert hmac.new(secret_file.read_bytes(), key.encode(), hashlib.sha256).hexdigest() == row["hash"]
+    assert secret_file.read_bytes() not in raw
     assert pd.isna(row["revoked_at"])
 
 
@@ -310,7 +314,8 @@ def test_a_body_over_the_limit_is_413(store, key):
                       headers={"content-type": "application/json"})
         assert_error(resp, 413)
         assert c.post("/api/batch/analyze", json={"tickers": ["AAA"] * 50}).status_code != 413
-        assert_error(c.post("/api/batch/analyze", json=big, headers={"X-API-Key": "wrong"}), 413)  # before auth
+        # Issue 12 §2: the key is checked from the headers before any byte of the body is read.
+        assert_error(c.post("/api/batch/analyze", json=big, headers={"X-API-Key": "wrong"}), 401)
 
 
 def test_the_default_limit_is_one_mib_over_tcp(server_url, api_key):

@@ -21,9 +21,9 @@ from fastapi_offline import FastAPIOffline
 from riskstrata import __version__
 from riskstrata.api import errors
 from riskstrata.api.auth import KeyRing
-from riskstrata.api.deps import PUBLIC_PATHS, require_key
+from riskstrata.api.deps import PUBLIC_PATHS, KeyGuard, require_key
 from riskstrata.api.errors import CatchAll, CleanJSONResponse, ErrorBody
-from riskstrata.api.limits import BodyGuard, RateLimiter
+from riskstrata.api.limits import BodyGuard, HeavyGate, RateLimiter, RequestGate
 from riskstrata.api.logs import AccessLog
 from riskstrata.api.settings import ApiSettings
 from riskstrata.api.state import AppState
@@ -93,14 +93,20 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
                          openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
                          static_url=DOCS_STATIC, swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
                          swagger_ui_parameters={"persistAuthorization": True},  # paste the key once per browser
-                         default_response_class=CleanJSONResponse, lifespan=_lifespan)
+                         default_response_class=CleanJSONResponse, lifespan=_lifespan,
+                         redirect_slashes=False)  # no 307 whose Location comes from the Host header
     app.state.riskstrata = AppState(store)
     app.state.settings = settings
     app.state.keyring = KeyRing(store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.state.auth_failures = RateLimiter(settings.auth_fail_rate, settings.auth_fail_burst)
+    app.state.gate = RequestGate(settings.max_inflight_per_key, settings.heavy_slots, settings.heavy_per_key)
     errors.install(app)
-    # Added innermost first: a request meets AccessLog, then CatchAll, then BodyGuard.
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    # Added innermost first: a request meets AccessLog, CatchAll, KeyGuard (key from the headers,
+    # before any body is read), BodyGuard, then HeavyGate (bounded heavy work per key and worker).
+    app.add_middleware(HeavyGate, gate=app.state.gate)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(KeyGuard)
     app.add_middleware(CatchAll)
     app.add_middleware(AccessLog)
     for module in ROUTERS:

@@ -1,25 +1,35 @@
-"""Request dependencies shared by the routers: the app state, and the API-key check.
+"""Who is asking: the API-key check, before anything else of a request is read.
 
-``create_app`` applies :func:`require_key` to every router it includes, so a route is
-protected without saying so; the routes in ``PUBLIC_PATHS`` stay open (api-contract §1.2).
+:class:`KeyGuard` (pure ASGI middleware, outside the body guard) authenticates every request to
+a protected ``/api`` path from its headers alone, applies the failed-authentication limit per
+client address, the per-key rate limit and the per-key in-flight bound, and only then lets the
+body be read: an unauthenticated client never gets a byte buffered. ``create_app`` also puts
+:func:`require_key` on every router it includes, which declares the security schemes in the
+OpenAPI document and returns the name the guard found. ``PUBLIC_PATHS`` (and the docs) stay
+open (api-contract §1.2).
+
+Other faces (the web pages' cookie, the MCP mount) check a raw key with :func:`authenticate_key`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from riskstrata.api.auth import KeyRing
-from riskstrata.api.errors import ApiError
-from riskstrata.api.limits import RateLimiter, retry_after
+from riskstrata.api.auth import LEGACY, KeyRing
+from riskstrata.api.errors import ApiError, error_response
+from riskstrata.api.limits import Busy, RateLimiter, RequestGate, retry_after
 from riskstrata.api.settings import ApiSettings
 from riskstrata.api.state import AppState
 
 # Route paths (as declared, with the /api prefix) that answer without a key, like the real service.
 PUBLIC_PATHS = frozenset({"/api/health", "/api/tickers"})
+# The interactive docs and the OpenAPI document: open, they carry no data.
+DOC_PATHS = ("/api/docs", "/api/openapi.json")
 
 # The contract's 401 bodies (api-contract §1.2): the client shows ``message`` and inspects
 # nothing else; ``_agent`` says what to do. Its actions are the contract's, but its links point
@@ -43,12 +53,58 @@ async def get_state(request: Request) -> AppState:
     return request.app.state.riskstrata
 
 
-def _app_path(request: Request) -> str:
+def _app_path(scope: Scope) -> str:
     """The request's path as the app declares it: without a proxy's root_path or a trailing slash."""
-    path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+    path, root = scope.get("path", ""), scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
     return path.rstrip("/") or "/"
+
+
+def is_protected(path: str) -> bool:
+    """Whether a request to ``path`` (the app's path) needs a key."""
+    return path.startswith("/api/") and path not in PUBLIC_PATHS and not path.startswith(DOC_PATHS)
+
+
+def key_from_headers(headers: Any) -> str:
+    """The key a request carries: ``Authorization: Bearer`` first, then ``X-API-Key`` ("" if none).
+
+    ``headers`` is the ASGI list of (name, value) byte pairs. A non-Bearer Authorization counts
+    as none; a bad Bearer is not rescued by a good X-API-Key (the contract reads Bearer first).
+    """
+    bearer = x_key = None
+    for name, value in headers:
+        if name == b"authorization" and bearer is None:
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                bearer = credentials
+        elif name == b"x-api-key" and x_key is None:
+            x_key = value.decode("latin-1")
+    return (bearer or x_key or "").strip()
+
+
+async def authenticate_key(app: Any, key: str) -> str | None:
+    """The name of the active API key ``key`` in ``app``'s store, or None: for any face of the
+    server (the web pages' cookie, the MCP mount) that holds a raw key string.
+
+    One HMAC and a constant-time compare (a key made before HMAC keys costs scrypt once, on a
+    thread). No rate limit here: callers facing clients should also use :func:`failed_auth_wait`
+    and :func:`record_failed_auth` with the client's address.
+    """
+    keyring: KeyRing = app.state.keyring
+    name = keyring.check(key)
+    if name is LEGACY:
+        name = await run_in_threadpool(keyring.verify_legacy, key)
+    return name  # type: ignore[return-value]
+
+
+def failed_auth_wait(app: Any, client: str) -> float:
+    """Seconds ``client`` (an address) must wait before another authentication is tried (0: go)."""
+    return app.state.auth_failures.peek(client)
+
+
+def record_failed_auth(app: Any, client: str) -> None:
+    app.state.auth_failures.acquire(client)
 
 
 def _unauthorized(agent: dict) -> ApiError:
@@ -56,40 +112,84 @@ def _unauthorized(agent: dict) -> ApiError:
                     extra={"_agent": agent})
 
 
-async def require_key(request: Request,
-                bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
-    """The name of the request's API key; 401 without a valid one, 429 over its rate.
+def _too_many(message: str, wait: float) -> ApiError:
+    return ApiError(429, "Too Many Requests", message, headers={"Retry-After": retry_after(wait)},
+                    extra={"_agent": {"action": "retry", "retry_after_seconds": int(retry_after(wait))}})
 
-    The key is read from ``Authorization: Bearer`` first, then ``X-API-Key``. Public routes
-    pass without a key (a key sent to them is ignored: riskmodels-py sends one everywhere).
-    With ``auth_required`` off (``riskstrata serve --no-auth``) every request passes and is
-    rate-limited by client address instead.
-    """
-    if _app_path(request) in PUBLIC_PATHS:
-        return None
-    settings: ApiSettings = request.app.state.settings
-    if settings.auth_required:
-        key = (bearer.credentials if bearer else None) or x_api_key
-        key = key.strip() if key else ""
+
+async def identify(app: Any, scope: Scope) -> tuple[str | None, str]:
+    """(key name, rate-limit identity) of a request to a protected path, from its headers alone;
+    ApiError 401 / 429 otherwise. With ``auth_required`` off (``riskstrata serve --no-auth``)
+    every request passes and is limited by client address instead."""
+    settings: ApiSettings = app.state.settings
+    client = scope["client"][0] if scope.get("client") else "?"
+    if not settings.auth_required:
+        name, identity = None, f"client:{client}"
+    else:
+        key = key_from_headers(scope.get("headers", ()))
         if not key:
             raise _unauthorized(AGENT_AUTHENTICATE)
-        keyring: KeyRing = request.app.state.keyring
-        known, name = keyring.recall(key)
-        if not known:  # first sight of this key since the table changed: scrypt, off the event loop
-            name = await run_in_threadpool(keyring.verify, key)
+        wait = failed_auth_wait(app, client)
+        if wait > 0:  # this address has spent its wrong guesses: not even an HMAC for it
+            raise _too_many(f"too many failed authentications from this address; retry in {wait:.0f}s", wait)
+        name = await authenticate_key(app, key)
         if name is None:
+            record_failed_auth(app, client)
             raise _unauthorized(AGENT_CHECK_KEY)
         identity = f"key:{name}"
-    else:
-        name = None
-        identity = f"client:{request.client.host if request.client else '?'}"
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter: RateLimiter = app.state.rate_limiter
     wait = limiter.acquire(identity)
     if wait > 0:
-        raise ApiError(429, "Too Many Requests",
-                       f"rate limit of {limiter.rate:g} requests/s (burst {limiter.burst}) exceeded; "
-                       f"retry in {wait:.2f}s", headers={"Retry-After": retry_after(wait)},
-                       extra={"_agent": {"action": "retry", "retry_after_seconds": int(retry_after(wait))}})
+        raise _too_many(f"rate limit of {limiter.rate:g} requests/s (burst {limiter.burst}) exceeded; "
+                        f"retry in {wait:.2f}s", wait)
+    return name, identity
+
+
+class KeyGuard:
+    """Pure ASGI middleware: authenticate, rate-limit and count in every request to a protected
+    path before its body is read (see the module docstring); the answer goes in the scope's
+    state (``key_name``, ``rs_identity``) for :func:`require_key`, the access log and the gate."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_protected(_app_path(scope)):
+            await self.app(scope, receive, send)
+            return
+        app = scope["app"]
+        try:
+            name, identity = await identify(app, scope)
+        except ApiError as exc:
+            await error_response(exc.status, exc.error, exc.message, exc.headers, exc.extra)(scope, receive, send)
+            return
+        gate: RequestGate = app.state.gate
+        try:
+            gate.enter(identity)
+        except Busy:
+            exc = _too_many(f"this key already has {gate.per_key} requests in flight; retry when one is done", 1.0)
+            await error_response(exc.status, exc.error, exc.message, exc.headers, exc.extra)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state.update(key_name=name, rs_identity=identity, rs_authenticated=True)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.leave(identity)
+
+
+async def require_key(request: Request,
+                      bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                      x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
+    """The name of the request's API key (``bearer`` and ``x_api_key`` declare the schemes in
+    the OpenAPI document; :class:`KeyGuard` has already read them). Public routes pass without a
+    key (a key sent to them is ignored: riskmodels-py sends one everywhere). A protected route
+    the guard did not see (an app assembled without it) is checked here the same way."""
+    if not is_protected(_app_path(request.scope)):
+        return None
+    state = request.scope.get("state") or {}
+    if state.get("rs_authenticated"):
+        return state.get("key_name")
+    name, _identity = await identify(request.app, request.scope)
     request.state.key_name = name
     return name

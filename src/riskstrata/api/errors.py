@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrata import errors as E
+from riskstrata.api.logs import safe_path
 from riskstrata.jsonsafe import dumps_json
 
 log = logging.getLogger("riskstrata.api")
@@ -70,6 +71,20 @@ def error_response(status: int, error: str, message: str, headers: dict | None =
                              headers=headers)
 
 
+def day_in_model(day: Any, meta: dict, what: str = "date") -> str | None:
+    """``day`` as YYYY-MM-DD after checking it lies in the built model's dates (``meta`` has
+    ``start`` and ``end``); None stays None (the model's last date). One rule for every route:
+    a date outside the model is a 400 naming its range — never clamped, never "Symbol not found"."""
+    if day is None:
+        return None
+    text = day.isoformat() if hasattr(day, "isoformat") else str(day)
+    text = text[:10]
+    start, end = str(meta.get("start", ""))[:10], str(meta.get("end", ""))[:10]
+    if start and end and not (start <= text <= end):
+        raise E.DateOutOfRange(f"{what} {text} is outside the built model ({start} … {end})")
+    return text
+
+
 def _where(exc: BaseException) -> str:
     """``file:line`` of the innermost frame: enough to find a bug, with no data from the request."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -82,7 +97,7 @@ def log_unexpected(exc: BaseException, scope: Scope | None = None) -> None:
     The exception's message and the traceback can quote the request (tickers, weights), so
     they are logged only with RISKSTRATA_DEBUG=1 on a developer's machine.
     """
-    path = (scope or {}).get("path") or "?"  # the path only, as in the access log: no query string
+    path = safe_path((scope or {}).get("path") or "?")  # the path only, as in the access log: no query string
     if os.environ.get("RISKSTRATA_DEBUG"):
         log.error("unexpected %s at %s on %s", type(exc).__name__, _where(exc), path, exc_info=exc)
     else:

@@ -1,17 +1,21 @@
-"""Robustness limits: a token bucket per API key, and a guard on request bodies.
+"""Robustness limits: a token bucket per API key (and one for failed authentications per
+client address), a guard on request bodies (size, non-finite numbers, slow uploads), and a
+gate that bounds each key's concurrent requests and the heavy work running at once.
 
-Both are per worker (no shared state between processes): with N workers behind a balancer a
+All are per worker (no shared state between processes): with N workers behind a balancer a
 key's effective rate is up to N times the configured one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,11 +49,140 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
+    def peek(self, key: str) -> float:
+        """Seconds until ``key`` has a token, without taking one (0.0: it has one now)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled (they equal a fresh one), so memory stays bounded."""
         full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= self.burst]
         for k in full:
             del self._buckets[k]
+
+
+class Busy(Exception):
+    """A key already has as many requests in flight as it may."""
+
+
+class _Slots:
+    """A FIFO counting semaphore that is bound to no event loop (an app may outlive a loop: tests
+    open one TestClient after another). A released slot passes to the oldest waiter."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.used = n, 0
+        self.waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> None:
+        if self.used < self.n and not self.waiters:
+            self.used += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():  # handed a slot, then cancelled: pass it on
+                self.release()
+            else:
+                self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot changes hands; ``used`` stays
+                return
+        self.used -= 1
+
+    @property
+    def idle(self) -> bool:
+        return self.used == 0 and not self.waiters
+
+
+# GET routes that read history or a factor model's panels; every other GET is answered from
+# memory. Every POST carries a body and counts as heavy.
+HEAVY_GET = ("/api/ticker-returns", "/api/l3-decomposition", "/api/lstar", "/api/returns-decomposition",
+             "/api/factors/")
+LIGHT_GET = ("/api/factors/models",)
+
+
+def is_heavy(method: str, path: str) -> bool:
+    """Whether a request goes through the bounded heavy-work gate."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return path.startswith(HEAVY_GET) and not path.startswith(LIGHT_GET)
+    return True
+
+
+class RequestGate:
+    """Bounds per worker: ``per_key`` requests in flight per key (more → 429 at once), and heavy
+    work — ``heavy_slots`` requests running at once in the worker, at most ``heavy_per_key`` of
+    them for one key; the rest wait in line (FIFO, without a thread). With one key flooding,
+    ``heavy_slots − heavy_per_key`` slots stay free for everyone else, and the threads running
+    heavy routes never outnumber the cores enough to starve the event loop. ``heavy_slots == 0``
+    turns the heavy gate off; ``per_key == 0`` the in-flight bound.
+    """
+
+    def __init__(self, per_key: int, heavy_slots: int, heavy_per_key: int) -> None:
+        self.per_key, self.heavy_per_key = per_key, heavy_per_key
+        self._inflight: dict[str, int] = {}
+        self._heavy = _Slots(heavy_slots) if heavy_slots > 0 else None
+        self._per_key: dict[str, _Slots] = {}
+
+    def enter(self, identity: str) -> None:
+        """Count a request in; :class:`Busy` when the key is at its bound."""
+        n = self._inflight.get(identity, 0)
+        if self.per_key and n >= self.per_key:
+            raise Busy(identity)
+        self._inflight[identity] = n + 1
+
+    def leave(self, identity: str) -> None:
+        n = self._inflight.get(identity, 1) - 1
+        if n <= 0:
+            self._inflight.pop(identity, None)
+        else:
+            self._inflight[identity] = n
+
+    async def heavy(self, identity: str, call: Callable[[], Awaitable[None]]) -> None:
+        """Run ``call`` holding one of the key's heavy slots and one of the worker's."""
+        if self._heavy is None:
+            await call()
+            return
+        mine = self._per_key.get(identity)
+        if mine is None:
+            mine = self._per_key[identity] = _Slots(max(1, min(self.heavy_per_key, self._heavy.n)))
+        await mine.acquire()
+        try:
+            await self._heavy.acquire()
+            try:
+                await call()
+            finally:
+                self._heavy.release()
+        finally:
+            mine.release()
+            if mine.idle:
+                self._per_key.pop(identity, None)
+
+
+class HeavyGate:
+    """Pure ASGI middleware (innermost, after the body is read): heavy requests of an
+    authenticated identity run through :meth:`RequestGate.heavy`."""
+
+    def __init__(self, app: ASGIApp, gate: RequestGate) -> None:
+        self.app, self.gate = app, gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        identity = (scope.get("state") or {}).get("rs_identity")
+        if scope["type"] != "http" or identity is None or not is_heavy(scope.get("method", ""), scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        await self.gate.heavy(identity, lambda: self.app(scope, receive, send))
 
 
 def retry_after(seconds: float) -> str:
@@ -97,15 +230,21 @@ class BodyGuard:
     at most ``max_bytes``) and replayed to the app. Python's ``json`` accepts ``NaN``,
     ``Infinity`` and ``1e999`` although they are not JSON; they would reach the models as
     non-finite floats, so they are refused here, once, for every route.
+
+    A body must arrive within ``timeout`` seconds (408 and the connection closed otherwise), so
+    a client trickling bytes cannot hold a buffer and a slot for ever. A request without a body
+    (no Content-Length, no Transfer-Encoding: every GET) passes straight through. This runs after
+    authentication (``riskstrata.api.deps.KeyGuard``): nobody without a key gets a byte read.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -116,20 +255,32 @@ class BodyGuard:
                 if declared > self.max_bytes:
                     await self._too_large(scope, send)
                     return
+                has_body = has_body or declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # nothing to read, nothing to wait for (the hot GET path)
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away (AccessLog says 499)
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._too_large(scope, send)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _refuse(scope, send, 408, "Request Timeout",
+                          f"the request body did not arrive within {self.timeout:g} s", {"Connection": "close"})
+            return
         body = b"".join(chunks)
         if body and _is_json(scope) and _may_be_non_finite(body):
             try:
