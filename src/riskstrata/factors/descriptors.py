@@ -30,6 +30,7 @@ __all__ = [
     "log_size",
     "market_cap_panel",
     "momentum",
+    "secondary_share_classes",
     "total_volatility",
     "value_descriptors",
 ]
@@ -168,15 +169,75 @@ def total_volatility(
 # ---------------------------------------------------------------------- size and liquidity
 
 
-def market_cap_panel(price: pd.DataFrame, shares_outstanding: pd.DataFrame) -> pd.DataFrame:
-    """Daily market cap (USD) = price (USD/share) × shares outstanding (point in time, e.g. from
-    :func:`riskstrata.data.fundamentals.fundamentals_panel`). Shares are aligned to ``price``'s
-    dates and names; NaN where either is missing or not positive. (T, N) like ``price``."""
-    shares = shares_outstanding.reindex(index=price.index, columns=price.columns)
-    p, s = _float(price), _float(shares)
-    with np.errstate(invalid="ignore"):
-        cap = np.where((p > 0) & (s > 0), p * s, np.nan)
-    return _frame(cap, price)
+def market_cap_panel(
+    raw_close: pd.DataFrame | None,
+    shares_outstanding: pd.DataFrame | None,
+    rolled_cap: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Daily market cap (USD), (T, N) like ``raw_close`` (else like ``rolled_cap``).
+
+    raw_close: *raw* (unadjusted) closes, USD/share; shares_outstanding: point-in-time share
+    counts (e.g. from :func:`riskstrata.data.fundamentals.fundamentals_panel`), aligned to it.
+    rolled_cap: the latest snapshot's cap rolled to day t by the adjusted-close relative,
+    ``cap_snapshot × adj_close_t / adj_close_snapshot`` (``fundamentals_panel`` for ``market_cap``
+    with ``adj_close``): between snapshots the cap moves with the stock's total return.
+
+    **Which input wins**: where a raw close and a share count are both given and positive, the
+    cap is ``raw_close × shares`` (two observations of the day beat a rolled estimate); elsewhere
+    the rolled snapshot cap; NaN where neither gives a positive cap. Never pass an adjusted close
+    as ``raw_close``: it is re-based by every later split and dividend, so a cap built on it is
+    look-ahead (a stock that later split and rallied looks small in the past).
+    """
+    like = raw_close if raw_close is not None else rolled_cap
+    if like is None:
+        raise ValueError("market_cap_panel needs raw closes and shares, or a rolled snapshot cap")
+    cap = np.full(like.shape, np.nan)
+    if rolled_cap is not None:
+        c = _float(rolled_cap.reindex(index=like.index, columns=like.columns))
+        cap = np.where(c > 0, c, np.nan)
+    if raw_close is not None and shares_outstanding is not None:
+        p = _float(raw_close)
+        s = _float(shares_outstanding.reindex(index=like.index, columns=like.columns))
+        with np.errstate(invalid="ignore"):
+            cap = np.where((p > 0) & (s > 0), p * s, cap)
+    return _frame(cap, like)
+
+
+def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issuer: pd.Series | None) -> np.ndarray:
+    """(T, N) bool: the share classes that must not count again, True on the days a name is a
+    non-primary class of an issuer with several classes.
+
+    market_cap: (T, N) the issuer's whole cap on each of its classes (what vendors report per
+    class); eligible: (T, N) bool, the days a name could enter the estimation universe (positive
+    cap, history, price floor); issuer: name → issuer id (NaN or absent: its own issuer).
+
+    Convention: an issuer's cap is **assigned whole to one primary class** per day — the
+    eligible class with the longest eligible history to date, ties to the first column — and the
+    other classes are kept out of the estimation universe (they still get exposures, specific
+    risk and a cap, so portfolios holding them are priced). Why assignment, not a split: √cap
+    regression weights are concave, so any split of a cap C over k classes weighs the issuer
+    √k-fold more (Σ√(C/k) = √(kC)); a split needs class share counts the snapshots do not
+    carry; and share classes are near-duplicate return series, so regressing both adds no
+    information but doubles the issuer's pull. With assignment the issuer counts exactly once in
+    the cap-weighted industry constraint, the cap-weighted standardisation and the √cap weights.
+    """
+    T, N = market_cap.shape
+    out = np.zeros((T, N), dtype=bool)
+    if issuer is None:
+        return out
+    ids = pd.Series(issuer).reindex(market_cap.columns)
+    ids = ids.where(ids.notna(), pd.Series(market_cap.columns.astype(str), index=market_cap.columns)).astype(str)
+    groups = ids.groupby(ids.to_numpy()).indices
+    run = np.cumsum(eligible, axis=0)
+    for cols in groups.values():
+        if len(cols) < 2:
+            continue
+        score = np.where(eligible[:, cols], run[:, cols], -1)
+        primary = np.argmax(score, axis=1)  # first column on ties
+        sec = np.ones((T, len(cols)), dtype=bool)
+        sec[np.arange(T), primary] = False
+        out[:, cols] = sec & eligible[:, cols]
+    return out
 
 
 def log_size(market_cap: pd.DataFrame) -> pd.DataFrame:
@@ -265,15 +326,25 @@ def value_descriptors(
 ) -> ValueDescriptors:
     """Fundamental descriptors from point-in-time fundamentals panels.
 
-    fund: field → (T, N) panel (keys of :data:`riskstrata.data.fundamentals.FUNDAMENTAL_FIELDS`,
-    any subset, e.g. from ``fundamentals_panel``); market_cap: (T, N) daily cap, USD;
-    price: (T, N) daily price, USD/share. Everything is aligned to ``market_cap``.
+    fund: field → (T, N) panel (keys of :data:`riskstrata.data.fundamentals.FUNDAMENTAL_FIELDS`
+    and the snapshot ratios ``book_to_price`` / ``earnings_yield``, any subset, e.g. from
+    ``fundamentals_panel``); market_cap: (T, N) daily cap, USD; price: (T, N) daily *raw* price,
+    USD/share (never an adjusted close). Everything is aligned to ``market_cap``.
+
+    Ratios to the price follow the price between snapshots. The loader
+    (:func:`riskstrata.services.factors.load_factor_inputs`) passes them rolled:
+    ``(B/P)_t = (B/P)_snapshot × adj_close_snapshot / adj_close_t``, the same for E/P and the
+    dividend yield, and caps ``cap_snapshot × adj_close_t / adj_close_snapshot``; every ratio
+    then comes from one snapshot's own numbers, so a split between snapshots cannot mix per-share
+    bases.
 
     Returns a :class:`ValueDescriptors` (dict of (T, N) panels, NaN where not computable):
 
-    - ``book_to_price`` = book_value_per_share / price (daily price), else 1 / price_to_book;
-    - ``earnings_yield`` = eps / price, else 1 / pe (negative earnings give negative yields);
-    - ``dividend_yield`` = the snapshot dividend yield (decimal);
+    - ``book_to_price`` = ``fund["book_to_price"]`` (the rolled snapshot ratio) where given, else
+      book_value_per_share / price, else 1 / price_to_book;
+    - ``earnings_yield`` = ``fund["earnings_yield"]`` where given, else eps / price, else 1 / pe
+      (negative earnings give negative yields);
+    - ``dividend_yield`` = ``fund["dividend_yield"]`` (decimal; rolled when the loader rolls it);
     - ``ebitda_to_ev`` = ebitda / (market_cap + total_debt); where debt is unknown the EV is the
       market cap alone (cash is never netted: snapshots carry none) — noted in ``notes``;
     - ``growth`` = ln(sales_t / sales_{t−1y}), one-year log sales growth: sales_t the panel's
@@ -303,8 +374,12 @@ def value_descriptors(
 
     bvps, ptb = get("book_value_per_share"), get("price_to_book")
     book_to_price = np.where(np.isfinite(bvps), _ratio(bvps, px), _ratio(np.ones_like(ptb), ptb))
+    rolled = get("book_to_price")
+    book_to_price = np.where(np.isfinite(rolled), rolled, book_to_price)
     eps, pe = get("eps"), get("pe")
     earnings_yield = np.where(np.isfinite(eps), _ratio(eps, px), _ratio(np.ones_like(pe), pe))
+    rolled = get("earnings_yield")
+    earnings_yield = np.where(np.isfinite(rolled), rolled, earnings_yield)
 
     ebitda, debt = get("ebitda"), get("total_debt")
     has_debt = np.isfinite(debt)

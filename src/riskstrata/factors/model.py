@@ -33,6 +33,10 @@ class FactorInputs:
     indexed by ticker, or a T × N frame for reclassifications); fundamentals: panels such as
     price_to_book, eps, pe, dividend_yield, ebitda, sales, total_debt, book_value_per_share;
     volume: shares traded; shares_outstanding and price: for turnover and value ratios.
+    market_cap is the issuer's whole cap on each of its share classes and price the *raw* price
+    (never an adjusted close; see docs/model_b.md, "Prices, caps and share classes");
+    issuer: name → issuer id (optional): an issuer's classes count once in the estimation
+    universe (:func:`riskstrata.factors.descriptors.secondary_share_classes`).
     """
 
     returns: pd.DataFrame
@@ -42,6 +46,7 @@ class FactorInputs:
     volume: pd.DataFrame | None = None
     shares_outstanding: pd.DataFrame | None = None
     price: pd.DataFrame | None = None
+    issuer: pd.Series | None = None
 
 
 def _align(inp: FactorInputs) -> FactorInputs:
@@ -59,7 +64,7 @@ def _align(inp: FactorInputs) -> FactorInputs:
 
     return FactorInputs(re(inp.returns), re(inp.market_cap), inp.sector,
                         {k: re(v) for k, v in inp.fundamentals.items()}, re(inp.volume),
-                        re(inp.shares_outstanding), re(inp.price))
+                        re(inp.shares_outstanding), re(inp.price), inp.issuer)
 
 
 def compute_descriptors(inp: FactorInputs, needed: set[str]) -> dict[str, pd.DataFrame]:
@@ -94,6 +99,7 @@ def estimation_universe(inp: FactorInputs, spec: ModelSpec) -> np.ndarray:
     ok = np.isfinite(cap) & (cap > 0) & (history >= u.get("min_history_days", 126))
     if inp.price is not None:
         ok &= ~(inp.price.to_numpy() < u.get("min_price", 1.0))
+    ok &= ~D.secondary_share_classes(inp.market_cap, ok, inp.issuer)  # an issuer counts once
     ranked = pd.DataFrame(np.where(ok, cap, np.nan)).rank(axis=1, ascending=False).to_numpy()
     return ok & (ranked <= u.get("estimation_size", 3000))
 
