@@ -115,6 +115,10 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
         router = importlib.import_module(module).router  # routers import services lazily at app build
         app.include_router(router, prefix="/api", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
     _document_public_routes(app)
+    # The web dashboard at / (after /api, outside its key dependency: pages have their own access rule).
+    from riskstrata.web import install as install_web
+
+    install_web(app)
     return app
 
 

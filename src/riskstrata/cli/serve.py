@@ -1,4 +1,5 @@
-"""The server commands: ``riskstrata serve`` (the REST API) and ``riskstrata keys`` (its API keys)."""
+"""The server commands: ``riskstrata serve`` (the web dashboard and the REST API) and ``riskstrata keys``
+(their API keys)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from riskstrata.cli.common import JsonOpt, StoreOpt, err, open_store, out, print
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the REST server (stored hashed in the store).")
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 
 def register(app: typer.Typer) -> None:
     """Attach ``serve`` and the ``keys`` group to the main app."""
     app.command()(serve)
     app.add_typer(keys_app, name="keys")
+
+
+def _is_loopback(host: str) -> bool:
+    from riskstrata.web.access import is_loopback
+
+    return is_loopback(host)
 
 
 def _url(host: str, port: int) -> str:
@@ -40,7 +45,7 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body (413 above).")] = DEFAULT_MAX_BODY,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
-    """Serve the REST API (OpenAPI at /api/openapi.json, docs at /api/docs) over a store."""
+    """Serve the web dashboard (at /) and the REST API (OpenAPI at /api/openapi.json, docs at /api/docs) over a store."""
     import uvicorn
 
     from riskstrata.api.auth import KeyRing
@@ -53,15 +58,18 @@ def serve(
     # Workers are separate processes that build the app with create_app(): they read these.
     os.environ.update(settings.to_env())
     os.environ["RISKSTRATA_STORE"] = str(opened.root.resolve())
+    os.environ["RISKSTRATA_WEB_HOST"] = host  # the dashboard's pages are open only on a loopback interface
 
     url = _url(host, port)
     say = lambda text: err.print(text, highlight=False, soft_wrap=True)  # noqa: E731 - URLs must not wrap
+    say(f"riskstrata dashboard on [bold]{url}/[/]"
+        + ("" if not auth or _is_loopback(host) else "  (other machines can reach it: pages ask for an API key)"))
     say(f"riskstrata API on [bold]{url}/api[/]  (store {opened.root}, {workers} worker(s))")
     say(f"  docs:   {url}/api/docs   (OpenAPI: {url}/api/openapi.json)")
     say(f"  client: RISKMODELS_BASE_URL={url}/api")
     if not auth:
         say("  [yellow]warning:[/] --no-auth: every route answers without a key"
-            + ("" if host in _LOOPBACK else f", on {host}, to anyone who can reach it"))
+            + ("" if _is_loopback(host) else f", on {host}, to anyone who can reach it"))
     elif not KeyRing(opened).has_keys():
         say("  [yellow]warning:[/] no API keys yet: create one with `riskstrata keys create NAME`")
     uvicorn.run("riskstrata.api.app:create_app", factory=True, host=host, port=port, workers=workers,
