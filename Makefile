@@ -21,13 +21,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@test -f $(DEMO_STORE)/models/cascade/CURRENT || $(BIN)/riskstrata demo --store $(DEMO_STORE)
 	@key=$$($(BIN)/riskstrata keys create demo --replace --store $(DEMO_STORE)) || exit 1; \
+	printf '\nDashboard: open http://$(HOST):$(PORT)/ in a browser (sample portfolio: one click on /portfolio)\n'; \
 	printf '\nPoint riskmodels-py (or curl) at the demo server:\n\n'; \
 	printf '  export RISKMODELS_BASE_URL=http://$(HOST):$(PORT)/api\n'; \
 	printf '  export RISKMODELS_API_KEY=%s\n\n' "$$key"; \
 	printf '  interactive docs: http://$(HOST):$(PORT)/api/docs\n\n'
 	$(BIN)/riskstrata serve --store $(DEMO_STORE) --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The browser tests (tests/web) drive Debian's chromium; CI runs as root on a fresh machine, so
+# install it with apt where it is missing (elsewhere those tests skip with the reason).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: $(CHROMIUM) missing and not root: the browser tests will skip"; fi
+
+test: $(STAMP) | $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 # The inner loop: no real-data and no long-running tests (markers in pyproject.toml), stop at the first failure.
