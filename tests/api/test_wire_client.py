@@ -360,7 +360,7 @@ def test_portfolio_risk_index(client, wire_store, names) -> None:
     a, b = names["a"], names["rich"]
     with no_validation_warning():
         body = client.post_portfolio_risk_index([(a, 0.5), (b, 0.5), (UNKNOWN, 0.1)])
-    w = {a: 0.5 / 1.1, b: 0.5 / 1.1}  # normalised over every submitted position, unresolved included
+    w = {a: 0.5, b: 0.5}  # renormalised over the resolved positions: the unknown leaves no hole
     rows = {t: cascade.metrics(wire_store, t) for t in (a, b)}
     pri = body["portfolio_risk_index"]
     for role, f in (("market", "l3_mkt_er"), ("sector", "l3_sec_er"), ("subsector", "l3_sub_er"),

@@ -94,13 +94,16 @@ def test_shares_are_valued_at_the_close_of_the_analysis_date(eight: MatchResult)
     assert m.loc["AAPL", "security_id"] == "S-AAPL"
 
 
-def test_weights_sum_to_one_over_matched_and_a_short_shows_as_such(eight: MatchResult) -> None:
+def test_weights_are_relative_to_gross_and_a_short_shows_as_such(eight: MatchResult) -> None:
+    """A long/short book: weight = value / Σ|value| (gross), so Σ|w| = 1 and Σw = net / gross."""
     m = eight.matched.set_index("ticker")
-    assert m["weight"].sum() == pytest.approx(1.0)
-    net = 20_000 + 20_000 - 5_000
-    assert m.loc["TSLA", "weight"] == pytest.approx(-5_000 / net)
+    assert m["weight"].abs().sum() == pytest.approx(1.0)
+    gross, net = 20_000 + 20_000 + 5_000, 20_000 + 20_000 - 5_000
+    assert m["weight"].sum() == pytest.approx(net / gross)
+    assert m.loc["TSLA", "weight"] == pytest.approx(-5_000 / gross)
+    assert (eight.long_value, eight.short_value, eight.gross_value, eight.net_value) == (40_000, -5_000, gross, net)
     assert m.loc["TSLA", "side"] == "short" and m.loc["AAPL", "side"] == "long"
-    assert any("weights are over the 3 matched holdings and sum to 1" in n for n in eight.notes)
+    assert any("long/short book: weights are value / gross" in n for n in eight.notes)
 
 
 def test_market_values_are_used_as_given_where_there_are_no_shares(universe: pd.DataFrame) -> None:
@@ -196,7 +199,16 @@ def test_mixed_shares_and_weights_are_refused(universe: pd.DataFrame) -> None:
 def test_a_net_short_book_is_weighted_by_gross_value(universe: pd.DataFrame) -> None:
     r = match_holdings(holdings({"AAPL": {"shares": 10}, "MSFT": {"shares": -10}}), universe, AS_OF)
     assert r.matched["weight"].tolist() == pytest.approx([2_000 / 6_000, -4_000 / 6_000])
-    assert any("net short or flat" in n for n in r.notes)
+    assert any("long/short book: weights are value / gross" in n for n in r.notes)
+
+
+def test_values_too_large_to_sum_are_refused_as_overflow(universe: pd.DataFrame) -> None:
+    from riskstrata.errors import ValueOverflow
+
+    with pytest.raises(ValueOverflow, match="beyond 1e\\+15"):
+        match_holdings(holdings({"AAPL": 1e308, "MSFT": 1e308}), universe, AS_OF)
+    with pytest.raises(ValueOverflow, match="too large to be a position"):  # shares × close past the bound
+        match_holdings(holdings({"AAPL": {"shares": 1e14}}), universe, AS_OF)
 
 
 def test_a_universe_without_its_columns_is_refused(universe: pd.DataFrame) -> None:

@@ -118,7 +118,94 @@ def test_cli_portfolio_analyze_and_hedge(built, tmp_path):
     assert data["holdings_analyzed"].startswith("2/3") and data["risk_index"] > 0
     assert abs(sum(data["decomposition"].values()) - 1) < 1e-9
     proc = run("portfolio", "hedge", str(csv), "--level", "L3", "--value", "1000000", store=store.root)
-    assert proc.returncode == 0 and "hedge for $1,000,000" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    # Shares are dollars already: the hedge is sized on them, says so, and leaves the cash alone.
+    assert "L3 hedge of $" in text and "sized on the matched positions' gross $" in text
+    assert "from shares × close" in text and "cash and excluded lines ($1,000) are not hedged" in text
+    assert "the given value $1,000,000 is not used" in text
+
+
+# ----------------------------------------------------------------------------- issue 11: money a desk trades on
+
+
+def dollar_hedge(store, dollars: dict[str, float], level: str = "L3") -> dict[str, float]:
+    """Σ_i value_i·HR_i per ETF, by hand from each name's stored metrics row (the explicit dollar computation)."""
+    legs = {"L1": [("l1_mkt_hr", "market")], "L3": [("l3_mkt_hr", "market"), ("l3_sec_hr", "sector_etf"),
+                                                   ("l3_sub_hr", "subsector_etf")]}[level]
+    out: dict[str, float] = {}
+    for t, v in dollars.items():
+        m = metrics(store, t)
+        for hr, etf in legs:
+            e = "SPY" if etf == "market" else m[etf]
+            if e is not None and m[hr] is not None:
+                out[e] = out.get(e, 0.0) + v * m[hr]
+    return {k: x for k, x in out.items() if abs(x) > 1e-9}
+
+
+def trades_as_dollars(trades: pd.DataFrame) -> dict[str, float]:
+    return {r.etf: (-1 if r.side == "short" else 1) * r.notional_usd for r in trades.itertuples()}
+
+
+def test_a_ten_percent_cash_book_hedges_ninety_percent_of_the_value(built):
+    store, market = built
+    a, b = complete_names(market, 2)
+    with_cash = hedge_portfolio(store, {a: 0.5, b: 0.4, "CASH": 0.1}, "L1", 1_000_000)
+    assert with_cash.hedged_value == pytest.approx(900_000, rel=1e-12)
+    assert "sized on the matched positions' gross $900,000" in with_cash.hedge_basis
+    assert "cash and excluded lines ($100,000) are not hedged" in with_cash.hedge_basis
+    want = dollar_hedge(store, {a: 500_000, b: 400_000}, "L1")
+    assert trades_as_dollars(with_cash.trades) == pytest.approx(want, rel=1e-12)
+    # The same positions without the cash line and a $900,000 book: the same trade.
+    no_cash = hedge_portfolio(store, {a: 5 / 9, b: 4 / 9}, "L1", 900_000)
+    assert trades_as_dollars(no_cash.trades) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("short", [-0.4999999, -0.5])
+def test_a_near_net_zero_long_short_book_is_finite_and_in_dollars(built, short):
+    store, market = built
+    a, b = complete_names(market, 2)
+    value = 1_000_000
+    an = analyze_portfolio(store, {a: 0.5, b: short}, value=value)
+    book = an.book
+    assert book.long == pytest.approx(500_000) and book.short == pytest.approx(short * value)
+    assert book.gross == pytest.approx(500_000 - short * value) and book.net == pytest.approx(500_000 + short * value)
+    # Weights are relative to gross: Σ|w| = 1, so nothing is divided by a net near zero.
+    assert an.inputs.weights.abs().sum() == pytest.approx(1.0)
+    singles = [analyze_portfolio(store, {t: 1.0}).risk.risk_index for t in (a, b)]
+    assert np.isfinite(an.risk.risk_index) and 0 < an.risk.risk_index <= sum(singles)
+    assert np.isfinite(an.risk.by_role.to_numpy()).all()
+    beta = {t: metrics(store, t)["l1_mkt_beta"] for t in (a, b)}
+    assert book.beta_dollars == pytest.approx(500_000 * beta[a] + short * value * beta[b], rel=1e-9)
+    h = hedge_portfolio(store, {a: 0.5, b: short}, "L3", value)
+    assert h.hedged_value == pytest.approx(book.gross)
+    want = dollar_hedge(store, {a: 500_000, b: short * value}, "L3")
+    got = trades_as_dollars(h.trades)
+    assert got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-6 for k in want), (got, want)
+    assert max(abs(x) for x in got.values()) < 3 * value  # bounded by the gross times the hedge ratios
+    assert "short $" in h.hedge_basis
+
+
+def test_weights_of_1e308_are_an_overflow_not_nulls(built):
+    from riskstrata.errors import ValueOverflow
+
+    store, market = built
+    a, b = complete_names(market, 2)
+    for holdings in ({a: 1e308, b: 1e308}, {a: 1e308}, {a: {"shares": 1e14}}):
+        with pytest.raises(ValueOverflow):
+            analyze_portfolio(store, holdings)
+
+
+def test_negative_euler_shares_are_explained(built, tmp_path):
+    store, market = built
+    a, b = complete_names(market, 2)
+    an = analyze_portfolio(store, {a: 0.7, b: -0.3}, value=1_000_000)
+    assert (an.risk.by_position["share"] < 0).any() or (an.risk.by_role < 0).any(), "the short should diversify"
+    assert any("negative share of variance means the position (or layer) diversifies" in n for n in an.notes)
+    proc = run("portfolio", "analyze", _csv(tmp_path, {a: 0.7, b: -0.3}), "--value", "1000000", store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "diversifies" in text and "beta-dollars" in text and "gross $1,000,000" in text
 
 
 def test_lookthrough_of_spy_and_a_direct_pick_shows_the_combined_weight(built, tmp_path):

@@ -18,7 +18,7 @@ from riskstrata.api.errors import ApiError
 from riskstrata.api.ours_schemas import (AnalyzeRequest, HedgeRequest, LookthroughRequest, ScaleRequest, iso, records,
                                          respond)
 from riskstrata.api.state import AppState
-from riskstrata.portfolio.risk import PortfolioRisk
+from riskstrata.portfolio.risk import NEGATIVE_SHARE_NOTE, PortfolioRisk
 from riskstrata.services import portfolio as svc
 
 router = APIRouter(prefix="/portfolio", tags=["portfolio"])
@@ -30,14 +30,16 @@ _ERRORS = {400: {"description": "Holdings that cannot be read or analysed (the m
 
 def _risk(r: PortfolioRisk) -> dict:
     return {"risk_index": r.risk_index, "vol_ann": r.vol_ann, "market_vol_ann": r.market_vol_ann,
-            "decomposition": {k: float(v) for k, v in r.by_role.items()}}
+            "decomposition": {k: float(v) for k, v in r.by_role.items()}, "share_note": NEGATIVE_SHARE_NOTE}
 
 
 @router.post("/analyze", summary="Matching, Risk Index and its decomposition", responses=_ERRORS)
 def analyze(body: AnalyzeRequest, state: State) -> JSONResponse:
-    """"X/Y holdings analyzed" with every exclusion's reason; Risk Index (100 · σ_p / σ_SPY);
-    Euler shares of variance by market / sector / subsector / residual, by position and by ETF;
-    hedge ratios per level ($ of ETF per $1 of portfolio); Model B's factor-group shares when built."""
+    """"X/Y holdings analyzed" with every exclusion's reason; Risk Index (100 · σ_p / σ_SPY, weights
+    relative to gross); Euler shares of variance by market / sector / subsector / residual, by
+    position and by ETF (negative = diversifies); hedge ratios per level ($ of ETF per $1 of gross);
+    the book (long, short, gross, net, beta-dollars, hedges in dollars); Model B's factor-group
+    shares when built."""
     a = svc.analyze_portfolio(state.store, body.frame(), body.day(), body.value)
     hrs = a.hedge_ratios
     return respond({
@@ -45,16 +47,19 @@ def analyze(body: AnalyzeRequest, state: State) -> JSONResponse:
         "total": a.match.total_lines, "excluded": records(a.match.excluded), **_risk(a.risk),
         "by_position": records(a.risk.by_position, index="ticker"), "by_etf": records(a.risk.by_etf, index="etf"),
         "hedge_ratios": {lvl: {str(k): float(v) for k, v in hrs[lvl][hrs[lvl] != 0].items()} for lvl in hrs},
+        "book": a.book.as_dict(),
         "factor_model": None if a.factor_risk is None else {k: a.factor_risk[k] for k in ("date", "vol_ann", "shares")},
         "notes": a.notes})
 
 
 @router.post("/hedge", summary="Hedge trade list in dollars at a level", responses=_ERRORS)
 def hedge(body: HedgeRequest, state: State) -> JSONResponse:
-    """Position-weighted hedge ratios netted by ETF as trades for a portfolio of ``value`` USD
-    ("short $X SPY, short $Y XLK"), and the risk that remains after them."""
+    """Hedge trades netted by ETF ("short $X SPY, short $Y XLK"), sized on the matched positions'
+    dollars (``value`` × weights for weight-only holdings; cash and excluded lines are not hedged;
+    ``hedge_basis`` says which value was used), and the risk that remains after them."""
     h = svc.hedge_portfolio(state.store, body.frame(), body.level, body.value, body.day())
-    return respond({"level": h.level, "value": h.value, "trades": records(h.trades), "description": h.description,
+    return respond({"level": h.level, "value": h.value, "hedged_value": h.hedged_value, "hedge_basis": h.hedge_basis,
+                    "book": h.book.as_dict(), "trades": records(h.trades), "description": h.description,
                     "risk_index_before": h.before.risk_index, "risk_index_after": h.after.risk_index,
                     "residual_share_after": float(h.after.by_role["residual"]),
                     "market_beta_after": h.market_beta_after, "before": _risk(h.before), "after": _risk(h.after)})

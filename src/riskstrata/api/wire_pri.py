@@ -3,9 +3,11 @@
 Two different numbers answer "how risky is this portfolio", and the body carries both:
 
 - the contract's "Portfolio Risk Index" (api-contract §8): holdings-weighted L3 explained-risk
-  shares and a weighted average of single-name ``vol_23d``. Weights are normalised over *all*
-  submitted positions, unresolved ones included, and not renormalised afterwards, so the
-  shares sum to the resolved weight (below 1 when names are missing) — as the service does;
+  shares and a weighted average of single-name ``vol_23d``. Unlike the commercial service
+  (which leaves the weights of dropped names in the denominator), weights are renormalised over
+  the *resolved* positions, so one response carries one set of weights: ``per_ticker`` weights,
+  the ``variance_decomposition`` (which sums to 1), the weighted vol and the ``risk_index`` block
+  (whose matching drops the same names) all agree;
 - riskstrata's Risk Index (SPEC §4): 100 × σ_portfolio / σ_SPY with correlations through the
   ETF covariance, decomposed by Euler contributions into market / sector / subsector /
   residual, from :func:`riskstrata.services.portfolio.analyze_portfolio`, with "X/Y holdings
@@ -16,7 +18,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+import math
+
+from riskstrata.api.errors import ApiError
 from riskstrata.api.wire_schemas import Position
+from riskstrata.portfolio.holdings import MAX_QUANTITY
+from riskstrata.portfolio.risk import NEGATIVE_SHARE_NOTE
 from riskstrata.services.portfolio import PortfolioAnalysis
 
 ER_KEYS = {"market": "l3_mkt_er", "sector": "l3_sec_er", "subsector": "l3_sub_er", "residual": "l3_res_er"}
@@ -27,18 +34,32 @@ def normalized_weights(positions: list[Position]) -> dict[str, float]:
     """ticker (upper-cased, as requested) → weight / Σ weight over every submitted position.
 
     Repeated tickers are summed. Weights are positive by schema; ratios are what matter, so
-    fractions and dollar notionals give the same weights.
+    fractions and dollar notionals give the same weights. A weight beyond 1e15 (or a sum that
+    overflows) is a 422, never a body of nulls.
     """
     raw: dict[str, float] = {}
     for p in positions:
         t = p.ticker.strip().upper()
+        if float(p.weight) > MAX_QUANTITY:
+            raise ApiError(422, "Unprocessable Entity", f"positions: weight {p.weight:.4g} of {t} is beyond "
+                           f"{MAX_QUANTITY:.0e}: too large to be a position (and sums of such values overflow)")
         raw[t] = raw.get(t, 0.0) + float(p.weight)
     total = sum(raw.values())
+    if not math.isfinite(total):
+        raise ApiError(422, "Unprocessable Entity", "positions: the weights sum past the largest float")
     return {t: w / total for t, w in raw.items()} if total > 0 else raw
 
 
+def resolved_weights(weights: dict[str, float], rows: dict[str, dict]) -> dict[str, float]:
+    """The weights renormalised over the resolved names (Σ = 1): dropped names leave no hole."""
+    total = sum(weights[t] for t in rows)
+    return {t: weights[t] / total for t in rows} if total > 0 else {t: weights[t] for t in rows}
+
+
 def weighted_decomposition(weights: dict[str, float], rows: dict[str, dict]) -> dict:
-    """Σ w_i·l3_*_er_i over the resolved names (a null ER counts as 0) and ``systematic``."""
+    """Σ w_i·l3_*_er_i over the resolved names, weights renormalised over them (a null ER counts
+    as 0), and ``systematic``."""
+    weights = resolved_weights(weights, rows)
     out = {role: sum(weights[t] * (row.get(field) or 0.0) for t, row in rows.items())
            for role, field in ER_KEYS.items()}
     out["systematic"] = out["market"] + out["sector"] + out["subsector"]
@@ -46,15 +67,18 @@ def weighted_decomposition(weights: dict[str, float], rows: dict[str, dict]) -> 
 
 
 def weighted_vol(weights: dict[str, float], rows: dict[str, dict]) -> float | None:
-    """Σ w_i·vol_23d_i over names with a volatility; None when no name has one."""
+    """Σ w_i·vol_23d_i (weights over the resolved names) over names with a volatility; None when none has one."""
+    weights = resolved_weights(weights, rows)
     have = [(weights[t], row["vol_23d"]) for t, row in rows.items() if row.get("vol_23d") is not None]
     return sum(w * v for w, v in have) if have else None
 
 
 def er_time_series(weights: dict[str, float], histories: dict[str, pd.DataFrame]) -> list[dict]:
-    """Daily weighted L3 ER shares with the same fixed weights (a missing day or null ER counts as 0)."""
+    """Daily weighted L3 ER shares with the same fixed weights, renormalised over the resolved
+    names (a missing day or null ER counts as 0)."""
     if not histories:
         return []
+    weights = resolved_weights(weights, histories)
     parts = []
     for t, h in histories.items():
         parts.append(h[list(ER_KEYS.values())].astype(float).fillna(0.0) * weights[t])
@@ -68,7 +92,9 @@ def er_time_series(weights: dict[str, float], histories: dict[str, pd.DataFrame]
 
 
 def per_ticker(weights: dict[str, float], rows: dict[str, dict], closes: dict[str, float]) -> dict:
-    """The contract's ``per_ticker`` rows (abbreviated keys), keyed by the ticker as requested."""
+    """The contract's ``per_ticker`` rows (abbreviated keys), keyed by the ticker as requested;
+    ``weight`` renormalised over the resolved names."""
+    weights = resolved_weights(weights, rows)
     out = {}
     for t, row in rows.items():
         out[t] = {"weight": weights[t], "symbol": row["security_id"], "teo": row["date"],
@@ -87,6 +113,7 @@ def risk_index_block(analysis: PortfolioAnalysis | None, failure: str | None) ->
     return {"value": risk.risk_index, "portfolio_volatility_ann": risk.vol_ann,
             "market_volatility_ann": risk.market_vol_ann, "market_etf": analysis.inputs.market_etf,
             "as_of": str(match.as_of.date()), "decomposition": {k: float(v) for k, v in risk.by_role.items()},
+            "decomposition_note": NEGATIVE_SHARE_NOTE,
             "holdings_summary": match.summary(), "notes": list(analysis.notes)}
 
 
@@ -108,6 +135,8 @@ def risk_index_body(weights: dict[str, float], rows: dict[str, dict], errors: di
                                  "position_count": len(rows), "risk_index": ours["value"]},
         "per_ticker": per_ticker(weights, rows, closes),
         "summary": {"total_positions": len(weights), "resolved": len(rows), "errors": len(errors)},
+        "weighting": {"basis": "renormalised over the resolved positions (every block sums to 1)",
+                      "dropped_weight": 1.0 - sum(weights[t] for t in rows)},
     }
     if errors:
         body["errors"] = [{"ticker": t, "error": e} for t, e in errors.items()]

@@ -33,7 +33,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 @portfolio_app.command("analyze")
 def analyze(holdings: HoldingsArg, store: StoreOpt = None, date: DateOpt = None, value: ValueOpt = None,
             as_json: JsonOpt = False) -> None:
-    """Matching (X/Y analyzed), Risk Index, its decomposition, and hedge ratios per level."""
+    """Matching (X/Y analyzed), Risk Index, its decomposition, the book (long, short, gross, net,
+    beta-dollars) and hedge ratios per level."""
+    from riskstrata.portfolio.risk import NEGATIVE_SHARE_NOTE
     from riskstrata.services.portfolio import analyze_portfolio
 
     a = analyze_portfolio(open_store(store), holdings, parse_date(date), value)
@@ -46,6 +48,7 @@ def analyze(holdings: HoldingsArg, store: StoreOpt = None, date: DateOpt = None,
             "market_vol_ann": r.market_vol_ann, "decomposition": r.by_role.to_dict(),
             "by_position": _records(r.by_position), "by_etf": _records(r.by_etf),
             "hedge_ratios": {lvl: a.hedge_ratios[lvl][a.hedge_ratios[lvl] != 0].to_dict() for lvl in a.hedge_ratios},
+            "book": a.book.as_dict(), "share_note": NEGATIVE_SHARE_NOTE,
             "factor_model": None if a.factor_risk is None else {k: a.factor_risk[k] for k in ("date", "vol_ann", "shares")},
             "notes": a.notes})
         return
@@ -53,16 +56,17 @@ def analyze(holdings: HoldingsArg, store: StoreOpt = None, date: DateOpt = None,
     out.print(f"Risk Index [bold]{r.risk_index:.1f}[/] (portfolio vol {100 * r.vol_ann:.1f}% vs SPY "
               f"{100 * r.market_vol_ann:.1f}%, annualised)")
     out.print("variance: " + ", ".join(f"{k} {_pct(v)}" for k, v in r.by_role.items()))
+    _print_book(a.book)
     if a.factor_risk is not None:
         out.print("factor model: " + ", ".join(f"{k} {_pct(v)}" for k, v in a.factor_risk["shares"].items()))
-    table = Table(title="hedge ratios by level ($ of ETF per $1 of portfolio; − = short)")
+    table = Table(title="hedge ratios by level ($ of ETF per $1 of gross; − = short)")
     table.add_column("ETF")
     for lvl in a.hedge_ratios.columns:
         table.add_column(lvl, justify="right")
     for etf, row in a.hedge_ratios.iterrows():
         table.add_row(str(etf), *(fmt(float(v)) for v in row))
     out.print(table)
-    positions = Table(title="contributions to variance by position (Euler)")
+    positions = Table(title="contributions to variance by position (Euler)", caption=NEGATIVE_SHARE_NOTE)
     for col in ("ticker", "weight", "share of variance"):
         positions.add_column(col, justify="left" if col == "ticker" else "right")
     for ticker, row in r.by_position.sort_values("share", ascending=False).iterrows():
@@ -73,6 +77,14 @@ def analyze(holdings: HoldingsArg, store: StoreOpt = None, date: DateOpt = None,
                   highlight=False)
     for note in a.notes:
         out.print(f"note: {note}", highlight=False)
+
+
+def _print_book(book) -> None:
+    """Long, short, gross, net and beta-dollars of the matched book (weights are value / gross)."""
+    money = (lambda x: f"${x:,.0f}") if book.unit == "USD" else (lambda x: f"{x:.4g} (weight)")
+    out.print(f"book: long {money(book.long)}, short {money(-book.short)}, gross {money(book.gross)}, "
+              f"net {money(book.net)}; beta-dollars {money(book.beta_dollars)} "
+              f"(beta {book.beta:+.3f} per $1 of gross); weights are value / gross", highlight=False, soft_wrap=True)
 
 
 @portfolio_app.command("hedge")
@@ -88,9 +100,11 @@ def hedge(holdings: HoldingsArg, store: StoreOpt = None,
         print_json({"level": h.level, "value": h.value, "trades": h.trades.to_dict(orient="records"),
                     "description": h.description, "risk_index_before": h.before.risk_index,
                     "risk_index_after": h.after.risk_index, "residual_share_after": float(h.after.by_role["residual"]),
-                    "market_beta_after": h.market_beta_after})
+                    "market_beta_after": h.market_beta_after, "hedged_value": h.hedged_value,
+                    "hedge_basis": h.hedge_basis, "book": h.book.as_dict()})
         return
-    out.print(f"{h.level} hedge for ${h.value:,.0f}: {h.description}", highlight=False)
+    out.print(f"{h.level} hedge of ${h.hedged_value:,.0f}: {h.description}", highlight=False)
+    out.print(f"  {h.hedge_basis}", highlight=False, soft_wrap=True)
     out.print(f"Risk Index {h.before.risk_index:.1f} → {h.after.risk_index:.1f}; residual share after "
               f"{_pct(h.after.by_role['residual'])}; market beta after {h.market_beta_after:+.3f}")
 

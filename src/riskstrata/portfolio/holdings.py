@@ -45,11 +45,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from riskstrata.errors import DataValidationError
+from riskstrata.errors import DataValidationError, ValueOverflow
 
 __all__ = [
     "HOLDING_COLUMNS",
     "KINDS",
+    "MAX_QUANTITY",
     "QUANTITIES",
     "Holdings",
     "is_cusip",
@@ -62,6 +63,9 @@ __all__ = [
 HOLDING_COLUMNS = ["line", "ticker", "cusip", "shares", "market_value", "weight", "currency", "kind", "note"]
 KINDS = ("security", "cash", "currency")
 QUANTITIES = ("shares", "market_value", "weight")
+# Beyond 1e15 (shares, USD or a weight) a number is no portfolio: all the world's equity is ~1e14 USD,
+# and sums of such values lose every cent or overflow float64 (1e308 + 1e308 = inf).
+MAX_QUANTITY = 1e15
 _TEXT_COLUMNS = ("ticker", "cusip", "currency")
 
 # Header names as brokers export them, compared without case, spaces or punctuation; a header
@@ -477,6 +481,11 @@ def _quantities(cells: pd.DataFrame, cols: dict[str, str], parsed: dict[str, lis
         values[q] = out
     line_notes: list[list[str]] = [[] for _ in keep]
     for q, arr in values.items():
+        huge = np.flatnonzero(np.isfinite(arr) & (np.abs(arr) > MAX_QUANTITY))
+        if len(huge):
+            k = int(huge[0])
+            raise ValueOverflow(f"{where[k]}: {q.replace('_', ' ')} {arr[k]:.4g} is beyond {MAX_QUANTITY:.0e}: "
+                                "too large to be a position (and sums of such values overflow)")
         for k in np.flatnonzero(np.isinf(arr)):
             line_notes[k].append(f"infinite {q.replace('_', ' ')} treated as missing")
         arr[np.isinf(arr)] = np.nan

@@ -2,8 +2,10 @@
 
 Every input line ends in exactly one of two tables: ``matched`` (in the model universe on
 ``as_of`` and valued) or ``excluded`` (with its reason, one of :data:`REASONS`). The analysis uses
-the matched holdings only, with weights over them: ``weight = value / Σ value`` over matched
-(net, so shorts reduce the total; where the net is ≤ 0 the gross Σ|value| is used, noted).
+the matched holdings only, with weights relative to their gross value: ``weight = value / Σ|value|``
+over matched. A long-only book's weights sum to 1; a long/short book has Σ|w| = 1 and net Σw
+(net / gross), so a book whose longs and shorts nearly cancel is measured per dollar of gross,
+not blown up by a net near 0. Values stay in dollars (``value``): hedges are sized on them.
 
 Valuation, in USD: shares × the close on ``as_of``; a market value as given where a line has no
 shares (or no close); weight-only portfolios use the weights, × ``portfolio_value`` where one is
@@ -24,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskstrata.errors import DataValidationError
-from riskstrata.portfolio.holdings import Holdings, normalize_ticker
+from riskstrata.errors import DataValidationError, ValueOverflow
+from riskstrata.portfolio.holdings import MAX_QUANTITY, Holdings, normalize_ticker
 
 __all__ = [
     "EXCLUDED_COLUMNS",
@@ -55,7 +57,8 @@ class MatchResult:
     matched: one row per security (lines of one security are combined, noted), columns
       :data:`MATCHED_COLUMNS`: line (first input line), ticker, security_id, shares (NaN where not
       given), price (close on as_of, USD), value (USD, negative = short; the weight itself when
-      ``unit == 'weight'``), weight (decimal, Σ = 1 over matched), side ('long' | 'short'),
+      ``unit == 'weight'``), weight (value / gross Σ|value|: Σ = 1 for a long-only book, Σ|w| = 1
+      for a long/short one), side ('long' | 'short'),
       basis ('shares' | 'market_value' | 'weight').
     excluded: one row per excluded input line, columns :data:`EXCLUDED_COLUMNS`: value (USD, or
       the weight when ``unit == 'weight'``; NaN where it cannot be known, e.g. an unknown symbol
@@ -75,6 +78,28 @@ class MatchResult:
     def analyzed(self) -> int:
         """Input lines analysed: every line not excluded (several may form one matched row)."""
         return self.total_lines - len(self.excluded)
+
+    @property
+    def long_value(self) -> float:
+        """Σ value of the matched long positions (USD, or weight when unit == 'weight')."""
+        v = self.matched["value"]
+        return float(v[v > 0].sum())
+
+    @property
+    def short_value(self) -> float:
+        """Σ value of the matched short positions (≤ 0)."""
+        v = self.matched["value"]
+        return float(v[v < 0].sum())
+
+    @property
+    def gross_value(self) -> float:
+        """Σ|value| over the matched positions: what the weights are relative to."""
+        return self.long_value - self.short_value
+
+    @property
+    def net_value(self) -> float:
+        """Σ value over the matched positions (long − |short|)."""
+        return self.long_value + self.short_value
 
     @property
     def excluded_value(self) -> float:
@@ -283,20 +308,27 @@ def _combine(matched: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 
 
 def _weights(matched: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """weight = value / gross Σ|value| (see the module docstring); refuses values too large to sum."""
     matched = matched.astype({"line": "int64", "shares": "float64", "price": "float64", "value": "float64"})
-    net, gross = matched["value"].sum(), matched["value"].abs().sum()
-    total = net
-    if len(matched) and net <= 0:
-        total = gross
-        notes.append("the matched holdings are net short or flat: weights are value / Σ|value| (gross) "
-                     "instead of value / Σ value")
-    matched["weight"] = matched["value"] / total if len(matched) and total > 0 else np.nan
+    values = matched["value"].to_numpy()
+    with np.errstate(over="ignore"):
+        gross = float(np.abs(values).sum())
+    if len(matched) and (not np.isfinite(values).all() or np.abs(values).max() > MAX_QUANTITY
+                         or not np.isfinite(gross)):
+        at = int(np.argmax(~np.isfinite(values) | (np.abs(values) > MAX_QUANTITY)))
+        raise ValueOverflow(f"line {int(matched['line'].iloc[at])} ({matched['ticker'].iloc[at]}): value "
+                            f"{values[at]:.4g} is beyond {MAX_QUANTITY:.0e}: too large to be a position")
+    matched["weight"] = matched["value"] / gross if len(matched) and gross > 0 else np.nan
     matched["side"] = np.where(matched["value"] < 0, "short", "long")
+    if (values < 0).any():
+        net = float(values.sum())
+        notes.append(f"long/short book: weights are value / gross (Σ|value| = {gross:,.6g}), so Σ|weight| = 1 "
+                     f"and the net is {net / gross:+.4%} of gross")
     return matched[MATCHED_COLUMNS].reset_index(drop=True)
 
 
 def _note_excluded_share(matched: pd.DataFrame, excluded: pd.DataFrame, unit: str, notes: list[str]) -> None:
-    if len(matched):
+    if len(matched) and not (matched["value"] < 0).any():
         notes.append(f"weights are over the {len(matched)} matched holdings and sum to 1")
     if excluded.empty:
         return

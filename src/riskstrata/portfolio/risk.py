@@ -11,6 +11,14 @@ with Σ_f the sample covariance of the raw ETF returns over the model window and
 not a weighted average of single-name vols. Risk Index = 100 · σ_p / σ_SPY, so 100 % SPY
 scores exactly 100. Euler contributions (w·∂σ²/∂w) add up to σ²_p by position, by ETF and by
 role (market / sector / subsector / residual).
+
+A contribution can be negative: that position (or layer) diversifies — it lowers σ²_p at the
+margin (a short against a correlated long, a sector leg offsetting the market leg). Every face
+that prints shares says so (:data:`NEGATIVE_SHARE_NOTE`).
+
+Signed books: weights are relative to gross (w = value / Σ|value|), so a long/short book is
+measured per dollar of gross; dollars are kept alongside (:class:`BookExposure`): long, short,
+gross, net, beta-dollars and the hedge trades in dollars, Σ_i value_i·HR_i per ETF.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ LEVEL_HRS = {
     "L3": {"market": "l3_mkt_hr", "sector": "l3_sec_hr", "subsector": "l3_sub_hr"},
 }
 ROLES = ("market", "sector", "subsector", "residual")
+NEGATIVE_SHARE_NOTE = ("a negative share of variance means the position (or layer) diversifies: "
+                       "it lowers the portfolio's variance")
 
 
 def etf_exposures(positions: pd.DataFrame, level: str, market_etf: str = "SPY") -> pd.DataFrame:
@@ -125,6 +135,48 @@ def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd
         risk_index=100.0 * np.sqrt(total / var_m), vol_ann=float(np.sqrt(total * 252)),
         market_vol_ann=float(np.sqrt(var_m * 252)), variance=total,
         exposures=pd.Series(x, index=etfs), by_position=by_position, by_etf=by_etf, by_role=by_role, notes=notes)
+
+
+@dataclass
+class BookExposure:
+    """A book in dollars (or in weight units where no dollar value is known: ``unit == 'weight'``).
+
+    long ≥ 0, short ≤ 0, gross = long − short, net = long + short; beta_dollars = Σ value_i·β_i
+    with β_i the cascade's L1 market beta (−l1_mkt_hr); beta = beta_dollars / gross;
+    hedge_dollars: (ETFs × levels) Σ_i value_i·HR_i (− = short the ETF), the trades that hedge the
+    book at each level, sized on the matched positions only.
+    """
+
+    unit: str
+    long: float
+    short: float
+    gross: float
+    net: float
+    beta_dollars: float
+    beta: float
+    hedge_dollars: pd.DataFrame
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the numbers and the hedge trades per level (non-zero ETFs only)."""
+        return {"unit": self.unit, "long": self.long, "short": self.short, "gross": self.gross, "net": self.net,
+                "net_over_gross": self.net / self.gross if self.gross > 0 else None,
+                "beta_dollars": self.beta_dollars, "beta_over_gross": self.beta,
+                "hedge_dollars": {lvl: {str(k): float(v) for k, v in col[col != 0].items()}
+                                  for lvl, col in self.hedge_dollars.items()},
+                "convention": "weights are value / gross (Σ|value|); long-only books sum to 1"}
+
+
+def book_exposure(values: pd.Series, positions: pd.DataFrame, hedge_per_gross: pd.DataFrame, unit: str) -> BookExposure:
+    """Dollars of a signed book. values: (n,) signed value by position (USD or weight units);
+    positions: index position, column l1_mkt_hr (β = −l1_mkt_hr, NaN counts as 0); hedge_per_gross:
+    (ETFs × levels) hedge ratios per $1 of gross (:func:`portfolio_hedge` of value/gross weights)."""
+    v = values.astype(float)
+    long, short = float(v[v > 0].sum()), float(v[v < 0].sum())
+    gross = long - short
+    beta = -positions["l1_mkt_hr"].reindex(v.index).astype(float).fillna(0.0)
+    beta_dollars = float((v * beta).sum())
+    return BookExposure(unit, long, short, gross, long + short, beta_dollars,
+                        beta_dollars / gross if gross > 0 else float("nan"), hedge_per_gross * gross)
 
 
 def portfolio_hedge(weights: pd.Series, hedge_ratios: pd.DataFrame) -> pd.Series:

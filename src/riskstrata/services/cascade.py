@@ -253,7 +253,7 @@ def metrics_from_row(row: pd.Series, sid: str, market_etf: str, assignment_sourc
                 "market_etf": market_etf, "l1_mkt_beta": _clean(row["l1_mkt_beta"]), "n_obs": int(row["n_obs"]),
                 "flags": int(row["flags"]), "notes": describe_flags(int(row["flags"]))})
     out["assignment_source"] = assignment_source
-    out["recommended_hedge_level"] = int(recommended_hedge_level(
+    out["recommended_hedge_level"] = "L%d" % int(recommended_hedge_level(  # "L1"/"L2"/"L3", as on the wire
         {k: np.array([out[k] if out[k] is not None else np.nan]) for k in
          ("l2_sec_er", "l3_sub_er", "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")},
         DEFAULT_SEGMENT)[0])

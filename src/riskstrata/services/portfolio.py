@@ -23,8 +23,9 @@ from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientH
 from riskstrata.portfolio.holdings import Holdings, read_holdings
 from riskstrata.portfolio.lookthrough import LookThrough, active_share, benchmark_weights, look_through
 from riskstrata.portfolio.matching import MatchResult, match_holdings
-from riskstrata.portfolio.risk import (PortfolioRisk, describe_trades, etf_exposures, etf_roles, market_beta,
-                                       portfolio_hedge, portfolio_risk, scaling_trade, trade_list)
+from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, PortfolioRisk, book_exposure, describe_trades, etf_exposures,
+                                       etf_roles, market_beta, portfolio_hedge, portfolio_risk, scaling_trade,
+                                       trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
 from riskstrata.services.factors import model_names, portfolio_factor_risk
 
@@ -38,10 +39,11 @@ class RiskInputs:
 
     as_of: pd.Timestamp
     positions: pd.DataFrame   # index ticker: model fields of the matched holdings
-    weights: pd.Series        # index ticker: decimal weights over matched holdings
+    weights: pd.Series        # index ticker: value / gross Σ|value| over matched holdings (shorts < 0)
     etf_cov: pd.DataFrame     # daily covariance of raw ETF returns over the model window
     roles: pd.Series          # ETF → market / sector / subsector
     market_etf: str
+    values: pd.Series | None = None  # index ticker: signed value (USD; weight units when match.unit == 'weight')
 
 
 @dataclass
@@ -50,10 +52,11 @@ class PortfolioAnalysis:
 
     match: MatchResult
     risk: PortfolioRisk
-    hedge_ratios: pd.DataFrame  # index ETF, columns L1/L2/L3/lstar: $ per $1 of portfolio
+    hedge_ratios: pd.DataFrame  # index ETF, columns L1/L2/L3/lstar: $ per $1 of gross (= of a long-only book)
     inputs: RiskInputs
     factor_risk: dict | None = None  # Model B: market / styles / industries / specific shares, when built
     notes: list[str] = field(default_factory=list)
+    book: BookExposure | None = None  # long / short / gross / net, beta-dollars, hedge trades in dollars
 
 
 def _as_of(store: Store, as_of: object | None) -> pd.Timestamp:
@@ -109,8 +112,10 @@ def risk_inputs(store: Store, match: MatchResult) -> RiskInputs:
     etfs = sorted({market, *positions["sector_etf"].dropna(), *positions["subsector_etf"].dropna()})
     cov = _etf_covariance(store, etfs, match.as_of, int(meta["params"]["window"]))
     weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=positions.index)
+    values = pd.Series(match.matched["value"].to_numpy(dtype=float), index=positions.index)
     registry = EtfRegistry.default()
-    return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, set(registry.sector_etfs())), market)
+    return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, set(registry.sector_etfs())), market,
+                      values)
 
 
 def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
@@ -128,7 +133,9 @@ def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
 
 def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object | None = None,
                       value: float | None = None) -> PortfolioAnalysis:
-    """Match holdings, compute the Risk Index and its decomposition, and hedge ratios per level."""
+    """Match holdings, compute the Risk Index and its decomposition, hedge ratios per level and the
+    book in dollars (``value`` USD turns weight-only holdings into dollars; shares and market
+    values are dollars already)."""
     holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
     day = _as_of(store, as_of)
     match = match_holdings(holdings, model_universe(store, day), day, portfolio_value=value)
@@ -136,7 +143,10 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
     risk = _risk(inp)
     hrs = pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
                         for lvl in HEDGE_LEVELS}).fillna(0.0)
+    book = book_exposure(inp.values, inp.positions, hrs, match.unit)
     notes = [*match.notes, *risk.notes]
+    if (risk.by_position["share"] < 0).any() or (risk.by_role < 0).any():
+        notes.append(NEGATIVE_SHARE_NOTE)
     factor_risk = None
     if store.current_version(model_names(FACTOR_SPEC)["factors"]) is None:
         notes.append(f"the factor model ({FACTOR_SPEC}) is not built: no decomposition by style and industry "
@@ -146,32 +156,64 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
             factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC)
         except DataValidationError as exc:  # e.g. only ETFs: the Risk Index stands without Model B's view
             notes.append(f"no decomposition by style and industry: {exc}")
-    return PortfolioAnalysis(match, risk, hrs, inp, factor_risk, notes=notes)
+    return PortfolioAnalysis(match, risk, hrs, inp, factor_risk, notes=notes, book=book)
 
 
 @dataclass
 class HedgeResult:
     level: str
-    value: float
-    trades: pd.DataFrame
+    value: float              # the portfolio value given (USD); see hedged_value for what is hedged
+    trades: pd.DataFrame      # etf, side, notional_usd, hedge_ratio ($ of ETF per $1 of gross)
     description: str          # "short $X SPY, short $Y XLK, …"
     before: PortfolioRisk
     after: PortfolioRisk
     market_beta_after: float
+    hedged_value: float = float("nan")  # USD the trades are sized on: the matched positions' gross
+    hedge_basis: str = ""               # which value was used and what was left unhedged, in words
+    book: BookExposure | None = None
+
+
+def hedged_dollars(analysis: PortfolioAnalysis, value: float) -> tuple[float, str]:
+    """The dollars a hedge is sized on: the matched positions' gross value (cash and excluded lines
+    are not hedged), and a sentence saying where it came from."""
+    match, book = analysis.match, analysis.book
+    gross = book.gross if match.unit == "USD" else value * book.gross
+    bases = set(match.matched["basis"])
+    source = ("the value × the matched weights" if bases == {"weight"}
+              else "shares × close and market values" if len(bases) > 1 else
+              "shares × close" if bases == {"shares"} else "market values")
+    signed = (f" (long ${book.long * gross / book.gross:,.0f}, short ${-book.short * gross / book.gross:,.0f})"
+              if book.short < 0 else "")
+    excluded = match.excluded_value * (1.0 if match.unit == "USD" else value)
+    text = f"sized on the matched positions' gross ${gross:,.0f}{signed}, from {source}"
+    if bases == {"weight"}:
+        text += f" (portfolio value ${value:,.0f})"
+    elif value and abs(value - gross) > 0.5:
+        text += f"; the given value ${value:,.0f} is not used (positions are in dollars)"
+    if excluded > 0:
+        text += f"; cash and excluded lines (${excluded:,.0f}) are not hedged"
+    return gross, text
 
 
 def hedge_portfolio(store: Store, holdings: Holdings | object, level: str = "L3", value: float = 1_000_000.0,
                     as_of: object | None = None) -> HedgeResult:
-    """Hedge trade list at a level for a portfolio of ``value`` USD and the risk that remains."""
+    """Hedge trade list at a level and the risk that remains.
+
+    Trades are Σ_i value_i·HR_i per ETF over the matched positions in dollars: shares × close or
+    market values as given, or ``value`` × the weights of weight-only holdings. Cash and excluded
+    lines are not hedged; ``hedge_basis`` says which value was used.
+    """
     if level not in HEDGE_LEVELS and level.upper() not in HEDGE_LEVELS:
         raise DataValidationError(f"unknown hedge level {level!r}; use one of {', '.join(HEDGE_LEVELS)}")
     level = level if level == "lstar" else level.upper()
     analysis = analyze_portfolio(store, holdings, as_of, value)
+    gross, basis = hedged_dollars(analysis, value)
     hr = analysis.hedge_ratios[level]
-    trades = trade_list(hr, value)
+    trades = trade_list(hr, gross)
     after = _risk(analysis.inputs, hr[hr != 0])
     beta = market_beta(after.exposures, analysis.inputs.etf_cov, analysis.inputs.market_etf)
-    return HedgeResult(level, value, trades, describe_trades(trades), analysis.risk, after, beta)
+    return HedgeResult(level, value, trades, describe_trades(trades), analysis.risk, after, beta, gross, basis,
+                       analysis.book)
 
 
 @dataclass
@@ -199,7 +241,8 @@ def scale_portfolio(store: Store, holdings: Holdings | object, exposure: str, re
             return market_beta(r.exposures, inp.etf_cov, inp.market_etf)
         return float(r.exposures.get(overlay.index[0], 0.0))
 
-    return ScaleResult(overlay.index[0], reduce, trade_list(overlay, value), measure(before), measure(after),
+    gross, _basis = hedged_dollars(analysis, value)  # the overlay is per $1 of the matched gross
+    return ScaleResult(overlay.index[0], reduce, trade_list(overlay, gross), measure(before), measure(after),
                        before, after)
 
 
