@@ -113,3 +113,72 @@ def test_portfolio_risk_euler_shares_sum_to_one(fitted):
     r = result.portfolio_risk(w)
     assert sum(r["shares"].values()) == pytest.approx(1.0, abs=1e-10)
     assert r["vol_ann"] > 0
+
+
+# --- data gaps and factors that cannot be estimated (issue 9 §3–§5) ------------------------------
+
+@pytest.fixture(scope="module")
+def gapped():
+    """A market whose book values vanish for 150 dates and which has no debt data at all."""
+    market = synthetic_market(n_stocks=150, n_days=252 * 3, seed=5, styles=True)
+    inputs = synthetic_inputs(market)
+    hole = slice(400, 550)
+    for field in ("price_to_book", "book_value_per_share"):
+        inputs.fundamentals[field].iloc[hole] = np.nan
+    del inputs.fundamentals["total_debt"]
+    return fit_factor_model(inputs, load_spec("US21"))
+
+
+def test_a_style_below_the_coverage_threshold_has_no_return_and_no_exposure_that_date(gapped):
+    res = gapped
+    fr, cov = res.factor_returns, res.coverage
+    assert list(cov.columns) == res.spec.factors          # every spec factor, LEVERAGE too
+    thr = res.spec.min_coverage
+    low = ~(cov["VALUE"] >= thr)
+    assert low.loc[res.dates[401]:res.dates[550]].all()  # the hole, seen by the next day's regression
+    assert fr.loc[low.to_numpy(), "VALUE"].isna().all()
+    for style in res.spec.style_factors:                   # no style has a return where it is not estimated
+        if style in fr.columns:
+            assert fr.loc[~(cov[style] >= thr).to_numpy(), style].isna().all(), style
+    k = res.factors.index("VALUE")
+    assert np.isnan(res.exposures[450, :, k]).all() and np.isfinite(res.exposures[300, res.universe[300], k]).all()
+    # The other factors are still estimated on those dates, and specific returns exist.
+    assert fr.loc[res.dates[450]].drop("VALUE").notna().sum() >= 15
+    assert res.regression.specific_returns.loc[res.dates[450]].notna().sum() > 100
+    gap = next(g for s in res.status if s["factor"] == "VALUE" for g in s["gaps"] if g["dates"] > 100)
+    assert (gap["first"], gap["last"]) == (str(res.dates[401].date()), str(res.dates[550].date()))
+    assert any(n.startswith(f"VALUE: not estimated {gap['first']} … {gap['last']}") for n in res.notes)
+    # The covariance has no forecast for VALUE deep in the gap, and one again after it returns.
+    assert np.isnan(res.covariance.adjusted[540, k]).all() and np.isfinite(res.covariance.adjusted[600, k, k])
+
+
+def test_every_spec_factor_is_accounted_for_with_a_reason(gapped):
+    res = gapped
+    status = {s["factor"]: s for s in res.status}
+    assert list(status) == res.spec.factors and len(res.factors) == 20
+    lev = status["LEVERAGE"]
+    assert not lev["estimated"] and lev["dates_estimated"] == 0 and "debt" in lev["reason"]
+    assert "LEVERAGE" not in res.factors and any(n.startswith("LEVERAGE: not estimated") for n in res.notes)
+    assert status["LIQUIDITY"]["estimated"] and status["SIZE"]["reason"] is None
+    assert "not estimated on" in status["VALUE"]["reason"]
+
+
+def test_industry_share_of_a_pure_tech_book_is_the_explicit_x_f_x(gapped):
+    """With LEVERAGE out of the design, groups come by name: industries are not 'styles'."""
+    res = gapped
+    i = len(res.dates) - 1
+    tech = res.factors.index("TECHNOLOGY")
+    names = res.tickers[(res.exposures[i, :, tech] == 1) & res.universe[i]][:8]
+    w = pd.Series(1 / len(names), index=names)
+    r = res.portfolio_risk(w)
+    X = np.nan_to_num(res.exposures_on().loc[names].to_numpy())
+    F = np.nan_to_num(res.covariance.adjusted[i])
+    x = X.T @ w.to_numpy()
+    s2 = res.specific_var.iloc[i].reindex(names).to_numpy()
+    total = x @ F @ x + (w.to_numpy() ** 2 * s2).sum()
+    ind = [k for k, f in enumerate(res.factors) if f in res.spec.industry_factors]
+    sty = [k for k, f in enumerate(res.factors) if f in res.spec.style_factors]
+    assert r["shares"]["industries"] > 0
+    assert r["shares"]["industries"] == pytest.approx((x[ind] * (F @ x)[ind]).sum() / total, rel=1e-10)
+    assert r["shares"]["styles"] == pytest.approx((x[sty] * (F @ x)[sty]).sum() / total, rel=1e-10)
+    assert r["variance"] == pytest.approx(total, rel=1e-12)

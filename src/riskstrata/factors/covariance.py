@@ -33,6 +33,7 @@ eigen-adjustment scale a = 1.2–1.5 (1.4 here), VRA half-life 42 days.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -456,13 +457,14 @@ def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int) -> list[int]:
 
 
 def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams(),
-                      groups: list[str] | None = None) -> FactorCovariance:
+                      groups: list[str] | None = None,
+                      tick: Callable[[int, int], None] | None = None) -> FactorCovariance:
     """Daily factor covariance forecasts with eigenfactor and volatility-regime adjustments.
 
     factor_returns: (T × K) daily factor returns, decimal, indexed by ascending dates; NaN =
     factor not estimated that day. groups: (K,) a group label per factor (market, style,
     industry): a factor restarting after a gap takes its prior from its group (default: one
-    group). See the module docstring for the method and
+    group). tick(done, total) is called as the eigen simulations finish (progress). See the module docstring for the method and
     :class:`FactorCovariance` for the result. Raises :class:`InsufficientHistory` if no factor
     ever reaches ``min_obs`` observations.
 
@@ -497,11 +499,14 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
         return eigen_bias(d, float(n_eff[t]), draws)
 
     workers = p.workers or _cores()
-    if workers > 1 and len(runs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            biases = dict(zip(runs, pool.map(simulate, runs)))
-    else:
-        biases = {t: simulate(t) for t in runs}
+    count = tick or (lambda _done, _total: None)
+    every = max(1, len(runs) // 50)
+    biases = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, (t, bias) in enumerate(zip(runs, pool.map(simulate, runs) if workers > 1 else map(simulate, runs))):
+            biases[t] = bias
+            if i % every == 0 or i == len(runs) - 1:
+                count(i + 1, len(runs))
 
     eig_adj = np.full((T, K, K), np.nan)
     eigen_applied = np.zeros(T, bool)

@@ -22,7 +22,23 @@ from riskstrata.factors.spec import ModelSpec
 from riskstrata.factors.specific import SpecificParams, specific_risk
 from riskstrata.timeindex import row_on_or_before
 
-Progress = Callable[[str], None]
+Progress = Callable[[str], None]          # called with a stage's name when it starts
+Tick = Callable[[str, int, int], None]     # (stage, done, total) within a stage, for counts and an ETA
+
+# Why a descriptor has no value at all: the reason a style that needs it is not estimated.
+DESCRIPTOR_INPUTS = {
+    "log_size": "no market caps", "momentum": "too little return history", "beta": "too little return history",
+    "residual_vol": "too little return history", "total_vol": "too little return history",
+    "book_to_price": "the fundamentals have no book value field (book_value_per_share or price_to_book)",
+    "earnings_yield": "the fundamentals have no earnings field (eps or pe)",
+    "dividend_yield": "the fundamentals have no dividend_yield field",
+    "ebitda_to_ev": "the fundamentals have no ebitda field",
+    "growth": "the fundamentals have no sales field a year apart",
+    "eps_growth": "the fundamentals have no eps field a year apart",
+    "quality": "the fundamentals have no ebitda field",
+    "leverage": "the fundamentals have no debt field (total_debt)",
+    "liquidity": "the prices have no volume (or there are no shares outstanding)",
+}
 
 
 @dataclass
@@ -143,10 +159,17 @@ class FactorModelResult:
     specific_var: pd.DataFrame       # (T × N) daily specific variance forecast
     market_cap: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    coverage: pd.DataFrame | None = None   # (T × spec factors) see :func:`factor_coverage`
+    status: list[dict] = field(default_factory=list)  # one entry per spec factor, see :func:`factor_status`
 
     @property
     def factor_returns(self) -> pd.DataFrame:
         return self.regression.factor_returns
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Factor → its group: market, style or industry (the design's factors)."""
+        return factor_groups(self.spec, self.factors)
 
     def _row(self, date: object | None) -> int:
         return row_on_or_before(self.dates, date)
@@ -177,8 +200,9 @@ class FactorModelResult:
         factor_contrib = x * Fx
         specific = float((w**2 * s2).sum())
         total = float(factor_contrib.sum() + specific)
-        groups = {"market": [0], "styles": list(range(1, 1 + len(self.spec.style_factors))),
-                  "industries": list(range(1 + len(self.spec.style_factors), len(self.factors)))}
+        kind = self.groups
+        groups = {label: [k for k, f in enumerate(self.factors) if kind[f] == g]
+                  for label, g in (("market", "market"), ("styles", "style"), ("industries", "industry"))}
         shares = {g: float(factor_contrib[idx].sum() / total) for g, idx in groups.items()}
         shares["specific"] = specific / total
         return {"date": str(self.dates[i].date()), "variance": total, "vol_ann": float(np.sqrt(total * 252)),
@@ -214,13 +238,128 @@ def _weights(kind: str, cap_lag: np.ndarray, spec_var_lag: np.ndarray | None) ->
     return np.sqrt(cap_lag)  # √cap: the usual compromise between OLS and cap weighting
 
 
-def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None) -> FactorModelResult:
-    """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk."""
+def factor_groups(spec: ModelSpec, factors: list[str] | None = None) -> dict[str, str]:
+    """Factor name → "market", "style" or "industry", for ``factors`` (default: the spec's).
+
+    Groups are looked up by name, never by position: a style that is not estimated leaves
+    the design, and positions would then shift industries into the styles.
+    """
+    kind = {spec.market_factor: "market", **{s: "style" for s in spec.style_factors},
+            **{i: "industry" for i in spec.industry_factors}}
+    return {f: kind.get(f, "style") for f in (spec.factors if factors is None else factors)}
+
+
+def _cap_share(has: np.ndarray, universe: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """(T,) share of the universe's cap held by names where ``has`` (T, N); NaN without a universe."""
+    w = np.where(universe & np.isfinite(cap) & (cap > 0), cap, 0.0)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w * has).sum(axis=1) / total, np.nan)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) rows of each run of True in a (T,) bool array."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
+
+
+MAX_GAPS_LISTED = 6  # per factor in notes; every gap is in the status
+
+
+def _missing_inputs(descriptors: dict[str, float], desc: dict[str, pd.DataFrame]) -> list[str]:
+    """The inputs of a style's descriptors that have no value at all (the whole panel is NaN)."""
+    return [DESCRIPTOR_INPUTS.get(d, d) for d in descriptors if not desc[d].notna().to_numpy().any()]
+
+
+def factor_status(spec: ModelSpec, factors: list[str], coverage: pd.DataFrame, estimated: pd.DataFrame,
+                  desc: dict[str, pd.DataFrame], regression_dates: np.ndarray,
+                  regression_notes: dict | None = None) -> list[dict]:
+    """One entry per spec factor: estimated or not, on how many dates, its gaps and why.
+
+    coverage, estimated: (T × spec factors), row t = the exposures that explain t's returns;
+    regression_dates: (T,) bool, the dates the regression ran at all; regression_notes: its
+    per-date notes (why it left a covered factor out, e.g. no non-zero exposure). An entry is
+    {factor, group, estimated (bool: on any date), dates_estimated, dates, coverage_mean,
+    coverage_last, reason (None when estimated on every date), gaps: [{first, last, dates, why}]}.
+    """
+    groups = factor_groups(spec)
+    styles = {s.name: s for s in spec.styles}
+    thr = spec.min_coverage
+    dates = coverage.index
+    out = []
+    for f in spec.factors:
+        est = estimated[f].to_numpy() & regression_dates
+        cov = coverage[f].to_numpy()
+        entry = {"factor": f, "group": groups[f], "estimated": bool(est.any()), "dates_estimated": int(est.sum()),
+                 "dates": int(regression_dates.sum()),
+                 "coverage_mean": float(np.nanmean(cov)) if np.isfinite(cov).any() else None,
+                 "coverage_last": float(cov[-1]) if np.isfinite(cov[-1]) else None, "reason": None, "gaps": []}
+        why = "not estimated"
+        if f in styles:
+            missing = _missing_inputs(styles[f].descriptors, desc)
+            if missing and len(missing) == len(styles[f].descriptors):
+                why = "; ".join(dict.fromkeys(missing))
+            else:
+                why = f"names with fresh, non-imputed data hold < {thr:.0%} of the estimation universe's cap"
+        elif f in factors:
+            why = "fewer names in the industry than min_industry_names"
+        else:
+            why = "no name in the industry"
+        if f not in factors:
+            entry["reason"] = why
+        gaps = _runs(regression_dates & ~est)
+        for a, b in gaps:
+            run = cov[a:b + 1]
+            detail = why
+            if f in styles and f in factors and np.isfinite(run).any():
+                low = ~(run >= thr)
+                detail = f"{why} on {int(low.sum())} of its dates (coverage {np.nanmin(run):.0%}–{np.nanmax(run):.0%})"
+                if not low.all():
+                    said = [n for d in dates[a:b + 1][~low] for n in (regression_notes or {}).get(d, [])
+                            if n.startswith(f"{f}:")]
+                    example = f": {said[0].split(': ', 1)[1]}" if said else ""
+                    detail += f"; on {int((~low).sum())} covered dates the regression left it out{example}"
+            entry["gaps"].append({"first": str(dates[a].date()), "last": str(dates[b].date()),
+                                  "dates": int(b - a + 1), "why": detail})
+        if f in factors and gaps:
+            entry["reason"] = f"not estimated on {int((regression_dates & ~est).sum())} of {entry['dates']} dates"
+        out.append(entry)
+    return out
+
+
+def _status_notes(status: list[dict]) -> list[str]:
+    """Human-readable notes: each factor not estimated at all, and each gap of the others."""
+    notes = []
+    for s in status:
+        if not s["estimated"]:
+            notes.append(f"{s['factor']}: not estimated — {s['gaps'][0]['why'] if s['gaps'] else s['reason']}")
+            continue
+        for g in s["gaps"][:MAX_GAPS_LISTED]:
+            notes.append(f"{s['factor']}: not estimated {g['first']} … {g['last']} ({g['dates']} dates): {g['why']}")
+        if len(s["gaps"]) > MAX_GAPS_LISTED:
+            more = s["gaps"][MAX_GAPS_LISTED:]
+            notes.append(f"{s['factor']}: {len(more)} more gaps ({sum(g['dates'] for g in more)} dates), "
+                         "listed in the build's factor status")
+    return notes
+
+
+def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
+                     tick: Tick | None = None) -> FactorModelResult:
+    """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk.
+
+    A style is estimated on a date only when its coverage (the share of the estimation
+    universe's cap whose names have a fresh, non-imputed descriptor) reaches the spec's
+    ``[coverage] min_cap_share``; elsewhere its exposures are NaN and its factor return is
+    missing. ``progress(stage)`` is called as each stage starts, ``tick(stage, done, total)``
+    within the long ones.
+    """
     say = progress or (lambda _msg: None)
+    count = tick or (lambda _stage, _done, _total: None)
     inp = _align(inputs)
     notes: list[str] = []
     T, N = inp.returns.shape
     say("descriptors")
+    count("descriptors", 0, 1)
     needed = {d for s in spec.styles for d in s.descriptors}
     desc = compute_descriptors(inp, needed)
     universe = estimation_universe(inp, spec)
@@ -228,19 +367,29 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     notes += ind_notes
     cap = inp.market_cap.to_numpy()
     log_cap = np.log(np.where(cap > 0, cap, np.nan))
+    count("descriptors", 1, 1)
     say("exposures")
+    thr = spec.min_coverage
+    coverage = {spec.market_factor: _cap_share(np.ones((T, N), bool), universe, cap)}
     styles, style_imputed, kept = [], [], []
-    for s in spec.styles:
+    for i, s in enumerate(spec.styles):
+        count("exposures", i, len(spec.styles))
         arrays = {d: desc[d].to_numpy() for d in s.descriptors}
-        if all(np.isnan(a).all() for a in arrays.values()):
-            if s.missing == "drop":
-                notes.append(f"{s.name} dropped: no data for {sorted(s.descriptors)}")
-                continue
-            notes.append(f"{s.name}: no data for {sorted(s.descriptors)}; every exposure imputed from industry + size")
+        has = np.zeros((T, N), dtype=bool)
+        for a in arrays.values():
+            has |= np.isfinite(a)
+        coverage[s.name] = _cap_share(has, universe, cap)
+        covered = coverage[s.name] >= thr   # NaN (no universe) compares False
+        if not covered.any():
+            continue  # never estimated: out of the design, listed in the status with the reason
         x, imp = style_exposure(arrays, s.descriptors, cap, universe, codes, log_cap)
-        styles.append(x)
-        style_imputed.append(imp)
+        styles.append(np.where(covered[:, None], x, np.nan))  # no exposure on a date it is not estimated
+        style_imputed.append(imp & covered[:, None])
         kept.append(s.name)
+    count("exposures", len(spec.styles), len(spec.styles))
+    mapped = codes >= 0
+    for name in industries:
+        coverage[name] = _cap_share(mapped, universe, cap)
     in_model = np.isfinite(cap) & (cap > 0) & inp.returns.notna().cumsum().to_numpy().astype(bool)
     ones = np.where(in_model, 1.0, np.nan)[..., None]
     dummies = industry_dummies(codes, len(industries)).astype(float)
@@ -254,10 +403,18 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     say("regression")
     lagged = lag_one_day(exposures.reshape(T, -1)).reshape(exposures.shape)
     cap_lag = lag_one_day(np.where(universe, cap, np.nan))
+    # Row t of the regression uses the exposures of t − 1: so does its coverage.
+    cov_lag = pd.DataFrame({f: lag_one_day(np.asarray(v, dtype=float)) for f, v in coverage.items()},
+                           index=inp.returns.index).reindex(columns=spec.factors)
+    not_estimated = np.zeros((T, len(factors)), dtype=bool)
+    for k, f in enumerate(factors):
+        if f in kept:
+            not_estimated[:, k] = ~(cov_lag[f].to_numpy() >= thr)
     reg_kw = dict(factors=factors, industry_cols=list(range(1 + len(kept), len(factors))), industry_caps=cap_lag,
                   dates=inp.returns.index, tickers=inp.returns.columns,
                   min_names=spec.regression.get("min_names", 30),
-                  min_industry_names=spec.regression.get("min_industry_names", 3))
+                  min_industry_names=spec.regression.get("min_industry_names", 3), not_estimated=not_estimated,
+                  tick=lambda done, total: count("regression", done, total))
     kind = spec.regression.get("weights", "sqrt_cap")
     r = inp.returns.to_numpy()
     reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, None), **reg_kw)
@@ -265,24 +422,43 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     sp = SpecificParams(halflife=risk.get("specific_halflife", 84), nw_lags=risk.get("specific_nw_lags", 5),
                         shrink_q=risk.get("shrink_q", 0.1), vra_halflife=risk.get("vra_halflife", 42))
     say("specific risk")
+    count("specific risk", 0, 1)
     specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
     spec_var = specific_risk(specific, inp.market_cap, sp)
     if kind == "inv_specific_var":
+        say("regression")
         reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, lag_one_day(spec_var.to_numpy())), **reg_kw)
         specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
         spec_var = specific_risk(specific, inp.market_cap, sp)
+    count("specific risk", 1, 1)
     say("factor covariance")
     cp = CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
                           vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
                           eigen_sims=risk.get("eigen_sims", 300), eigen_scale=risk.get("eigen_scale", 1.4),
-                          eigen_every=risk.get("eigen_every", 5), vra_halflife=risk.get("vra_halflife", 42))
-    cov = factor_covariance(reg.factor_returns, cp)
+                          eigen_every=risk.get("eigen_every", 5), vra_halflife=risk.get("vra_halflife", 42),
+                          restart_gap=risk.get("restart_gap_days", 63),
+                          restart_prior_obs=risk.get("restart_prior_days", 21))
+    groups = factor_groups(spec, factors)
+    cov = factor_covariance(reg.factor_returns, cp, groups=[groups[f] for f in factors],
+                            tick=lambda done, total: count("factor covariance", done, total))
+    fr = reg.factor_returns
+    estimated = pd.DataFrame(False, index=inp.returns.index, columns=spec.factors)
+    estimated[factors] = fr.notna().to_numpy()
+    ran = fr.notna().any(axis=1).to_numpy()
+    status = factor_status(spec, factors, cov_lag, estimated, desc, ran, reg.notes)
+    notes += _status_notes(status)
     return FactorModelResult(spec, inp.returns.index, inp.returns.columns, factors, exposures, imputed, universe,
-                             reg, cov, spec_var, inp.market_cap, notes)
+                             reg, cov, spec_var, inp.market_cap, notes, cov_lag, status)
 
 
 def _all_specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
-    """u = r − X_{t−1}·f_t for every name with exposures (not only the regression's universe)."""
+    """u = r − X_{t−1}·f_t for every name with exposures (not only the regression's universe).
+
+    A factor not estimated on t (f NaN) is out of that date's model: its exposures are not
+    needed and its effect stays in u, exactly as in the regression's own residuals.
+    """
     fitted = np.einsum("tnk,tk->tn", np.nan_to_num(lagged), np.nan_to_num(f))
-    ok = np.isfinite(r) & np.isfinite(lagged).all(axis=2) & np.isfinite(f).any(axis=1)[:, None]
+    needed = np.isfinite(f)[:, None, :]
+    ok = (np.isfinite(r) & (np.isfinite(lagged) | ~needed).all(axis=2)
+          & np.isfinite(lagged[..., 0]) & np.isfinite(f).any(axis=1)[:, None])
     return pd.DataFrame(np.where(ok, r - fitted, np.nan), index=like.index, columns=like.columns)

@@ -15,6 +15,9 @@ from riskstrata.errors import DataValidationError
 
 REGRESSION_WEIGHTS = ("sqrt_cap", "cap", "equal", "inv_specific_var")
 MISSING_POLICIES = ("impute", "drop")
+# Default [coverage] min_cap_share: below half the universe's cap, a style's return would be
+# mostly regressed on imputed exposures, i.e. on industry + size rather than on its own data.
+DEFAULT_MIN_COVERAGE = 0.5
 # Descriptors the pipeline knows how to compute (factors/descriptors.py).
 KNOWN_DESCRIPTORS = frozenset({
     "log_size", "momentum", "book_to_price", "residual_vol", "total_vol", "beta", "quality", "growth",
@@ -41,7 +44,14 @@ class ModelSpec:
     universe: dict = field(default_factory=dict)
     regression: dict = field(default_factory=dict)
     risk: dict = field(default_factory=dict)
+    coverage: dict = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def min_coverage(self) -> float:
+        """A style is estimated on a date only when the names with fresh (non-imputed)
+        descriptors hold at least this share of the estimation universe's cap."""
+        return float(self.coverage.get("min_cap_share", DEFAULT_MIN_COVERAGE))
 
     @property
     def industry_factors(self) -> list[str]:
@@ -96,6 +106,9 @@ def _validate(raw: dict, source: str) -> ModelSpec:
     weights = raw.get("regression", {}).get("weights", "sqrt_cap")
     if weights not in REGRESSION_WEIGHTS:
         problems.append(f"regression.weights must be one of {REGRESSION_WEIGHTS}")
+    share = raw.get("coverage", {}).get("min_cap_share", DEFAULT_MIN_COVERAGE)
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
+        problems.append("coverage.min_cap_share must be a number in [0, 1]")
     names = [s.name for s in styles] + list(dict.fromkeys(raw["industries"].values()))
     if len(set(names)) != len(names):
         problems.append("factor names must be unique")
@@ -104,4 +117,5 @@ def _validate(raw: dict, source: str) -> ModelSpec:
     return ModelSpec(name=raw["name"], description=raw.get("description", ""),
                      market_factor=raw.get("market_factor", "MARKET"), styles=styles,
                      industries=dict(raw["industries"]), universe=raw.get("universe", {}),
-                     regression=raw.get("regression", {}), risk=raw.get("risk", {}), source=source)
+                     regression=raw.get("regression", {}), risk=raw.get("risk", {}),
+                     coverage=raw.get("coverage", {}), source=source)
