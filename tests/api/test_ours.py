@@ -270,6 +270,17 @@ def test_unknown_ticker_is_404_and_a_bad_date_422(client, names):
     assert_error(client.get(f"/api/factors/US21/exposures/{names[0]}", params={"date": "June"}), 422)
 
 
+def test_a_date_outside_the_factor_model_is_a_400_naming_its_range(client, store, names):
+    """Issue 12 §5: 9999-12-31 was clamped (200) and 1900-01-01 said "Symbol not found"."""
+    meta = store.model_meta("factors_US21")
+    holdings = [{"ticker": names[0], "weight": 1.0}]
+    for day in ("9999-12-31", "1900-01-01"):
+        for resp in (client.get(f"/api/factors/US21/exposures/{names[0]}", params={"date": day}),
+                     client.post("/api/factors/US21/risk", json={"holdings": holdings, "date": day})):
+            body = assert_error(resp, 400)
+            assert day in body["message"] and f"({meta['start']} … {meta['end']})" in body["message"], body
+
+
 def test_portfolio_factor_risk(client, names):
     holdings = [{"ticker": t, "weight": 0.25} for t in names[:4]] + [{"ticker": "NOTHELD", "weight": 0.0}]
     body = client.post("/api/factors/US21/risk", json={"holdings": holdings}).json()

@@ -35,6 +35,10 @@ STATUS = {
 }
 
 
+# Validation errors of a ``ticker`` field that mean "not a ticker" (the declared pattern or length).
+_MALFORMED = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
+
+
 class ApiError(Exception):
     """An HTTP error with the contract's body."""
 
@@ -161,7 +165,11 @@ def install(app: FastAPI) -> None:
             loc = first.get("loc", ())
             at = f" at position {loc[1]}" if len(loc) > 1 else ""
             return error_response(400, "Invalid JSON body", f"request body is not valid JSON: {reason}{at}")
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        loc = first.get("loc", ())
+        if loc and loc[-1] == "ticker" and first.get("type") in _MALFORMED:  # as clean_ticker answers
+            shown = str(first.get("input", ""))[:40]
+            return error_response(400, "Malformed ticker", f"{shown!r} is not a ticker (1–12 letters, digits, '.', '-')")
+        where = ".".join(str(p) for p in loc if p != "body")
         return error_response(422, "Validation Error", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
 
     @app.exception_handler(StarletteHTTPException)

@@ -19,10 +19,11 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from riskstrata.api.deps import get_state
-from riskstrata.api.errors import ApiError
+from riskstrata.api.errors import ApiError, day_in_model
 from riskstrata.api.jobs import DONE, FAILED, Job, JobRegistry, registry_of
 from riskstrata.api.ours_schemas import BuildRequest, FactorRiskRequest, iso, records, respond
 from riskstrata.api.state import AppState
+from riskstrata.api.wire_schemas import TICKER_PATTERN
 from riskstrata.errors import DataValidationError
 from riskstrata.factors import summary as S
 from riskstrata.factors.spec import packaged_specs
@@ -203,14 +204,15 @@ def cumulative(model: ModelName, state: State, jobs: Jobs,
 
 
 @router.get("/factors/{model}/exposures/{ticker}", summary="A stock's exposure to every factor", responses=_PENDING)
-def exposures(model: ModelName, ticker: Annotated[str, Path(max_length=32)], state: State, jobs: Jobs,
+def exposures(model: ModelName, ticker: Annotated[str, Path(max_length=32, pattern=TICKER_PATTERN)], state: State,
+              jobs: Jobs,
               date: Annotated[dt.date | None, Query(description="As of (default: the model's last date).")] = None
               ) -> JSONResponse:
     """Z-score exposures on the last model date on or before ``date``."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    row = svc.stock_exposures(state.store, ticker, None if date is None else date.isoformat(), model,
-                              latest=state.factor_model(model))
+    latest = state.factor_model(model)
+    row = svc.stock_exposures(state.store, ticker, day_in_model(date, latest.model.meta), model, latest=latest)
     return respond({"model": model, "ticker": ticker.upper(), "as_of": str(row.name).split(" ")[-1],
                     "exposures": {str(k): float(v) for k, v in row.items()}})
 
@@ -222,5 +224,6 @@ def risk(model: ModelName, body: FactorRiskRequest, state: State, jobs: Jobs) ->
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
     weights = pd.Series([h.weight for h in body.holdings], index=[h.ticker.strip() for h in body.holdings], dtype=float)
-    return respond({"model": model, **svc.portfolio_factor_risk(state.store, weights, body.day(), model,
-                                                                latest=state.factor_model(model))})
+    latest = state.factor_model(model)
+    day = day_in_model(body.date, latest.model.meta)
+    return respond({"model": model, **svc.portfolio_factor_risk(state.store, weights, day, model, latest=latest)})

@@ -16,10 +16,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riskstrata.api.errors import CleanJSONResponse
+from riskstrata.api.wire_schemas import IsoDate
 
 MAX_HOLDINGS = 20_000  # lines per request: a large fund's 13F is a few thousand
 
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Strict types: the schema is the truth (no "1" for 1, no false for 0.0, no 0 for a date).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Holding(BaseModel):
@@ -47,7 +49,7 @@ class HoldingsBody(BaseModel):
     model_config = _STRICT
 
     holdings: list[Holding] = Field(..., min_length=1, max_length=MAX_HOLDINGS)
-    date: dt.date | None = Field(None, description="Analysis date (default: the model's last).")
+    date: IsoDate | None = Field(None, description="Analysis date (default: the model's last).")
 
     def frame(self) -> pd.DataFrame:
         """The holdings as the table read_holdings() takes (columns nobody filled are left out)."""
@@ -62,8 +64,8 @@ class HoldingsBody(BaseModel):
 class BuildRequest(BaseModel):
     model_config = _STRICT
 
-    start: dt.date | None = Field(None, description="First date to fit (default: all history).")
-    end: dt.date | None = Field(None, description="Last date to fit (default: all history).")
+    start: IsoDate | None = Field(None, description="First date to fit (default: all history).")
+    end: IsoDate | None = Field(None, description="Last date to fit (default: all history).")
 
 
 class FactorRiskRequest(HoldingsBody):

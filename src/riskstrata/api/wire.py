@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +26,7 @@ from riskstrata.api import wire_pri as pri
 from riskstrata.api import wire_series as series
 from riskstrata.api import wire_snapshot as snapshot
 from riskstrata.api.deps import get_state
-from riskstrata.api.errors import ApiError
+from riskstrata.api.errors import ApiError, day_in_model
 from riskstrata.api.published import LatestRow, Published
 from riskstrata.api.state import AppState
 from riskstrata.api.wire_meta import (
@@ -39,6 +39,7 @@ from riskstrata.api.wire_meta import (
 )
 from riskstrata.api.wire_schemas import (
     MAX_YEARS,
+    TICKER_PATTERN,
     BatchAnalyzeRequest,
     BatchLstarRequest,
     DecomposeRequest,
@@ -55,8 +56,15 @@ from riskstrata.services.portfolio import analyze_portfolio
 
 router = APIRouter(tags=["wire-compatible (riskmodels-py)"])
 # format=parquet|csv answers with a table: declare the media types so the OpenAPI document is true.
-TABULAR_RESPONSES = {200: {"content": {"application/json": {}, "application/vnd.apache.parquet": {},
-                                       "text/csv": {}}}}
+TABULAR_RESPONSES = {200: {"description": "JSON by default; with format=csv or format=parquet, the same rows as a "
+                                          "table (a file download).",
+                           "content": {"application/json": {},
+                                       "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                                                      "format": "binary"}},
+                                       "text/csv": {"schema": {"type": "string"}}}}}
+_TICKER_DOC = "Ticker: 1–12 letters, digits, '.', '-', '_', '^' or '=' (case-insensitive); malformed → 400"
+TickerPath = Annotated[str, Path(min_length=1, max_length=12, pattern=TICKER_PATTERN, description=_TICKER_DOC)]
+TickerQuery = Annotated[str, Query(min_length=1, max_length=12, pattern=TICKER_PATTERN, description=_TICKER_DOC)]
 
 Years = Annotated[int, Query(ge=1, le=MAX_YEARS, description="calendar years of daily history, ending on the "
                                                                 "model's last date")]
@@ -142,7 +150,7 @@ def _metrics_body(w: Wire, latest: LatestRow, requested: str, segment: str) -> d
 
 
 @router.get("/metrics/{ticker}", summary="Latest risk snapshot of one ticker", responses=TABULAR_RESPONSES)
-async def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_SEGMENT,
+async def get_metrics(w: WireDep, ticker: TickerPath, user_segment: Segment = DEFAULT_SEGMENT,
                       format: Format = "json") -> Response:
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
     latest = w.pub.latest.get(symbol)
@@ -161,14 +169,16 @@ async def get_metrics(w: WireDep, ticker: str, user_segment: Segment = DEFAULT_S
 def post_decompose(w: WireDep, req: DecomposeRequest) -> Response:
     requested = lookup.clean_ticker(req.ticker)
     symbol = w.symbol(req.ticker)
+    day_in_model(req.as_of, w.pub.meta, "as_of")  # the one rule for dates outside the model: 400
     latest = w.pub.latest.get(symbol) if req.as_of is None else None  # the last date: from memory
     bets = cascade.four_bets(latest[0]) if latest is not None else cascade.decompose(w.store, symbol, req.as_of)
     body = snapshot.decompose_body(bets, requested, w.lin.metadata(w.ticker_factors(symbol)))
     return json_response(body, w.lin)
 
 
-@router.get("/ticker-returns", summary="Daily returns with L3 hedge ratios and explained risk")
-def get_ticker_returns(w: WireDep, ticker: str, years: Years = 1, format: Format = "json",
+@router.get("/ticker-returns", summary="Daily returns with L3 hedge ratios and explained risk",
+            responses=TABULAR_RESPONSES)
+def get_ticker_returns(w: WireDep, ticker: TickerQuery, years: Years = 1, format: Format = "json",
                        limit: IgnoredInt = None, nocache: IgnoredBool = None) -> Response:
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
     start, end = w.window(years)
@@ -182,7 +192,7 @@ def get_ticker_returns(w: WireDep, ticker: str, years: Years = 1, format: Format
 
 
 @router.get("/l3-decomposition", summary="Daily L3 hedge ratios and explained risk (semantic names)")
-def get_l3_decomposition(w: WireDep, ticker: str, market_factor_etf: str | None = None, years: Years = 1) -> Response:
+def get_l3_decomposition(w: WireDep, ticker: TickerQuery, market_factor_etf: str | None = None, years: Years = 1) -> Response:
     w.check_market(market_factor_etf)
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
     start, end = w.window(years)
@@ -200,7 +210,7 @@ def _lstar_arrays(w: Wire, symbol: str, start: pd.Timestamp, end: pd.Timestamp, 
 
 
 @router.get("/lstar", summary="L* hedge depth per date with that level's hedge ratios")
-def get_lstar(w: WireDep, ticker: str, market_factor_etf: str | None = None, years: Years = 1,
+def get_lstar(w: WireDep, ticker: TickerQuery, market_factor_etf: str | None = None, years: Years = 1,
               threshold: Threshold = None, axis: Literal["industry", "style"] = "industry") -> Response:
     if axis == "style":
         raise ApiError(400, "Invalid request", "axis=style was removed in v4; use axis=industry")
@@ -214,7 +224,7 @@ def get_lstar(w: WireDep, ticker: str, market_factor_etf: str | None = None, yea
 
 
 @router.get("/returns-decomposition", summary="Daily gross, factor, combined-factor and residual returns per level")
-def get_returns_decomposition(w: WireDep, ticker: str, market_factor_etf: str | None = None, years: Years = 1,
+def get_returns_decomposition(w: WireDep, ticker: TickerQuery, market_factor_etf: str | None = None, years: Years = 1,
                               include_lstar: bool = False, threshold: Threshold = None) -> Response:
     w.check_market(market_factor_etf)
     requested, symbol = lookup.clean_ticker(ticker), w.symbol(ticker)
