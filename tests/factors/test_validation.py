@@ -294,3 +294,27 @@ def test_report_rejects_misshapen_inputs():
         validation_report(**dict(model, exposures=model["exposures"][:, :, :3]))
     with pytest.raises(DataValidationError, match="specific_var"):
         validation_report(**dict(model, specific_var=model["specific_var"].iloc[:, :10]))
+
+
+def test_random_active_portfolios_keep_the_days_a_style_is_not_estimated():
+    """A style missing for 100 days (its return NaN, its effect in the specific returns, no
+    exposures and no forecast) leaves those days judged on the other factors."""
+    model = simulated_model(T=400, N=300)
+    f = model["factor_returns"].to_numpy().copy()
+    X = model["exposures"].copy()
+    gap = slice(200, 300)
+    u = model["specific_returns"].to_numpy().copy()
+    u[gap] += X[199:299, :, 1] * f[gap, 1][:, None]     # the regression leaves SIZE's effect in u
+    f[gap, 1] = np.nan
+    X[199:299, :, 1] = np.nan
+    cov = model["factor_cov"].copy()
+    cov[199:299, 1, :] = cov[199:299, :, 1] = np.nan
+    report = validation_report(model["factor_returns"].__class__(f, index=model["factor_returns"].index,
+                                                                 columns=model["factor_returns"].columns),
+                               cov, pd.DataFrame(u, index=model["specific_returns"].index,
+                                                 columns=model["specific_returns"].columns),
+                               model["specific_var"], X, model["caps"], n_random_portfolios=30)
+    assert report.random_active["n_obs"].min() == 399
+    row = report.table.set_index("name").loc["SIZE"]
+    assert row["n_obs"] == 399 - 100
+    assert report.table.set_index("group").loc["random_active", "inside_band"]

@@ -326,17 +326,23 @@ def _random_active(f: np.ndarray, cov: np.ndarray, u: np.ndarray, s2: np.ndarray
 
     Each portfolio draws one N(0, 1) score per name (seeded); each day the scores of the names
     that can be priced are demeaned and scaled to 100 % long / 100 % short. Return on t:
-    x'f_t + w'u_t with x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}.
+    x'f_t + w'u_t with x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}, both over
+    the factors estimated on t (a day with an estimated factor that has no forecast is skipped).
     """
     T, N, _ = X.shape
     scores = np.random.default_rng(seed).standard_normal((N, n_portfolios))
     ret = np.full((T - 1, n_portfolios), np.nan)
     var = np.full((T - 1, n_portfolios), np.nan)
     for t in range(1, T):
-        sigma, ft = cov[t - 1], f[t]
-        if not (np.isfinite(sigma).all() and np.isfinite(ft).all()):
+        # The factors estimated on t; one not estimated (NaN) is out of that day's model and
+        # its effect is in the specific returns, as in the regression.
+        use = np.isfinite(f[t])
+        if not use.any():
             continue
-        Xp, sp = X[t - 1], s2[t - 1]
+        sigma, ft = cov[t - 1][np.ix_(use, use)], f[t, use]
+        if not np.isfinite(sigma).all():
+            continue  # an estimated factor without a forecast: nothing to judge the day by
+        Xp, sp = X[t - 1][:, use], s2[t - 1]
         avail = np.isfinite(Xp).all(axis=1) & np.isfinite(sp) & (sp > 0) & np.isfinite(u[t])
         n = int(avail.sum())
         if n < 2:
