@@ -23,7 +23,7 @@ import pandas as pd
 
 from riskstrata.data.master import MIN_DATE, SecurityMaster, clip_intervals, guess_asset_type
 from riskstrata.data.store import Store, date_range_clause
-from riskstrata.data.readers import ValueKind, parse_dates, read_price_file
+from riskstrata.data.readers import ValueKind, parse_date_column, parse_dates, read_price_file
 from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
 from riskstrata.data.validation import (
     RATE_TICKERS,
@@ -32,6 +32,7 @@ from riskstrata.data.validation import (
     default_calendar,
     row_keys,
     screen_prices,
+    ticker_problems,
 )
 from riskstrata.errors import DataValidationError
 
@@ -103,6 +104,7 @@ def ingest_prices(
     value_kind: ValueKind | None = None,
     trading_calendar: Any = None,
     rate_tickers: Collection[str] = RATE_TICKERS,
+    date_format: str | None = None,
 ) -> IngestReport:
     """Read, validate and upsert price files into table ``prices``.
 
@@ -114,6 +116,9 @@ def ingest_prices(
     trading_calendar: trading days for gap detection; default SPY's dates (in the files or the
     store) where SPY has data, else every date seen.
     rate_tickers: yield series (``^IRX`` …), stored as levels in ``adj_close`` with ``ret`` NaN.
+    date_format: the ``strptime`` format of every file's dates (``%d/%m/%Y``); default: detected
+    per file, ISO as is, a day/month order only when the file proves it (else an error asking
+    for it). A row is never stored on a guessed day.
 
     Each row goes to the security holding its ticker on its date (a recycled ticker's rows
     land on two securities). Rows replace stored rows with the same (security_id, date); the
@@ -127,7 +132,7 @@ def ingest_prices(
         raise DataValidationError("no price files given")
     frames = []
     for order, path in enumerate(paths):
-        frame = read_price_file(path, value_kind=value_kind)
+        frame = read_price_file(path, value_kind=value_kind, date_format=date_format)
         frame["value_kind"] = frame.attrs["value_kind"]  # per row: files of different kinds mix
         frame["file"] = str(path)
         frame["file_order"] = order
@@ -221,7 +226,7 @@ def load_returns(
 # ---------------------------------------------------------------------- classifications
 
 
-def read_classification_file(path: PathLike) -> pd.DataFrame:
+def read_classification_file(path: PathLike, date_format: str | None = None) -> pd.DataFrame:
     """Read a GICS / sector-ETF classification file (CSV or Parquet).
 
     Columns (case-insensitive): ``ticker`` (or ``symbol``) and any of ``gics_sector``,
@@ -230,7 +235,10 @@ def read_classification_file(path: PathLike) -> pd.DataFrame:
     (undated: taken as valid for all dates). Other columns are ignored.
 
     Returns ``ticker, <the four fields>, source_row`` plus the dating columns found
-    (``valid_from, valid_to`` or ``snapshot_date``, parsed to datetime64[ns]).
+    (``valid_from, valid_to`` or ``snapshot_date``, parsed to datetime64[ns], one format per
+    column: see :func:`~riskstrata.data.readers.parse_date_column`) and, when dated,
+    ``date_reason, date_detail`` (why the dating date is NaT). ``valid_from`` and
+    ``snapshot_date`` must lie in 1900 … tomorrow; ``valid_to`` may lie in the future.
     """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
@@ -260,11 +268,15 @@ def read_classification_file(path: PathLike) -> pd.DataFrame:
         out[c] = given.astype("str").str.strip().replace("", np.nan)
     for c in ("sector_etf", "subsector_etf"):
         out[c] = out[c].str.upper()
-    if "valid_from" in df.columns:
-        out["valid_from"] = parse_dates(df["valid_from"])
-        out["valid_to"] = parse_dates(df["valid_to"] if "valid_to" in df else pd.Series(pd.NaT, index=df.index))
-    elif "snapshot_date" in df.columns:
-        out["snapshot_date"] = parse_dates(df["snapshot_date"])
+    dating = "valid_from" if "valid_from" in df.columns else ("snapshot_date" if "snapshot_date" in df.columns else None)
+    if dating is not None:
+        parsed = parse_date_column(df[dating], date_format, what=f"{dating} column of {path}")
+        out[dating] = parsed.dates.to_numpy()
+        out["date_reason"], out["date_detail"] = parsed.reason.to_numpy(), parsed.detail.to_numpy()
+    if dating == "valid_from":
+        to = df["valid_to"] if "valid_to" in df else pd.Series(pd.NaT, index=df.index)
+        out["valid_to"] = parse_date_column(to, date_format, what=f"valid_to column of {path}",
+                                            plausible=False).dates.to_numpy()
     out["source_row"] = np.arange(1, len(out) + 1)
     return out
 
@@ -283,12 +295,18 @@ def _class_rejections(df: pd.DataFrame, date_col: str | None) -> tuple[np.ndarra
     no_date = df[date_col].isna().to_numpy() if date_col else np.zeros(n, dtype=bool)
     if date_col == "valid_from":
         no_date = no_date | (df["valid_to"] < df["valid_from"]).to_numpy()
+    reason_of = df["date_reason"].to_numpy(dtype=object) if "date_reason" in df else np.full(n, None, dtype=object)
+    detail_of = df["date_detail"].to_numpy(dtype=object) if "date_detail" in df else np.full(n, None, dtype=object)
+    bad_ticker = ticker_problems(df["ticker"])
     alive = np.ones(n, dtype=bool)
     issues = []
     present = alive
     for reason, bad, detail in [
         ("missing_ticker", df["ticker"].isna().to_numpy(), "no ticker"),
-        ("bad_date", no_date, f"{date_col} missing, not a date, or after valid_to"),
+        ("bad_ticker", pd.notna(bad_ticker), lambda sel, pos: bad_ticker[pos]),
+        ("date_out_of_range", reason_of == "date_out_of_range", lambda sel, pos: detail_of[pos]),
+        ("bad_date", no_date, lambda sel, pos: np.where(pd.notna(detail_of[pos]), detail_of[pos],
+                                                        f"{date_col} missing, not a date, or after valid_to")),
         ("no_classification", df[CLASS_FIELDS].isna().all(axis=1).to_numpy(), "no sector, sub-industry or ETF given"),
     ]:
         if reason == "no_classification":
@@ -372,16 +390,16 @@ def _snapshot_intervals(df: pd.DataFrame, accepted: np.ndarray, present: np.ndar
     return runs.reset_index(drop=True)
 
 
-def ingest_classifications(store: Store, path: PathLike) -> IngestReport:
+def ingest_classifications(store: Store, path: PathLike, date_format: str | None = None) -> IngestReport:
     """Read a classification file (see :func:`read_classification_file`) into ``classifications``.
 
     Each row is attached to the security holding its ticker on its date (undated rows: the
     ticker's latest holder); tickers not in the master are created as stocks. Snapshots become
     intervals. A stored interval with the same (security_id, valid_from) is replaced and
     intervals of one security are chained so they never overlap (an earlier open interval ends
-    where the next begins). Idempotent.
+    where the next begins). Idempotent. date_format: as for :func:`ingest_prices`.
     """
-    df = read_classification_file(path).astype({"ticker": "str"})
+    df = read_classification_file(path, date_format).astype({"ticker": "str"})
     df["file"] = str(path)
     dating = "interval" if "valid_from" in df else ("snapshot" if "snapshot_date" in df else "undated")
     date_col = {"interval": "valid_from", "snapshot": "snapshot_date", "undated": None}[dating]

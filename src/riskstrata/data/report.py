@@ -35,7 +35,11 @@ __all__ = [
 # Reason code → what it means, for reports and the CLI.
 REASONS: dict[str, str] = {
     "missing_ticker": "row has no ticker",
-    "bad_date": "date missing or not a date",
+    "bad_date": "date missing, not a date, or not in the file's one date format",
+    "date_out_of_range": "date before 1900-01-01 or after tomorrow",
+    "bad_ticker": "ticker with a control character or a space, or longer than 32 characters",
+    "bad_volume": "volume negative or not a number; stored as missing, the price kept",
+    "ret_inconsistent": "given return disagrees with the move of the given adj_close; kept, please check",
     "non_finite": "value missing, infinite or not a number",
     "non_positive_price": "price is zero or negative",
     "return_below_minus_one": "return at or below -100%",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.readers import parse_dates
+from riskstrata.data.readers import parse_date_column, parse_dates
 from riskstrata.data.report import Detail, IngestReport, concat_issues, issue_rows
 from riskstrata.errors import DataValidationError
 
@@ -28,12 +28,34 @@ __all__ = [
     "default_calendar",
     "row_keys",
     "screen_prices",
+    "ticker_problems",
     "validate_prices",
 ]
 
 # Yahoo yield series: levels in percent, not prices. They can be zero or negative (2020) and a
 # "return" of a yield means nothing, so they are kept as levels with ret NaN.
 RATE_TICKERS = frozenset({"^IRX", "^FVX", "^TNX", "^TYX"})
+MAX_TICKER_LENGTH = 32  # OCC option symbols are 21; anything longer is a pasted description, not a symbol
+_CONTROL = r"[\x00-\x1f\x7f]"
+
+
+def ticker_problems(tickers: pd.Series) -> np.ndarray:
+    """Why each (stripped, upper-case) ticker cannot be a symbol, or None: a control character
+    (it forges log and report lines), a space inside, or more than ``MAX_TICKER_LENGTH``
+    characters. tickers: (n,) str, NaN = missing (not judged here). Returns (n,) object."""
+    t = pd.Series(tickers, dtype=object).reset_index(drop=True)
+    text = t.astype("str")
+    present = t.notna().to_numpy()
+    out = np.full(len(t), None, dtype=object)
+    for bad, why in [
+        (text.str.len().to_numpy() > MAX_TICKER_LENGTH, f"is longer than {MAX_TICKER_LENGTH} characters"),
+        (text.str.contains(r"\s", regex=True).to_numpy(), "contains a space"),
+        (text.str.contains(_CONTROL, regex=True).to_numpy(), "contains a control character"),
+    ]:
+        hit = present & bad
+        for i in np.flatnonzero(hit):
+            out[i] = f"ticker {ascii(text.iloc[i][:40])} {why}"
+    return out
 
 
 def row_keys(codes: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -68,8 +90,10 @@ def screen_prices(
     long_df: a long price frame (see :mod:`riskstrata.data.readers`); may carry ``file`` (str)
     and ``file_order`` (int, later = newer) when several files are screened together, and
     ``source_row``.
-    Rules, first match wins: missing_ticker, bad_date, non_finite, non_positive_price,
-    return_below_minus_one (rejected); superseded (rejected: a later file has the key);
+    Rules, first match wins: missing_ticker, bad_ticker (control character, space, over 32
+    characters), date_out_of_range (before 1900 or after tomorrow), bad_date, non_finite,
+    non_positive_price, return_below_minus_one (rejected); bad_volume (negative or not a number:
+    repaired, volume stored as missing); superseded (rejected: a later file has the key);
     duplicate_conflict (rejected, all copies); duplicate_identical (one copy kept, the others
     repaired = merged into it).
 
@@ -98,13 +122,20 @@ def screen_prices(
                 return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         return np.full(n, np.nan)
 
+    if "date_reason" in df.columns:  # read by readers.read_price_file: one format per file already applied
+        dates = parse_dates(df["date"])
+        date_reason, date_detail = df["date_reason"].to_numpy(dtype=object), df["date_detail"].to_numpy(dtype=object)
+    else:
+        parsed = parse_date_column(df["date"], what=f"date column of {source or 'the frame'}")
+        dates, date_reason, date_detail = parsed.dates, parsed.reason.to_numpy(), parsed.detail.to_numpy()
+    volume = number("volume")
     rows = pd.DataFrame(
         {
-            "date": parse_dates(df["date"]),
+            "date": dates,
             "ticker": df["ticker"].astype("str").str.strip().str.upper().replace("", np.nan),
             "adj_close": number("adj_close", "close"),
             "ret": number("ret"),
-            "volume": number("volume"),
+            "volume": volume,
             "file": df["file"].astype("str") if "file" in df.columns else source or "<frame>",
             "source_row": df["source_row"] if "source_row" in df.columns else np.arange(1, n + 1),
         }
@@ -126,7 +157,13 @@ def screen_prices(
 
     value = np.where(is_ret, ret, price)
     reject(rows["ticker"].isna().to_numpy(), "missing_ticker", "no ticker")
-    reject(rows["date"].isna().to_numpy(), "bad_date", "date missing or not parseable")
+    bad_ticker = ticker_problems(rows["ticker"])
+    reject(pd.notna(bad_ticker), "bad_ticker", lambda sel, pos: bad_ticker[pos])
+    reject(date_reason == "date_out_of_range", "date_out_of_range", lambda sel, pos: date_detail[pos])
+    reject(
+        rows["date"].isna().to_numpy(), "bad_date",
+        lambda sel, pos: np.where(pd.notna(date_detail[pos]), date_detail[pos], "date missing or not parseable"),
+    )  # fmt: skip
     reject(
         ~np.isfinite(value), "non_finite",
         lambda sel, pos: np.where(is_ret[pos], "return", "adj_close") + " is missing, infinite or not a number",
@@ -140,6 +177,20 @@ def screen_prices(
             ~is_price & (ret <= -1), "return_below_minus_one",
             lambda sel, pos: "return " + sel["ret"].astype("str") + " is at or below -1 (-100%)",
         )  # fmt: skip
+
+    # A bad volume does not make a bad price: the row is kept, its volume stored as missing.
+    if "volume" in df.columns:
+        given = df["volume"].notna().to_numpy() & (df["volume"].astype("str").str.strip() != "").to_numpy()
+        with np.errstate(invalid="ignore"):
+            bad_volume = alive & given & ~(volume >= 0)
+        if bad_volume.any():
+            raw_volume = df["volume"].astype("str").to_numpy()
+            issues.append(issue_rows(
+                rows, bad_volume, "repaired", "bad_volume",
+                lambda sel, pos: [f"volume {ascii(v[:40])} is negative or not a number; stored as missing"
+                                  for v in raw_volume[pos]],
+            ))  # fmt: skip
+            rows.loc[bad_volume, "volume"] = np.nan
 
     key = ["date", "ticker"]
     keys = np.zeros(n, dtype=np.int64)
@@ -225,6 +276,8 @@ def chain_returns(
       previous row of its series. A computed return then spans several days: set to NaN, the
       price kept (repaired). A given return is kept and flagged.
     - implausible_move: ``|ret| > max_abs_return`` → flagged, kept.
+    - ret_inconsistent: a given return that disagrees with the move of the given prices by more
+      than 0.1 percentage point plus two cents of rounding → flagged, the given return kept.
 
     Returns ``(frame, issues)``, the frame grouped by ``key`` (in order of first appearance)
     and sorted by date within each series.
@@ -276,6 +329,18 @@ def chain_returns(
             issues.append(issue_rows(f, repaired, "repaired", "gap", text))
         if flagged.any():
             issues.append(issue_rows(f, flagged, "flagged", "gap", gap_text("; the given return is kept")))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tolerance = 1e-3 + 0.02 / np.abs(prev_price)
+        off = reportable & given & has_prev & ~gap & np.isfinite(computed) & (np.abs(ret - computed) > tolerance)
+    if off.any():
+        issues.append(
+            issue_rows(
+                f, off, "flagged", "ret_inconsistent",
+                lambda sel, pos: [f"given return {r:+.2%} but adj_close moves {c:+.2%} ({p:g} → {q:g}); "
+                                  "the given return is kept" for r, c, p, q in
+                                  zip(ret[pos], computed[pos], prev_price[pos], price[pos])],
+            )
+        )  # fmt: skip
     with np.errstate(invalid="ignore"):
         wild = reportable & (np.abs(ret) > max_abs_return)
     if wild.any():
