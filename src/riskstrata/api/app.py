@@ -29,6 +29,7 @@ from riskstrata.api.settings import ApiSettings
 from riskstrata.api.state import AppState
 from riskstrata.data.store import Store
 from riskstrata.errors import RiskstrataError
+from riskstrata.mcp import http as mcp_http
 
 log = logging.getLogger("riskstrata.api")
 
@@ -76,7 +77,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         pass
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server from starting
         errors.log_unexpected(exc)
-    yield
+    async with mcp_http.running(app):  # the SDK's session manager behind /mcp
+        yield
 
 
 def create_app(store: Store | str | None = None, settings: ApiSettings | None = None) -> FastAPI:
@@ -115,6 +117,7 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
         router = importlib.import_module(module).router  # routers import services lazily at app build
         app.include_router(router, prefix="/api", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
     _document_public_routes(app)
+    mcp_http.mount(app)  # /mcp: the MCP server for AI agents, behind the same keys and limits (before the / mount)
     # The web dashboard at / (after /api, outside its key dependency: pages have their own access rule).
     from riskstrata.web import install as install_web
 

@@ -62,8 +62,8 @@ def _app_path(scope: Scope) -> str:
 
 
 def is_protected(path: str) -> bool:
-    """Whether a request to ``path`` (the app's path) needs a key."""
-    return path.startswith("/api/") and path not in PUBLIC_PATHS and not path.startswith(DOC_PATHS)
+    """Whether a request to ``path`` (the app's path) needs a key (``/mcp``: the MCP mount, riskstrata.mcp.http)."""
+    return (path.startswith("/api/") and path not in PUBLIC_PATHS and not path.startswith(DOC_PATHS)) or path == "/mcp"
 
 
 def key_from_headers(headers: Any) -> str:

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from riskstrata.cli import model, serve
+from riskstrata.cli import mcp, model, serve
 from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
@@ -27,6 +27,7 @@ app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(factors_app, name="factors")
 model.register(app)
 serve.register(app)
+mcp.register(app)
 
 
 def main() -> None:
