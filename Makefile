@@ -37,7 +37,15 @@ $(CHROMIUM):
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: $(CHROMIUM) missing and not root: the browser tests will skip"; fi
 
-test: $(STAMP) | $(CHROMIUM)
+# The PDF report tests read the page back with poppler's pdftotext / pdftoppm: installed the same way.
+PDFTOTEXT ?= /usr/bin/pdftotext
+
+$(PDFTOTEXT):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
+	else echo "note: $(PDFTOTEXT) missing and not root: the PDF report tests will skip"; fi
+
+test: $(STAMP) | $(CHROMIUM) $(PDFTOTEXT)
 	$(BIN)/python -m pytest -q
 
 # The inner loop: no real-data and no long-running tests (markers in pyproject.toml), stop at the first failure.
