@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from riskstrata.cli import mcp, model, serve
+from riskstrata.cli import mcp, model, serve, store
 from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
@@ -25,6 +25,7 @@ app.add_typer(ingest_app, name="ingest")
 app.add_typer(model.build_app, name="build")
 app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(factors_app, name="factors")
+app.add_typer(store.store_app, name="store")
 model.register(app)
 serve.register(app)
 mcp.register(app)
