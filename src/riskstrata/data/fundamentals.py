@@ -25,6 +25,29 @@ Rules on ingest, each with a reason code in the report (:data:`FUNDAMENTAL_REASO
   ``duplicate_identical`` (an identical copy, merged).
 - flagged rows (kept): ``suspect_units`` (a market cap under USD 10 million: thousands or
   millions mistaken for USD?).
+
+Consistency checks against plausible bounds and the ticker's neighbouring snapshots (the source
+errors of real vendor data: the reference data's BRK-B carries class-A per-share numbers and caps
+1,000× too small in 2013–17, a 0.97 dividend yield, P/Es of 0.01), each cell repaired or set to
+NaN with its reason, the row kept:
+
+- ``implausible_value`` (cell → NaN): a dividend yield above :data:`MAX_DIVIDEND_YIELD`; a P/E
+  with |P/E| outside [1, 1000]; a P/B with |P/B| outside [0.01, 1000]; a P/S above 1000; a book
+  value per share whose ratio to the row's own price breaks the P/B bounds, or a positive EPS
+  above the row's own price (per-share numbers of another share class, or of another unit).
+- ``market_cap_units`` (cell scaled by 1000^k): a market cap that is implausible — below
+  :data:`MIN_CAP_TO_EBITDA` × the row's positive EBITDA, or off by two orders of magnitude from
+  both neighbouring snapshots of the ticker — and within a factor 10 of the nearest plausible cap
+  of the ticker once scaled by a power of 1000 (thousands or millions mistaken for units).
+- ``market_cap_inconsistent`` (cell → NaN): such a cap that no power of 1000 reconciles.
+- ``field_jump`` (flagged): a field (market cap, price, sales) that moves
+  by two orders of magnitude or more from the ticker's previous snapshot and is not repaired
+  above: splits move per-share values by 2–20×, a company's cap rarely by 100× in a year.
+
+``price_date`` (optional column): the day the snapshot's price and market cap were observed,
+when it is not the availability date (a quarterly report's price at the quarter end, published
+45 days later). Model B rolls caps and ratios forward from the adjusted close of that day
+(:func:`fundamentals_panel` with ``adj_close``); without the column it is the availability date.
 """
 
 from __future__ import annotations
@@ -48,8 +71,15 @@ __all__ = [
     "FUNDAMENTALS_COLUMNS",
     "FUNDAMENTAL_FIELDS",
     "FUNDAMENTAL_REASONS",
+    "MAX_DIVIDEND_YIELD",
+    "check_fundamentals_file",
+    "MIN_CAP_TO_EBITDA",
+    "ROLLED_LEVELS",
+    "ROLLED_RATIOS",
+    "SNAPSHOT_RATIOS",
     "fundamentals_panel",
     "ingest_fundamentals",
+    "price_relative",
     "read_fundamentals_file",
 ]
 
@@ -69,7 +99,7 @@ FUNDAMENTAL_FIELDS: dict[str, str] = {
     "price_to_sales": "ratio",
 }
 FIELDS = list(FUNDAMENTAL_FIELDS)
-FUNDAMENTALS_COLUMNS = ["security_id", "ticker", "available_date", *FIELDS]
+FUNDAMENTALS_COLUMNS = ["security_id", "ticker", "available_date", *FIELDS, "price_date"]
 
 FUNDAMENTAL_REASONS: dict[str, str] = {
     "missing_ticker": "row has no ticker",
@@ -82,7 +112,23 @@ FUNDAMENTAL_REASONS: dict[str, str] = {
     "non_finite": "value infinite or not a number; set to NaN, row kept",
     "impossible_value": "value outside its possible range (a vendor's placeholder); set to NaN, row kept",
     "suspect_units": "market cap under USD 10 million: check the units; kept",
+    "implausible_value": "ratio or per-share value outside its plausible bounds; set to NaN, row kept",
+    "market_cap_units": "market cap off by a power of 1000 against the ticker's other snapshots; scaled, row kept",
+    "market_cap_inconsistent": "market cap inconsistent with EBITDA and the neighbouring snapshots; set to NaN, row kept",
+    "field_jump": "value moved by two orders of magnitude or more since the previous snapshot; kept, please check",
 }
+# Plausible bounds (``implausible_value``). A 25 % dividend yield is a special dividend or an
+# error; |P/E| < 1 means earnings above the price, |P/E| > 1000 earnings under 0.1 % of it (the
+# ratio is then rounding noise); |P/B| outside [0.01, 1000] means a book value of another unit or
+# share class (P/B is negative for negative book equity: the bound is on its size).
+MAX_DIVIDEND_YIELD = 0.25
+PE_BOUNDS = (1.0, 1000.0)
+PB_BOUNDS = (0.01, 1000.0)
+MAX_PRICE_TO_SALES = 1000.0
+# EBITDA above 20× the market cap (EV/EBITDA-type 0.05) is a cap in the wrong unit, not a bargain.
+MIN_CAP_TO_EBITDA = 0.05
+JUMP_ORDERS = 2.0  # log10 move between consecutive snapshots that marks a jump (×100)
+_JUMP_FIELDS = ("market_cap", "price", "sales")  # not EPS, EBITDA or book: near zero they swing by orders legitimately
 
 # Column aliases, best first: an exact canonical name wins over an alias.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -100,6 +146,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "price": ("price",),
     "sales": ("sales", "sales_usd", "revenue", "revenue_usd", "total_revenue"),
     "price_to_sales": ("price_to_sales", "ps"),
+    "price_date": ("price_date",),
 }
 
 # Cells that cannot be what they claim (vendors write 0 for "not available").
@@ -119,6 +166,20 @@ _DERIVED: dict[str, tuple[str, str, str]] = {
     "sales": ("market_cap", "price_to_sales", "div"),
     "market_cap": ("price", "shares_outstanding", "mul"),
 }
+
+# Ratios to the price, formed within one snapshot (its own price and its own per-share numbers):
+# name → [(numerator, denominator)…], the first computable wins; ``None`` stands for 1.
+# ``dividend_yield`` is a stored field already of this kind.
+SNAPSHOT_RATIOS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    "book_to_price": ((None, "price_to_book"), ("book_value_per_share", "price")),
+    "earnings_yield": (("eps", "price"), (None, "pe")),
+    "sales_to_price": ((None, "price_to_sales"), ("sales", "market_cap")),
+}
+# Rolled between snapshots by the adjusted-close relative rel = adj_close_t / adj_close_snapshot
+# (:func:`fundamentals_panel` with ``adj_close``): levels × rel, ratios to the price ÷ rel.
+ROLLED_LEVELS = ("market_cap", "price")
+ROLLED_RATIOS = ("book_to_price", "earnings_yield", "dividend_yield", "sales_to_price")
+PRICE_DATE_TOLERANCE_DAYS = 10  # the adjusted close used for a snapshot is at most this stale
 
 PathLike = str | os.PathLike[str]
 Source = Store | pd.DataFrame
@@ -172,6 +233,8 @@ def _read(path: PathLike) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
             text = col.astype("str").str.strip()
             unparsable[f] = (values.isna() & text.notna() & (text != "") & (text.str.lower() != "nan")).to_numpy()
         out[f] = values.to_numpy()
+    if "price_date" in names:
+        out["price_date"] = parse_dates(raw[names["price_date"]]).to_numpy()
     out["source_row"] = np.arange(1, len(out) + 1)
     return out, unparsable
 
@@ -242,6 +305,7 @@ def _screen(df: pd.DataFrame, unparsable: dict[str, np.ndarray]) -> tuple[pd.Dat
                 bad |= note(test(v) & ~inf, "repaired", "impossible_value", detail)
             clean.loc[bad, f] = np.nan
 
+    issues += _consistency(clean, rows, alive)
     empty = clean[fields].isna().all(axis=1).to_numpy()
     alive &= ~note(empty, "rejected", "no_values", "no field with a usable value")
 
@@ -267,6 +331,125 @@ def _screen(df: pd.DataFrame, unparsable: dict[str, np.ndarray]) -> tuple[pd.Dat
     return clean, alive, issues
 
 
+def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        size = np.abs(values)
+        return (size < lo) | (size > hi)
+
+
+def _consistency(clean: pd.DataFrame, rows: pd.DataFrame, alive: np.ndarray) -> list[pd.DataFrame]:
+    """Plausible bounds and neighbour checks of the module doc, on the live rows; edits
+    ``clean`` in place (cells set to NaN or scaled) and returns the issue frames."""
+    n = len(clean)
+    issues: list[pd.DataFrame] = []
+    col = lambda f: clean[f].to_numpy(dtype="float64", copy=True) if f in clean else np.full(n, np.nan)  # noqa: E731
+
+    def fix(field: str, mask: np.ndarray, action: str, reason: str, text: str, new: np.ndarray | None = None) -> None:
+        mask = mask & alive
+        if not mask.any():
+            return
+        old = col(field)
+        detail = lambda sel, pos: [f"{field} = {v:g}: {text}" for v in old[pos]]  # noqa: E731
+        issues.append(issue_rows(rows, mask, action, reason, detail))
+        if action != "flagged":
+            clean.loc[mask, field] = np.nan if new is None else new[mask]
+
+    price = col("price")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fix("dividend_yield", col("dividend_yield") > MAX_DIVIDEND_YIELD, "repaired", "implausible_value",
+            f"a dividend yield above {MAX_DIVIDEND_YIELD:g} is a special dividend or a source error; set to NaN")
+        pe, pb = col("pe"), col("price_to_book")
+        fix("pe", np.isfinite(pe) & _outside(pe, *PE_BOUNDS), "repaired", "implausible_value",
+            f"|P/E| outside [{PE_BOUNDS[0]:g}, {PE_BOUNDS[1]:g}]; set to NaN")
+        fix("price_to_book", np.isfinite(pb) & _outside(pb, *PB_BOUNDS), "repaired", "implausible_value",
+            f"|P/B| outside [{PB_BOUNDS[0]:g}, {PB_BOUNDS[1]:g}]; set to NaN")
+        fix("price_to_sales", col("price_to_sales") > MAX_PRICE_TO_SALES, "repaired", "implausible_value",
+            f"P/S above {MAX_PRICE_TO_SALES:g}; set to NaN")
+        implied_pb = price / col("book_value_per_share")
+        fix("book_value_per_share", np.isfinite(implied_pb) & _outside(implied_pb, *PB_BOUNDS), "repaired",
+            "implausible_value", "price / book value per share breaks the P/B bounds (another share class or unit?); "
+            "set to NaN")
+        implied_pe = price / col("eps")
+        # Only profits: a loss larger than the price is a write-down year, not an error.
+        fix("eps", np.isfinite(implied_pe) & (implied_pe > 0) & (implied_pe < PE_BOUNDS[0]), "repaired",
+            "implausible_value", "EPS above the row's own price (another share class or unit?); set to NaN")
+
+    # Neighbours: the ticker's live snapshots in date order.
+    order = np.flatnonzero(alive)
+    order = order[np.lexsort((clean["available_date"].to_numpy("datetime64[ns]")[order],
+                              pd.factorize(clean["ticker"].to_numpy()[order])[0]))]
+    tick = clean["ticker"].to_numpy()[order]
+    same_prev = np.r_[False, tick[1:] == tick[:-1]]
+    same_next = np.r_[tick[1:] == tick[:-1], False]
+
+    def log_moves(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log10 move from the previous and to the next finite value of the same ticker."""
+        v = pd.Series(np.where(values > 0, values, np.nan))
+        g = pd.Series(tick)
+        prev = v.groupby(g).ffill().groupby(g).shift(1).to_numpy()
+        nxt = v.groupby(g).bfill().groupby(g).shift(-1).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.log10(v.to_numpy() / prev), np.log10(nxt / v.to_numpy())
+
+    if "market_cap" in clean and len(order):
+        cap = col("market_cap")[order]
+        up, down = log_moves(cap)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ebitda = col("ebitda")[order]
+            small = (ebitda > 0) & (cap < MIN_CAP_TO_EBITDA * ebitda)
+            spike = (np.abs(up) >= JUMP_ORDERS) & (np.abs(down) >= JUMP_ORDERS) & (np.sign(up) == -np.sign(down))
+        bad = np.isfinite(cap) & (cap > 0) & (small | spike)
+        if bad.any():
+            # Reference: the nearest (in time) plausible cap of the same ticker.
+            good = pd.Series(np.where(bad, np.nan, cap))
+            g = pd.Series(tick)
+            days = clean["available_date"].to_numpy("datetime64[D]").astype("float64")[order]
+            when = pd.Series(np.where(np.isfinite(good), days, np.nan))
+            before, b_day = good.groupby(g).ffill().to_numpy(), when.groupby(g).ffill().to_numpy()
+            after, a_day = good.groupby(g).bfill().to_numpy(), when.groupby(g).bfill().to_numpy()
+            use_after = np.isnan(before) | (np.abs(a_day - days) < np.abs(days - b_day))
+            ref = np.where(use_after & np.isfinite(after), after, before)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                k = np.round(np.log10(ref / cap) / 3.0)
+                scaled = cap * 1000.0**k
+                ok = bad & np.isfinite(k) & (k != 0) & (np.abs(np.log10(scaled / ref)) < 1.0)
+            full_new = np.full(n, np.nan)
+            full_new[order] = scaled
+            m_units = np.zeros(n, dtype=bool)
+            m_units[order[ok]] = True
+            m_bad = np.zeros(n, dtype=bool)
+            m_bad[order[bad & ~ok]] = True
+            fix("market_cap", m_units, "repaired", "market_cap_units",
+                "implausible against the row's EBITDA or both neighbouring snapshots; scaled by a power of 1000 "
+                "to agree with the ticker's nearest plausible cap", full_new)
+            fix("market_cap", m_bad, "repaired", "market_cap_inconsistent",
+                "implausible against the row's EBITDA or both neighbouring snapshots, and no power of 1000 "
+                "reconciles it with the ticker's other caps; set to NaN")
+
+    for f in _JUMP_FIELDS:
+        if f not in clean or not len(order):
+            continue
+        up, _ = log_moves(col(f)[order])
+        jump = np.zeros(n, dtype=bool)
+        jump[order[np.abs(up) >= JUMP_ORDERS]] = True
+        fix(f, jump, "flagged", "field_jump", "moved by ≥ 100× since the ticker's previous snapshot; kept, please check")
+    return issues
+
+
+def check_fundamentals_file(path: PathLike) -> tuple[pd.DataFrame, IngestReport]:
+    """Read a fundamentals file and apply every rule of the module doc, without a store.
+
+    Returns the accepted rows (the columns of :func:`read_fundamentals_file`, repaired cells
+    already repaired, identical duplicates merged: a frame :func:`fundamentals_panel` takes) and
+    the report of every rejected, repaired or flagged value with its reason.
+    """
+    df, unparsable = _read(path)
+    df["file"] = str(path)
+    clean, accepted, issues = _screen(df, unparsable)
+    report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
+    return clean[accepted].drop(columns=["file"]).reset_index(drop=True), report
+
+
 def ingest_fundamentals(store: Store, path: PathLike) -> IngestReport:
     """Read, check and upsert a fundamentals file (see :func:`read_fundamentals_file`) into
     table ``fundamentals``.
@@ -279,14 +462,12 @@ def ingest_fundamentals(store: Store, path: PathLike) -> IngestReport:
     their stored values (a debt file does not erase caps). Ingesting the same file again leaves
     the table unchanged. Issues are appended to ``ingest_issues`` (kind ``fundamentals``).
     """
-    df, unparsable = _read(path)
-    df["file"] = str(path)
-    given = [f for f in FIELDS if f in df.columns]
-    clean, accepted, issues = _screen(df, unparsable)
-    new = clean[accepted].reset_index(drop=True)
+    new, report = check_fundamentals_file(path)
+    given = [f for f in [*FIELDS, "price_date"] if f in new.columns]
 
     master = SecurityMaster.from_store(store)
-    master, sid = ensure_and_resolve(master, new["ticker"], new["available_date"], "stock")
+    # Unknown tickers are typed by the master's default (a known fund is an ETF, not a stock).
+    master, sid = ensure_and_resolve(master, new["ticker"], new["available_date"], None)
     new["security_id"] = sid.to_numpy(dtype=object)
     new = new.reindex(columns=FUNDAMENTALS_COLUMNS)
 
@@ -297,18 +478,17 @@ def ingest_fundamentals(store: Store, path: PathLike) -> IngestReport:
         new_idx = pd.MultiIndex.from_frame(new[key].astype({"security_id": "str", "available_date": "datetime64[ns]"}))
         hit = old_idx.isin(new_idx)
         # Rows already stored keep the fields this file does not carry.
-        kept = [f for f in FIELDS if f not in given]
+        kept = [f for f in [*FIELDS, "price_date"] if f not in given]
         if kept and hit.any():
             carry = old.loc[hit].set_axis(old_idx[hit])[kept]
             new[kept] = carry.reindex(new_idx).to_numpy()
         new = pd.concat([old[~hit], new], ignore_index=True)
-    types = {"security_id": "str", "ticker": "str", "available_date": "datetime64[ns]"}
+    types = {"security_id": "str", "ticker": "str", "available_date": "datetime64[ns]", "price_date": "datetime64[ns]"}
     table = new.astype({**types, **dict.fromkeys(FIELDS, "float64")})
     sid_order = pd.factorize(table["security_id"], sort=True)[0]
     order = np.lexsort((table["available_date"].to_numpy("datetime64[ns]"), sid_order))
     table = table.take(order).reset_index(drop=True)
 
-    report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
     report.run_id = new_run_id()
     master.to_store(store)  # first, so the table never names a security the store does not know
     store.write_table("fundamentals", table)
@@ -332,14 +512,41 @@ def _with_derived(long: pd.DataFrame, field: str, derive: bool) -> pd.Series:
     return values
 
 
+def _snapshot_ratio(long: pd.DataFrame, name: str, derive: bool) -> pd.Series:
+    """A ratio of :data:`SNAPSHOT_RATIOS` within each snapshot row (NaN where not computable)."""
+    out = pd.Series(np.nan, index=long.index)
+    for num, den in SNAPSHOT_RATIOS[name]:
+        if den not in long and not (derive and den in _DERIVED):
+            continue
+        b = _with_derived(long, den, derive)
+        a = pd.Series(1.0, index=long.index) if num is None else _with_derived(long, num, derive)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = a / b.where(b != 0)
+        out = out.fillna(r.where(np.isfinite(r)))
+    return out
+
+
+def _inputs_of(field: str, derive: bool) -> list[str]:
+    """The stored columns a field (or snapshot ratio) is computed from."""
+    if field in SNAPSHOT_RATIOS:
+        cols = {c for pair in SNAPSHOT_RATIOS[field] for c in pair if c is not None}
+        return sorted({d for c in cols for d in _inputs_of(c, derive)})
+    return [field, *(_DERIVED[field][:2] if derive and field in _DERIVED else ())]
+
+
 def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, derive: bool) -> pd.DataFrame:
-    """``security_id`` (if known), ``ticker``, ``available_date``, ``value``: the rows with a
-    value available in [lo, hi]."""
-    inputs = [field, *(_DERIVED[field][:2] if derive and field in _DERIVED else ())]
+    """``security_id`` (if known), ``ticker``, ``available_date``, ``value``, ``price_day`` (the
+    snapshot's price date as float days since the epoch): the rows with a value available in [lo, hi]."""
+    inputs = _inputs_of(field, derive)
     if isinstance(source, Store):
+        import pyarrow.parquet as pq
+
+        # Tables written before ``price_date`` existed lack it: the availability date stands in.
+        stored = set(pq.read_schema(source.table_path("fundamentals")).names)
         long = source.read_table(
             "fundamentals",
-            columns=["security_id", "ticker", "available_date", *dict.fromkeys(inputs)],
+            columns=["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
+                     *(["price_date"] if "price_date" in stored else [])],
             where="available_date >= ? AND available_date <= ?",
             params=[lo.to_pydatetime(), hi.to_pydatetime()],
         )
@@ -356,15 +563,21 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
     for key in ("security_id", "ticker"):
         if key in long.columns:
             out[key] = long[key].astype("str").to_numpy()
-    out["value"] = _with_derived(long, field, derive).to_numpy()
+    values = _snapshot_ratio(long, field, derive) if field in SNAPSHOT_RATIOS else _with_derived(long, field, derive)
+    out["value"] = values.to_numpy()
+    price_day = parse_dates(long["price_date"]) if "price_date" in long.columns else pd.Series(pd.NaT, index=long.index)
+    price_day = price_day.fillna(pd.Series(out["available_date"].to_numpy(), index=long.index))
+    out["price_day"] = price_day.to_numpy("datetime64[D]").astype("float64")
     return out[np.isfinite(out["value"].to_numpy())]
 
 
 def _asof_panel(
-    long: pd.DataFrame, key: str, dates: pd.DatetimeIndex, names: pd.Index, max_age_days: int
+    long: pd.DataFrame, key: str, dates: pd.DatetimeIndex, names: pd.Index, max_age_days: int,
+    column: str = "value",
 ) -> np.ndarray:
-    """(T, N) values: for each date the latest value with available_date <= date, NaN once it is
-    older than ``max_age_days`` calendar days. Vectorised: one pivot, two forward fills."""
+    """(T, N) values of ``column``: for each date the latest row with available_date <= date
+    (among rows with a finite ``value``), NaN once it is older than ``max_age_days`` calendar
+    days. Vectorised: one pivot, two forward fills."""
     long = long[long[key].isin(names)]
     if long.empty:
         return np.full((len(dates), len(names)), np.nan)
@@ -372,7 +585,7 @@ def _asof_panel(
         raise DataValidationError(
             f"fundamentals frame has the same ({key}, available_date) twice; ingest it to resolve duplicates"
         )
-    wide = long.pivot(index="available_date", columns=key, values="value").reindex(columns=names)
+    wide = long.pivot(index="available_date", columns=key, values=column).reindex(columns=names)
     snap_days = wide.index.to_numpy("datetime64[D]").astype("float64")
     when = pd.DataFrame(np.where(wide.notna().to_numpy(), snap_days[:, None], np.nan), index=wide.index)
     union = wide.index.union(pd.DatetimeIndex(dates.unique()).sort_values())
@@ -392,31 +605,45 @@ def fundamentals_panel(
     by: Literal["auto", "ticker", "security_id"] = "auto",
     max_age_days: int = 400,
     derive: bool = True,
+    adj_close: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """A point-in-time (T × N) panel of one fundamental field.
 
     source: a store (table ``fundamentals``) or a frame shaped like it or like
     :func:`read_fundamentals_file`'s output.
-    field: a key of :data:`FUNDAMENTAL_FIELDS`; values in its unit.
+    field: a key of :data:`FUNDAMENTAL_FIELDS` (values in its unit) or of
+    :data:`SNAPSHOT_RATIOS` (``book_to_price``, ``earnings_yield``, ``sales_to_price``: decimals,
+    each formed within one snapshot from its own price and numbers).
     dates: (T,) the days of the panel.
     names: (N,) the columns: tickers or security ids (``None``: every ticker in the data).
     by: what ``names`` are; ``"auto"`` takes a name that is a security id of the store's master
     (of the frame's ``security_id`` column) as one, any other name as a ticker.
+    adj_close: optional (T', N) adjusted closes (split- and dividend-adjusted, a total-return
+    level), columns ``names``, on any daily index that covers the snapshots' price dates. Given,
+    the fields of :data:`ROLLED_LEVELS` and :data:`ROLLED_RATIOS` are rolled from the snapshot
+    to day t by the price relative ``rel = adj_close_t / adj_close_snapshot`` (the close of the
+    last day on or before the snapshot's price date — ``price_date``, else its availability date —
+    at most 10 days stale): market_cap and price × rel; book_to_price, earnings_yield,
+    dividend_yield and sales_to_price ÷ rel. An adjusted close is only ever used as such a
+    relative, never as a price: it is re-based by every later split and dividend. NaN on a day
+    without an adjusted close, or where the snapshot's own close is unknown.
 
     The value on day t is the latest snapshot with ``available_date <= t`` that has the field
-    (no look-ahead), carried forward at most ``max_age_days`` calendar days, then NaN. With a
-    store, a ticker is resolved to the security holding it on each day t through the security
-    master, so a recycled ticker never shows the previous company's numbers; with a frame, rows
-    match on their own ``ticker`` column. With ``derive``, a snapshot without the field gets the
-    value implied by its own identity: shares_outstanding = market_cap / price,
-    book_value_per_share = price / price_to_book, eps = price / pe, sales = market_cap /
-    price_to_sales, market_cap = price × shares_outstanding (the snapshot's own price, so the
-    ratio and the price match in time).
+    (no look-ahead), carried forward at most ``max_age_days`` calendar days, then NaN; before a
+    name's first snapshot it is NaN (missing, never invented). With a store, a ticker is resolved
+    to the security holding it on each day t through the security master, so a recycled ticker
+    never shows the previous company's numbers; with a frame, rows match on their own ``ticker``
+    column. With ``derive``, a snapshot without the field gets the value implied by its own
+    identity: shares_outstanding = market_cap / price, book_value_per_share = price /
+    price_to_book, eps = price / pe, sales = market_cap / price_to_sales, market_cap = price ×
+    shares_outstanding (the snapshot's own price, so the ratio and the price match in time).
 
     Returns a float64 DataFrame indexed by ``dates``, columns ``names``.
     """
-    if field not in FUNDAMENTAL_FIELDS:
-        raise DataValidationError(f"unknown fundamental field {field!r}; fields: {FIELDS}")
+    if field not in FUNDAMENTAL_FIELDS and field not in SNAPSHOT_RATIOS:
+        raise DataValidationError(
+            f"unknown fundamental field {field!r}; fields: {FIELDS}, snapshot ratios: {list(SNAPSHOT_RATIOS)}"
+        )
     if by not in ("auto", "ticker", "security_id"):
         raise DataValidationError(f"by must be 'auto', 'ticker' or 'security_id', got {by!r}")
     dates = pd.DatetimeIndex(dates)
@@ -429,12 +656,14 @@ def fundamentals_panel(
     t, n = len(dates), len(names)
     if t == 0 or n == 0:
         return pd.DataFrame(np.full((t, n), np.nan), index=dates, columns=names, dtype="float64")
+    roll = adj_close is not None and (field in ROLLED_LEVELS or field in ROLLED_RATIOS)
     master = SecurityMaster.from_store(source) if is_store else None
     known_ids = master.records["security_id"] if master is not None else (
         source["security_id"] if "security_id" in source.columns else pd.Series([], dtype="str"))
     is_sid = np.full(n, by == "security_id") if by != "auto" else names.isin(known_ids.astype("str").unique())
     long = _load_long(source, field, dates.min() - pd.Timedelta(days=max_age_days), dates.max(), derive)
-    values = np.full((t, n), np.nan)
+    columns = ("value", "price_day") if roll else ("value",)
+    out = {c: np.full((t, n), np.nan) for c in columns}
     if master is not None:
         # One security per (day, column): the column's own id, or the ticker's holder that day.
         sid = np.repeat(names.to_numpy(dtype=object)[None, :], t, axis=0)
@@ -443,15 +672,51 @@ def fundamentals_panel(
             held = master.resolve_rows(pd.Series(np.tile(tick, t)), pd.Series(np.repeat(dates, len(tick))))
             sid[:, ~is_sid] = held.to_numpy(dtype=object, na_value=None).reshape(t, len(tick))
         codes, uniq = pd.factorize(sid.ravel())
-        per_sid = _asof_panel(long, "security_id", dates, pd.Index(uniq), max_age_days)
         codes = codes.reshape(t, n)
         ok = codes >= 0
-        values[ok] = per_sid[np.broadcast_to(np.arange(t)[:, None], (t, n))[ok], codes[ok]]
+        for c in columns:
+            per_sid = _asof_panel(long, "security_id", dates, pd.Index(uniq), max_age_days, c)
+            out[c][ok] = per_sid[np.broadcast_to(np.arange(t)[:, None], (t, n))[ok], codes[ok]]
     else:
-        if is_sid.any():
-            values[:, is_sid] = _asof_panel(long, "security_id", dates, names[is_sid], max_age_days)
-        if (~is_sid).any():
-            if "ticker" not in long.columns:
-                raise DataValidationError("fundamentals frame has no ticker column to match tickers on")
-            values[:, ~is_sid] = _asof_panel(long, "ticker", dates, names[~is_sid].str.upper(), max_age_days)
+        if (~is_sid).any() and "ticker" not in long.columns:
+            raise DataValidationError("fundamentals frame has no ticker column to match tickers on")
+        for c in columns:
+            if is_sid.any():
+                out[c][:, is_sid] = _asof_panel(long, "security_id", dates, names[is_sid], max_age_days, c)
+            if (~is_sid).any():
+                out[c][:, ~is_sid] = _asof_panel(long, "ticker", dates, names[~is_sid].str.upper(), max_age_days, c)
+    values = out["value"]
+    if roll:
+        rel = price_relative(adj_close.reindex(columns=names), dates, out["price_day"])
+        values = values * rel if field in ROLLED_LEVELS else values / rel
     return pd.DataFrame(values, index=dates, columns=names, dtype="float64")
+
+
+def price_relative(adj_close: pd.DataFrame, dates: pd.DatetimeIndex, price_day: np.ndarray) -> np.ndarray:
+    """(T, N) ``adj_close_t / adj_close_s``: the adjusted close on each of ``dates`` over the
+    adjusted close of the last day on or before ``price_day[t, n]`` (float days since the epoch,
+    NaN = none) that has one, if it is at most :data:`PRICE_DATE_TOLERANCE_DAYS` older.
+
+    adj_close: (T', N) on a sorted daily index that must reach back to the earliest price day;
+    non-positive closes count as missing. NaN where either close is unknown.
+    """
+    adj = adj_close.sort_index()
+    a = adj.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    a[~(a > 0)] = np.nan
+    days = pd.DatetimeIndex(adj.index).to_numpy("datetime64[D]").astype("float64")
+    # The last day with a close, per column: forward fill the closes and the days they are from.
+    seen_day = np.where(np.isfinite(a), days[:, None], np.nan)
+    filled = pd.DataFrame(a).ffill().to_numpy()
+    filled_day = pd.DataFrame(seen_day).ffill().to_numpy()
+    t, n = price_day.shape
+    pos = np.searchsorted(days, np.nan_to_num(price_day, nan=-np.inf), side="right") - 1
+    cols = np.broadcast_to(np.arange(n)[None, :], (t, n))
+    found = np.isfinite(price_day) & (pos >= 0)
+    ref = np.full((t, n), np.nan)
+    ref_day = np.full((t, n), np.nan)
+    ref[found] = filled[pos[found], cols[found]]
+    ref_day[found] = filled_day[pos[found], cols[found]]
+    ref[~(price_day - ref_day <= PRICE_DATE_TOLERANCE_DAYS)] = np.nan
+    now = adj.reindex(pd.DatetimeIndex(dates)).to_numpy(dtype="float64", na_value=np.nan)
+    now = np.where(now > 0, now, np.nan)
+    return now / ref

@@ -2,7 +2,7 @@
 
 A *security* has a stable ``security_id`` and one or more dated *records*
 ``[valid_from, valid_to]`` (both inclusive, ``valid_to`` NaT = still valid) carrying the ticker,
-name, asset type and shares outstanding of that period. Tickers change (renames) and get
+name, asset type, issuer and shares outstanding of that period. Tickers change (renames) and get
 recycled by unrelated companies, so every lookup takes an ``as_of`` date and a ticker never
 merges two securities into one history.
 
@@ -12,6 +12,17 @@ assigned.
 
 Table ``securities`` in the store holds the records, one row each, columns
 :data:`SECURITY_COLUMNS`.
+
+Issuers: ``issuer_id`` groups the share classes of one company (GOOG and GOOGL, FOX and FOXA,
+BRK-A and BRK-B): any stable text, e.g. the SEC CIK. Empty means the security is its own issuer
+(:meth:`SecurityMaster.issuers`). A securities file may carry it (``issuer_id`` or ``cik``), and an
+issuer mapping (ticker → issuer, e.g. the SEC's ``company_tickers``) sets it on the securities
+already known (:meth:`SecurityMaster.with_issuers`, :func:`ingest_issuers`). Model B counts an
+issuer's market cap once (see docs/model_b.md, "Prices, caps and share classes").
+
+Asset types: tickers first seen in data are typed by :func:`guess_asset_type` unless the caller
+says otherwise: Yahoo ``^`` symbols are rates or indices, the funds of :data:`KNOWN_FUNDS` (broad,
+sector, industry, style, bond and commodity ETFs) are ``etf``, everything else a ``stock``.
 """
 
 from __future__ import annotations
@@ -33,15 +44,18 @@ __all__ = [
     "ASSET_TYPES",
     "MIN_DATE",
     "SECURITY_COLUMNS",
+    "KNOWN_FUNDS",
     "SecurityMaster",
     "clip_intervals",
     "guess_asset_type",
+    "ingest_issuers",
+    "read_issuer_file",
     "read_securities_file",
 ]
 
 SECURITY_COLUMNS = [
     "security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type",
-    "valid_from", "valid_to", "shares_outstanding",
+    "valid_from", "valid_to", "shares_outstanding", "issuer_id",
 ]  # fmt: skip
 ASSET_TYPES = ("stock", "etf", "index", "rate")
 # "Since forever": the valid_from of records whose start is unknown (undated files).
@@ -53,7 +67,18 @@ _DAY = pd.Timedelta(days=1)
 # are the same listing seen earlier (a backfill), not a recycled ticker: a week-long holiday
 # closure plus a weekend is the longest normal pause in trading.
 CONTIGUOUS_DAYS = 10
-_STR_COLUMNS = ["security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type"]
+_STR_COLUMNS = ["security_id", "figi", "isin", "cusip", "ticker", "name", "asset_type", "issuer_id"]
+# Exchange-traded funds that are not in the default ETF registry but are common in price files
+# (the reference data's broad, style, bond and commodity funds): typed ``etf`` on first sight, so
+# a fund never enters Model B's stock universe. A user's own list goes through ``etf_tickers``.
+KNOWN_FUNDS = frozenset("""
+    SPY IVV VOO VTI QQQ IWM IWB IWD IWF IWN IWO IJH IJR VTV VUG RSP DIA IWV SPYG SPYV MDY
+    XLK XLF XLV XLE XLY XLP XLI XLB XLU XLC XLRE
+    SOXX SMH XSD XBI IBB XPH IHI XHE XHS KRE KBE KIE IAI IAT IGV XSW SKYY HACK CIBR FDN ITB XHB
+    XOP OIH XES XME COPX GDX SIL LIT URA XRT PBJ IYT XTN JETS XAR ITA TAN ICLN IYR VNQ REM
+    IYW IYF IYH IYE XTL MTUM QUAL USMV VLUE SIZE SPLV SPHB
+    EFA EEM VEA VWO TLT IEF SHY AGG BND LQD HYG TIP GLD IAU SLV DBC USO
+""".split())
 
 AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
 # Masters parsed by from_store: table path → (file stamp, master). Racing threads may both parse: harmless.
@@ -62,10 +87,11 @@ _FROM_STORE_MAX = 16
 
 
 def guess_asset_type(ticker: str) -> str:
-    """Default asset type from a ticker alone: Yahoo ``^`` symbols are yields or indices."""
+    """Default asset type from a ticker alone: Yahoo ``^`` symbols are yields or indices, the
+    funds of :data:`KNOWN_FUNDS` ETFs, anything else a stock."""
     if "^" in ticker:
         return "rate" if ticker in RATE_TICKERS else "index"
-    return "stock"
+    return "etf" if str(ticker).strip().upper() in KNOWN_FUNDS else "stock"
 
 
 def _asset_types(tickers: pd.Series, hint: AssetTypeHint) -> pd.Series:
@@ -283,6 +309,37 @@ class SecurityMaster:
         r = self._records
         return r[(r["valid_from"] <= day) & (_open_end(r["valid_to"]) >= day)].reset_index(drop=True)
 
+    def issuers(self, security_ids: Sequence[str]) -> pd.Series:
+        """security id → issuer id (the latest record's ``issuer_id``; a security without one, or
+        not in the master, is its own issuer: its security id). Indexed by the ids given."""
+        ids = pd.Index([str(s) for s in security_ids], name="security_id")
+        known = self._records.sort_values("valid_from").groupby("security_id")["issuer_id"].last()
+        out = known.reindex(ids)
+        return out.fillna(pd.Series(ids, index=ids)).astype("str").rename("issuer_id")
+
+    def with_issuers(self, mapping: pd.DataFrame) -> tuple[SecurityMaster, pd.Series]:
+        """Set ``issuer_id`` from a ticker → issuer mapping (columns ``ticker, issuer_id``).
+
+        Every record holding a mapped ticker gets its issuer (a mapping of today's tickers, such
+        as the SEC's, names the company behind each symbol); other records are left alone.
+        Returns the new master and, per mapping row, whether it matched a record (bool Series
+        aligned to ``mapping``). A ticker mapped to two issuers is a DataValidationError.
+        """
+        m = pd.DataFrame({"ticker": _clean_str(mapping["ticker"]).str.upper(),
+                          "issuer_id": _clean_str(mapping["issuer_id"])}).dropna()
+        clash = m.drop_duplicates().groupby("ticker").size()
+        if (clash > 1).any():
+            raise DataValidationError(f"tickers mapped to more than one issuer: {sorted(clash[clash > 1].index)[:5]}")
+        lookup = m.drop_duplicates("ticker").set_index("ticker")["issuer_id"]
+        matched = pd.Series(mapping["ticker"].astype("str").str.strip().str.upper().isin(self._by_ticker.keys()).to_numpy(),
+                            index=mapping.index)
+        recs = self._records.copy()
+        new = recs["ticker"].map(lookup)
+        if new.notna().sum() == 0:
+            return self, matched
+        recs["issuer_id"] = new.fillna(recs["issuer_id"])
+        return SecurityMaster(recs), matched
+
     def _rows(self, idx: np.ndarray | None) -> pd.DataFrame:
         return self._records.iloc[idx] if idx is not None else self._records.iloc[:0]
 
@@ -305,7 +362,7 @@ class SecurityMaster:
             pd.concat([old[~key_old.isin(key_new)], new], ignore_index=True), "security_id", clip_explicit=True
         )
         # A record that leaves name/FIGI/ISIN empty carries them over from the security's previous record.
-        carry = ["name", "figi", "isin"]
+        carry = ["name", "figi", "isin", "issuer_id"]
         merged[carry] = merged.groupby("security_id", sort=False)[carry].ffill()
         return SecurityMaster(merged)
 
@@ -501,7 +558,8 @@ def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Columns (case-insensitive): ``ticker`` (required), optional ``security_id``, ``figi``,
     ``isin``, ``cusip`` (joins 13F holdings), ``name``, ``asset_type`` (default stock), ``valid_from`` (default
-    :data:`MIN_DATE`: valid since forever), ``valid_to`` (empty = open), ``shares_outstanding``.
+    :data:`MIN_DATE`: valid since forever), ``valid_to`` (empty = open), ``shares_outstanding``,
+    ``issuer_id`` (or ``cik``: groups share classes of one company).
     Returns a frame for :class:`SecurityMaster` / :meth:`SecurityMaster.upsert`.
     """
     path = Path(path)
@@ -515,6 +573,8 @@ def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     df = df.rename(columns=lambda c: str(c).strip().lower().replace(" ", "_"))
     if "ticker" not in df.columns and "symbol" in df.columns:
         df = df.rename(columns={"symbol": "ticker"})
+    if "issuer_id" not in df.columns and "cik" in df.columns:
+        df = df.rename(columns={"cik": "issuer_id"})
     if "ticker" not in df.columns:
         raise DataValidationError(f"securities file {path} has no ticker column (columns: {list(df.columns)})")
     if "valid_from" not in df.columns:
@@ -522,3 +582,67 @@ def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     df["valid_from"] = df["valid_from"].where(df["valid_from"].notna(), MIN_DATE)
     keep = [c for c in SECURITY_COLUMNS if c in df.columns]
     return df[keep].reset_index(drop=True)
+
+
+def read_issuer_file(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a ticker → issuer mapping (CSV or Parquet): columns ``ticker`` (or ``symbol``) and
+    ``issuer_id`` (or ``cik``); other columns are ignored, so the SEC's ``company_tickers``
+    (``cik, ticker, exchange, name``) reads as it is. Returns ``ticker, issuer_id, source_row``
+    (str; 1-based data rows). Raises DataValidationError for an unreadable file or missing columns."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:  # any reader failure is a bad file from the user's point of view
+        raise DataValidationError(f"cannot read issuer file {path}: {exc}") from exc
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    tick = cols.get("ticker", cols.get("symbol"))
+    issuer = cols.get("issuer_id", cols.get("cik"))
+    if tick is None or issuer is None:
+        raise DataValidationError(f"issuer file {path} needs ticker and issuer_id (or cik) columns; has {list(df.columns)}")
+    return pd.DataFrame({"ticker": _clean_str(df[tick]).str.upper(), "issuer_id": _clean_str(df[issuer]),
+                         "source_row": np.arange(1, len(df) + 1)})
+
+
+def ingest_issuers(store: Store, path: str | os.PathLike[str]) -> Any:
+    """Set the issuer of the store's securities from a ticker → issuer file (see
+    :func:`read_issuer_file` and :meth:`SecurityMaster.with_issuers`).
+
+    Returns an :class:`~riskstrata.data.report.IngestReport`: rows without a ticker or issuer
+    are rejected (``missing_ticker`` / ``missing_issuer``); a ticker given two issuers rejects all
+    its rows (``duplicate_conflict``); rows whose ticker no security holds are flagged
+    ``not_in_master`` (kept in no table: the mapping only annotates known securities; the
+    report's counts say how many matched). Issues go to ``ingest_issues`` (kind ``issuers``).
+    """
+    from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
+
+    df = read_issuer_file(path)
+    rows = df.assign(file=str(path), date=pd.NaT)
+    alive = np.ones(len(df), dtype=bool)
+    issues = []
+    for reason, bad, text in [
+        ("missing_ticker", df["ticker"].isna().to_numpy(), "no ticker"),
+        ("missing_issuer", df["issuer_id"].isna().to_numpy(), "no issuer id"),
+    ]:
+        mask = bad & alive
+        if mask.any():
+            issues.append(issue_rows(rows, mask, "rejected", reason, text))
+        alive &= ~mask
+    live = df[alive]
+    n_issuers = live.drop_duplicates(["ticker", "issuer_id"]).groupby("ticker").size()
+    clash = (alive & df["ticker"].isin(n_issuers[n_issuers > 1].index).to_numpy())
+    if clash.any():
+        issues.append(issue_rows(rows, clash, "rejected", "duplicate_conflict", "ticker given two issuers; all rows rejected"))
+    alive &= ~clash
+    master, matched = SecurityMaster.from_store(store).with_issuers(df[alive])
+    unknown = np.zeros(len(df), dtype=bool)
+    unknown[np.flatnonzero(alive)[~matched.to_numpy()]] = True
+    if unknown.any():
+        issues.append(issue_rows(rows, unknown, "flagged", "not_in_master", "no security holds this ticker; not used"))
+    report = IngestReport.from_issues(len(df), concat_issues(issues), [str(path)])
+    report.run_id = new_run_id()
+    master.to_store(store)
+    append_issues(store, report, "issuers")
+    return report

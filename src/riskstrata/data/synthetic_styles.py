@@ -9,7 +9,8 @@ Published data (what a model may read)
 shares_outstanding  per stock, constant: lognormal (ln-sd 1.4, bounded at ±2.5 sd), so market
     caps span about three orders of magnitude.
 fundamentals        one row per stock and calendar quarter end (``period_end``) inside its life,
-    published ``available_date`` = period_end + 45 ± 10 calendar days (never sooner than 35 days
+    published ``available_date`` = period_end + 45 ± 10 calendar days (``price_date``: the day
+    the price and cap were observed, the quarter end or the stock's first close if later) (never sooner than 35 days
     after the quarter end; rows whose availability falls after the sample end or after a
     delisting are not published). ``price`` and ``market_cap`` are the adjusted close of the last
     trading day ≤ period_end (the same level as :meth:`SyntheticMarket.prices`) and
@@ -131,7 +132,7 @@ MODEL_B_INDUSTRY: dict[str, str] = {
 }
 
 FUNDAMENTAL_COLUMNS: tuple[str, ...] = (
-    "available_date", "ticker", "period_end", "market_cap", "price", "book_value_per_share",
+    "available_date", "ticker", "period_end", "price_date", "market_cap", "price", "book_value_per_share",
     "price_to_book", "eps", "pe", "dividend_yield", "ebitda", "sales", "total_debt", "shares_outstanding",
 )
 
@@ -336,6 +337,8 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
 
     price = price_q[qi, ii]
     mcap = price * shares[ii]
+    first_day = np.where(list_idx >= 1, dates[np.maximum(list_idx - 1, 0)], dates[0] - pd.offsets.BDay(1))
+    first_close = pd.DatetimeIndex(first_day).to_numpy("datetime64[ns]")  # as SyntheticMarket.prices
     sales = np.empty(0)
     if len(qi):
         first_q = np.argmax(published, axis=0)                          # valid where the stock publishes
@@ -350,6 +353,9 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
         "available_date": pd.DatetimeIndex(avail[qi, ii]),
         "ticker": tickers.to_numpy()[ii],
         "period_end": quarter_ends[qi],
+        # The day the snapshot's price and cap were observed (the quarter end, or the first close
+        # of a stock listed after it): Model B rolls caps and ratios from that day's close.
+        "price_date": np.maximum(quarter_ends[qi], first_close[ii]),
         "market_cap": mcap, "price": price, "book_value_per_share": bvps, "price_to_book": price / bvps,
         "eps": eps, "pe": pe, "dividend_yield": chars["dividend_yield"][qi, ii],
         "ebitda": chars["margin"][qi, ii] * sales, "sales": sales,

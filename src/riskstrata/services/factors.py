@@ -4,7 +4,10 @@ A build writes one versioned model per spec, ``factors_<SPEC>``, whose parts are
 table of exposures (one row per date and security, one column per factor); its meta.json
 names the companion versions of ``factor_returns_<SPEC>`` (factor returns, t-stats and daily
 diagnostics), ``factor_cov_<SPEC>`` (the adjusted covariance on each date, long) and
-``specific_risk_<SPEC>``. Readers pin those versions, so a half-finished rebuild is never mixed
+``specific_risk_<SPEC>`` and ``factor_validation_<SPEC>`` (bias statistics etc., eigen
+adjustment on and off, computed at build time). The factor-returns part also carries each spec
+factor's per-date coverage (``coverage_<F>``); meta.json lists every spec factor's status
+(estimated or not, with the reason and its gaps). Readers pin those versions, so a half-finished rebuild is never mixed
 with a finished one. Asking for an unbuilt spec builds it first (auto-build).
 """
 
@@ -21,7 +24,7 @@ from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
 from riskstrata.factors import summary as S
-from riskstrata.factors.model import FactorInputs, FactorModelResult, fit_factor_model
+from riskstrata.factors.model import FactorInputs, FactorModelResult, Tick, factor_groups, fit_factor_model
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 
 Progress = Callable[[str], None]
@@ -29,26 +32,99 @@ SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the pa
 
 
 def model_names(spec: str) -> dict[str, str]:
-    return {part: f"{part}_{spec}" for part in ("factors", "factor_returns", "factor_cov", "specific_risk")}
+    return {part: f"{part}_{spec}" for part in ("factors", "factor_returns", "factor_cov", "specific_risk",
+                                                  "factor_validation")}
 
 
 def list_models(store: Store) -> pd.DataFrame:
-    """Packaged specs and whether each is built in the store (version, date range)."""
+    """Packaged specs and whether each is built in the store (version, date range).
+
+    ``factors`` is the spec's count; for a built model ``estimated`` is how many of them the
+    build estimated on at least one date, ``not_estimated`` lists the others with the reason
+    ("LEVERAGE: the fundamentals have no debt field (total_debt)") and ``coverage`` gives
+    every spec factor's share of the build's dates on which it was estimated.
+    """
     rows = []
     for name in sorted(packaged_specs()):
         spec = load_spec(name)
         version = store.current_version(model_names(name)["factors"])
         meta = store.model_meta(model_names(name)["factors"]) if version else {}
-        rows.append({"model": name, "factors": len(spec.factors), "description": spec.description,
+        status = meta.get("status") or []
+        rows.append({"model": name, "factors": len(spec.factors),
+                     "estimated": len(meta["factors"]) if version else None,
+                     "not_estimated": [f"{s['factor']}: {s['reason']}" for s in status if not s["estimated"]],
+                     "coverage": {s["factor"]: round(s["dates_estimated"] / s["dates"], 4) if s["dates"] else 0.0
+                                  for s in status},
+                     "description": spec.description,
                      "built": version is not None, "version": version, "start": meta.get("start"), "end": meta.get("end")})
     return pd.DataFrame(rows)
 
 
-def load_factor_inputs(store: Store, start: object | None = None, end: object | None = None) -> FactorInputs:
-    """Panels for the stocks in the store, keyed by security_id (T × N)."""
+# Fields read for Model B: rolled by the adjusted-close relative (levels with the long age limit:
+# the real snapshots skip 2018-02 … 2024-10 and a name without a cap leaves the model), rolled
+# ratios, and fields used as they are (growth, margins, leverage).
+ROLLED_LEVEL_FIELDS = ("market_cap", "price")
+ROLLED_RATIO_FIELDS = ("book_to_price", "earnings_yield", "dividend_yield")
+PLAIN_FIELDS = ("price_to_book", "book_value_per_share", "eps", "pe", "ebitda", "sales", "total_debt")
+
+
+@dataclass
+class PointInTimePanels:
+    """Model B's point-in-time panels (T × N) from fundamentals snapshots and adjusted closes.
+
+    market_cap: USD, the issuer's whole cap on each class; price: raw USD/share (price floors);
+    shares: share counts (turnover); fundamentals: the descriptors' inputs, ratios rolled.
+    """
+
+    market_cap: pd.DataFrame
+    price: pd.DataFrame
+    shares: pd.DataFrame
+    fundamentals: dict[str, pd.DataFrame]
+
+
+def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.DatetimeIndex, names: list,
+                         raw_close: pd.DataFrame | None = None) -> PointInTimePanels:
+    """Caps, raw prices and value ratios without look-ahead (docs/model_b.md, "Prices, caps and
+    share classes").
+
+    source: a store or a fundamentals frame (:func:`~riskstrata.data.fundamentals.fundamentals_panel`);
+    adj_close: (T', N) adjusted closes, columns ``names``, reaching back before ``dates`` to the
+    snapshots in force (used only as price relatives); raw_close: optional (T, N) raw closes.
+
+    Between snapshots: ``cap_t = cap_snap × adj_t / adj_snap``, ``price_t = price_snap × adj_t /
+    adj_snap``, and B/P, E/P, dividend yield ``= ratio_snap × adj_snap / adj_t`` (each snapshot's
+    own ratio). A snapshot counts from its availability date; before a name's first snapshot its
+    cap and price are NaN (the name is out of the model, never given an invented cap). Which input
+    wins: a user's raw close is the price for floors, and raw close × the snapshot share count
+    is the cap where both exist (:func:`~riskstrata.factors.descriptors.market_cap_panel`);
+    within a snapshot its market_cap wins over price × shares_outstanding.
+    """
     from riskstrata.data.fundamentals import fundamentals_panel
     from riskstrata.factors.descriptors import market_cap_panel
 
+    dates = pd.DatetimeIndex(dates)
+    adj = adj_close.reindex(columns=names)
+    long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
+    fund = {f: fundamentals_panel(source, f, dates, names, adj_close=adj, **long_age) for f in ROLLED_LEVEL_FIELDS}
+    fund.update({f: fundamentals_panel(source, f, dates, names, adj_close=adj) for f in ROLLED_RATIO_FIELDS})
+    fund.update({f: fundamentals_panel(source, f, dates, names) for f in PLAIN_FIELDS})
+    # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
+    shares = fundamentals_panel(source, "shares_outstanding", dates, names, **long_age)
+    raw = raw_close.reindex(index=dates, columns=names) if raw_close is not None else None
+    cap = market_cap_panel(raw, shares if raw is not None else None, fund["market_cap"])
+    price = fund["price"] if raw is None else raw.where(raw > 0, fund["price"])
+    return PointInTimePanels(cap, price, shares, fund)
+
+
+def load_factor_inputs(store: Store, start: object | None = None, end: object | None = None) -> FactorInputs:
+    """Panels for the stocks in the store, keyed by security_id (T × N).
+
+    Caps, raw prices and value ratios come from the fundamentals snapshots rolled by the
+    adjusted-close relative (:func:`point_in_time_panels`; the prices table holds adjusted
+    closes only, so the rolled snapshot price is the raw price); the issuer of each security
+    (security master ``issuer_id``, e.g. from ``riskstrata ingest issuers``) makes share classes
+    count once.
+    """
     master = SecurityMaster.from_store(store)
     records = master.records
     stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
@@ -59,40 +135,60 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     ids = list(returns.columns)
     prices = store.read_table("prices", columns=["security_id", "date", "adj_close", "volume"],
                               where=f"security_id IN ({', '.join('?' for _ in ids)})", params=ids)
-    price = prices.pivot(index="date", columns="security_id", values="adj_close").reindex(index=returns.index, columns=ids)
+    # The whole history of adjusted closes: a snapshot in force may predate ``start``.
+    adj = prices.pivot(index="date", columns="security_id", values="adj_close").reindex(columns=ids).sort_index()
     volume = prices.pivot(index="date", columns="security_id", values="volume").reindex(index=returns.index, columns=ids)
     if not volume.notna().any().any():
         volume = None
     if not store.has_table("fundamentals"):
         raise StoreError("no fundamentals in the store: run `riskstrata ingest fundamentals FILE` first")
-    fields = ("market_cap", "price", "price_to_book", "book_value_per_share", "eps", "pe", "dividend_yield",
-              "ebitda", "sales", "total_debt", "shares_outstanding")
-    fund = {f: fundamentals_panel(store, f, returns.index, ids) for f in fields if f != "shares_outstanding"}
-    # Share counts move slowly: carry the last known count across long gaps between snapshots
-    # (the real snapshots skip 2018-02 … 2024-10), so caps follow the daily price throughout.
-    shares = fundamentals_panel(store, "shares_outstanding", returns.index, ids, max_age_days=SHARES_MAX_AGE_DAYS)
-    cap = market_cap_panel(price, shares)
+    pit = point_in_time_panels(store, adj, returns.index, ids)
     sector = pd.Series(dtype=object)
     if store.has_table("classifications"):
         cls = store.read_table("classifications", columns=["security_id", "valid_from", "gics_sector"])
         cls = cls.dropna(subset=["gics_sector"]).sort_values("valid_from")
         sector = cls.groupby("security_id")["gics_sector"].last()
-    return FactorInputs(returns, cap, sector.reindex(ids), fund, volume, shares, price)
+    return FactorInputs(returns, pit.market_cap, sector.reindex(ids), pit.fundamentals, volume, pit.shares,
+                        pit.price, master.issuers(ids))
 
 
 def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: object | None = None,
-                       end: object | None = None, progress: Progress | None = None) -> dict:
-    """Fit a spec on the store's data and publish it (see the module docstring for the layout)."""
+                       end: object | None = None, progress: Progress | None = None,
+                       tick: Tick | None = None) -> dict:
+    """Fit a spec on the store's data, validate it and publish it (the module docstring has the
+    layout). progress(stage) as each stage starts; tick(stage, done, total) within stages."""
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     say = progress or (lambda _m: None)
+    count = tick or (lambda _s, _d, _t: None)
     say("loading panels")
     inputs = load_factor_inputs(store, start, end)
-    result = fit_factor_model(inputs, spec, progress=say)
+    result = fit_factor_model(inputs, spec, progress=say, tick=tick)
+    say("validation")
+    validation = validate_result(result, tick=lambda d, t: count("validation", d, t))
     say("writing")
-    return publish(store, result)
+    return publish(store, result, validation)
 
 
-def publish(store: Store, result: FactorModelResult) -> dict:
+def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Bias statistics, MRAD, QLIKE, stability, VIF of a fitted model, with the eigenfactor
+    adjustment on (the published forecast) and off (raw EWMA + Newey–West), stacked; column
+    ``covariance`` says which."""
+    from riskstrata.factors.validation import validation_report
+
+    frames = []
+    for i, (label, cov) in enumerate((("eigen on", result.covariance.adjusted), ("eigen off", result.covariance.raw))):
+        if tick is not None:
+            tick(i, 2)
+        report = validation_report(result.factor_returns, cov, result.regression.specific_returns,
+                                   result.specific_var, result.exposures, result.market_cap,
+                                   r2=result.regression.r2)
+        frames.append(report.table.assign(covariance=label))
+    if tick is not None:
+        tick(2, 2)
+    return pd.concat(frames, ignore_index=True)
+
+
+def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | None = None) -> dict:
     """Write a fitted model to the store: companions first, the exposures model last."""
     names = model_names(result.spec.name)
     master = SecurityMaster.from_store(store)
@@ -100,15 +196,23 @@ def publish(store: Store, result: FactorModelResult) -> dict:
     label = pd.Index(tickers.reindex(result.tickers).fillna(pd.Series(result.tickers, index=result.tickers)))
     reg = result.regression
     meta = {"spec": result.spec.name, "factors": result.factors, "start": str(result.dates[0].date()),
-            "end": str(result.dates[-1].date()), "notes": result.notes, "source": result.spec.source}
+            "end": str(result.dates[-1].date()), "notes": result.notes, "source": result.spec.source,
+            "spec_factors": result.spec.factors, "groups": factor_groups(result.spec),
+            "min_coverage": result.spec.min_coverage, "status": result.status}
     versions = {}
     fr = reg.factor_returns.rename_axis("date").reset_index()
     ts = reg.t_stats.add_prefix("t_").rename_axis("date").reset_index(drop=True)
     diag = pd.DataFrame({"r2": reg.r2, "n_names": reg.n_names, "condition_number": reg.condition_number,
                          "constraint_residual": reg.constraint_residual}).reset_index(drop=True)
+    cov_cols = (result.coverage if result.coverage is not None else pd.DataFrame(index=result.dates))
+    coverage = cov_cols.add_prefix("coverage_").reset_index(drop=True)
     with store.begin_version(names["factor_returns"]) as w:
-        w.write_part(pd.concat([fr, ts, diag], axis=1))
+        w.write_part(pd.concat([fr, ts, diag, coverage], axis=1))
         versions["factor_returns"] = w.commit(meta)
+    if validation is not None:
+        with store.begin_version(names["factor_validation"]) as w:
+            w.write_part(validation)
+            versions["factor_validation"] = w.commit(meta)
     T, K = len(result.dates), len(result.factors)
     cov = result.covariance.adjusted.reshape(T, K * K)
     cov_long = pd.DataFrame(cov, index=result.dates, columns=[f"{a}|{b}" for a in result.factors for b in result.factors])
@@ -131,7 +235,10 @@ def publish(store: Store, result: FactorModelResult) -> dict:
     with store.begin_version(names["factors"]) as w:
         w.write_part(exp_long)
         version = w.commit({**meta, "companions": versions})
-    return {"model": result.spec.name, "version": version, "factors": K, "dates": T, "names": N, "notes": result.notes}
+    return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
+            "dates": T, "names": N, "notes": result.notes,
+            "not_estimated": [f"{s['factor']}: {s['reason']}" for s in result.status if not s["estimated"]],
+            "status": result.status}
 
 
 @dataclass
@@ -169,8 +276,34 @@ def _factor_returns(store: Store, m: BuiltModel) -> pd.DataFrame:
 
 
 def summary(store: Store, spec: str = "US21", progress: Progress | None = None) -> pd.DataFrame:
-    """Per factor: CAGR, cumulative return, annualised vol, Sharpe, latest return, max drawdown."""
-    return S.factor_summary(factor_returns(store, spec, progress))
+    """Per spec factor: CAGR, cumulative return, annualised vol, Sharpe, latest return, max
+    drawdown, and its coverage (:func:`summary_table`)."""
+    m = ensure_built(store, spec, progress)
+    return summary_table(_factor_returns(store, m), m.meta)
+
+
+STATUS_COLUMNS = ["status", "dates_estimated", "dates", "coverage_last", "reason"]
+
+
+def summary_table(returns: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The factor summary of a built model, one row per *spec* factor, with its coverage.
+
+    Columns: those of :func:`riskstrata.factors.summary.factor_summary`, then ``status``
+    ("estimated" | "not estimated"), ``dates_estimated`` of ``dates``, ``coverage_last`` (the
+    share of the estimation universe's cap with fresh data behind the last date's return) and
+    ``reason`` (why not, or on which dates not; null when estimated on every date). A spec
+    factor the build did not estimate has n_days 0 and nulls for the performance figures.
+    """
+    table = S.factor_summary(returns)
+    status = {s["factor"]: s for s in meta.get("status") or []}
+    index = meta.get("spec_factors") or list(table.index)
+    table = table.reindex(index)
+    table["n_days"] = table["n_days"].fillna(0).astype(int)
+    for col in STATUS_COLUMNS:
+        table[col] = [(("estimated" if status[f]["estimated"] else "not estimated") if col == "status"
+                       else status[f].get(col)) if f in status else ("estimated" if col == "status" else None)
+                      for f in index]
+    return table
 
 
 def correlation(store: Store, spec: str = "US21", pair: tuple[str, str] | None = None,
@@ -251,7 +384,47 @@ def portfolio_factor_risk(store: Store, weights: pd.Series, date: object | None 
     m = ensure_built(store, spec) if latest is None else latest.model
     day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
     inputs = latest.risk if latest is not None and day >= latest.end else factor_risk_inputs(store, m, day)
-    return factor_risk(inputs, weights, m.meta["factors"], spec)
+    return factor_risk(inputs, weights, m.meta["factors"], spec, m.meta.get("groups"))
+
+
+def holdings_factor_risk(store: Store, holdings: object, date: object | None = None, spec: str = "US21",
+                         portfolio_value: float | None = None) -> dict:
+    """Factor risk of a holdings file or table (ticker or CUSIP; shares, market value or weight).
+
+    Lines are matched to the names the model holds on the date exactly as ``portfolio analyze``
+    matches them (:func:`riskstrata.portfolio.matching.match_holdings`): shares are valued at the
+    close, weights and values taken as given, a portfolio mixing dollar lines with weight-only
+    lines is refused, and every line left out is listed with its reason — none is dropped
+    silently. The result is :func:`factor_risk`'s plus ``analyzed`` ("X/Y holdings analyzed")
+    and ``excluded`` (line, ticker, reason).
+    """
+    from riskstrata.portfolio.holdings import Holdings, read_holdings
+    from riskstrata.portfolio.matching import match_holdings
+
+    holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
+    m = ensure_built(store, spec)
+    day = pd.Timestamp(date) if date is not None else pd.Timestamp(m.meta["end"])
+    inputs = factor_risk_inputs(store, m, day)
+    exp = inputs.exposures
+    closes = store.query("SELECT security_id, arg_max(adj_close, date) AS close FROM prices "
+                         "WHERE date <= ? AND adj_close IS NOT NULL GROUP BY security_id",
+                         [inputs.cov_date.to_pydatetime()]).set_index("security_id")["close"]
+    universe = pd.DataFrame({"ticker": exp.index, "security_id": exp["security_id"].to_numpy(),
+                             "first_date": pd.NaT, "last_date": pd.NaT,
+                             "close": exp["security_id"].map(closes).to_numpy(dtype=float)})
+    match = match_holdings(holdings, universe, inputs.cov_date, portfolio_value=portfolio_value)
+    if match.matched.empty:
+        raise DataValidationError(f"none of the holdings is in the factor model on {inputs.cov_date.date()}: "
+                                  f"{match.summary()}")
+    by_sid = pd.Series(exp.index, index=exp["security_id"].to_numpy())
+    weights = pd.Series(match.matched["weight"].to_numpy(dtype=float),
+                        index=by_sid.reindex(match.matched["security_id"]).to_numpy())
+    out = factor_risk(inputs, weights, m.meta["factors"], spec, m.meta.get("groups"))
+    out["analyzed"] = match.summary()
+    out["excluded"] = match.excluded[["line", "ticker", "reason"]].astype(object).where(
+        match.excluded[["line", "ticker", "reason"]].notna(), None).to_dict(orient="records")
+    out["notes"] = list(match.notes)
+    return out
 
 
 def factor_risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> FactorRiskInputs:
@@ -266,14 +439,29 @@ def factor_risk_inputs(store: Store, m: BuiltModel, day: pd.Timestamp) -> Factor
     return FactorRiskInputs(exp, F, cov_date, spec_var.set_index("ticker")["specific_var"])
 
 
-def factor_risk(inputs: FactorRiskInputs, weights: pd.Series, factors: list[str], spec: str) -> dict:
-    """The portfolio's factor risk from one date's inputs (pure: no store)."""
+def factor_risk(inputs: FactorRiskInputs, weights: pd.Series, factors: list[str], spec: str,
+                groups: dict[str, str] | None = None) -> dict:
+    """The portfolio's factor risk from one date's inputs (pure: no store).
+
+    weights: by ticker, any scale; they are taken relative to the gross of the names in the
+    model (w / Σ|w|), so a long/short book whose net is 0 has a defined risk per dollar of
+    gross. groups: factor → market | style | industry (the build's meta; by name, never by
+    position). Shares are Euler contributions to variance: market, styles, industries, specific.
+    """
     exp = inputs.exposures
-    w = weights.groupby(weights.index.str.upper()).sum()
+    w = pd.Series(weights, dtype=float)
+    bad = w.index[~np.isfinite(w.to_numpy())]
+    if len(bad):
+        raise DataValidationError(f"weights must be finite numbers; not for {', '.join(map(str, bad[:5]))}")
+    w = w.groupby(w.index.str.upper()).sum()
     unknown = sorted(set(w.index) - set(exp.index))
     w = w.reindex(exp.index).fillna(0.0)
-    if not w.abs().sum():
-        raise DataValidationError(f"no holdings are in the factor model on {inputs.cov_date.date()}: {unknown}")
+    gross = float(w.abs().sum())
+    if not gross > 0:
+        raise DataValidationError(f"no holdings with a non-zero weight are in the factor model on "
+                                  f"{inputs.cov_date.date()}" + (f" (not in it: {', '.join(unknown)})" if unknown else ""))
+    net = float(w.sum()) / gross
+    w = w / gross
     F = inputs.covariance
     s2 = inputs.specific_var.reindex(exp.index).fillna(0.0).to_numpy()
     no_forecast = [f for f, v in zip(factors, np.diag(F)) if not np.isfinite(v)]
@@ -283,11 +471,17 @@ def factor_risk(inputs: FactorRiskInputs, weights: pd.Series, factors: list[str]
     contrib = x * (F @ x)
     specific = float((w.to_numpy() ** 2 * s2).sum())
     total = float(contrib.sum() + specific)
-    n_styles = len(load_spec(spec).style_factors) if spec in packaged_specs() else 0
-    shares = {"market": contrib[0] / total, "styles": contrib[1:1 + n_styles].sum() / total,
-              "industries": contrib[1 + n_styles:].sum() / total, "specific": specific / total}
+    if groups is None:
+        groups = factor_groups(load_spec(spec), factors) if spec in packaged_specs() else {}
+    kind = np.array([groups.get(f, "style") for f in factors])
+    if not total > 0:
+        raise DataValidationError(f"the holdings have no forecast risk on {inputs.cov_date.date()} "
+                                  "(no exposures, covariance or specific variance for them)")
+    shares = {"market": contrib[kind == "market"].sum() / total, "styles": contrib[kind == "style"].sum() / total,
+              "industries": contrib[kind == "industry"].sum() / total, "specific": specific / total}
     return {"date": str(inputs.cov_date.date()), "vol_ann": float(np.sqrt(total * 252)),
             "shares": {k: float(v) for k, v in shares.items()}, "exposures": dict(zip(factors, map(float, x))),
+            "by_factor": dict(zip(factors, map(float, contrib / total))), "net": net, "weights": "relative to gross",
             "unknown": unknown, "factors_without_forecast": no_forecast}
 
 
@@ -301,22 +495,11 @@ def _exposures_on(store: Store, m: BuiltModel, day: pd.Timestamp) -> pd.DataFram
 
 
 def validate_model(store: Store, spec: str = "US21", progress: Progress | None = None) -> pd.DataFrame:
-    """Refit the spec on the store's data and report forecast quality with the eigenfactor
-    adjustment on (the published forecast) and off (raw EWMA + Newey–West), side by side.
-    The report is also written to table ``factor_validation_<SPEC>``."""
-    from riskstrata.factors.validation import validation_report
-
-    spec_obj = load_spec(spec)
-    say = progress or (lambda _m: None)
-    say("loading panels")
-    result = fit_factor_model(load_factor_inputs(store), spec_obj, progress=say)
-    say("validating")
-    frames = []
-    for label, cov in (("eigen on", result.covariance.adjusted), ("eigen off", result.covariance.raw)):
-        report = validation_report(result.factor_returns, cov, result.regression.specific_returns,
-                                   result.specific_var, result.exposures, result.market_cap,
-                                   r2=result.regression.r2)
-        frames.append(report.table.assign(covariance=label))
-    table = pd.concat(frames, ignore_index=True)
-    store.write_table(f"factor_validation_{spec_obj.name}", table)
-    return table
+    """Forecast quality of the stored build, with the eigenfactor adjustment on (the published
+    forecast) and off (raw EWMA + Newey–West), side by side — read from the build (computed
+    when it was built), not refitted. An unbuilt packaged spec is built first."""
+    m = ensure_built(store, spec, progress)
+    if "factor_validation" not in m.meta.get("companions", {}):
+        raise ModelNotBuilt(f"the stored build of {spec} predates stored validation: rebuild it "
+                            f"(`riskstrata factors build --model {spec}`)")
+    return m.read(store, "factor_validation")
