@@ -75,6 +75,7 @@ class CascadeBlock:
     tickers: list[str]
     values: dict[str, np.ndarray]
     codes: np.ndarray  # (T, n) int32 assignment code per date
+    cols: np.ndarray | None = None  # (n,) positions of ``tickers`` in the prepared inputs
 
 
 @dataclass
@@ -360,19 +361,26 @@ class CascadeEngine:
         codes = self.inputs.assignment.codes[:, cols]
         static = (codes == codes[:1]).all(axis=0)
         values: dict[str, np.ndarray] = {}
-        present = np.unique(codes)
-        if len(present) == 1:  # the usual block: one ETF pair for every stock on every date
-            values = self._solve_pair(int(present[0]), cols, check)
-            present = present[:0]
+        present = [int(c) for c in np.unique(codes)]
+        last = codes[-1]
+        if len(cols) and (last == last[0]).all():
+            # The usual block (see blocks()): every stock holds one pair on the last date, so that
+            # pair's estimates cover every column; they become the block's arrays as they are, and
+            # only reclassified stocks' earlier dates are overwritten below. Stocks that never
+            # moved hold that pair alone, so no column is scattered.
+            base = int(last[0])
+            values = self._solve_pair(base, cols, check)
+            present.remove(base)
         for code in present:
             users = np.flatnonzero((codes == code).any(axis=0))
-            est = self._solve_pair(int(code), cols[users], check)
+            est = self._solve_pair(code, cols[users], check)
             fixed, moving = users[static[users]], np.flatnonzero(~static[users])
             for key, arr in est.items():
                 target = values.get(key)
                 if target is None:  # every (date, stock) is covered by exactly one pair
                     target = values[key] = np.empty((self.T, len(cols)), dtype=arr.dtype)
-                target[:, fixed] = arr[:, static[users]]
+                if len(fixed):
+                    target[:, fixed] = arr[:, static[users]]
                 for j in moving:  # reclassified stocks: take each date from the pair held then
                     on = codes[:, users[j]] == code
                     if key in LAGGED_FIELDS:  # returns on day t follow the hedge held at t−1
@@ -384,7 +392,7 @@ class CascadeEngine:
         values.update(lstar(values, self.params.lstar_threshold))
         if check:
             check_result_identities(values, self.held_etf_returns(codes))
-        return CascadeBlock([str(t) for t in self.inputs.tickers[cols]], values, codes)
+        return CascadeBlock([str(t) for t in self.inputs.tickers[cols]], values, codes, cols)
 
     def held_etf_returns(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         """Raw returns of the ETFs each stock held the day before: {'m','s','u'} → (T, n)."""
@@ -470,6 +478,43 @@ def check_result_identities(values: dict[str, np.ndarray], etf_raw: dict[str, np
             raise IdentityViolation(f"L{level} replication identity r = −ΣHR·f + rr fails on {int(bad.sum())} stock-days")
 
 
+# Fields equal to another by construction (L1, L2 and L3 share the market leg, L2 and L3 the
+# sector leg: solve_cascade fills them from one array, and nulling and reclassification treat
+# them alike): a fitted result holds one array for each group.
+SAME_AS = {"l2_mkt_er": "l1_mkt_er", "l3_mkt_er": "l1_mkt_er", "l3_sec_er": "l2_sec_er"}
+
+
+def _assemble(engine: CascadeEngine, check: bool) -> dict[str, np.ndarray]:
+    """Every block's fields in one (T, N) array per field, aligned to the prepared tickers.
+
+    Each field is stored stock-major, as an (N, T) C-order array, and handed out as its
+    transpose, a (T, N) Fortran-order view: a block's stocks are then whole contiguous rows,
+    each written once. Writing a block's columns into a (T, N) C-order array instead touches
+    every cache line of the output once per block, which cost as much as the fit itself.
+    ``returns_gross`` is the prepared returns array itself, and fields in SAME_AS share one
+    array, so the result holds no second copy of anything. Arrays are read-only.
+    """
+    inputs = engine.inputs
+    T, N = len(inputs.dates), len(inputs.tickers)
+    storage: dict[str, np.ndarray] = {}
+    keys: list[str] = []
+    for block in engine.blocks(check=check):
+        if not keys:
+            keys = list(block.values)
+        for key, arr in block.values.items():
+            if key in SAME_AS or key == "returns_gross":
+                continue
+            dest = storage.get(key)
+            if dest is None:
+                dest = storage[key] = np.empty((N, T), dtype=arr.dtype)
+            dest[block.cols] = arr.T
+    views = {key: arr.T for key, arr in storage.items()}  # one view per array: aliases stay `is`-equal
+    values = {key: inputs.returns if key == "returns_gross" else views[SAME_AS.get(key, key)] for key in keys}
+    for arr in values.values():
+        arr.flags.writeable = False
+    return values
+
+
 def fit_cascade(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: pd.DataFrame | None = None, *,
                 market_etf: str = "SPY", window: int = 252, halflife: float | None = None,
                 min_obs: int | None = None, check: bool = True):
@@ -492,13 +537,7 @@ def fit_cascade(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: p
     params = CascadeParams(market_etf=market_etf, window=window, halflife=halflife, min_obs=min_obs)
     inputs = prepare_inputs(returns, etf_returns, assignments, params)
     engine = CascadeEngine(inputs, params)
-    T, N = len(inputs.dates), len(inputs.tickers)
-    values: dict[str, np.ndarray] = {}
-    for block in engine.blocks(check=check):
-        cols = inputs.tickers.get_indexer(block.tickers)
-        for key, arr in block.values.items():
-            target = values.setdefault(key, np.empty((T, N), dtype=arr.dtype))
-            target[:, cols] = arr
+    values = _assemble(engine, check)
     return CascadeResult(
         dates=inputs.dates, tickers=inputs.tickers, values=values, codes=inputs.assignment.codes,
         pairs=inputs.assignment.pairs, link_betas=engine.link_betas(),

@@ -59,7 +59,9 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
     }
     for f in WIRE_FIELDS + EXTRA_FIELDS:
         if f in values:
-            columns[f] = values[f][t_idx, n_idx]
+            # A boolean mask reads the same cells in the same (date-major) order as
+            # [t_idx, n_idx], about 4× faster than gathering by index pairs.
+            columns[f] = values[f][has_data]
     for name, pos, dropped in (("sector_etf", 0, Flag.SECTOR_FALLBACK | Flag.COLLINEAR_SECTOR),
                                ("subsector_etf", 1, Flag.SUBSECTOR_FALLBACK | Flag.COLLINEAR_SUBSECTOR)):
         labels = [p[pos] for p in pairs]

@@ -1,0 +1,88 @@
+"""fit_cascade's output assembly: every block lands in its stocks' columns, in the caller's order,
+fields equal by construction share one array, and nothing in the result can be written to."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrata.cascade import fit_cascade
+from riskstrata.cascade.fit import SAME_AS, CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.data.synthetic import synthetic_market
+
+
+@pytest.fixture(scope="module")
+def market():
+    """60 stocks in shuffled column order, 8 of them reclassified mid-sample, 4 unassigned."""
+    m = synthetic_market(n_stocks=60, n_days=420, seed=5)
+    cols = list(m.returns.columns)
+    np.random.default_rng(1).shuffle(cols)
+    returns = m.returns[cols]
+    static = m.assignments.reset_index().assign(valid_from=pd.NaT)
+    pairs = m.assignments.drop_duplicates().to_numpy()
+    own = {t: tuple(m.assignments.loc[t]) for t in cols}
+    moves = pd.DataFrame([{"ticker": t, "valid_from": returns.index[150 + 20 * k],
+                           "sector_etf": new[0], "subsector_etf": new[1]}
+                          for k, t in enumerate(cols[4:12])
+                          for new in [next(p for p in pairs[k:] if tuple(p) != own[t])]])
+    dated = pd.concat([static, moves], ignore_index=True)
+    dated = dated[~dated["ticker"].isin(cols[:4])]
+    return returns, m.etf_returns, dated[["ticker", "valid_from", "sector_etf", "subsector_etf"]]
+
+
+@pytest.fixture(scope="module")
+def fitted(market):
+    return fit_cascade(*market)
+
+
+def _engine(market) -> CascadeEngine:
+    params = CascadeParams()
+    return CascadeEngine(prepare_inputs(*market, params), params)
+
+
+def test_every_block_lands_in_its_stocks_columns(market, fitted):
+    returns = market[0]
+    assert list(fitted.tickers) == list(returns.columns)  # the caller's order, not the blocks'
+    engine = _engine(market)
+    seen = np.zeros(len(returns.columns), dtype=int)
+    moved = 0
+    for block in engine.blocks(check=True, workers=1):
+        assert list(fitted.tickers[block.cols]) == block.tickers
+        seen[block.cols] += 1
+        moved += int((~(block.codes == block.codes[:1]).all(axis=0)).sum())
+        for key, arr in block.values.items():
+            np.testing.assert_array_equal(fitted.values[key][:, block.cols], arr, err_msg=key)
+            np.testing.assert_array_equal(fitted[key].to_numpy()[:, block.cols], arr, err_msg=key)
+    assert (seen == 1).all() and moved == 8
+    np.testing.assert_array_equal(fitted.values["returns_gross"], returns.to_numpy())
+
+
+def test_fields_equal_by_construction_share_one_array(market, fitted):
+    for alias, source in SAME_AS.items():
+        assert fitted.values[alias] is fitted.values[source]
+    for block in _engine(market).blocks(check=False, workers=1):  # the engine's own arrays agree
+        for alias, source in SAME_AS.items():
+            np.testing.assert_array_equal(block.values[alias], block.values[source], err_msg=alias)
+
+
+def test_result_arrays_are_read_only(fitted):
+    for key, arr in fitted.values.items():
+        with pytest.raises(ValueError):
+            arr[0, 0] = 1
+    # Frames handed out are the caller's to change.
+    frame = fitted["l1_mkt_hr"]
+    frame.iloc[0, 0] = 1.0
+
+
+def test_a_block_of_mixed_pairs_matches_the_usual_blocks(market):
+    """_block on stocks of different last-date pairs (no shared base pair) gives the same numbers."""
+    engine = _engine(market)
+    usual = {key: np.empty((len(engine.inputs.dates), len(engine.inputs.tickers))) for key in ("l3_mkt_hr", "l2_rr",
+                                                                                                "flags")}
+    for block in engine.blocks(check=False, workers=1):
+        for key, arr in usual.items():
+            arr[:, block.cols] = block.values[key]
+    cols = np.arange(0, len(engine.inputs.tickers), 3)
+    assert len(np.unique(engine.inputs.assignment.codes[-1, cols])) > 1
+    mixed = engine._block(cols, check=True)
+    for key, arr in usual.items():
+        np.testing.assert_array_equal(mixed.values[key], arr[:, cols], err_msg=key)
