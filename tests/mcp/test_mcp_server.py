@@ -61,6 +61,19 @@ def names(store: Store) -> list[str]:
     return sorted(stocks)[:3]
 
 
+@pytest.fixture(scope="module")
+def expected(store: Store, names: list[str]) -> dict[str, Any]:
+    """The services' answers to the conversation's questions, computed once in this process."""
+    book = pd.DataFrame(_holdings(names))
+    return {"analyze": portfolio.analyze_portfolio(store, book),
+            "hedge": portfolio.hedge_portfolio(store, book, "L3", 2_000_000),
+            "scale": portfolio.scale_portfolio(store, book, "market", 0.5),
+            "summary": factors.summary(store, "US21"),
+            "exposures": factors.stock_exposures(store, names[0], None, "US21"),
+            "factor_risk": factors.portfolio_factor_risk(store, pd.Series([0.5, 0.3, 0.15], index=names), None,
+                                                         "US21")}
+
+
 def _holdings(names: list[str]) -> list[dict[str, Any]]:
     return [{"ticker": names[0], "weight": 0.5}, {"ticker": names[1], "weight": 0.3},
             {"ticker": names[2], "weight": 0.15}, {"ticker": SECRET, "weight": 0.05}]
@@ -254,35 +267,32 @@ def test_a_position_hedge_is_the_names_hedge_ratios_times_the_dollars(answers, s
         assert t["side"] == ("long" if legs[t["etf"]] < 0 else "short")
 
 
-def test_portfolio_tools_equal_the_services(answers, store, names):
-    book = pd.DataFrame(_holdings(names))
-    a = portfolio.analyze_portfolio(store, book)
+def test_portfolio_tools_equal_the_services(answers, expected):
+    a = expected["analyze"]
     body = data(answers["analyze"])
     assert body["holdings_analyzed"] == a.match.summary() and body["analyzed"] == 3 and body["total"] == 4
     assert [e["ticker"] for e in body["excluded"]] == [SECRET]
     assert body["risk_index"] == pytest.approx(a.risk.risk_index, rel=1e-12)
     assert sum(body["decomposition"].values()) == pytest.approx(1.0, abs=1e-10)
     assert body["hedge_ratios"]["L3"] == pytest.approx(a.hedge_ratios["L3"][a.hedge_ratios["L3"] != 0].to_dict())
-    h = portfolio.hedge_portfolio(store, book, "L3", 2_000_000)
+    h = expected["hedge"]
     hedged = data(answers["hedge_portfolio"])
     assert hedged["description"] == h.description
     assert hedged["risk_index_after"] == pytest.approx(h.after.risk_index, rel=1e-12)
     assert abs(hedged["market_beta_after"]) < 1e-9
     scaled = data(answers["scale"])
     assert scaled["exposure_after"] == pytest.approx(0.5 * scaled["exposure_before"], rel=1e-9)
-    s = portfolio.scale_portfolio(store, book, "market", 0.5)
+    s = expected["scale"]
     assert scaled["trade"][0]["notional_usd"] == pytest.approx(float(s.trade["notional_usd"].iloc[0]), rel=1e-12)
 
 
-def test_factor_tools_equal_the_services(answers, store, names):
-    table = factors.summary(store, "US21")
+def test_factor_tools_equal_the_services(answers, expected):
+    table = expected["summary"]
     got = {r["factor"]: r for r in data(answers["factor_summary"])["factors"]}
     assert list(got) == list(table.index)
     assert got["SIZE"]["ann_vol"] == pytest.approx(float(table.loc["SIZE", "ann_vol"]), rel=1e-12)
-    exposures = factors.stock_exposures(store, names[0], None, "US21")
-    assert data(answers["exposures"])["exposures"] == pytest.approx(exposures.to_dict(), rel=1e-12)
-    weights = pd.Series([0.5, 0.3, 0.15], index=names)
-    risk = factors.portfolio_factor_risk(store, weights, None, "US21")
+    assert data(answers["exposures"])["exposures"] == pytest.approx(expected["exposures"].to_dict(), rel=1e-12)
+    risk = expected["factor_risk"]
     body = data(answers["factor_risk"])
     assert body["vol_ann"] == pytest.approx(risk["vol_ann"], rel=1e-12)
     assert sum(body["shares"].values()) == pytest.approx(1.0, abs=1e-10)
@@ -332,8 +342,15 @@ def test_transcript_of_a_conversation(stdio, store, names):
     versions = {store.current_version(cascade.MODEL): "<cascade version>",
                 store.current_version(factors.model_names("US21")["factors"]): "<US21 version>"}
 
+    def rounded(value: Any) -> Any:  # for reading: 4 decimals for ratios and shares, cents for dollars
+        if isinstance(value, float):
+            return round(value, 2 if abs(value) >= 100 else 4)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return [rounded(v) for v in value] if isinstance(value, list) else value
+
     def show(value: Any) -> str:
-        text = json.dumps(value, indent=2)
+        text = json.dumps(rounded(value), indent=2)
         for version, label in versions.items():
             text = text.replace(version, label)
         return text
@@ -358,7 +375,8 @@ def test_transcript_of_a_conversation(stdio, store, names):
     lines = ["# An MCP conversation with riskstrata", "",
              "Written by `tests/mcp/test_mcp_server.py` from a real `riskstrata mcp` process (stdio, the "
              "official MCP client) over the test's seeded synthetic store (40 stocks, two years); version "
-             "stamps are redacted and long answers trimmed to the keys shown. An agent reads the tool "
+             "stamps are redacted, numbers rounded for reading and long answers trimmed to the keys shown. An "
+             "agent reads the tool "
              "descriptions, calls the tools with typed arguments and gets JSON back; an error comes back as a "
              "tool error with the CLI's message.", "",
              f"Tools listed: {', '.join(t.name for t in stdio['tools'])}.", ""]
