@@ -34,7 +34,8 @@ from riskstrata.mcp import http as mcp_http
 log = logging.getLogger("riskstrata.api")
 
 # Modules whose ``router`` is served under /api, each route behind require_key unless public.
-ROUTERS = ("riskstrata.api.wire", "riskstrata.api.ours")
+ROUTERS = ("riskstrata.api.wire", "riskstrata.api.wire_reports", "riskstrata.api.wire_correlation",
+           "riskstrata.api.wire_unserved", "riskstrata.api.ours")
 
 DESCRIPTION = """\
 Risk models over your own store: the ETF cascade (Model A, wire-compatible with the

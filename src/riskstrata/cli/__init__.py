@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from riskstrata.cli import mcp, model, serve, store
+from riskstrata.cli import mcp, model, report, serve, store
 from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
@@ -29,6 +29,7 @@ app.add_typer(store.store_app, name="store")
 model.register(app)
 serve.register(app)
 mcp.register(app)
+report.register(app)
 
 
 def main() -> None:

@@ -267,19 +267,24 @@ def fund_over_time(store: Store, dated: dict[object, Holdings | object], end: ob
         rows.append({"date": day, "risk_index": a.risk.risk_index, **a.risk.by_role.to_dict(),
                      "analyzed": a.match.summary()})
         stop = dates[i + 1] if i + 1 < len(dates) else last
-        ids = a.inputs.positions["security_id"].to_numpy()
-        where = f"security_id IN ({', '.join('?' for _ in ids)}) AND date > ? AND date <= ?"
-        h = store.read_model(MODEL, columns=["date", "security_id", "returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"],
-                             where=where, params=[*ids, day.to_pydatetime(), stop.to_pydatetime()])
-        w = pd.Series(a.inputs.weights.to_numpy(), index=ids)
-        h["w"] = h["security_id"].map(w)
-        fields = ["returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"]
-        pieces.append(h[fields].mul(h["w"], axis=0).groupby(h["date"]).sum(min_count=1))
+        pieces.append(frozen_daily(store, a.inputs, day, stop))
     daily = pd.concat(pieces).sort_index()
     if daily.empty:
         raise InsufficientHistory("no model days after the first holdings date")
     bridge = geometric_attribution(daily["returns_gross"], daily["l1_cfr"], daily["l2_cfr"], daily["l3_cfr"])
     return FundHistory(pd.DataFrame(rows).set_index("date"), bridge, daily.rename(columns={"returns_gross": "gross"}))
+
+
+def frozen_daily(store: Store, inp: RiskInputs, after: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+    """Daily returns of the matched book with its weights frozen, for dates in (after, until]:
+    columns returns_gross, l1_cfr, l2_cfr, l3_cfr (Σ_i w_i·x_i, decimal; a day no name has is NaN)."""
+    ids = inp.positions["security_id"].to_numpy()
+    where = f"security_id IN ({', '.join('?' for _ in ids)}) AND date > ? AND date <= ?"
+    h = store.read_model(MODEL, columns=["date", "security_id", "returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"],
+                         where=where, params=[*ids, after.to_pydatetime(), until.to_pydatetime()])
+    h["w"] = h["security_id"].map(pd.Series(inp.weights.to_numpy(), index=ids))
+    fields = ["returns_gross", "l1_cfr", "l2_cfr", "l3_cfr"]
+    return h[fields].mul(h["w"], axis=0).groupby(h["date"]).sum(min_count=1)
 
 
 @dataclass
@@ -329,3 +334,62 @@ def _stored_etfs(store: Store) -> set[str]:
     """Tickers the security master records as ETFs."""
     records = SecurityMaster.from_store(store).records
     return set(records.loc[records["asset_type"] == "etf", "ticker"])
+
+
+def book_exposure_report(store: Store, holdings: Holdings | object, as_of: object | None = None) -> dict:
+    """A signed dollar book (``POST /api/portfolio/exposure``): beta-dollars, the hedge trades at
+    L1 / L2 / L3 / L* in dollars, and its risk in dollars — systematic from the raw-ETF exposures and
+    the ETF covariance (x'Σx), residual Σ v_i²·σ²_ε,i (names uncorrelated beyond the ETFs) — with
+    the coverage of the input and warnings. Positions are signed market values in USD (short < 0);
+    nothing is normalised away: a book whose net is ~0 is measured on its gross.
+    """
+    a = analyze_portfolio(store, holdings, as_of)
+    book, risk, match = a.book, a.risk, a.match
+    scale2 = book.gross ** 2                   # variance per $1 of gross → USD²
+    days = 252
+    layer = {r: float(risk.by_role[r] * risk.variance * scale2) for r in ("market", "sector", "subsector")}
+    systematic = sum(layer.values())
+    residual = float(risk.by_role["residual"] * risk.variance * scale2)
+    total = float(risk.variance * scale2)
+
+    def vol(var: float) -> dict:
+        daily = float(np.sqrt(max(var, 0.0)))
+        return {"daily_variance_usd2": var, "daily_vol_usd": daily, "annual_vol_usd": daily * np.sqrt(days)}
+
+    input_gross = book.gross + match.excluded_value
+    hedges = {}
+    for lvl in HEDGE_LEVELS:
+        trades = trade_list(a.hedge_ratios[lvl], book.gross)
+        hedges[lvl] = {"trades_usd": {r.etf: (-1.0 if r.side == "short" else 1.0) * float(r.notional_usd)
+                                      for r in trades.itertuples()},
+                       "description": describe_trades(trades)}
+    by_name = (a.inputs.values * -a.inputs.positions["l1_mkt_hr"].astype(float).fillna(0.0))
+    warnings = [f"line {r.line} ({r.ticker if isinstance(r.ticker, str) else r.cusip}): {r.reason}"
+                for r in match.excluded.itertuples()]
+    missing = int(match.excluded["value"].isna().sum())
+    if missing:
+        warnings.append(f"{missing} excluded lines have no known value and are not in the coverage")
+    return {
+        "as_of": str(match.as_of.date()),
+        "exposure": {"long_usd": book.long, "short_usd": book.short, "gross_usd": book.gross, "net_usd": book.net,
+                     "net_over_gross": book.net / book.gross if book.gross > 0 else None},
+        "beta": {"beta_dollars": book.beta_dollars, "beta_over_gross": book.beta,
+                 "by_position_usd": {str(k): float(v) for k, v in by_name.items()},
+                 "note": "Σ value_i·β_i with β_i the cascade's L1 market beta (−l1_mkt_hr)"},
+        "hedges": hedges,
+        "risk": {"systematic": {**vol(systematic), "by_layer_usd2": layer,
+                                "exposure_usd": {str(k): float(v) * book.gross for k, v in risk.exposures.items()
+                                                 if v != 0},
+                                "method": "x'Σx: raw-ETF dollar exposures (−L3 hedge ratios) × the ETF covariance"},
+                 "residual": {**vol(residual), "method": "Σ v_i²·l3_res_er_i·stock_var_i (diagonal)"},
+                 "total": {**vol(total), "systematic_share": systematic / total if total > 0 else None,
+                           "residual_share": residual / total if total > 0 else None},
+                 "risk_index": float(risk.risk_index), "share_note": NEGATIVE_SHARE_NOTE},
+        "coverage": {"input_gross_usd": input_gross, "modelled_gross_usd": book.gross,
+                     "coverage": book.gross / input_gross if input_gross > 0 else None,
+                     "holdings_analyzed": match.summary(), "names": len(match.matched),
+                     "excluded": [{"line": int(r.line), "ticker": r.ticker if isinstance(r.ticker, str) else None,
+                                   "reason": r.reason} for r in match.excluded.itertuples()]},
+        "warnings": warnings,
+        "notes": a.notes,
+    }
