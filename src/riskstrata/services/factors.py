@@ -51,7 +51,8 @@ def list_models(store: Store) -> pd.DataFrame:
         meta = store.model_meta(model_names(name)["factors"]) if version else {}
         status = meta.get("status") or []
         rows.append({"model": name, "factors": len(spec.factors),
-                     "estimated": len(meta["factors"]) if version else None,
+                     "estimated": (sum(s["estimated"] for s in status) if status else len(meta["factors"]))
+                     if version else None,
                      "not_estimated": [f"{s['factor']}: {s['reason']}" for s in status if not s["estimated"]],
                      "coverage": {s["factor"]: round(s["dates_estimated"] / s["dates"], 4) if s["dates"] else 0.0
                                   for s in status},
@@ -156,9 +157,11 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
                        end: object | None = None, progress: Progress | None = None,
                        tick: Tick | None = None) -> dict:
     """Fit a spec on the store's data, validate it and publish it (the module docstring has the
-    layout). progress(stage) as each stage starts; tick(stage, done, total) within stages."""
+    layout). progress(stage) as each stage starts; tick(stage, done, total) within stages —
+    by default ``progress.tick`` when the progress object has one (so auto-builds show counts)."""
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     say = progress or (lambda _m: None)
+    tick = tick or getattr(progress, "tick", None)
     count = tick or (lambda _s, _d, _t: None)
     say("loading panels")
     inputs = load_factor_inputs(store, start, end)
