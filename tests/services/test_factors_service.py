@@ -31,6 +31,22 @@ def test_models_lists_specs_and_summary_auto_builds(store):
     assert stages and svc.list_models(store).set_index("model").loc["US21", "built"]
     assert {"cagr", "ann_vol", "sharpe", "max_drawdown"} <= set(summary.columns)
     assert "MARKET" in summary.index and "VALUE" in summary.index
+    # The synthetic market carries debt and volume: every style is estimated. In a market of
+    # 120 names an industry can be too thin ever to be estimated: it is listed, with the reason.
+    models = svc.list_models(store).set_index("model")
+    missing = models.loc["US21", "not_estimated"]
+    assert models.loc["US21", "factors"] == 21 and models.loc["US21", "estimated"] == 21 - len(missing)
+    assert all("names in the industry" in m for m in missing) and len(models.loc["US21", "coverage"]) == 21
+    spec = svc.load_spec("US21")
+    assert list(summary.index) == spec.factors and (summary.loc[spec.style_factors, "status"] == "estimated").all()
+    # GROWTH needs a year-old report: its first year is a visible gap, with coverage stored per date.
+    growth = summary.loc["GROWTH"]
+    assert growth["dates_estimated"] < growth["dates"] and "not estimated on" in growth["reason"]
+    assert 0 < models.loc["US21", "coverage"]["GROWTH"] < 1 and models.loc["US21", "coverage"]["SIZE"] == 1
+    fr = store.read_model("factor_returns_US21")
+    assert {f"coverage_{f}" for f in svc.load_spec("US21").factors} <= set(fr.columns)
+    low = fr["coverage_GROWTH"] < 0.5
+    assert low.any() and fr.loc[low, "GROWTH"].isna().all()
 
 
 def test_exposures_correlation_and_portfolio_risk(store):
@@ -62,11 +78,62 @@ def test_cli_factors_commands(store):
     assert proc.returncode != 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_validate_reports_bias_statistics_with_eigen_on_and_off(store):
+def test_validate_reads_the_stored_build_instead_of_refitting(store, monkeypatch):
+    def no_refit(*_a, **_k):
+        raise AssertionError("validate must read the stored build, not refit the model")
+
+    monkeypatch.setattr(svc, "fit_factor_model", no_refit)
+    monkeypatch.setattr(svc, "load_factor_inputs", no_refit)
     table = svc.validate_model(store, "US21")
     assert set(table["covariance"]) == {"eigen on", "eigen off"}
     assert {"bias", "band_lo", "band_hi"} <= set(table.columns)
-    assert store.has_table("factor_validation_US21")
+    factors = table[(table["group"] == "factor") & (table["covariance"] == "eigen on")]
+    assert list(factors["name"]) == svc.ensure_built(store).meta["factors"]
+    proc = run("factors", "validate", "--json", store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == len(table)
+
+
+def _tech_names(store, n=6):
+    exp = svc.factor_risk_inputs(store, svc.ensure_built(store), pd.Timestamp(svc.ensure_built(store).meta["end"]))
+    return exp, list(exp.exposures.index[exp.exposures["TECHNOLOGY"] == 1][:n])
+
+
+def test_industry_share_of_a_pure_tech_book_equals_the_explicit_x_f_x(store):
+    inputs, names = _tech_names(store)
+    factors = svc.ensure_built(store).meta["factors"]
+    r = svc.portfolio_factor_risk(store, pd.Series(1.0, index=names))
+    w = np.full(len(names), 1 / len(names))
+    X = inputs.exposures.loc[names, factors].fillna(0.0).to_numpy()
+    F = np.nan_to_num(inputs.covariance)
+    x = X.T @ w
+    s2 = inputs.specific_var.reindex(names).to_numpy()
+    total = x @ F @ x + (w**2 * s2).sum()
+    ind = [k for k, f in enumerate(factors) if f in svc.load_spec("US21").industry_factors]
+    assert r["shares"]["industries"] > 0.01
+    assert r["shares"]["industries"] == pytest.approx((x[ind] * (F @ x)[ind]).sum() / total, rel=1e-9)
+    assert r["vol_ann"] == pytest.approx(np.sqrt(252 * total), rel=1e-12)
+
+
+def test_factors_risk_refuses_mixed_quantities_and_answers_a_net_zero_book(store, tmp_path):
+    _, names = _tech_names(store, 4)
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(f"ticker,shares,weight\n{names[0]},100,\n{names[1]},,0.5\n")
+    proc = run("factors", "risk", str(mixed), store=store.root)
+    assert proc.returncode != 0 and "mixed quantities" in proc.stderr and "Traceback" not in proc.stderr
+    shares = tmp_path / "shares.csv"
+    shares.write_text(f"ticker,shares\n{names[0]},100\n{names[1]},50\nNOSUCH,10\n")
+    proc = run("factors", "risk", str(shares), "--json", store=store.root)
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["analyzed"].startswith("2/3") and body["excluded"][0]["reason"] == "unknown symbol"
+    neutral = tmp_path / "neutral.csv"
+    neutral.write_text(f"ticker,weight\n{names[0]},0.5\n{names[1]},0.5\n{names[2]},-0.5\n{names[3]},-0.5\n")
+    proc = run("factors", "risk", str(neutral), "--json", store=store.root)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["net"] == pytest.approx(0.0, abs=1e-12) and body["vol_ann"] > 0
+    assert sum(body["shares"].values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_portfolio_analysis_adds_the_factor_group_decomposition_once_built(store):
@@ -78,3 +145,6 @@ def test_portfolio_analysis_adds_the_factor_group_decomposition_once_built(store
     a = analyze_portfolio(store, {n: 0.2 for n in names})
     assert a.factor_risk is not None
     assert sum(a.factor_risk["shares"].values()) == pytest.approx(1.0, abs=1e-9)
+    _, tech = _tech_names(store, 5)
+    a = analyze_portfolio(store, {n: 0.2 for n in tech})
+    assert a.factor_risk["shares"]["industries"] > 0.01

@@ -8,17 +8,56 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from riskstrata.cli.common import JsonOpt, StoreOpt, fmt, open_store, out, parse_date, print_json, progress_bar
+from riskstrata.cli.common import JsonOpt, StoreOpt, fmt, open_store, out, parse_date, print_json
 
 factors_app = typer.Typer(no_args_is_help=True, help="Model B: the fundamental factor model (market, styles, industries).")
 ModelOpt = Annotated[str, typer.Option("--model", help="Spec name (US21, US_CORE) or a .toml path.")]
 
 
+class _StageBar:
+    """A build's progress on stderr: one line per stage with its count, elapsed time and ETA.
+
+    Called with a stage name as it starts; its ``tick(stage, done, total)`` moves the count
+    (the service passes it down to the build, see ``build_factor_model``).
+    """
+
+    def __init__(self, bar) -> None:
+        self.bar, self.task, self.stage = bar, None, None
+
+    def __call__(self, stage: str) -> None:
+        if self.task is not None:  # the previous stage is done: show it full
+            total = self.bar.tasks[-1].total or 1
+            self.bar.update(self.task, total=total, completed=total)
+        self.stage, self.task = stage, self.bar.add_task(f"factor model: {stage}", total=None)
+
+    def tick(self, stage: str, done: int, total: int) -> None:
+        if stage == self.stage and self.task is not None:
+            self.bar.update(self.task, completed=done, total=total)
+
+
 def _with_progress(fn, *args, **kwargs):
-    """Run a service call that may auto-build, showing its stages."""
-    with progress_bar() as bar:
-        task = bar.add_task("factor model", total=None)
-        return fn(*args, **kwargs, progress=lambda stage: bar.update(task, description=f"factor model: {stage}"))
+    """Run a service call that may auto-build, showing each stage's count and ETA."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from riskstrata.cli.common import err
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        return fn(*args, **kwargs, progress=_StageBar(bar))
+
+
+def _status_lines(status: list[dict], n_spec: int) -> list[str]:
+    """'19 of 21 spec factors estimated' and one line per factor not estimated on some dates."""
+    lines = [f"{sum(s['estimated'] for s in status)} of {n_spec} spec factors estimated"]
+    for s in status:
+        if s["reason"]:
+            tag = "not estimated" if not s["estimated"] else f"estimated on {s['dates_estimated']} of {s['dates']} dates"
+            why = s["reason"] if not s["estimated"] else "; ".join(
+                f"{g['first']} … {g['last']}" for g in s["gaps"][:4]) + (" …" if len(s["gaps"]) > 4 else "")
+            lines.append(f"  {s['factor']}: {tag} — {why}")
+    return lines
 
 
 @factors_app.command("models")
@@ -31,11 +70,19 @@ def models(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         print_json(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
         return
     table = Table()
-    for col in frame.columns:
+    shown = ["model", "factors", "estimated", "description", "built", "version", "start", "end"]
+    for col in shown:
         table.add_column(col)
     for row in frame.itertuples(index=False):
-        table.add_row(*(fmt(v) for v in row))
+        table.add_row(*(fmt(getattr(row, c)) if c != "estimated" or row.built else "-" for c in shown))
     out.print(table)
+    for row in frame.itertuples(index=False):
+        for line in row.not_estimated:
+            out.print(f"{row.model}: not estimated: {line}", highlight=False)
+        partial = {f: c for f, c in row.coverage.items() if 0 < c < 1}
+        if partial:
+            out.print(f"{row.model}: estimated on part of the dates: "
+                      + ", ".join(f"{f} {100 * c:.0f}%" for f, c in partial.items()), highlight=False)
 
 
 @factors_app.command("build")
@@ -49,8 +96,8 @@ def build(store: StoreOpt = None, model: ModelOpt = "US21",
     if as_json:
         print_json(info)
         return
-    out.print(f"published {info['model']} version {info['version']}: {info['factors']} factors, {info['names']} names, "
-              f"{info['dates']} dates", highlight=False)
+    out.print(f"published {info['model']} version {info['version']}: {info['factors']} of {info['spec_factors']} "
+              f"spec factors estimated, {info['names']} names, {info['dates']} dates", highlight=False)
     for note in info["notes"]:
         out.print(f"note: {note}", highlight=False)
 
@@ -64,15 +111,25 @@ def summary(store: StoreOpt = None, model: ModelOpt = "US21", as_json: JsonOpt =
 
     frame = _with_progress(get_summary, open_store(store), model)
     if as_json:
-        print_json(frame.reset_index().astype(object).where(frame.reset_index().notna(), None).to_dict(orient="records"))
+        flat = frame.rename_axis("factor").reset_index()
+        print_json(flat.astype(object).where(flat.notna(), None).to_dict(orient="records"))
         return
     table = Table(title=f"{model} factor summary")
     table.add_column("factor")
-    for col in frame.columns:
+    numbers = [c for c in frame.columns if c not in ("status", "dates_estimated", "dates", "coverage_last", "reason")]
+    for col in [*numbers, "estimated", "coverage"]:
         table.add_column(col, justify="right")
     for name, row in frame.iterrows():
-        table.add_row(str(name), *(fmt(v if not isinstance(v, pd.Timestamp) else str(v.date())) for v in row))
+        est = "no" if row["status"] == "not estimated" else f"{row['dates_estimated']}/{row['dates']}"
+        covered = "-" if pd.isna(row["coverage_last"]) else f"{100 * row['coverage_last']:.0f}%"
+        table.add_row(str(name), *(fmt(row[c] if not isinstance(row[c], pd.Timestamp) else str(row[c].date()))
+                                   for c in numbers), est, covered)
     out.print(table)
+    out.print("coverage: the share of the estimation universe's cap with fresh, non-imputed data behind the last "
+              "return", highlight=False)
+    for name, row in frame.iterrows():
+        if row["reason"]:
+            out.print(f"{name}: {row['reason']}", highlight=False)
 
 
 @factors_app.command("correlation")
@@ -124,31 +181,28 @@ def exposures(ticker: str, store: StoreOpt = None, model: ModelOpt = "US21",
 @factors_app.command("risk")
 def risk(holdings: Path, store: StoreOpt = None, model: ModelOpt = "US21",
          date: Annotated[Optional[str], typer.Option()] = None, as_json: JsonOpt = False) -> None:
-    """Portfolio risk from the factor model: X'FX + specific, shares by factor group."""
-    import pandas as pd
+    """Portfolio risk from the factor model: X'FX + specific, shares by factor group.
 
-    from riskstrata.portfolio.holdings import read_holdings
-    from riskstrata.services.factors import portfolio_factor_risk
+    Lines are matched as `portfolio analyze` matches them (shares, market values or weights;
+    mixed dollar and weight-only lines are refused); weights are relative to gross."""
+    from riskstrata.services.factors import holdings_factor_risk
 
-    lines = read_holdings(holdings).lines
-    lines = lines[lines["kind"] == "security"]
-    qty = lines["weight"].where(lines["weight"].notna(), lines["market_value"])
-    weights = pd.Series(qty.to_numpy(dtype=float), index=lines["ticker"].fillna("?").to_numpy())
-    weights = weights[weights.notna()]
-    weights = weights / weights.sum()
-    r = portfolio_factor_risk(open_store(store), weights, parse_date(date), model)
+    r = holdings_factor_risk(open_store(store), holdings, parse_date(date), model)
     if as_json:
         print_json(r)
         return
-    out.print(f"{model} on {r['date']}: annualised vol {100 * r['vol_ann']:.1f}%; "
-              + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["shares"].items()), highlight=False)
-    if r["unknown"]:
-        out.print(f"note: not in the model: {', '.join(r['unknown'])}", highlight=False)
+    out.print(f"{model} on {r['date']}: {r['analyzed']}", highlight=False)
+    out.print(f"annualised vol {100 * r['vol_ann']:.1f}% per $ of gross (net {100 * r['net']:.0f}%); "
+              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["shares"].items()), highlight=False)
+    for line in r["excluded"]:
+        out.print(f"excluded: line {line['line']} {line['ticker'] or ''}: {line['reason']}", highlight=False)
+    for note in r["notes"]:
+        out.print(f"note: {note}", highlight=False)
 
 
 @factors_app.command("validate")
 def validate(store: StoreOpt = None, model: ModelOpt = "US21", as_json: JsonOpt = False) -> None:
-    """Bias statistics, MRAD, QLIKE, stability, VIF, R² — eigen adjustment on and off."""
+    """Bias statistics, MRAD, QLIKE, stability, VIF — eigen adjustment on and off (from the stored build)."""
     from riskstrata.services.factors import validate_model
 
     report = _with_progress(validate_model, open_store(store), model)

@@ -322,7 +322,8 @@ def factor_status(spec: ModelSpec, factors: list[str], coverage: pd.DataFrame, e
             entry["gaps"].append({"first": str(dates[a].date()), "last": str(dates[b].date()),
                                   "dates": int(b - a + 1), "why": detail})
         if f in factors and gaps:
-            entry["reason"] = f"not estimated on {int((regression_dates & ~est).sum())} of {entry['dates']} dates"
+            entry["reason"] = (f"not estimated on {int((regression_dates & ~est).sum())} of {entry['dates']} dates"
+                               if est.any() else why)
         out.append(entry)
     return out
 
