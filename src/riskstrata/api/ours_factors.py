@@ -33,7 +33,7 @@ router = APIRouter(tags=["factors (Model B)"])
 
 # The stages build_factor_model reports, in order: progress = share of them reached.
 BUILD_STAGES = ("loading panels", "descriptors", "exposures", "regression", "specific risk",
-                "factor covariance", "writing")
+                "factor covariance", "validation", "writing")
 RETRY_AFTER_S = "2"
 
 _PENDING = {202: {"description": "The model is not built: its build was started (or is running); poll the job."},
@@ -107,8 +107,10 @@ def _auto_build(state: AppState, jobs: JobRegistry, model: str) -> JSONResponse 
 
 @router.get("/factors/models", summary="Model specs and their build status")
 def list_models(state: State, jobs: Jobs) -> JSONResponse:
-    """Every packaged spec: number of factors, whether it is built (version, date range), and the
-    latest build job this worker knows of."""
+    """Every packaged spec: its number of factors, whether it is built (version, date range), how many
+    of its factors the build estimated (``estimated``), each one it did not with the reason
+    (``not_estimated``), each factor's share of dates estimated (``coverage``), and the latest
+    build job this worker knows of."""
     rows = records(svc.list_models(state.store))
     for row in rows:
         job = jobs.latest(row["model"])
@@ -155,11 +157,14 @@ def _factors_filter(returns: pd.DataFrame, factors: str | None) -> pd.DataFrame:
 
 @router.get("/factors/{model}/summary", summary="Factor performance table", responses=_PENDING)
 def summary(model: ModelName, state: State, jobs: Jobs) -> JSONResponse:
-    """Per factor: cagr, cumulative_return, ann_vol, sharpe, latest_return, latest_date, max_drawdown,
-    n_days (decimals, not percent)."""
+    """Per spec factor: cagr, cumulative_return, ann_vol, sharpe, latest_return, latest_date, max_drawdown,
+    n_days (decimals, not percent), and its coverage: status ("estimated" | "not estimated"),
+    dates_estimated of dates, coverage_last (share of the estimation universe's cap with fresh data
+    behind the last return) and reason (why or when not estimated; null if estimated on every date)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
-    table = S.factor_summary(state.factor_model(model).factor_returns)
+    latest = state.factor_model(model)
+    table = svc.summary_table(latest.factor_returns, latest.model.meta)
     return respond({"model": model, "factors": records(table, index="factor")})
 
 
