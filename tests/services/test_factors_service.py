@@ -148,3 +148,22 @@ def test_portfolio_analysis_adds_the_factor_group_decomposition_once_built(store
     _, tech = _tech_names(store, 5)
     a = analyze_portfolio(store, {n: 0.2 for n in tech})
     assert a.factor_risk["shares"]["industries"] > 0.01
+
+
+def test_api_models_and_summary_show_every_spec_factor_with_its_coverage(store):
+    from tests.api.test_ours import _client
+
+    svc.ensure_built(store)
+    with _client(store) as client:
+        models = {m["model"]: m for m in client.get("/api/factors/models").json()["models"]}
+        us21 = models["US21"]
+        assert us21["factors"] == 21 and us21["estimated"] == 21 - len(us21["not_estimated"])
+        assert set(us21["coverage"]) == set(svc.load_spec("US21").factors)
+        rows = {r["factor"]: r for r in client.get("/api/factors/US21/summary").json()["factors"]}
+        assert list(rows) == svc.load_spec("US21").factors
+        assert rows["SIZE"]["status"] == "estimated" and rows["SIZE"]["reason"] is None
+        assert "not estimated on" in rows["GROWTH"]["reason"] and rows["GROWTH"]["dates_estimated"] > 0
+        _, names = _tech_names(store, 4)
+        body = {"holdings": [{"ticker": n, "weight": w} for n, w in zip(names, (0.5, 0.5, -0.5, -0.5))]}
+        risk = client.post("/api/factors/US21/risk", json=body).json()
+        assert risk["net"] == pytest.approx(0.0, abs=1e-12) and risk["vol_ann"] > 0
