@@ -3,9 +3,10 @@
 Jobs are per worker process. With ``uvicorn --workers N`` each worker has its own registry,
 so ``GET /api/jobs/{id}`` finds a job only on the worker that started it; the build itself is
 visible to every worker once published, because it lands in the shared store
-(``GET /api/factors/models`` reports ``built`` from the store). Two workers asked to build the
-same model at once may both build it; the store's versioned publish makes the last one current
-and never mixes the two.
+(``GET /api/factors/models`` reports ``built`` from the store). :meth:`JobRegistry.start_exclusive`
+runs one build per model at a time across workers: a :class:`StoreClaim` (a claim file in the
+store, taken over when its process died) refuses a second one with :class:`JobConflict`, which
+carries the running job's id (the route answers 409).
 
 A job's error is the message of a riskstrata error (the user's data or input); anything else
 is reported as "unexpected <Type>" — tracebacks stay in the server log, never on the wire.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from riskstrata.data.store import Store
 from riskstrata.errors import RiskstrataError
 
 log = logging.getLogger("riskstrata.api.jobs")
@@ -31,6 +33,29 @@ KEEP_FINISHED = 200  # finished jobs remembered per worker; older ones are forgo
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
 Progress = Callable[[str], None]
+
+
+class JobConflict(RiskstrataError):
+    """A job for this key is already running; ``job_id`` is its id (maybe in another worker)."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+@dataclass
+class StoreClaim:
+    """The store-wide right to build one model, shared by every worker on the store."""
+
+    store: Store
+    model: str  # the store's model name (``factors_US21``)
+
+    def acquire(self, job_id: str) -> str | None:
+        """None when claimed for ``job_id``, else the job id of the build holding the claim."""
+        return self.store.claim_build(self.model, job_id)
+
+    def release(self, job_id: str) -> None:
+        self.store.release_build(self.model, job_id)
 
 
 @dataclass
@@ -80,6 +105,25 @@ class JobRegistry:
         threading.Thread(target=self._run, args=(job, work), name=f"riskstrata-{job.id}", daemon=True).start()
         return job, True
 
+    def start_exclusive(self, kind: str, key: str, work: Callable[[Progress], Any], *,
+                        claim: StoreClaim | None = None) -> Job:
+        """Run ``work(progress)`` in the background; JobConflict (with the running job's id) when a
+        job for ``key`` is live in this worker or, with ``claim``, holds the claim in any worker."""
+        with self._lock:
+            current = self.latest(key)
+            if current is not None and current.live:
+                raise JobConflict(f"a {kind} of {key} is already running: job {current.id}", current.id)
+            job = Job(id=f"{kind}-{next(self._serial)}-{uuid.uuid4().hex[:12]}", kind=kind, key=key)
+            holder = claim.acquire(job.id) if claim is not None else None
+            if holder is not None:
+                raise JobConflict(f"a {kind} of {key} is already running in another worker: job {holder}", holder)
+            self._jobs[job.id] = job
+            self._latest[key] = job.id
+            self._prune()
+        release = (lambda: claim.release(job.id)) if claim is not None else None
+        threading.Thread(target=self._run, args=(job, work, release), name=f"riskstrata-{job.id}", daemon=True).start()
+        return job
+
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
@@ -88,22 +132,28 @@ class JobRegistry:
         job_id = self._latest.get(key)
         return self._jobs.get(job_id) if job_id else None
 
-    def _run(self, job: Job, work: Callable[[Progress], Any]) -> None:
+    def _run(self, job: Job, work: Callable[[Progress], Any], release: Callable[[], None] | None = None) -> None:
         def progress(stage: str) -> None:
             job.stage = stage
             job.stages.append({"stage": stage, "at": time.time()})
 
         job.status, job.started = RUNNING, time.time()
+        status, error, result = FAILED, None, None
         try:
-            job.result = work(progress)
-            job.status = DONE
+            result, status = work(progress), DONE
         except RiskstrataError as exc:
-            job.error, job.status = str(exc), FAILED
+            error = str(exc)
         except Exception as exc:  # a worker thread records the failure instead of dying silently
             log.exception("job %s failed", job.id)
-            job.error, job.status = f"unexpected {type(exc).__name__}", FAILED
+            error = f"unexpected {type(exc).__name__}"
         finally:
-            job.finished = time.time()
+            if release is not None:  # before the job reads as finished: a retry then finds the claim free
+                try:
+                    release()
+                except OSError:
+                    log.exception("job %s could not release its build claim", job.id)
+            job.result, job.error, job.finished = result, error, time.time()
+            job.status = status
 
     def _prune(self) -> None:
         finished = [j.id for j in self._jobs.values() if not j.live]

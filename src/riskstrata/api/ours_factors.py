@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from riskstrata.api.deps import get_state
 from riskstrata.api.errors import ApiError, day_in_model
-from riskstrata.api.jobs import DONE, FAILED, Job, JobRegistry, registry_of
+from riskstrata.api.jobs import DONE, FAILED, Job, JobConflict, JobRegistry, StoreClaim, registry_of
 from riskstrata.api.ours_schemas import BuildRequest, FactorRiskRequest, iso, records, respond
 from riskstrata.api.state import AppState
 from riskstrata.api.wire_schemas import TICKER_PATTERN
@@ -119,16 +119,21 @@ def list_models(state: State, jobs: Jobs) -> JSONResponse:
 
 
 @router.post("/factors/{model}/build", status_code=202, summary="Build (or rebuild) a model in the background",
-             responses={202: {"description": "The build job (an existing one if this model is already building)."},
-                        404: _PENDING[404]})
+             responses={202: {"description": "The build job."},
+                        404: _PENDING[404],
+                        409: {"description": "This model is already building (one build per model at a time); "
+                                             "the body's job_id is the running job."}})
 def build(model: ModelName, state: State, jobs: Jobs,
           body: Annotated[BuildRequest | None, Body()] = None) -> JSONResponse:
     """Start a build; returns ``{job_id, status, stage, …}``. Progress: ``GET /api/jobs/{job_id}``."""
     _known(model)
     body = body or BuildRequest()
-    job, started = jobs.start("build", model, _build_work(state, model, body.start, body.end))
-    message = "build started" if started else "a build of this model is already running: joined it"
-    return _accepted(job, message)
+    try:
+        job = jobs.start_exclusive("build", model, _build_work(state, model, body.start, body.end),
+                                   claim=StoreClaim(state.store, svc.model_names(model)["factors"]))
+    except JobConflict as exc:
+        raise ApiError(409, "Conflict", f"{exc}; poll /api/jobs/{exc.job_id}", extra={"job_id": exc.job_id}) from None
+    return _accepted(job, "build started")
 
 
 @router.get("/jobs/{job_id}", summary="A background job's status, stage and error",

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from riskstrata.api.published import Published, load_published
-from riskstrata.data.store import Store, file_stamp
+from riskstrata.data.store import Lease, Store, file_stamp
 from riskstrata.errors import ModelNotBuilt
 from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
@@ -39,6 +39,7 @@ class HeldModel(Generic[T]):
         self._lock = threading.Lock()
         self._stamp: object = _UNREAD
         self._held: tuple[str, T] | None = None  # (version, value)
+        self._lease: Lease | None = None  # the held version's lease: the store's prune keeps it
 
     def _pointer(self) -> object:
         return file_stamp(self.store.model_dir(self.model) / "CURRENT")
@@ -61,7 +62,15 @@ class HeldModel(Generic[T]):
             if version is None:
                 raise ModelNotBuilt(f"model {self.model!r} has not been built yet in store {self.store.root}")
             if self._held is None or self._held[0] != version:
-                self._held = (version, self._load(version))
+                lease = self.store.lease(self.model, version)  # before loading: from now on no prune removes it
+                try:
+                    self._held = (version, self._load(version))
+                except BaseException:
+                    lease.release()
+                    raise
+                if self._lease is not None:
+                    self._lease.release()
+                self._lease = lease
                 # The version's objects live until the next publish: move them out of the
                 # collector's generations, so a full collection does not walk them again and
                 # again (tens of ms of stalled requests each time). Unfreezing first lets the

@@ -53,8 +53,7 @@ def prune(store: StoreOpt = None,
           grace: Annotated[float, typer.Option(
               min=0, help="Keep versions superseded less than this many seconds ago.")] = 600.0,
           as_json: JsonOpt = False) -> None:
-    """Delete model versions beyond the newest KEEP per model; never the current one, one a running
-    server holds, or a companion a kept version names. Runs after every publish too."""
+    """Delete model versions beyond the newest KEEP per model (never the current one, one a running server holds, a companion a kept version names, or one superseded less than GRACE seconds ago). Runs after every publish too."""
     s = open_store(store)
     before = s.info()["bytes"]
     removed = s.prune_all(keep, grace_seconds=grace)

@@ -6,24 +6,35 @@ Layout under ``root``::
     models/<model>/<version>/          a published model output: part-*.parquet + meta.json
     models/<model>/CURRENT             text file naming the published version readers use
     models/<model>/.tmp-<uuid>/        a build in progress (invisible to readers)
+    models/<model>/.leases/<v>@<id>    a process holds version <v> (a server): prune keeps it
+    models/<model>/.build-claim        an API build of this model is running (one at a time)
 
 Nothing is ever half-written: a table is written to a temp file in the same directory, fsynced,
 then ``os.replace``-d over the old one; a model version is built in a hidden directory that is
 renamed into place only after every part and ``meta.json`` are on disk, and only then is
 ``CURRENT`` replaced (again temp file + ``os.replace``). A reader therefore sees either the old
 or the new state, and a build killed at any point leaves the last good version current.
+
+Retention: after each publish the store keeps the newest ``keep_versions`` versions of every
+model (default 3, ``RISKSTRATA_KEEP_VERSIONS``) and deletes older ones, except a version that is
+current, named by a kept version's meta.json (a companion: a factor model's factor returns, the
+cascade's link betas), leased by a running process (:meth:`Store.lease`; a server holds one for
+the version it serves), or superseded less than ``PRUNE_GRACE_SECONDS`` ago (a request that
+started on it finishes). A pruned version is first renamed to a hidden directory, then deleted:
+a crash in between leaves the store readable and the leftover is removed by the next build.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +46,10 @@ import pyarrow.parquet as pq
 
 from riskstrata.errors import ModelNotBuilt, StoreError
 
-__all__ = ["DEFAULT_STORE", "Store", "VersionWriter", "default_store_root"]
+log = logging.getLogger("riskstrata.store")
+
+__all__ = ["DEFAULT_KEEP_VERSIONS", "DEFAULT_STORE", "PRUNE_GRACE_SECONDS", "Lease", "Store", "VersionWriter",
+           "default_store_root"]
 
 # Table and model names become SQL view names, so they must be plain identifiers.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -45,6 +59,75 @@ _OWNER_FILE = ".owner"
 # A build directory whose owner process is gone is removed at once; one whose owner we cannot
 # check (another host) only once it is this old, so a slow build elsewhere is never pulled away.
 STALE_BUILD_SECONDS = 6 * 3600
+DEFAULT_KEEP_VERSIONS = 3  # current + two to roll back to; ≈350 MB each for a real cascade build
+# After a publish the superseded version stays this long: a request that started on it (and a
+# server that has not yet seen the new pointer, which it checks on every request) finishes first.
+PRUNE_GRACE_SECONDS = 600
+_LEASES = ".leases"
+_CLAIM_FILE = ".build-claim"
+_VERSION_NAME = re.compile(r"^v(\d{8}T\d{6}\.\d{6})Z-[0-9a-f]{6}$")
+
+
+def _version_time(version: str) -> float | None:
+    """The UTC commit time (UNIX seconds) a version's name records, None for other names."""
+    m = _VERSION_NAME.match(version)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc).timestamp()
+
+
+def _pinned_names(meta: Any) -> set[str]:
+    """Every version name a meta.json mentions (companions, link_version …), recursively."""
+    if isinstance(meta, str):
+        return {meta} if _VERSION_NAME.match(meta) else set()
+    if isinstance(meta, dict):
+        return set().union(*(_pinned_names(v) for v in meta.values())) if meta else set()
+    if isinstance(meta, (list, tuple)):
+        return set().union(*(_pinned_names(v) for v in meta)) if meta else set()
+    return set()
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process an owner record names still runs (another host: assumed so)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        return _pid_alive(int(owner.get("pid", -1)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def keep_versions_default() -> int:
+    """``$RISKSTRATA_KEEP_VERSIONS`` if set (≥ 1), else :data:`DEFAULT_KEEP_VERSIONS`."""
+    text = os.environ.get("RISKSTRATA_KEEP_VERSIONS", "").strip()
+    if not text:
+        return DEFAULT_KEEP_VERSIONS
+    try:
+        keep = int(text)
+    except ValueError:
+        raise StoreError(f"RISKSTRATA_KEEP_VERSIONS={text!r} is not a whole number") from None
+    if keep < 1:
+        raise StoreError("RISKSTRATA_KEEP_VERSIONS must be at least 1")
+    return keep
 
 
 def default_store_root() -> Path:
@@ -173,9 +256,16 @@ class Store:
     create:
         Create the directory if missing; with ``create=False`` a missing store raises
         :class:`~riskstrata.errors.StoreError`.
+    keep_versions:
+        Published versions kept per model after each publish (see the module doc); default
+        :func:`keep_versions_default`.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True,
+                 keep_versions: int | None = None) -> None:
+        self.keep_versions: int = keep_versions_default() if keep_versions is None else int(keep_versions)
+        if self.keep_versions < 1:
+            raise StoreError("a store keeps at least one version per model")
         self.root: Path = Path(root).expanduser() if root is not None else default_store_root()
         if create:
             (self.root / "tables").mkdir(parents=True, exist_ok=True)
@@ -307,6 +397,9 @@ class Store:
         for tmp in folder.glob(f"{_TMP_PREFIX}*"):
             if not tmp.is_dir():
                 continue
+            if tmp.name.startswith(f"{_TMP_PREFIX}del-"):  # a prune's trash (left by a crash): nobody reads it
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
             try:
                 owner = json.loads((tmp / _OWNER_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -375,23 +468,189 @@ class Store:
             return pd.DataFrame(columns=columns or [])
         return self._scan(files, columns, where, params, what=f"model {model!r} version {version}")
 
-    def prune(self, model: str, keep: int = 3) -> list[str]:
-        """Delete all but the newest ``keep`` published versions; never the current one.
+    def set_current(self, model: str, version: str) -> None:
+        """Point ``CURRENT`` of ``model`` at a published ``version`` (atomic replace)."""
+        self._resolve_version(model, version)
+        _atomic_write_text(self.model_dir(model) / "CURRENT", version + "\n")
 
-        A version is first renamed to a hidden directory, so readers never see it half-deleted.
-        Returns the removed version names.
+    # ------------------------------------------------------------------ retention
+
+    def lease(self, model: str, version: str) -> Lease:
+        """Mark ``version`` of ``model`` as held by this process until :meth:`Lease.release`
+        (or the process dies): :meth:`prune` keeps it. A server takes one for what it serves."""
+        folder = self.model_dir(model) / _LEASES
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{version}@{uuid.uuid4().hex[:12]}"
+        path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "version": version,
+                                    "at": time.time()}), encoding="utf-8")
+        return Lease(path)
+
+    def leased(self, model: str) -> dict[str, int]:
+        """Versions of ``model`` held by live processes → number of leases; leases of dead
+        processes on this host are removed on the way."""
+        held: dict[str, int] = {}
+        folder = self.model_dir(model) / _LEASES
+        if not folder.is_dir():
+            return held
+        for path in folder.iterdir():
+            version = path.name.rsplit("@", 1)[0]
+            owner = _read_json(path)
+            if owner and not _owner_alive(owner):
+                path.unlink(missing_ok=True)
+                continue
+            if not owner and time.time() - path.stat().st_mtime < 60:  # being written
+                owner = {"version": version}
+            if owner:
+                held[version] = held.get(version, 0) + 1
+        return held
+
+    def pinned(self, models: Iterable[str] | None = None) -> set[str]:
+        """Version names named by the meta.json of any published version of any model (the
+        companions a version reads: they live as long as the versions naming them)."""
+        names: set[str] = set()
+        for model in self.models() if models is None else models:
+            folder = self.model_dir(model)
+            for version in self.versions(model):
+                meta = _read_json(folder / version / "meta.json")
+                names |= _pinned_names({k: v for k, v in meta.items() if k != "version"})
+        return names
+
+    def _kept(self, model: str, keep: int, grace_seconds: float, pinned: set[str]) -> tuple[list[str], dict[str, str]]:
+        """(published versions, {version: why it is kept}) under the retention rules."""
+        published = self.versions(model)
+        why: dict[str, str] = {}
+        for v in published[-keep:]:
+            why[v] = "newest"
+        current = self.current_version(model)
+        if current in published:
+            why[current] = "current"
+        for v in self.leased(model):
+            if v in published:
+                why.setdefault(v, "leased")
+        for v in published:
+            if v in pinned:
+                why.setdefault(v, "pinned by a kept version's meta.json")
+        now = time.time()
+        for older, newer in zip(published, published[1:]):  # superseded when the next one was committed
+            since = _version_time(newer)
+            if since is None or now - since < grace_seconds:
+                why.setdefault(older, "superseded recently")
+        return published, why
+
+    def prune(self, model: str, keep: int | None = None, grace_seconds: float = 0.0,
+              pinned: set[str] | None = None) -> list[str]:
+        """Delete the published versions of ``model`` that retention does not keep: all but the
+        newest ``keep`` (default ``keep_versions``), never the current one, one leased by a live
+        process, one a published version's meta.json names, or one superseded less than
+        ``grace_seconds`` ago. Returns the removed version names, oldest first.
+
+        Each version is renamed to a hidden directory (atomic: readers never see half of it)
+        and then deleted; a crash in between leaves a hidden leftover that the next build of
+        the model removes. pinned: :meth:`pinned` when the caller has it already.
         """
+        keep = self.keep_versions if keep is None else keep
         if keep < 1:
             raise StoreError("prune keeps at least one version")
-        current = self.current_version(model)
-        published = self.versions(model)
-        doomed = [v for v in published[:-keep] if v != current]
         folder = self.model_dir(model)
-        for version in doomed:
+        if folder.is_dir():
+            self._clean_stale_builds(folder)
+        published, why = self._kept(model, keep, grace_seconds, self.pinned() if pinned is None else pinned)
+        removed = []
+        for version in published:
+            if version in why:
+                continue
             trash = folder / f"{_TMP_PREFIX}del-{uuid.uuid4().hex}"
-            os.rename(folder / version, trash)
+            try:
+                os.rename(folder / version, trash)
+            except FileNotFoundError:  # another process pruned it first
+                continue
+            _fsync_dir(folder)
             shutil.rmtree(trash, ignore_errors=True)
-        return doomed
+            removed.append(version)
+        return removed
+
+    def prune_all(self, keep: int | None = None, grace_seconds: float = 0.0) -> dict[str, list[str]]:
+        """:meth:`prune` every model; a second pass removes companions freed by the first."""
+        removed: dict[str, list[str]] = {}
+        for _ in range(2):
+            pinned = self.pinned()
+            for model in self.models():
+                gone = self.prune(model, keep, grace_seconds, pinned)
+                if gone:
+                    removed.setdefault(model, []).extend(gone)
+        return removed
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds and what it costs on disk: tables (bytes), and per model every
+        published version (bytes, committed_at, current, why retention keeps it), live leases,
+        the bytes of builds in progress and leftovers, and the retention setting."""
+        tables = [{"table": t, "bytes": self.table_path(t).stat().st_size} for t in self.tables()]
+        pinned = self.pinned()
+        models = []
+        for model in self.models():
+            folder = self.model_dir(model)
+            published, why = self._kept(model, self.keep_versions, PRUNE_GRACE_SECONDS, pinned)
+            current = self.current_version(model)
+            versions = [{"version": v, "bytes": _dir_bytes(folder / v), "current": v == current,
+                         "committed_at": _read_json(folder / v / "meta.json").get("committed_at"),
+                         "kept": why.get(v, "pruned by the next publish")} for v in published]
+            hidden = sum(_dir_bytes(p) for p in folder.glob(f"{_TMP_PREFIX}*") if p.is_dir())
+            models.append({"model": model, "current": current, "versions": versions,
+                           "bytes": sum(v["bytes"] for v in versions) + hidden, "building_or_leftover_bytes": hidden,
+                           "leases": self.leased(model)})
+        total = sum(t["bytes"] for t in tables) + sum(m["bytes"] for m in models)
+        return {"root": str(self.root), "keep_versions": self.keep_versions,
+                "grace_seconds": PRUNE_GRACE_SECONDS, "tables": tables, "models": models, "bytes": total}
+
+    # ------------------------------------------------------------------ one API build per model
+
+    def claim_build(self, model: str, job_id: str) -> str | None:
+        """Claim the right to build ``model`` for ``job_id``; None when claimed, else the job id
+        of the live build that holds the claim (in this or another worker process).
+
+        The claim is a file created exclusively; a claim whose process died (same host) or
+        that is older than ``STALE_BUILD_SECONDS`` is taken over.
+        """
+        folder = self.model_dir(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _CLAIM_FILE
+        record = json.dumps({"job_id": job_id, "pid": os.getpid(), "host": socket.gethostname(), "at": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _read_json(path)
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if (holder and not _owner_alive(holder)) or age > STALE_BUILD_SECONDS or (not holder and age > 60):
+                    path.unlink(missing_ok=True)
+                    continue
+                return str(holder.get("job_id") or "unknown")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(record)
+            return None
+        return "unknown"
+
+    def release_build(self, model: str, job_id: str) -> None:
+        """Drop the claim of ``job_id`` (a claim another job took over is left alone)."""
+        path = self.model_dir(model) / _CLAIM_FILE
+        if _read_json(path).get("job_id") == job_id:
+            path.unlink(missing_ok=True)
+
+
+class Lease:
+    """A marker file saying a process holds a version; :meth:`release` removes it (idempotent)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Lease({self.path.name!r})"
 
 
 class VersionWriter:
@@ -447,9 +706,14 @@ class VersionWriter:
         self._parts.append({"file": path.name, "rows": int(len(df))})
         return path
 
-    def commit(self, meta: dict[str, Any] | None = None) -> str:
+    def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True) -> str:
         """Publish the build: write ``meta.json``, rename the directory to the version name,
         then point ``CURRENT`` at it. Returns the version name, e.g. ``v20261121T123456.123456Z-ab12cd``.
+
+        make_current: False publishes the version without pointing ``CURRENT`` at it (a
+        companion that becomes current only with the model that names it,
+        :meth:`Store.set_current`). Then the store is pruned (see the module doc); a failing
+        prune never fails the publish.
 
         Version names are the UTC commit time to the microsecond plus a short random suffix,
         so they sort in build order.
@@ -480,6 +744,11 @@ class VersionWriter:
         folder = self.store.model_dir(self.model)
         os.rename(self.tmp_dir, folder / version)
         _fsync_dir(folder)
-        _atomic_write_text(folder / "CURRENT", version + "\n")
+        if make_current:
+            _atomic_write_text(folder / "CURRENT", version + "\n")
         self.version = version
+        try:
+            self.store.prune_all(grace_seconds=PRUNE_GRACE_SECONDS)
+        except (OSError, StoreError) as exc:  # disk hygiene must not undo a good build
+            log.warning("pruning after publishing %s %s failed: %s", self.model, version, exc)
         return version

@@ -179,7 +179,8 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
     with store.begin_version(LINK_MODEL) as links:
         lb = engine.link_betas()
         links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))
-        link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]})
+        # Current only once the cascade naming it is: a build killed before then leaves no orphan current.
+        link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]}, make_current=False)
     # Parquet encoding releases the GIL: write each part on a second thread while the next
     # block is computed, keeping at most one part in flight.
     with store.begin_version(MODEL) as writer, ThreadPoolExecutor(max_workers=1) as io:
@@ -200,6 +201,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
         if pending is not None:
             pending.result()
         version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
+    store.set_current(LINK_MODEL, link_version)
     store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))
     return BuildSummary(version, rows, total, (meta["start"], meta["end"]), time.perf_counter() - began, meta["notes"])
 
