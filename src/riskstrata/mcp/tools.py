@@ -24,7 +24,7 @@ from pydantic import Field
 from riskstrata.api.ours_schemas import MAX_HOLDINGS, Holding, HoldingsBody, records
 from riskstrata.api.state import AppState
 from riskstrata.api.wire_lookup import search
-from riskstrata.errors import DataValidationError, ModelNotBuilt, UnknownTicker
+from riskstrata.errors import DataValidationError, InsufficientHistory, ModelNotBuilt, UnknownTicker
 from riskstrata.factors.spec import packaged_specs
 from riskstrata.portfolio.risk import PortfolioRisk
 from riskstrata.services import cascade, factors, portfolio
@@ -179,7 +179,7 @@ class Tools:
         `hedge_ratio` (dollars of ETF per $1 long of the stock; negative = short). For a long
         position the hedge is mostly short; for a short position (negative dollars) it flips.
         `risk_index_before/after`: 100 x position vol / SPY vol (100 = as risky as the market);
-        `market_beta_after` ~ 0 once the market leg is hedged.
+        `market_beta_after`: the market beta left (0 after an L1 or L3 hedge).
         """
         if dollars == 0 or not pd.notna(dollars):
             raise DataValidationError("dollars must be a non-zero number of USD (negative = short)")
@@ -200,13 +200,16 @@ class Tools:
         """Several names side by side on Model A's latest date: L3 explained-risk shares (decimals,
         summing to 1 with l3_res_er), L3 hedge ratios ($ of ETF per $1 long; negative = short), market
         beta, annualised vol, L* and the recommended hedge level. Unknown tickers are listed under
-        `errors` with suggestions instead of failing the whole call."""
+        `errors` (with suggestions; a name without history says so) instead of failing the whole call."""
         rows, errors = [], {}
         for raw in dict.fromkeys(t.strip().upper() for t in tickers):
             try:
                 m = cascade.metrics(self.store, raw)
             except UnknownTicker as exc:
                 errors[raw] = self.explain_unknown(exc)
+                continue
+            except InsufficientHistory as exc:
+                errors[raw] = str(exc)
                 continue
             rows.append({"ticker": m["ticker"], **{f: m[f] for f in COMPARE_FIELDS}})
         if not rows:
@@ -258,7 +261,8 @@ class Tools:
         ratios netted by ETF, as trades (`side` short/long, `notional_usd` positive dollars,
         `hedge_ratio` dollars of ETF per $1 of portfolio, negative = short) and a one-line
         `description` ("short $X SPY, short $Y XLK"); the Risk Index (100 x vol / SPY vol) and the
-        shares of variance before and after, and the market beta left (~0 after any level)."""
+        shares of variance before and after, and the market beta left (0 after an L1 hedge; an L3
+        hedge leaves no exposure to any ETF)."""
         h = portfolio.hedge_portfolio(self.store, _frame(holdings), level, value)
         return {**self._cascade(), "level": h.level, "value": h.value, "trades": records(h.trades),
                 "description": h.description, "risk_index_before": h.before.risk_index,
