@@ -43,18 +43,20 @@ def ticker_problems(tickers: pd.Series) -> np.ndarray:
     """Why each (stripped, upper-case) ticker cannot be a symbol, or None: a control character
     (it forges log and report lines), a space inside, or more than ``MAX_TICKER_LENGTH``
     characters. tickers: (n,) str, NaN = missing (not judged here). Returns (n,) object."""
-    t = pd.Series(tickers, dtype=object).reset_index(drop=True)
-    text = t.astype("str")
-    present = t.notna().to_numpy()
-    out = np.full(len(t), None, dtype=object)
+    # Judged once per distinct ticker: millions of rows carry a few thousand symbols.
+    codes, uniques = pd.factorize(pd.Series(tickers, dtype=object).reset_index(drop=True))
+    text = pd.Series(uniques, dtype=object).astype("str")
+    verdict = np.full(len(text), None, dtype=object)
     for bad, why in [
         (text.str.len().to_numpy() > MAX_TICKER_LENGTH, f"is longer than {MAX_TICKER_LENGTH} characters"),
         (text.str.contains(r"\s", regex=True).to_numpy(), "contains a space"),
         (text.str.contains(_CONTROL, regex=True).to_numpy(), "contains a control character"),
     ]:
-        hit = present & bad
-        for i in np.flatnonzero(hit):
-            out[i] = f"ticker {ascii(text.iloc[i][:40])} {why}"
+        for i in np.flatnonzero(bad):
+            verdict[i] = f"ticker {ascii(text.iloc[i][:40])} {why}"
+    out = np.full(len(codes), None, dtype=object)
+    known = codes >= 0  # -1: missing ticker, judged elsewhere
+    out[known] = verdict[codes[known]]
     return out
 
 
@@ -180,7 +182,9 @@ def screen_prices(
 
     # A bad volume does not make a bad price: the row is kept, its volume stored as missing.
     if "volume" in df.columns:
-        given = df["volume"].notna().to_numpy() & (df["volume"].astype("str").str.strip() != "").to_numpy()
+        given = df["volume"].notna().to_numpy().copy()
+        if not pd.api.types.is_numeric_dtype(df["volume"].dtype):  # text: a blank cell is absence
+            given &= (df["volume"].astype("str").str.strip() != "").to_numpy()
         with np.errstate(invalid="ignore"):
             bad_volume = alive & given & ~(volume >= 0)
         if bad_volume.any():
