@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
+import numpy as np
 import pandas as pd
 import pytest
 from mcp import Client
@@ -30,6 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from api.conftest import serve_cli  # tests/api's real-server helper (tests/ is on sys.path)
 from riskstrata.api.auth import create_key
+from riskstrata.data.ingest import ingest_prices
 from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.services import cascade, factors, portfolio
@@ -44,11 +46,18 @@ SECRET = "ZZPRIV"  # a holding that must never reach a log or the store
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
-    """40 synthetic stocks over two years with their ETFs: the cascade and US21 built (~3 s)."""
-    s = Store(tmp_path_factory.mktemp("mcp") / "store")
-    load_synthetic_into_store(s, synthetic_market(n_stocks=40, n_days=252 * 2, seed=5, styles=True))
+    """40 synthetic stocks over two years with their ETFs: the cascade and US21 built (~3 s); then
+    NEWCO, listed for the last 30 days and ingested after the build, so it has no model rows."""
+    root = tmp_path_factory.mktemp("mcp")
+    s = Store(root / "store")
+    market = synthetic_market(n_stocks=40, n_days=252 * 2, seed=5, styles=True)
+    load_synthetic_into_store(s, market)
     cascade.build_cascade(s)
     factors.build_factor_model(s, "US21")
+    days = market.returns.index[-30:]
+    pd.DataFrame({"date": days, "ticker": "NEWCO", "adj_close": 50.0 + 0.1 * np.arange(30)}).to_parquet(
+        root / "newco.parquet", index=False)
+    ingest_prices(s, [root / "newco.parquet"])
     return s
 
 
@@ -105,6 +114,7 @@ def _calls(names: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
                                                    "level": "L3"}),
         ("bad_holdings_value", "analyze_portfolio", {"holdings": [{"ticker": a, "weight": "half"}]}),
         ("no_holding_analysable", "analyze_portfolio", {"holdings": [{"ticker": SECRET, "weight": 1.0}]}),
+        ("no_history", "get_lstar", {"ticker": "NEWCO"}),
         ("not_built", "factor_summary", {"model": "US_CORE"}),
         ("not_a_model", "factor_summary", {"model": "../../etc/passwd"}),
     ]
@@ -307,6 +317,7 @@ def test_errors_are_tool_errors_with_the_clis_messages(answers, names):
     for label in ("bad_holdings_type", "bad_holdings_field", "bad_holdings_value"):
         assert "holdings" in error_text(answers[label]), label
     assert "none of the holdings can be analysed" in error_text(answers["no_holding_analysable"])
+    assert "NEWCO has no model rows" in error_text(answers["no_history"])
     assert "not built" in error_text(answers["not_built"]) and "riskstrata factors build" in error_text(answers["not_built"])
     assert "unknown model" in error_text(answers["not_a_model"])
     assert "Traceback" not in answers["log"]

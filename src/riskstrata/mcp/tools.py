@@ -155,7 +155,7 @@ class Tools:
         """
         h = cascade.lstar_history(self.store, ticker, threshold)
         if h.empty:
-            raise DataValidationError(f"{ticker.upper()} has no model rows")
+            raise InsufficientHistory(f"{ticker.strip().upper()} has no model rows")
         year = h.iloc[-252:]
         counts = year["lstar_level"].fillna(0).astype(int).value_counts()
         tail = h.iloc[-20:].reset_index()
