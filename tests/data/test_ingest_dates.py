@@ -182,3 +182,10 @@ def test_cli_date_format_and_a_run_that_accepts_nothing_fails(tmp_path: Path) ->
     proc = _cli("ingest", "prices", str(nothing), "--store", store)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no row" in proc.stderr and "date_out_of_range 1" in proc.stderr and "non_positive_price 1" in proc.stderr
+
+
+def test_etf_holdings_dates_outside_1900_to_tomorrow_are_rejected_per_row(store: Store, tmp_path: Path) -> None:
+    text = "date,etf,holding,weight\n2024-01-02,XLK,AAPL,0.6\n2024-01-02,XLK,MSFT,0.4\n2999-01-01,XLK,AAPL,1.0"
+    report = ingest_etf_holdings(store, write(tmp_path, "h2.csv", text))
+    far = report.issues[report.issues["reason"] == "date_out_of_range"]
+    assert far["source_row"].tolist() == ["3"] and report.rows_accepted == 2

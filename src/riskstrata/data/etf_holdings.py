@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.readers import parse_dates
+from riskstrata.data.readers import parse_date_column
 from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
@@ -179,13 +179,16 @@ def read_etf_holdings_file(path: PathLike, *, weight_unit: WeightUnit | None = N
             weight = weight / 100.0
             if weight_unit:
                 notes.append("weights given as percent (weight_unit='percent') and divided by 100")
+    dates = parse_date_column(df["date"], what=f"date column of {path}")  # one format per file, 1900…tomorrow
     out = pd.DataFrame(
         {
-            "date": parse_dates(df["date"]),
+            "date": dates.dates.to_numpy(),
             "etf": normalise_tickers(df["etf"]),
             "holding": normalise_tickers(df["holding"]),
             "weight": weight.to_numpy(),
             "source_row": np.arange(1, len(df) + 1),
+            "date_reason": dates.reason.to_numpy(),
+            "date_detail": dates.detail.to_numpy(),
         }
     )
     out.attrs = {"weight_unit": unit, "notes": notes}
@@ -241,8 +244,12 @@ def _screen(df: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     def ident(sel: pd.DataFrame) -> pd.Series:
         return sel["etf"].astype("str") + " " + sel["date"].dt.strftime("%Y-%m-%d").fillna("?")
 
+    why = rows["date_detail"].to_numpy(dtype=object) if "date_detail" in rows else np.full(n, None, dtype=object)
+    far = (rows["date_reason"] == "date_out_of_range").to_numpy(dtype=bool) if "date_reason" in rows else np.zeros(n, bool)
     for reason, bad, detail in [
-        ("bad_date", rows["date"].isna().to_numpy(), "date missing or not parseable"),
+        ("date_out_of_range", far, lambda s, p: why[p]),
+        ("bad_date", rows["date"].isna().to_numpy(),
+         lambda s, p: np.where(pd.notna(why[p]), why[p], "date missing or not parseable")),
         ("missing_etf", rows["etf"].isna().to_numpy(), "no ETF ticker"),
         ("missing_ticker", rows["holding"].isna().to_numpy(), lambda s, p: ident(s) + ": no holding label"),
         (
