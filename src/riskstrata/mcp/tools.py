@@ -88,7 +88,7 @@ class Tools:
         version = self.store.current_version(name)
         if version is None:
             raise ModelNotBuilt(f"model {model!r} is not built in this store: run "
-                                f"`riskstrata factors build --model {model}` (the read_resource "
+                                f"`riskstrata factors build --model {model}` (the resource "
                                 "riskstrata://models lists what is built)")
         return {"model": model, "model_version": version, "data_date": self.store.model_meta(name, version)["end"]}
 
