@@ -477,12 +477,20 @@ class Store:
 
     def lease(self, model: str, version: str) -> Lease:
         """Mark ``version`` of ``model`` as held by this process until :meth:`Lease.release`
-        (or the process dies): :meth:`prune` keeps it. A server takes one for what it serves."""
+        (or the process dies): :meth:`prune` keeps it. A server takes one for what it serves.
+
+        On a store this process cannot write (a read-only mount, where nothing prunes either)
+        the lease is a no-op rather than an error: serving must not depend on it.
+        """
         folder = self.model_dir(model) / _LEASES
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{version}@{uuid.uuid4().hex[:12]}"
-        path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "version": version,
-                                    "at": time.time()}), encoding="utf-8")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "version": version,
+                                        "at": time.time()}), encoding="utf-8")
+        except OSError as exc:
+            log.warning("cannot lease %s %s in %s: %s", model, version, self.root, exc)
+            return Lease(None)
         return Lease(path)
 
     def leased(self, model: str) -> dict[str, int]:
@@ -498,7 +506,11 @@ class Store:
             if owner and not _owner_alive(owner):
                 path.unlink(missing_ok=True)
                 continue
-            if not owner and time.time() - path.stat().st_mtime < 60:  # being written
+            try:
+                fresh = time.time() - path.stat().st_mtime < 60
+            except FileNotFoundError:  # released meanwhile
+                continue
+            if not owner and fresh:  # being written
                 owner = {"version": version}
             if owner:
                 held[version] = held.get(version, 0) + 1
@@ -643,14 +655,18 @@ class Store:
 class Lease:
     """A marker file saying a process holds a version; :meth:`release` removes it (idempotent)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: no lease could be written (read-only store)
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # a read-only store since: the lease dies with the process anyway
+                pass
 
     def __repr__(self) -> str:
-        return f"Lease({self.path.name!r})"
+        return f"Lease({self.path.name if self.path else None!r})"
 
 
 class VersionWriter:
