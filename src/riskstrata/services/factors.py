@@ -239,6 +239,7 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
         w.write_part(exp_long)
         version = w.commit({**meta, "companions": versions})
     return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
+            "estimated": sum(s["estimated"] for s in result.status) if result.status else K,
             "dates": T, "names": N, "notes": result.notes,
             "not_estimated": [f"{s['factor']}: {s['reason']}" for s in result.status if not s["estimated"]],
             "status": result.status}
