@@ -96,7 +96,7 @@ def build(store: StoreOpt = None, model: ModelOpt = "US21",
     if as_json:
         print_json(info)
         return
-    out.print(f"published {info['model']} version {info['version']}: {info['factors']} of {info['spec_factors']} "
+    out.print(f"published {info['model']} version {info['version']}: {info['estimated']} of {info['spec_factors']} "
               f"spec factors estimated, {info['names']} names, {info['dates']} dates", highlight=False)
     for note in info["notes"]:
         out.print(f"note: {note}", highlight=False)
