@@ -342,14 +342,18 @@ def test_the_openapi_document_declares_patterns_tables_and_strict_dates(authed):
     for where in [("/api/metrics/{ticker}", "ticker"), ("/api/ticker-returns", "ticker"), ("/api/lstar", "ticker"),
                   ("/api/factors/{model}/exposures/{ticker}", "ticker")]:
         assert "pattern" in params[where], where
+    tabular = 0
     for path, ops in doc["paths"].items():
         for op in ops.values():
-            names = {p["name"] for p in op.get("parameters", [])}
+            formats = [p["schema"] for p in op.get("parameters", []) if p["name"] == "format"]
             body_ref = (op.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("schema", {})
             body = doc["components"]["schemas"].get(body_ref.get("$ref", "/").rsplit("/", 1)[-1], {})
-            if "format" in names or "format" in body.get("properties", {}):
+            formats += [body["properties"]["format"]] if "format" in body.get("properties", {}) else []
+            if "csv" in json.dumps(formats):  # a route that can answer a table says which media types
+                tabular += 1
                 content = op["responses"]["200"]["content"]
                 assert {"text/csv", "application/vnd.apache.parquet"} <= set(content), path
+    assert tabular >= 4  # /metrics, /ticker-returns, /batch/analyze, /batch/lstar
     end = doc["components"]["schemas"]["BuildRequest"]["properties"]["end"]
     assert {"type": "string", "format": "date"} in end["anyOf"]
 

@@ -9,14 +9,14 @@ Holdings arrive only in a request body: they become a DataFrame for
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riskstrata.api.errors import CleanJSONResponse
-from riskstrata.api.wire_schemas import IsoDate
+from riskstrata.api.wire_schemas import MAX_QUANTITY, IsoDate
 
 MAX_HOLDINGS = 20_000  # lines per request: a large fund's 13F is a few thousand
 
@@ -24,16 +24,23 @@ MAX_HOLDINGS = 20_000  # lines per request: a large fund's 13F is a few thousand
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
+Quantity = Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+
+
 class Holding(BaseModel):
-    """One position: an identifier and a quantity (shares, market value in USD, or weight)."""
+    """One position: an identifier (a ticker or a CUSIP: the schema requires one of them) and a
+    quantity (shares, market value in USD, or weight)."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [{"ticker": "AAPL", "shares": 100}]})
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [{"ticker": "AAPL", "shares": 100}],
+                                                            "anyOf": [{"required": ["ticker"]},
+                                                                      {"required": ["cusip"]}]})
 
-    ticker: str | None = Field(None, max_length=32, description="Ticker, or CASH / a currency code.")
-    cusip: str | None = Field(None, max_length=12, description="CUSIP, when there is no ticker.")
-    shares: float | None = Field(None, description="Number of shares; negative = short.")
-    market_value: float | None = Field(None, description="Market value in USD; negative = short.")
-    weight: float | None = Field(None, description="Decimal weight (0.05 = 5%) or percent; negative = short.")
+    # Strings when present (never null): the schema's "one of ticker or cusip" is then exactly the rule.
+    ticker: str = Field(None, min_length=1, max_length=32, description="Ticker, or CASH / a currency code.")
+    cusip: str = Field(None, min_length=1, max_length=12, description="CUSIP, when there is no ticker.")
+    shares: Quantity | None = Field(None, description="Number of shares; negative = short.")
+    market_value: Quantity | None = Field(None, description="Market value in USD; negative = short.")
+    weight: Quantity | None = Field(None, description="Decimal weight (0.05 = 5%) or percent; negative = short.")
     currency: str | None = Field(None, max_length=8)
 
     @model_validator(mode="after")
@@ -68,14 +75,19 @@ class BuildRequest(BaseModel):
     end: IsoDate | None = Field(None, description="Last date to fit (default: all history).")
 
 
-class FactorRiskRequest(HoldingsBody):
-    """Holdings for Model B's portfolio risk; only tickers with weights are used."""
+class WeightedHolding(Holding):
+    """A ticker and its weight (what Model B's portfolio risk takes)."""
 
-    @model_validator(mode="after")
-    def _weighted(self) -> FactorRiskRequest:
-        if any(h.weight is None or not h.ticker for h in self.holdings):
-            raise ValueError("factor risk takes holdings as [{ticker, weight}]")
-        return self
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [{"ticker": "AAPL", "weight": 0.5}]})
+
+    ticker: str = Field(..., min_length=1, max_length=32)
+    weight: Quantity = Field(..., description="Decimal weight; negative = short.")
+
+
+class FactorRiskRequest(HoldingsBody):
+    """Holdings for Model B's portfolio risk as [{ticker, weight}]."""
+
+    holdings: list[WeightedHolding] = Field(..., min_length=1, max_length=MAX_HOLDINGS)
 
 
 class AnalyzeRequest(HoldingsBody):

@@ -31,8 +31,21 @@ def _date_text(value: Any) -> Any:
     raise ValueError("a date is a string YYYY-MM-DD")
 
 
+def _whole(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
 # A date as the schema says (string, format date): lax parsing of the text, but never a number.
 IsoDate = Annotated[date, Field(strict=False), BeforeValidator(_date_text)]
+# An integer as JSON Schema means it: 3 and 3.0, never "3" or true.
+WholeInt = Annotated[int, BeforeValidator(_whole)]
+MAX_QUANTITY = 1e15  # riskstrata.portfolio.holdings.MAX_QUANTITY: beyond it sums of positions overflow
 Ticker = Annotated[str, Field(min_length=1, max_length=12, pattern=TICKER_PATTERN, examples=["NVDA"])]
 
 
@@ -63,7 +76,7 @@ class BatchAnalyzeRequest(BaseModel):
 
     tickers: list[str] = Field(min_length=1, max_length=MAX_BATCH, examples=[["NVDA", "AAPL"]])
     metrics: list[BatchMetric] = Field(default=["full_metrics", "hedge_ratios"], min_length=1)
-    years: int = Field(default=1, ge=1, le=MAX_YEARS, description="calendar years of the returns / l3 blocks")
+    years: WholeInt = Field(default=1, ge=1, le=MAX_YEARS, description="calendar years of the returns / l3 blocks")
     format: Format = "json"
 
     @model_validator(mode="after")
@@ -84,7 +97,7 @@ class BatchLstarRequest(BaseModel):
 
     tickers: list[str] = Field(min_length=1, max_length=MAX_BATCH)
     market_factor_etf: str | None = None
-    years: int = Field(default=1, ge=1, le=MAX_YEARS)
+    years: WholeInt = Field(default=1, ge=1, le=MAX_YEARS)
     threshold: float | None = Field(default=None, ge=0.0, le=0.5)
     format: Format = "json"
 
@@ -100,7 +113,7 @@ class Position(BaseModel):
     model_config = STRICT
 
     ticker: str = Field(min_length=1, max_length=12)
-    weight: float = Field(gt=0, allow_inf_nan=False)
+    weight: float = Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False)
 
 
 class RiskIndexRequest(BaseModel):
@@ -110,7 +123,7 @@ class RiskIndexRequest(BaseModel):
 
     positions: list[Position] = Field(default_factory=list, max_length=MAX_BATCH)
     time_series: bool = Field(default=False, alias="timeSeries")
-    years: int = Field(default=1, ge=1, le=MAX_YEARS)
+    years: WholeInt = Field(default=1, ge=1, le=MAX_YEARS)
 
     @model_validator(mode="after")
     def _cost(self) -> RiskIndexRequest:
