@@ -261,6 +261,8 @@ class PortfolioView:
     scale: portfolio.ScaleResult | None = None
     lookthrough: portfolio.LookThroughResult | None = None
     notes: list[str] = field(default_factory=list)
+    hedged_value: float = float("nan")   # USD the trades are sized on (``portfolio hedge``'s rule)
+    hedge_basis: str = ""
 
 
 def holdings_from_text(text: str, name: str = "pasted holdings") -> H.Holdings:
@@ -280,11 +282,12 @@ def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_expos
     and L* (``portfolio hedge``'s list: the analysis' hedge ratios × value), scaling when asked,
     and the look-through when ETF holdings are loaded."""
     analysis = portfolio.analyze_portfolio(store, holdings, None, value)
+    hedged, basis = _hedge_size(analysis, value)
     trades, words = {}, {}
     for level in portfolio.HEDGE_LEVELS:
-        trades[level] = trade_list(analysis.hedge_ratios[level], value)
+        trades[level] = trade_list(analysis.hedge_ratios[level], hedged)
         words[level] = describe_trades(trades[level])
-    view = PortfolioView(analysis, value, trades, words)
+    view = PortfolioView(analysis, value, trades, words, hedged_value=hedged, hedge_basis=basis)
     if scale_exposure:
         view.scale = portfolio.scale_portfolio(store, holdings, scale_exposure, float(scale_reduce or 0.0), value)
     if store.has_table("etf_holdings"):
@@ -293,6 +296,15 @@ def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_expos
         except RiskstrataError as exc:
             view.notes.append(f"no look-through: {exc}")
     return view
+
+
+def _hedge_size(analysis: portfolio.PortfolioAnalysis, value: float) -> tuple[float, str]:
+    """The dollars ``hedge_portfolio`` sizes its trades on, and how it chose them (its own
+    function where the portfolio service has it; else the given value, as it did before)."""
+    sizing = getattr(portfolio, "hedged_dollars", None)
+    if sizing is not None:
+        return sizing(analysis, value)
+    return value, f"sized on the portfolio value ${value:,.0f}"
 
 
 def sample_holdings(tickers: list[str], etfs: list[str], n: int = 8) -> str:

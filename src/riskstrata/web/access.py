@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
-from starlette.concurrency import run_in_threadpool
+
+from riskstrata.api.deps import authenticate_key
 
 COOKIE = "riskstrata_key"
 HOST_ENV = "RISKSTRATA_WEB_HOST"
@@ -57,16 +58,13 @@ def pages_open(request: Request) -> bool:
     return is_loopback(bound)
 
 
-async def key_name(request: Request) -> str | None:
-    """The name of the valid key in the request's cookie, else None (scrypt off the event loop)."""
-    key = (request.cookies.get(COOKIE) or "").strip()
+async def key_name(request: Request, key: str | None = None) -> str | None:
+    """The name of ``key`` (default: the one in the request's cookie) if it is an active key of
+    this server, else None: the API's own check (:func:`riskstrata.api.deps.authenticate_key`)."""
+    key = ((request.cookies.get(COOKIE) if key is None else key) or "").strip()
     if not key:
         return None
-    keyring = request.app.state.keyring
-    known, name = keyring.recall(key)
-    if not known:
-        name = await run_in_threadpool(keyring.verify, key)
-    return name
+    return await authenticate_key(request.app, key)
 
 
 def _guard(page: bool):

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from riskstrata.api.deps import failed_auth_wait, record_failed_auth
 from riskstrata.api.errors import log_unexpected
 from riskstrata.api.jobs import DONE, FAILED, Job, registry_of
 from riskstrata.api.ours_factors import BUILD_STAGES
@@ -406,8 +407,13 @@ async def login(request: Request) -> Response:
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", errors="replace")).items()}
     target = safe_next(form.get("next"))
     key = form.get("key", "").strip()
-    request.cookies[COOKIE] = key  # checked exactly as a later request's cookie will be
-    if not key or await key_name(request) is None:
+    client = request.client.host if request.client else "?"
+    wait = failed_auth_wait(request.app, client)
+    if wait > 0:  # the API's limit on wrong guesses per address holds for the form too
+        return page(request, "login.html", 429, next=target,
+                    error=f"Too many wrong keys from this address: try again in {wait:.0f} s.")
+    if not key or await key_name(request, key) is None:
+        record_failed_auth(request.app, client)
         return page(request, "login.html", 401, next=target, error="That key is not valid on this server.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, key, max_age=COOKIE_DAYS * 86400, httponly=True, samesite="strict", path="/",

@@ -58,15 +58,18 @@ function cumulativeSelector() {
 function pairSelector() {
   const form = document.getElementById("pair-form");
   if (!form) return;
+  let asked = 0;  // a slower answer to an earlier choice must not overwrite a newer one
   form.addEventListener("change", async () => {
-    const a = form.elements.a.value, b = form.elements.b.value;
+    const a = form.elements.a.value, b = form.elements.b.value, mine = ++asked;
     const out = document.getElementById("pair-value");
     out.textContent = "…";
     const resp = await fetch(`/factors/${encodeURIComponent(form.dataset.model)}/pair?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`,
                              {credentials: "same-origin"});
     const body = await resp.json();
+    if (mine !== asked) return;
     if (!resp.ok) { out.textContent = body.message || "error"; return; }
     out.dataset.value = body.correlation;
+    out.dataset.pair = `${body.a}|${body.b}`;
     out.textContent = body.correlation === null ? "—" : body.correlation.toFixed(3);
     document.getElementById("pair-days").textContent = `over ${body.n_days} common days`;
     if (typeof Plotly !== "undefined") Plotly.react("pair", body.figure.data, body.figure.layout, PLOT_CONFIG);
