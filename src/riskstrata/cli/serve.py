@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from riskstrata.api.settings import DEFAULT_BURST, DEFAULT_MAX_BODY, DEFAULT_RATE
+from riskstrata.api.settings import (
+    DEFAULT_AUTH_FAIL_BURST,
+    DEFAULT_AUTH_FAIL_RATE,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_BURST,
+    DEFAULT_HEAVY_PER_KEY,
+    DEFAULT_HEAVY_SLOTS,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_RATE,
+)
 from riskstrata.cli.common import JsonOpt, StoreOpt, err, open_store, out, print_json
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the REST server (stored hashed in the store).")
@@ -43,6 +53,17 @@ def serve(
     = DEFAULT_RATE,
     rate_burst: Annotated[int, typer.Option(min=1, help="Requests a key may send at once.")] = DEFAULT_BURST,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body (413 above).")] = DEFAULT_MAX_BODY,
+    body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds for a request body to arrive (408 after).")]
+    = DEFAULT_BODY_TIMEOUT,
+    auth_fail_rate: Annotated[float, typer.Option(min=0, help="Failed authentications/s per client address "
+                                                              "(429 once spent; 0 = no limit).")] = DEFAULT_AUTH_FAIL_RATE,
+    auth_fail_burst: Annotated[int, typer.Option(min=1, help="Failed authentications an address may make at once.")]
+    = DEFAULT_AUTH_FAIL_BURST,
+    max_inflight_per_key: Annotated[int, typer.Option(min=0, help="Requests of one key in flight per worker "
+                                                                  "(429 above; 0 = no bound).")] = DEFAULT_MAX_INFLIGHT,
+    heavy_slots: Annotated[int, typer.Option(min=0, help="Heavy requests (history, portfolios) running at once per "
+                                                         "worker (0 = no gate).")] = DEFAULT_HEAVY_SLOTS,
+    heavy_per_key: Annotated[int, typer.Option(min=1, help="Of which one key may run at once.")] = DEFAULT_HEAVY_PER_KEY,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Serve the web dashboard (at /) and the REST API (OpenAPI at /api/openapi.json, docs at /api/docs) over a store."""
@@ -54,7 +75,9 @@ def serve(
 
     opened = open_store(store, create=False)  # a typo in --store should not serve an empty new store
     settings = ApiSettings(auth_required=auth, rate_limit=rate_limit, rate_burst=rate_burst,
-                           max_body_bytes=max_body_bytes)
+                           max_body_bytes=max_body_bytes, body_timeout=body_timeout, auth_fail_rate=auth_fail_rate,
+                           auth_fail_burst=auth_fail_burst, max_inflight_per_key=max_inflight_per_key,
+                           heavy_slots=heavy_slots, heavy_per_key=heavy_per_key)
     # Workers are separate processes that build the app with create_app(): they read these.
     os.environ.update(settings.to_env())
     os.environ["RISKSTRATA_STORE"] = str(opened.root.resolve())
