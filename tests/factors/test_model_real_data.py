@@ -11,40 +11,48 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrata.data.fundamentals import fundamentals_panel, read_fundamentals_file
+from riskstrata.data.fundamentals import check_fundamentals_file
 from riskstrata.factors.model import FactorInputs, fit_factor_model
 from riskstrata.factors.spec import load_spec
 from riskstrata.factors.validation import bias_statistic
+from riskstrata.services.factors import point_in_time_panels
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 pytestmark = pytest.mark.realdata
 if not (SHARED / "fundamentals" / "snapshots.parquet").exists():
     pytest.skip(f"real market data not present at {SHARED}", allow_module_level=True)
 
-FIELDS = ("price", "price_to_book", "book_value_per_share", "eps", "pe", "dividend_yield", "ebitda", "sales",
-          "total_debt", "market_cap")
+@pytest.fixture(scope="module")
+def snapshots():
+    """The reference snapshots through the ingest checks (BRK-B's caps repaired, …), and the report."""
+    return check_fundamentals_file(SHARED / "fundamentals" / "snapshots.parquet")
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def fitted(snapshots):
     gics = pd.read_csv(SHARED / "reference" / "gics_current.csv")
     tickers = gics["ticker"].tolist()
-    px = pd.read_parquet(SHARED / "prices" / "core.parquet", filters=[("date", ">=", pd.Timestamp("2013-06-01"))])
-    wide = px[px["ticker"].isin(tickers)].pivot(index="date", columns="ticker", values="adj_close")
+    # Adjusted closes from before the first snapshot (2012-12-27): caps roll from its close.
+    px = pd.read_parquet(SHARED / "prices" / "core.parquet", filters=[("date", ">=", pd.Timestamp("2012-12-01"))])
+    adj = px[px["ticker"].isin(tickers)].pivot(index="date", columns="ticker", values="adj_close")
+    wide = adj.loc["2013-06-01":]
     returns = wide.pct_change(fill_method=None).iloc[1:]
-    price = wide.reindex(returns.index)
-    snaps = read_fundamentals_file(SHARED / "fundamentals" / "snapshots.parquet")
     dates, names = returns.index, returns.columns
     # No debt in these snapshots: LEVERAGE is dropped by the spec (missing = "drop"), with a note.
-    fund = {f: fundamentals_panel(snaps, f, dates, names) for f in FIELDS if f != "total_debt"}
-    shares = fundamentals_panel(snaps, "shares_outstanding", dates, names, max_age_days=3000)
+    pit = point_in_time_panels(snapshots[0], adj, dates, list(names))
+    issuers = pd.read_parquet(SHARED / "sec" / "company_tickers.parquet").set_index("ticker")["cik"]
     ohlcv = pd.read_parquet(SHARED / "prices" / "ohlcv_2021.parquet", columns=["date", "ticker", "volume"],
                             filters=[("date", ">=", pd.Timestamp("2013-06-01"))])
     volume = ohlcv.pivot(index="date", columns="ticker", values="volume").reindex(index=dates, columns=names)
-    inputs = FactorInputs(returns, shares * price, gics.set_index("ticker")["gics_sector"], fund, volume, shares, price)
+    inputs = FactorInputs(returns, pit.market_cap, gics.set_index("ticker")["gics_sector"], pit.fundamentals, volume,
+                          pit.shares, pit.price, issuers.reindex(names))
     result = fit_factor_model(inputs, load_spec("US21"))
-    assert any(n.startswith("LEVERAGE: not estimated") and "debt field" in n for n in result.notes)
     return inputs, result
+
+
+def test_leverage_is_dropped_with_a_note(fitted):
+    _, result = fitted
+    assert any(n.startswith("LEVERAGE: not estimated") and "debt field" in n for n in result.notes)
 
 
 def test_it_builds_with_plausible_fit(fitted):
@@ -86,6 +94,123 @@ def test_fama_french_sanity_size_against_smb_and_value_against_hml(fitted):
     value = pd.concat([fr["VALUE"], ff["hml"]], axis=1, sort=True).dropna()
     assert len(value) > 800
     assert value["VALUE"].corr(value["hml"]) > 0.3
+
+
+# ---------------------------------------------------------------------- honest inputs (issue 9 §1–2)
+
+
+def _snapshot_days(snaps: pd.DataFrame, dates: pd.DatetimeIndex) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """(snapshot date, the first model date on or after it) for every snapshot inside the model."""
+    out = []
+    for d in sorted(snaps["available_date"].unique()):
+        i = dates.searchsorted(d)
+        if i < len(dates) and (dates[i] - d).days <= 4:
+            out.append((pd.Timestamp(d), dates[i]))
+    return out
+
+
+def _rel_err(cap: pd.Series, snap: pd.DataFrame) -> pd.Series:
+    return (cap / snap["market_cap"] - 1).abs().dropna()
+
+
+def honest_input_figures(snaps: pd.DataFrame, inputs: FactorInputs, result) -> dict:
+    """The figures of issue 9 §1 on the real data: per snapshot date the median |cap / snapshot
+    cap − 1|, the worst of them; AAPL's and MSFT's lowest SIZE in the universe; per snapshot date
+    VALUE's Spearman correlation with the snapshot's own B/P (fresh, non-imputed names)."""
+    dates, names = inputs.returns.index, inputs.returns.columns
+    k_size, k_value = result.factors.index("SIZE"), result.factors.index("VALUE")
+    cap_err, cap_err_before, rank_corr = {}, {}, {}
+    previous = None
+    for d, day in _snapshot_days(snaps, dates):
+        snap = snaps[snaps["available_date"] == d].set_index("ticker").reindex(names)
+        i = dates.get_loc(day)
+        if day == d:  # the snapshot's own trading day: its cap, as the vendor reported it
+            err = _rel_err(inputs.market_cap.loc[day], snap)
+            if len(err) >= 50:
+                cap_err[d] = float(err.median())
+        if previous is not None and (d - previous).days <= 60 and i > 0 and dates[i - 1] >= previous:
+            # The day before: the previous snapshot's cap rolled by the adjusted-close relative.
+            err = _rel_err(inputs.market_cap.iloc[i - 1], snap)
+            if len(err) >= 50:
+                cap_err_before[d] = float(err.median())
+        previous = d
+        bp = (1 / snap["price_to_book"]).fillna(snap["book_value_per_share"] / snap["price"])
+        x = pd.Series(result.exposures[i, :, k_value], index=names)
+        fresh = result.universe[i] & ~result.imputed[i, :, k_value]
+        both = pd.concat([x[fresh], bp[fresh]], axis=1).dropna()
+        if len(both) >= 50:
+            rank_corr[d] = float(both.iloc[:, 0].corr(both.iloc[:, 1], method="spearman"))
+    size_min = {}
+    for t in ("AAPL", "MSFT"):
+        j = names.get_loc(t)
+        size_min[t] = float(np.nanmin(np.where(result.universe[:, j], result.exposures[:, j, k_size], np.nan)))
+    return {"cap_err": pd.Series(cap_err), "cap_err_before": pd.Series(cap_err_before),
+            "value_rank_corr": pd.Series(rank_corr), "size_min": size_min}
+
+
+@pytest.fixture(scope="module")
+def figures(snapshots, fitted):
+    inputs, result = fitted
+    out = honest_input_figures(snapshots[0], inputs, result)
+    print(f"\nsnapshot trading days: {len(out['cap_err'])}; median |cap/snapshot cap − 1| worst {out['cap_err'].max():.2e}")
+    before = out["cap_err_before"]
+    print(f"the day before a snapshot (previous one ≤ 60 days old, rolled): median |cap/snapshot cap − 1| on "
+          f"{len(before)} dates: worst {before.max():.4f} ({before.idxmax().date()}), median {before.median():.4f}")
+    print(f"SIZE minimum in the universe: {out['size_min']}")
+    rc = out["value_rank_corr"]
+    print(f"VALUE vs snapshot B/P Spearman on {len(rc)} snapshot dates: min {rc.min():.4f} ({rc.idxmin().date()}), "
+          f"median {rc.median():.4f}")
+    return out
+
+
+def test_caps_equal_the_snapshot_caps_on_snapshot_dates(figures):
+    err = figures["cap_err"]
+    assert len(err) > 60  # snapshots dated on a trading day
+    assert (err < 0.01).all(), err[err >= 0.01]
+    # Rolled forward from the previous snapshot, the cap lands on the next one: the adjusted-close
+    # relative carries the price (a look-ahead cap from re-based adjusted closes would not).
+    before = figures["cap_err_before"]
+    assert len(before) > 60
+    # (Between snapshots the vendor's share counts move too: the median name is off by ~1 %.)
+    assert before.median() < 0.02 and (before < 0.06).all(), before[before >= 0.06]
+
+
+def test_apple_and_microsoft_are_large_on_every_date_in_the_universe(figures):
+    assert figures["size_min"]["AAPL"] > 1 and figures["size_min"]["MSFT"] > 1, figures["size_min"]
+
+
+def test_value_ranks_follow_the_snapshots_own_book_to_price(figures):
+    rc = figures["value_rank_corr"]
+    assert len(rc) > 100
+    assert (rc >= 0.95).all(), rc[rc < 0.95]
+
+
+def test_share_classes_count_once_in_the_regression(fitted):
+    """Alphabet, Fox and News Corp: on every date at most one class is in the estimation universe
+    (it carries the issuer's whole cap, so the √cap weight and the cap-weighted industry constraint
+    see one issuer), and when a class is eligible one is in."""
+    inputs, result = fitted
+    names = inputs.returns.columns
+    cap = inputs.market_cap.to_numpy()
+    for pair in (("GOOG", "GOOGL"), ("FOX", "FOXA"), ("NWS", "NWSA")):
+        cols = [names.get_loc(t) for t in pair]
+        inside = result.universe[:, cols]
+        assert not inside.all(axis=1).any(), pair
+        assert inside.any(axis=1).sum() > 250, pair  # Fox Corp since 2019, in the snapshots from 2024-10
+        # The class inside weighs √(issuer cap): the issuer's cap as the vendor reports it on a class.
+        t = np.flatnonzero(inside.any(axis=1))
+        weight = np.sqrt(np.where(inside[t], cap[t][:, cols], 0.0)).sum(axis=1)
+        issuer_cap = np.nanmax(cap[t][:, cols], axis=1)
+        np.testing.assert_allclose(weight**2 / issuer_cap, 1.0, atol=0.2)
+
+
+def test_ingest_repairs_berkshires_caps_and_drops_implausible_yields(snapshots):
+    clean, report = snapshots
+    brk = clean[(clean["ticker"] == "BRK-B") & clean["available_date"].between("2013-01-01", "2017-12-31")]
+    assert brk["market_cap"].dropna().between(1e11, 1e12).all()  # was ≈1.8e8: 1,000× too small
+    assert clean["dividend_yield"].max() <= 0.25  # 0.97 (TYC 2013) no longer passes
+    repaired = report.issues[report.issues["reason"] == "market_cap_units"]
+    assert "BRK-B" in set(repaired["ticker"]) and (repaired["action"] == "repaired").all()
 
 
 # ---------------------------------------------------------------------- visible gaps, every factor (issue 9 §3–§4)

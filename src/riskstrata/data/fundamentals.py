@@ -73,6 +73,7 @@ __all__ = [
     "FUNDAMENTAL_REASONS",
     "MAX_DIVIDEND_YIELD",
     "check_fundamentals_file",
+    "fundamentals_input_columns",
     "MIN_CAP_TO_EBITDA",
     "ROLLED_LEVELS",
     "ROLLED_RATIOS",
@@ -534,6 +535,11 @@ def _inputs_of(field: str, derive: bool) -> list[str]:
     return [field, *(_DERIVED[field][:2] if derive and field in _DERIVED else ())]
 
 
+def fundamentals_input_columns(field: str, derive: bool = True) -> set[str]:
+    """The stored columns a field or snapshot ratio can be computed from (any one may do)."""
+    return set(_inputs_of(field, derive))
+
+
 def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, derive: bool) -> pd.DataFrame:
     """``security_id`` (if known), ``ticker``, ``available_date``, ``value``, ``price_day`` (the
     snapshot's price date as float days since the epoch): the rows with a value available in [lo, hi]."""
@@ -709,13 +715,16 @@ def price_relative(adj_close: pd.DataFrame, dates: pd.DatetimeIndex, price_day: 
     filled = pd.DataFrame(a).ffill().to_numpy()
     filled_day = pd.DataFrame(seen_day).ffill().to_numpy()
     t, n = price_day.shape
-    pos = np.searchsorted(days, np.nan_to_num(price_day, nan=-np.inf), side="right") - 1
-    cols = np.broadcast_to(np.arange(n)[None, :], (t, n))
-    found = np.isfinite(price_day) & (pos >= 0)
-    ref = np.full((t, n), np.nan)
-    ref_day = np.full((t, n), np.nan)
-    ref[found] = filled[pos[found], cols[found]]
-    ref_day[found] = filled_day[pos[found], cols[found]]
+    # Few distinct price days (one per snapshot): search each once, then map by code.
+    codes, uniq = pd.factorize(price_day.ravel())
+    pos = np.append(np.searchsorted(days, np.asarray(uniq, dtype="float64"), side="right") - 1, -1)[codes]
+    found = pos >= 0
+    flat = pos[found] * n + np.tile(np.arange(n), t)[found]
+    ref = np.full(t * n, np.nan)
+    ref_day = np.full(t * n, np.nan)
+    ref[found] = filled.ravel()[flat]
+    ref_day[found] = filled_day.ravel()[flat]
+    ref, ref_day = ref.reshape(t, n), ref_day.reshape(t, n)
     ref[~(price_day - ref_day <= PRICE_DATE_TOLERANCE_DAYS)] = np.nan
     now = adj.reindex(pd.DatetimeIndex(dates)).to_numpy(dtype="float64", na_value=np.nan)
     now = np.where(now > 0, now, np.nan)

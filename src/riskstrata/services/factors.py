@@ -66,7 +66,7 @@ def list_models(store: Store) -> pd.DataFrame:
 # ratios, and fields used as they are (growth, margins, leverage).
 ROLLED_LEVEL_FIELDS = ("market_cap", "price")
 ROLLED_RATIO_FIELDS = ("book_to_price", "earnings_yield", "dividend_yield")
-PLAIN_FIELDS = ("price_to_book", "book_value_per_share", "eps", "pe", "ebitda", "sales", "total_debt")
+PLAIN_FIELDS = ("eps", "ebitda", "sales", "total_debt")  # B/P and E/P come rolled: no per-share fallbacks
 
 
 @dataclass
@@ -100,17 +100,23 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     is the cap where both exist (:func:`~riskstrata.factors.descriptors.market_cap_panel`);
     within a snapshot its market_cap wins over price × shares_outstanding.
     """
-    from riskstrata.data.fundamentals import fundamentals_panel
+    from riskstrata.data.fundamentals import fundamentals_input_columns, fundamentals_panel
     from riskstrata.factors.descriptors import market_cap_panel
 
     dates = pd.DatetimeIndex(dates)
     adj = adj_close.reindex(columns=names)
+
+    def panel(field: str, **kw: object) -> pd.DataFrame:
+        if isinstance(source, pd.DataFrame) and not fundamentals_input_columns(field) & set(source.columns):
+            return pd.DataFrame(np.nan, index=dates, columns=names)  # the frame has no such data
+        return fundamentals_panel(source, field, dates, names, **kw)
+
     long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
-    fund = {f: fundamentals_panel(source, f, dates, names, adj_close=adj, **long_age) for f in ROLLED_LEVEL_FIELDS}
-    fund.update({f: fundamentals_panel(source, f, dates, names, adj_close=adj) for f in ROLLED_RATIO_FIELDS})
-    fund.update({f: fundamentals_panel(source, f, dates, names) for f in PLAIN_FIELDS})
+    fund = {f: panel(f, adj_close=adj, **long_age) for f in ROLLED_LEVEL_FIELDS}
+    fund.update({f: panel(f, adj_close=adj) for f in ROLLED_RATIO_FIELDS})
+    fund.update({f: panel(f) for f in PLAIN_FIELDS})
     # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
-    shares = fundamentals_panel(source, "shares_outstanding", dates, names, **long_age)
+    shares = panel("shares_outstanding", **long_age)
     raw = raw_close.reindex(index=dates, columns=names) if raw_close is not None else None
     cap = market_cap_panel(raw, shares if raw is not None else None, fund["market_cap"])
     price = fund["price"] if raw is None else raw.where(raw > 0, fund["price"])
