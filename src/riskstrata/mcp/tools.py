@@ -16,6 +16,7 @@ writes or logs them. Keys are the CLI's ``--json`` and the REST API's keys (one 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from typing import Annotated, Any, Literal
 
 import pandas as pd
@@ -93,17 +94,20 @@ class Tools:
         return {"model": model, "model_version": version, "data_date": self.store.model_meta(name, version)["end"]}
 
     def suggestions(self, query: str) -> list[str]:
-        """Tickers close to ``query`` (prefix, then contains, then company name), for an unknown one."""
+        """Tickers close to ``query`` for an unknown one: the most similar spellings first (a
+        transposition: APPL → AAPL), then the ticker-search's matches of its longest known prefix."""
         try:
             universe = self.state.current().universe
         except Exception:  # noqa: BLE001 - suggestions are a courtesy: the error stands without them
             return []
         q = query.strip().upper()
+        near = difflib.get_close_matches(q, list(universe.rows.index), n=SUGGESTIONS, cutoff=0.6)
         for n in range(len(q), 0, -1):  # 'NVDX' finds nothing: try 'NVD', then 'NV', …
             found = search(universe, q[:n]).get("suggestions", [])
             if found:
-                return [s["ticker"] for s in found][:SUGGESTIONS]
-        return []
+                near += [s["ticker"] for s in found]
+                break
+        return list(dict.fromkeys(near))[:SUGGESTIONS]
 
     def explain_unknown(self, exc: UnknownTicker) -> str:
         """The CLI's message, plus the closest tickers this store knows."""
