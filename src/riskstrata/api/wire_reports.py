@@ -5,7 +5,7 @@
 - ``POST /portfolio/risk-snapshot`` (``post_portfolio_risk_snapshot[_pdf]``): the risk-index
   body of ``/portfolio/risk-index`` (weights renormalised over the resolved names) with hedge
   ratios per name, the snapshot, and optionally a diversification block; ``format=pdf`` answers
-  the one-page PDF (:mod:`riskstrata.reports.pdf`); ``png`` is a 501.
+  the one-page PDF (:mod:`riskstrata.reports.pdf`); ``png`` is a 422 saying so.
 - ``GET /metrics/{T}/snapshot.pdf`` (``get_metrics_snapshot_pdf``): a stock's one-page PDF.
 - ``POST /portfolio/exposure``: a signed dollar book of up to 1,000 names
   (:func:`riskstrata.services.portfolio.book_exposure_report`).
@@ -151,7 +151,7 @@ def _diversification(analysis, window_days: int) -> dict:
              responses=PDF_RESPONSE)
 def post_portfolio_risk_snapshot(w: WireDep, req: RiskSnapshotRequest) -> Response:
     if req.format == "png":
-        raise ApiError(501, "Not Implemented", "format=png is not served: ask for format=pdf or format=json")
+        raise ApiError(422, "Unprocessable Entity", "format=png is not served: ask for format=pdf or format=json")
     weights = pri.normalized_weights(req.positions)
     rows, errors = lookup.latest_rows(w.pub, w.store, list(weights))
     if not rows:

@@ -1,9 +1,10 @@
-"""The riskmodels-py 0.5.0 methods riskstrata does not serve: a clear 501, never a 404 guess or a 5xx.
+"""The riskmodels-py 0.5.0 methods riskstrata does not serve: a clear 404, never a bare one or a 5xx.
 
-Each route answers ``501 {"error": "Not Implemented", "message": "…"}``: the message names the
-client method(s) that call the path and says why a self-hosted store cannot answer it (the
-client shows ``message`` in its ``APIError``). :data:`UNSERVED` is also the source of the
-README's table of client methods.
+Each route answers ``404 {"error": "Not Served", "message": "…"}``: the message names the client
+method(s) that call the path and says why a self-hosted store cannot answer it (the client shows
+``message`` in its ``APIError``). 404 rather than 501: the server works as designed, the resource
+does not exist here, and no 5xx ever means "by design". :data:`UNSERVED` is also the source of
+the README's table of client methods.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _responder(methods: tuple[str, ...], http: str, path: str, why: str):
     names = " / ".join(methods)
 
     async def not_served(request: Request) -> None:  # noqa: ARG001 - the request is not read
-        raise ApiError(501, "Not Implemented",
+        raise ApiError(404, "Not Served",
                        f"{names} ({http} /api{path}) is not served by riskstrata: {why}")
 
     not_served.__name__ = f"not_served_{methods[0].replace('.', '_')}_{http.lower()}"
@@ -84,5 +85,5 @@ def _responder(methods: tuple[str, ...], http: str, path: str, why: str):
 
 for _methods, _http, _path, _why in UNSERVED:
     router.add_api_route(_path, _responder(_methods, _http, _path, _why), methods=[_http],
-                         summary=f"Not served: {' / '.join(_methods)}", status_code=501,
-                         responses={501: {"description": _why}}, include_in_schema=True)
+                         summary=f"Not served: {' / '.join(_methods)}", status_code=404,
+                         responses={404: {"description": _why}}, include_in_schema=True)
