@@ -11,6 +11,7 @@ import pytest
 from riskstrata.data.fundamentals import (
     FUNDAMENTAL_FIELDS,
     FUNDAMENTALS_COLUMNS,
+    check_fundamentals_file,
     fundamentals_panel,
     ingest_fundamentals,
     read_fundamentals_file,
@@ -235,3 +236,139 @@ def test_volume_survives_price_ingest(store, tmp_path):
     merged = raw[["ticker", "date", "volume"]].merge(prices, on=["ticker", "date"], suffixes=("_file", "_store"))
     assert len(merged) >= 0.99 * len(raw)
     np.testing.assert_array_equal(merged["volume_store"].to_numpy(), merged["volume_file"].to_numpy(dtype="float64"))
+
+
+# ---------------------------------------------------------------------- rolling from the snapshot (issue 9 §1)
+
+
+@pytest.fixture
+def split_stock():
+    """One stock, one snapshot on Friday 2020-01-10 (price 100, cap 1e9, P/B 2, P/E 20, yield 2 %),
+    then a 2:1 split on 2020-01-15 and a rally. The adjusted closes are re-based by the split (and
+    a later dividend): on the snapshot day the adjusted close is 45, not the traded 100."""
+    snaps = pd.DataFrame({"available_date": pd.to_datetime(["2020-01-10"]), "ticker": ["AAA"],
+                          "price": [100.0], "market_cap": [1e9], "price_to_book": [2.0], "pe": [20.0],
+                          "dividend_yield": [0.02], "price_to_sales": [4.0]})
+    days = pd.bdate_range("2020-01-06", "2020-01-24")
+    adj = pd.DataFrame({"AAA": np.linspace(40.0, 60.0, len(days))}, index=days)
+    return snaps, adj
+
+
+def test_caps_prices_and_ratios_roll_by_the_adjusted_close_relative(split_stock):
+    snaps, adj = split_stock
+    dates = adj.index
+    snap_adj = adj.loc["2020-01-10", "AAA"]
+    rel = adj["AAA"] / snap_adj
+    panel = {f: fundamentals_panel(snaps, f, dates, ["AAA"], adj_close=adj)["AAA"]
+             for f in ("market_cap", "price", "book_to_price", "earnings_yield", "dividend_yield", "sales_to_price")}
+    after = dates >= "2020-01-10"
+    # Worked by hand: cap_t = 1e9 × adj_t / adj_snap; price_t = 100 × rel; ratios ÷ rel.
+    np.testing.assert_allclose(panel["market_cap"][after], 1e9 * rel[after], rtol=1e-15)
+    np.testing.assert_allclose(panel["price"][after], 100.0 * rel[after], rtol=1e-15)
+    np.testing.assert_allclose(panel["book_to_price"][after], 0.5 / rel[after], rtol=1e-15)
+    np.testing.assert_allclose(panel["earnings_yield"][after], 0.05 / rel[after], rtol=1e-15)
+    np.testing.assert_allclose(panel["dividend_yield"][after], 0.02 / rel[after], rtol=1e-15)
+    np.testing.assert_allclose(panel["sales_to_price"][after], 0.25 / rel[after], rtol=1e-15)
+    assert panel["market_cap"]["2020-01-10"] == 1e9 and panel["price"]["2020-01-10"] == 100.0
+    # Before the first snapshot there is no cap: missing, never invented from the adjusted close.
+    for f in panel.values():
+        assert f[~after].isna().all()
+    # Without adjusted closes the snapshot's values are carried unchanged (as before).
+    assert (fundamentals_panel(snaps, "market_cap", dates[after], ["AAA"])["AAA"] == 1e9).all()
+
+
+def test_a_weekend_snapshot_rolls_from_the_last_close_and_price_date_wins(split_stock):
+    snaps, adj = split_stock
+    weekend = snaps.assign(available_date=pd.to_datetime(["2020-01-12"]))  # a Sunday
+    cap = fundamentals_panel(weekend, "market_cap", adj.index, ["AAA"], adj_close=adj)["AAA"]
+    assert np.isnan(cap["2020-01-10"])  # not available before its date
+    assert cap["2020-01-13"] == pytest.approx(1e9 * adj.loc["2020-01-13", "AAA"] / adj.loc["2020-01-10", "AAA"])
+    # A report published later whose price was observed on 2020-01-07.
+    late = snaps.assign(available_date=pd.to_datetime(["2020-01-20"]), price_date=pd.to_datetime(["2020-01-07"]))
+    cap = fundamentals_panel(late, "market_cap", adj.index, ["AAA"], adj_close=adj)["AAA"]
+    assert np.isnan(cap["2020-01-17"])
+    assert cap["2020-01-20"] == pytest.approx(1e9 * adj.loc["2020-01-20", "AAA"] / adj.loc["2020-01-07", "AAA"])
+    # No adjusted close within 10 days before the price date: the snapshot cannot be rolled.
+    stale = snaps.assign(price_date=pd.to_datetime(["2019-12-01"]))
+    assert fundamentals_panel(stale, "market_cap", adj.index, ["AAA"], adj_close=adj)["AAA"].isna().all()
+
+
+def test_the_store_path_rolls_the_same_way(store, tmp_path, split_stock):
+    snaps, adj = split_stock
+    path = tmp_path / "f.parquet"
+    snaps.to_parquet(path)
+    ingest_fundamentals(store, path)
+    sid = SecurityMaster.from_store(store).resolve("AAA", "2020-01-10")
+    by_store = fundamentals_panel(store, "book_to_price", adj.index, [sid], adj_close=adj.set_axis([sid], axis=1))
+    by_frame = fundamentals_panel(snaps, "book_to_price", adj.index, ["AAA"], adj_close=adj)
+    np.testing.assert_array_equal(by_store.to_numpy(), by_frame.to_numpy())
+
+
+# ---------------------------------------------------------------------- source errors (issue 9 §2)
+
+
+def test_implausible_ratios_and_per_share_values_are_set_to_nan_with_their_reason(tmp_path):
+    path = write(tmp_path, "f.csv", """
+date,ticker,price,market_cap,dividend_yield,pe,price_to_book,price_to_sales,book_value_per_share,eps
+2020-01-31,OK,50,1e10,0.03,18,3,2,16,2.7
+2020-01-31,YLD,50,1e10,0.97,18,3,2,16,2.7
+2020-01-31,PE,50,1e10,0.03,0.01,3,2,16,2.7
+2020-01-31,PEHI,50,1e10,0.03,4000,3,2,16,2.7
+2020-01-31,PB,50,1e10,0.03,18,16000,2,16,2.7
+2020-01-31,NEGPB,50,1e10,0.03,18,-40,2,16,2.7
+2020-01-31,PS,50,1e10,0.03,18,3,5000,16,2.7
+2020-01-31,BV,108,1e10,0.03,18,3,2,114213,2.7
+2020-01-31,EPS,108,1e10,0.03,18,3,2,16,8977
+2020-01-31,LOSS,8,1e10,0.03,,3,2,16,-13.9
+""")
+    clean, report = check_fundamentals_file(path)
+    assert_accounted(report)
+    hit = report.issues[report.issues["reason"] == "implausible_value"]
+    assert sorted(zip(hit["ticker"], hit["detail"].str.split(" = ").str[0])) == [
+        ("BV", "book_value_per_share"), ("EPS", "eps"), ("PB", "price_to_book"), ("PE", "pe"), ("PEHI", "pe"),
+        ("PS", "price_to_sales"), ("YLD", "dividend_yield")]
+    assert (hit["action"] == "repaired").all()
+    rows = clean.set_index("ticker")
+    assert np.isnan(rows.loc["YLD", "dividend_yield"]) and rows.loc["YLD", "pe"] == 18  # only the bad cell
+    assert rows.loc["NEGPB", "price_to_book"] == -40  # negative book equity is not an error
+    assert rows.loc["LOSS", "eps"] == -13.9  # a loss above the price is a write-down year
+    assert rows.loc["OK"].notna().all()
+
+
+def test_a_cap_in_the_wrong_unit_is_scaled_and_an_irreconcilable_one_dropped(tmp_path):
+    # BBB's caps in 2013–14 are 1,000× too small (EBITDA 30e9 against a 1.8e8 cap); CCC's March
+    # cap is a spike 1,200× off both neighbours; DDD has a 100× jump that persists (flagged only).
+    path = write(tmp_path, "f.csv", """
+date,ticker,price,market_cap,ebitda
+2013-05-05,BBB,108,1.79e8,3.0e10
+2014-05-05,BBB,120,2.10e8,3.2e10
+2018-02-08,BBB,191,2.61e11,3.5e10
+2020-01-31,CCC,50,1.0e10,
+2020-03-31,CCC,52,1.2e13,
+2020-06-30,CCC,55,1.1e10,
+2020-01-31,DDD,50,1.0e10,
+2020-03-31,DDD,52,1.5e12,
+2020-06-30,DDD,55,1.6e12,
+2020-01-31,EEE,50,1.0e10,5e9
+2020-03-31,EEE,52,4.0e7,5e9
+""")
+    clean, report = check_fundamentals_file(path)
+    caps = clean.set_index(["ticker", "available_date"])["market_cap"]
+    assert caps[("BBB", pd.Timestamp("2013-05-05"))] == pytest.approx(1.79e11)
+    assert caps[("BBB", pd.Timestamp("2014-05-05"))] == pytest.approx(2.10e11)
+    assert caps[("BBB", pd.Timestamp("2018-02-08"))] == 2.61e11  # the plausible one is the reference
+    assert caps[("CCC", pd.Timestamp("2020-03-31"))] == pytest.approx(1.2e10)
+    assert caps[("DDD", pd.Timestamp("2020-03-31"))] == 1.5e12  # persisted: kept, flagged
+    assert np.isnan(caps[("EEE", pd.Timestamp("2020-03-31"))])  # 250× off: no power of 1000 fits
+    got = report.issues.groupby(["ticker", "reason"]).size().to_dict()
+    assert got[("BBB", "market_cap_units")] == 2 and got[("CCC", "market_cap_units")] == 1
+    assert got[("EEE", "market_cap_inconsistent")] == 1 and got[("DDD", "field_jump")] == 1
+    units = report.issues[report.issues["reason"] == "market_cap_units"]["detail"].iloc[0]
+    assert "1.79e+08" in units and "power of 1000" in units
+
+
+def test_known_funds_in_a_fundamentals_file_are_typed_etf(store, tmp_path):
+    ingest_fundamentals(store, write(tmp_path, "f.csv", "date,ticker,market_cap\n2020-01-31,IVV,4e11\n"
+                                                        "2020-01-31,AAPL,1.3e12\n2020-01-31,TLT,3e10\n"))
+    types = SecurityMaster.from_store(store).records.set_index("ticker")["asset_type"]
+    assert types.to_dict() == {"AAPL": "stock", "IVV": "etf", "TLT": "etf"}

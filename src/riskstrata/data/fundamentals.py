@@ -37,7 +37,7 @@ NaN with its reason, the row kept:
   above the row's own price (per-share numbers of another share class, or of another unit).
 - ``market_cap_units`` (cell scaled by 1000^k): a market cap that is implausible — below
   :data:`MIN_CAP_TO_EBITDA` × the row's positive EBITDA, or off by two orders of magnitude from
-  both neighbouring snapshots of the ticker — and within a factor 10 of the nearest plausible cap
+  both neighbouring snapshots of the ticker — and within a factor √10 ≈ 3.2 of the nearest plausible cap
   of the ticker once scaled by a power of 1000 (thousands or millions mistaken for units).
 - ``market_cap_inconsistent`` (cell → NaN): such a cap that no power of 1000 reconciles.
 - ``field_jump`` (flagged): a field (market cap, price, sales) that moves
@@ -413,7 +413,7 @@ def _consistency(clean: pd.DataFrame, rows: pd.DataFrame, alive: np.ndarray) -> 
             with np.errstate(invalid="ignore", divide="ignore"):
                 k = np.round(np.log10(ref / cap) / 3.0)
                 scaled = cap * 1000.0**k
-                ok = bad & np.isfinite(k) & (k != 0) & (np.abs(np.log10(scaled / ref)) < 1.0)
+                ok = bad & np.isfinite(k) & (k != 0) & (np.abs(np.log10(scaled / ref)) < 0.5)
             full_new = np.full(n, np.nan)
             full_new[order] = scaled
             m_units = np.zeros(n, dtype=bool)
