@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from riskstrata.data.master import SecurityMaster, read_securities_file
+from riskstrata.data.master import SecurityMaster, guess_asset_type, ingest_issuers, read_securities_file
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, UnknownTicker
 
@@ -170,3 +170,43 @@ def test_a_securities_csv_is_read_with_optional_columns(tmp_path: Path) -> None:
     assert m.resolve("META", "2023-01-03") == m.resolve("FB", "2020-01-02")
     assert m.resolve("SPY", "1995-01-03") == "TKR:SPY"  # no valid_from: valid since forever
     assert m.record("TKR:SPY", "2020-01-02")["asset_type"] == "etf"
+
+
+# ---------------------------------------------------------------------- issuers and funds (issue 9)
+
+
+def test_share_classes_share_an_issuer_and_other_securities_are_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "securities.csv"
+    path.write_text("ticker,cik\nGOOG,0001652044\nGOOGL,0001652044\nAAPL,\n")
+    m = SecurityMaster(read_securities_file(path))  # ``cik`` is read as the issuer id
+    ids = [m.resolve(t, "2020-01-02") for t in ("GOOG", "GOOGL", "AAPL")]
+    assert m.issuers(ids).tolist() == ["0001652044", "0001652044", "TKR:AAPL"]
+    assert m.issuers(["NOT-THERE"]).tolist() == ["NOT-THERE"]
+
+
+def test_an_issuer_mapping_annotates_known_securities_and_reports_the_rest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    SecurityMaster(records({"ticker": "FOX", "valid_from": "2019-03-19"}, {"ticker": "FOXA", "valid_from": "2019-03-19"},
+                           {"ticker": "KO", "valid_from": "1990-01-02"})).to_store(store)
+    path = tmp_path / "company_tickers.csv"
+    path.write_text("cik,ticker,name\n0001754301,FOX,Fox Corp\n0001754301,FOXA,Fox Corp\n"
+                    "0000021344,KO,Coca-Cola\n0000000001,ZZZZ,Unknown\n,KO,blank\n"
+                    "0000000002,DUP,a\n0000000003,DUP,b\n")
+    report = ingest_issuers(store, path)
+    assert report.rows_read == 7 and report.rows_rejected == 3
+    assert report.issues.groupby("reason").size().to_dict() == {
+        "duplicate_conflict": 2, "missing_issuer": 1, "not_in_master": 1}
+    m = SecurityMaster.from_store(store)
+    sids = [m.resolve(t, "2020-01-02") for t in ("FOX", "FOXA", "KO")]
+    assert m.issuers(sids).tolist() == ["0001754301", "0001754301", "0000021344"]
+    ingest_issuers(store, path)  # again: nothing changes
+    pd.testing.assert_frame_equal(SecurityMaster.from_store(store).records, m.records)
+    assert set(store.read_table("ingest_issues")["kind"]) == {"issuers"}
+
+
+def test_known_funds_are_typed_etf_on_first_sight() -> None:
+    assert [guess_asset_type(t) for t in ("IVV", "TLT", "GLD", "SPY", "AAPL", "^IRX", "^GSPC")] == [
+        "etf", "etf", "etf", "etf", "stock", "rate", "index"]
+    m = SecurityMaster.empty().ensure_tickers(pd.DataFrame({"ticker": ["GLD", "MSFT"], "first_date": ["2020-01-02"] * 2,
+                                                            "last_date": ["2020-12-31"] * 2}))
+    assert m.records.set_index("ticker")["asset_type"].to_dict() == {"GLD": "etf", "MSFT": "stock"}
