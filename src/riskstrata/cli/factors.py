@@ -122,13 +122,13 @@ def summary(store: StoreOpt = None, model: ModelOpt = "US21", as_json: JsonOpt =
     for name, row in frame.iterrows():
         est = "no" if row["status"] == "not estimated" else f"{row['dates_estimated']}/{row['dates']}"
         covered = "-" if pd.isna(row["coverage_last"]) else f"{100 * row['coverage_last']:.0f}%"
-        table.add_row(str(name), *(fmt(row[c] if not isinstance(row[c], pd.Timestamp) else str(row[c].date()))
-                                   for c in numbers), est, covered)
+        table.add_row(str(name), *(fmt(None if pd.isna(row[c]) else str(row[c].date())
+                                       if isinstance(row[c], pd.Timestamp) else row[c]) for c in numbers), est, covered)
     out.print(table)
     out.print("coverage: the share of the estimation universe's cap with fresh, non-imputed data behind the last "
               "return", highlight=False)
     for name, row in frame.iterrows():
-        if row["reason"]:
+        if isinstance(row["reason"], str):
             out.print(f"{name}: {row['reason']}", highlight=False)
 
 
