@@ -87,7 +87,9 @@ def compute_descriptors(inp: FactorInputs, needed: set[str]) -> dict[str, pd.Dat
     """Raw descriptors (T × N) the spec asks for; missing inputs give all-NaN panels."""
     out: dict[str, pd.DataFrame] = {}
     cap = inp.market_cap
-    market = (inp.returns * cap.shift(1)).sum(axis=1, min_count=1) / cap.shift(1).where(inp.returns.notna()).sum(axis=1)
+    # The cap-weighted market return counts an issuer once (its other share classes weigh 0).
+    once = cap.where(~D.secondary_share_classes(cap, (cap > 0).to_numpy(), inp.issuer)).shift(1)
+    market = (inp.returns * once).sum(axis=1, min_count=1) / once.where(inp.returns.notna()).sum(axis=1)
     if needed & {"beta", "residual_vol"}:
         out["beta"], out["residual_vol"] = D.beta_and_residual_vol(inp.returns, market)
     if "momentum" in needed:
