@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from riskstrata.api.wire import WireDep
 from riskstrata.api.wire_meta import json_response
-from riskstrata.api.wire_schemas import MAX_BATCH
+from riskstrata.api.wire_schemas import MAX_BATCH, Ticker, WholeInt
 from riskstrata.errors import UnknownTicker
 from riskstrata.services.correlation import MAX_WINDOW, MIN_WINDOW, factor_correlation
 
@@ -31,10 +31,12 @@ Method = Literal["pearson", "spearman"]
 class CorrelationRequest(BaseModel):
     """POST /correlation: one ticker or up to 100; ``factors`` are ETF tickers (default: the cascade's)."""
 
-    ticker: str | list[str] = Field(examples=["NVDA"])
-    factors: list[str] | None = Field(default=None, max_length=50)
+    model_config = ConfigDict(strict=True)
+
+    ticker: Ticker | Annotated[list[Ticker], Field(min_length=1, max_length=MAX_BATCH)] = Field(examples=["NVDA"])
+    factors: list[Ticker] | None = Field(default=None, max_length=50)
     return_type: ReturnType = "l3_residual"
-    window_days: int = Field(default=252, ge=MIN_WINDOW, le=MAX_WINDOW)
+    window_days: WholeInt = Field(default=252, ge=MIN_WINDOW, le=MAX_WINDOW)
     method: Method = "pearson"
 
 
@@ -64,10 +66,6 @@ def post_correlation(w: WireDep, req: CorrelationRequest) -> Response:
     if isinstance(req.ticker, str):
         return json_response(_body(w, req.ticker, req.factors, req.return_type, req.window_days, req.method, started),
                              w.lin)
-    if not 1 <= len(req.ticker) <= MAX_BATCH:
-        from riskstrata.api.errors import ApiError
-
-        raise ApiError(422, "Validation Error", f"ticker: give 1 to {MAX_BATCH} tickers")
     results = []
     for t in req.ticker:
         try:

@@ -15,12 +15,11 @@ Holdings are request data: read in memory, never stored or logged.
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,7 +28,7 @@ from riskstrata.api import wire_pri as pri
 from riskstrata.api.errors import ApiError
 from riskstrata.api.wire import WireDep
 from riskstrata.api.wire_meta import json_response
-from riskstrata.api.wire_schemas import MAX_BATCH, Position
+from riskstrata.api.wire_schemas import MAX_BATCH, MAX_QUANTITY, IsoDate, Position, Ticker, WholeInt
 from riskstrata.api.wire_snapshot import hedge_levels
 from riskstrata.reports.pdf import render_pdf
 from riskstrata.reports.snapshot import MAX_LOOKBACK, MIN_LOOKBACK, portfolio_snapshot, snapshot_of, ticker_snapshot
@@ -43,13 +42,15 @@ HR_FIELDS = ("l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l
 
 
 class SnapshotPosition(BaseModel):
-    """A weight (any positive scale) or a number of shares (valued at the last close)."""
+    """A weight (any positive scale) or a number of shares (valued at the last close): one of them."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False,
+                              json_schema_extra={"oneOf": [{"required": ["weight"]}, {"required": ["shares"]}]})
 
-    ticker: str = Field(min_length=1, max_length=12)
-    weight: float | None = Field(default=None, gt=0)
-    shares: float | None = Field(default=None, gt=0)
+    ticker: Ticker
+    # Numbers when present (never null): the schema's "weight or shares" is then exactly the rule.
+    weight: float = Field(None, gt=0, le=MAX_QUANTITY)
+    shares: float = Field(None, gt=0, le=MAX_QUANTITY)
 
     @model_validator(mode="after")
     def _one_quantity(self) -> SnapshotPosition:
@@ -58,52 +59,63 @@ class SnapshotPosition(BaseModel):
         return self
 
 
-class SnapshotRequest(BaseModel):
-    """POST /snapshot, as ``snapshot`` (type portfolio) and ``snapshot_ticker`` (type ticker) send it."""
+class _SnapshotBase(BaseModel):
+    model_config = ConfigDict(strict=True)
 
-    type: Literal["portfolio", "ticker"] = "portfolio"
-    portfolio: list[SnapshotPosition] = Field(default_factory=list, max_length=MAX_BATCH)
-    ticker: str | None = Field(default=None, min_length=1, max_length=12)
-    lookback_days: int = Field(default=252, ge=MIN_LOOKBACK, le=MAX_LOOKBACK)
+    lookback_days: WholeInt = Field(default=252, ge=MIN_LOOKBACK, le=MAX_LOOKBACK)
     mode: Literal["frozen"] = "frozen"
-    benchmark: str | None = Field(default=None, min_length=1, max_length=12)
+    benchmark: Ticker | None = None
 
-    @model_validator(mode="after")
-    def _subject(self) -> SnapshotRequest:
-        if self.type == "ticker" and not self.ticker:
-            raise ValueError("type 'ticker' needs a ticker")
-        if self.type == "portfolio" and not self.portfolio:
-            raise ValueError("type 'portfolio' needs 1 to 100 positions in 'portfolio'")
-        return self
+
+class PortfolioSnapshotRequest(_SnapshotBase):
+    """POST /snapshot with type 'portfolio' (the client's ``snapshot``)."""
+
+    type: Literal["portfolio"]
+    portfolio: list[SnapshotPosition] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TickerSnapshotRequest(_SnapshotBase):
+    """POST /snapshot with type 'ticker' (the client's ``snapshot_ticker``)."""
+
+    type: Literal["ticker"]
+    ticker: Ticker
+
+
+SnapshotRequest = Annotated[PortfolioSnapshotRequest | TickerSnapshotRequest, Field(discriminator="type")]
 
 
 class RiskSnapshotRequest(BaseModel):
-    """POST /portfolio/risk-snapshot (json or pdf; png is not served)."""
+    """POST /portfolio/risk-snapshot (json or pdf; png is refused with a message saying so)."""
+
+    model_config = ConfigDict(strict=True)
 
     positions: list[Position] = Field(min_length=1, max_length=MAX_BATCH)
     title: str | None = Field(default=None, max_length=200)
-    as_of_date: dt.date | None = None
+    as_of_date: IsoDate | None = None
     format: Literal["json", "pdf", "png"] = "json"
     include_diversification: bool = False
-    window_days: int = Field(default=252, ge=20, le=2000)
+    window_days: WholeInt = Field(default=252, ge=20, le=2000)
     no_cache: bool | None = None
 
 
 class ExposurePosition(BaseModel):
     """A signed dollar position (short < 0)."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
-    ticker: str = Field(min_length=1, max_length=12)
-    value: float = Field(description="Market value in USD; negative = short.")
+    ticker: Ticker
+    value: float = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, description="Market value in USD; negative = short.")
 
 
 class ExposureRequest(BaseModel):
     """POST /portfolio/exposure: a long/short book of up to 1,000 names in dollars."""
 
+    model_config = ConfigDict(strict=True)
+
     positions: list[ExposurePosition] = Field(min_length=1, max_length=MAX_EXPOSURE_NAMES)
-    lookback_days: int | None = Field(default=None, description="accepted and ignored: the ETF covariance is "
-                                                                "estimated over the model's own window")
+    lookback_days: WholeInt | None = Field(default=None, ge=20, le=2000,
+                                           description="accepted and ignored: the ETF covariance is estimated "
+                                                       "over the model's own window")
 
 
 def _pdf(content: bytes, w, name: str) -> Response:
@@ -116,8 +128,8 @@ def _with_lineage(body: dict, w) -> dict:
 
 
 @router.post("/snapshot", summary="Canonical JSON snapshot of a portfolio or a ticker")
-def post_snapshot(w: WireDep, req: SnapshotRequest) -> Response:
-    if req.type == "ticker":
+def post_snapshot(w: WireDep, req: Annotated[SnapshotRequest, Body()]) -> Response:
+    if isinstance(req, TickerSnapshotRequest):
         symbol = w.symbol(req.ticker)
         body = ticker_snapshot(w.store, symbol, lookback_days=req.lookback_days, benchmark=req.benchmark)
     else:
