@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -260,6 +261,28 @@ def test_heavy_work_waits_in_line_and_one_key_leaves_a_slot_for_others():
     assert peak == {"flood": 1, "small": 1, "total": 2}
     assert is_heavy("POST", "/api/portfolio/analyze") and is_heavy("GET", "/api/ticker-returns")
     assert not is_heavy("GET", "/api/metrics/AAPL") and not is_heavy("GET", "/api/factors/models")
+
+
+def test_heavy_requests_run_whole_on_the_bounded_pool_not_the_servers_loop(store, key):
+    """Before: a 20,000-line body was parsed and validated on the event loop (and the route ran
+    on a thread pool shared with everything); now the whole request runs on a pool loop thread."""
+    app = create_app(store, ApiSettings(rate_limit=0))
+    seen: dict[str, str] = {}
+
+    @app.post("/api/portfolio/_where")
+    async def where(body: dict) -> dict:
+        seen["heavy"] = threading.current_thread().name
+        return {"n": len(body)}
+
+    @app.get("/api/_where_light")
+    async def where_light() -> dict:
+        seen["light"] = threading.current_thread().name
+        return {}
+
+    with TestClient(app, headers={"X-API-Key": key}) as c:
+        assert c.post("/api/portfolio/_where", json={"a": 1, "b": 2}).json() == {"n": 2}
+        assert c.get("/api/_where_light").status_code == 200
+    assert seen["heavy"].startswith("riskstrata-heavy-") and not seen["light"].startswith("riskstrata-heavy-")
 
 
 def test_one_requests_history_is_bounded_in_names_times_years(authed, ticker):

@@ -80,6 +80,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         errors.log_unexpected(exc)
     async with mcp_http.running(app):  # the SDK's session manager behind /mcp
         yield
+    app.state.gate.close()  # the heavy-work pool's threads (riskstrata.api.limits.RequestGate)
 
 
 def create_app(store: Store | str | None = None, settings: ApiSettings | None = None) -> FastAPI:

@@ -114,19 +114,39 @@ LIGHT_GET = ("/api/factors/models",)
 
 
 def is_heavy(method: str, path: str) -> bool:
-    """Whether a request goes through the bounded heavy-work gate."""
+    """Whether a request goes through the bounded heavy-work gate: REST routes only (/mcp keeps
+    its own session machinery on the server's loop)."""
+    if not path.startswith("/api/"):
+        return False
     if method in ("GET", "HEAD", "OPTIONS"):
         return path.startswith(HEAVY_GET) and not path.startswith(LIGHT_GET)
     return True
+
+
+class _LoopThread:
+    """An event loop of its own on a daemon thread: where one heavy request runs, whole."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 class RequestGate:
     """Bounds per worker: ``per_key`` requests in flight per key (more → 429 at once), and heavy
     work — ``heavy_slots`` requests running at once in the worker, at most ``heavy_per_key`` of
     them for one key; the rest wait in line (FIFO, without a thread). With one key flooding,
-    ``heavy_slots − heavy_per_key`` slots stay free for everyone else, and the threads running
-    heavy routes never outnumber the cores enough to starve the event loop. ``heavy_slots == 0``
-    turns the heavy gate off; ``per_key == 0`` the in-flight bound.
+    ``heavy_slots − heavy_per_key`` slots stay free for everyone else.
+
+    A heavy request runs whole — JSON parsing and validation of a 20,000-line body included,
+    not just the route — on one of ``heavy_slots`` threads with their own event loops (the bounded
+    pool), talking to the server's loop only to receive and send: the server's loop keeps
+    answering /health and /metrics while heavy work runs. ``heavy_slots == 0`` turns the gate and
+    the pool off (everything on the server's loop and its thread pool, as before); ``per_key == 0``
+    the in-flight bound.
     """
 
     def __init__(self, per_key: int, heavy_slots: int, heavy_per_key: int) -> None:
@@ -134,6 +154,51 @@ class RequestGate:
         self._inflight: dict[str, int] = {}
         self._heavy = _Slots(heavy_slots) if heavy_slots > 0 else None
         self._per_key: dict[str, _Slots] = {}
+        self._loops: list[_LoopThread] = []  # idle loop threads, made on first use
+        self._made = 0
+        self._lock = threading.Lock()
+
+    @property
+    def gated(self) -> bool:
+        return self._heavy is not None
+
+    def _take_loop(self) -> _LoopThread:
+        with self._lock:
+            if self._loops:
+                return self._loops.pop()
+            self._made += 1
+            return _LoopThread(f"riskstrata-heavy-{self._made}")
+
+    def _give_loop(self, loop: _LoopThread) -> None:
+        with self._lock:
+            self._loops.append(loop)
+
+    def close(self) -> None:
+        """Stop the pool's threads (the app's shutdown)."""
+        with self._lock:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.close()
+
+    async def elsewhere(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``app`` for this request on a pool loop; receive and send stay on this loop."""
+        here = asyncio.get_running_loop()
+        worker = self._take_loop()
+
+        async def far_receive() -> Message:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(receive(), here))
+
+        async def far_send(message: Message) -> None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(send(message), here))
+
+        done = asyncio.run_coroutine_threadsafe(app(scope, far_receive, far_send), worker.loop)
+        try:
+            await asyncio.wrap_future(done)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        finally:
+            self._give_loop(worker)
 
     def enter(self, identity: str) -> None:
         """Count a request in; :class:`Busy` when the key is at its bound."""
@@ -179,10 +244,11 @@ class HeavyGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         identity = (scope.get("state") or {}).get("rs_identity")
-        if scope["type"] != "http" or identity is None or not is_heavy(scope.get("method", ""), scope.get("path", "")):
+        if (scope["type"] != "http" or identity is None or not self.gate.gated
+                or not is_heavy(scope.get("method", ""), scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
-        await self.gate.heavy(identity, lambda: self.app(scope, receive, send))
+        await self.gate.heavy(identity, lambda: self.gate.elsewhere(self.app, scope, receive, send))
 
 
 def retry_after(seconds: float) -> str:
