@@ -118,6 +118,13 @@ def _small_files(files: Path) -> dict[str, Path]:
     return out
 
 
+def _issuer_file(env: Env) -> Path:
+    """A ticker → CIK file shaped like the SEC's company_tickers (share classes share a CIK)."""
+    path = env.tmp / "company_tickers.csv"
+    path.write_text("cik,ticker,name\n0001652044,GOOG,Alphabet Inc.\n0001652044,GOOGL,Alphabet Inc.\n")
+    return path
+
+
 def _build_store(env: Env) -> list[str]:
     """`build cascade` on a fresh store holding the small market's prices and classifications."""
     from riskstrata.data.ingest import ingest_classifications, ingest_prices
@@ -152,6 +159,7 @@ COMMANDS: dict[str, Args | Covered] = {
                                            "--store", str(env.fresh_store())],
     "ingest securities": lambda env: ["ingest", "securities", str(env.files / "securities.csv"),
                                       "--store", str(env.fresh_store())],
+    "ingest issuers": lambda env: ["ingest", "issuers", str(_issuer_file(env)), "--store", str(env.fresh_store())],
     "ingest etf-holdings": lambda env: ["ingest", "etf-holdings", str(env.files / "etf_holdings.csv"),
                                         "--store", str(env.fresh_store())],
     "ingest fundamentals": lambda env: ["ingest", "fundamentals", str(env.files / "fundamentals.csv"),

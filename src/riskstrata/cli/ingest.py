@@ -54,6 +54,14 @@ def ingest_securities_cmd(file: Path, store: StoreOpt = None, date_format: DateF
     out.print(f"security master: {len(master)} securities")
 
 
+@ingest_app.command("issuers")
+def ingest_issuers_cmd(file: Path, store: StoreOpt = None) -> None:
+    """Group share classes by issuer from a (ticker, issuer_id or cik) file, e.g. the SEC's company_tickers."""
+    from riskstrata.data.master import ingest_issuers
+
+    _print_report(ingest_issuers(open_store(store, create=True), file))
+
+
 @ingest_app.command("etf-holdings")
 def ingest_etf_holdings_cmd(file: Path, store: StoreOpt = None, date_format: DateFormatOpt = None) -> None:
     """Ingest ETF constituents, long (date, etf, holding, weight), for look-through and active share."""
