@@ -89,9 +89,6 @@ def test_validate_reads_the_stored_build_instead_of_refitting(store, monkeypatch
     assert {"bias", "band_lo", "band_hi"} <= set(table.columns)
     factors = table[(table["group"] == "factor") & (table["covariance"] == "eigen on")]
     assert list(factors["name"]) == svc.ensure_built(store).meta["factors"]
-    proc = run("factors", "validate", "--json", store=store.root)
-    assert proc.returncode == 0, proc.stderr
-    assert len(json.loads(proc.stdout)) == len(table)
 
 
 def _tech_names(store, n=6):
@@ -116,22 +113,25 @@ def test_industry_share_of_a_pure_tech_book_equals_the_explicit_x_f_x(store):
 
 
 def test_factors_risk_refuses_mixed_quantities_and_answers_a_net_zero_book(store, tmp_path):
+    """What `factors risk FILE` runs (its CLI form runs in tests/cli/test_every_command.py)."""
+    import warnings
+
+    from riskstrata.errors import DataValidationError
+
     _, names = _tech_names(store, 4)
     mixed = tmp_path / "mixed.csv"
     mixed.write_text(f"ticker,shares,weight\n{names[0]},100,\n{names[1]},,0.5\n")
-    proc = run("factors", "risk", str(mixed), store=store.root)
-    assert proc.returncode != 0 and "mixed quantities" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(DataValidationError, match="mixed quantities"):
+        svc.holdings_factor_risk(store, mixed)
     shares = tmp_path / "shares.csv"
     shares.write_text(f"ticker,shares\n{names[0]},100\n{names[1]},50\nNOSUCH,10\n")
-    proc = run("factors", "risk", str(shares), "--json", store=store.root)
-    assert proc.returncode == 0, proc.stderr
-    body = json.loads(proc.stdout)
+    body = svc.holdings_factor_risk(store, shares)
     assert body["analyzed"].startswith("2/3") and body["excluded"][0]["reason"] == "unknown symbol"
     neutral = tmp_path / "neutral.csv"
     neutral.write_text(f"ticker,weight\n{names[0]},0.5\n{names[1]},0.5\n{names[2]},-0.5\n{names[3]},-0.5\n")
-    proc = run("factors", "risk", str(neutral), "--json", store=store.root)
-    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
-    body = json.loads(proc.stdout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning, no null
+        body = svc.holdings_factor_risk(store, neutral)
     assert body["net"] == pytest.approx(0.0, abs=1e-12) and body["vol_ann"] > 0
     assert sum(body["shares"].values()) == pytest.approx(1.0, abs=1e-9)
 
