@@ -336,11 +336,12 @@ date,ticker,price,market_cap,dividend_yield,pe,price_to_book,price_to_sales,book
 
 
 def test_a_cap_in_the_wrong_unit_is_scaled_and_an_irreconcilable_one_dropped(tmp_path):
-    # BBB's caps in 2013–14 are 1,000× too small (EBITDA 30e9 against a 1.8e8 cap); CCC's March
+    # BBB's caps in 2013–14 are mostly 1,000× too small (EBITDA 30e9 against a 1.8e8 cap); CCC's March
     # cap is a spike 1,200× off both neighbours; DDD has a 100× jump that persists (flagged only).
     path = write(tmp_path, "f.csv", """
 date,ticker,price,market_cap,ebitda
 2013-05-05,BBB,108,1.79e8,3.0e10
+2013-11-03,BBB,115,1.50e11,3.0e10
 2014-05-05,BBB,120,2.10e8,3.2e10
 2018-02-08,BBB,191,2.61e11,3.5e10
 2020-01-31,CCC,50,1.0e10,
@@ -357,6 +358,7 @@ date,ticker,price,market_cap,ebitda
     assert caps[("BBB", pd.Timestamp("2013-05-05"))] == pytest.approx(1.79e11)
     assert caps[("BBB", pd.Timestamp("2014-05-05"))] == pytest.approx(2.10e11)
     assert caps[("BBB", pd.Timestamp("2018-02-08"))] == 2.61e11  # the plausible one is the reference
+    assert caps[("BBB", pd.Timestamp("2013-11-03"))] == 1.50e11  # a right cap between two wrong ones stays
     assert caps[("CCC", pd.Timestamp("2020-03-31"))] == pytest.approx(1.2e10)
     assert caps[("DDD", pd.Timestamp("2020-03-31"))] == 1.5e12  # persisted: kept, flagged
     assert np.isnan(caps[("EEE", pd.Timestamp("2020-03-31"))])  # 250× off: no power of 1000 fits

@@ -394,10 +394,12 @@ def _consistency(clean: pd.DataFrame, rows: pd.DataFrame, alive: np.ndarray) -> 
 
     if "market_cap" in clean and len(order):
         cap = col("market_cap")[order]
-        up, down = log_moves(cap)
         with np.errstate(invalid="ignore", divide="ignore"):
             ebitda = col("ebitda")[order]
             small = (ebitda > 0) & (cap < MIN_CAP_TO_EBITDA * ebitda)
+            # A spike against both neighbours, judged among the caps the EBITDA test lets pass (a
+            # right cap between two wrong ones is no spike).
+            up, down = log_moves(np.where(small, np.nan, cap))
             spike = (np.abs(up) >= JUMP_ORDERS) & (np.abs(down) >= JUMP_ORDERS) & (np.sign(up) == -np.sign(down))
         bad = np.isfinite(cap) & (cap > 0) & (small | spike)
         if bad.any():
