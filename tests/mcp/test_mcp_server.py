@@ -342,6 +342,8 @@ def test_mcp_over_http_needs_a_key(served, http):
             assert r.status_code == 401, (sent, r.text)
             assert r.json()["error"] == "Unauthorized"
         assert plain.post(mcp_url, json=ping, headers={**headers, "X-API-Key": key}).status_code == 200
+        # stateless: no event stream to open (a GET would hold one, idle, for ever)
+        assert plain.get(mcp_url, headers={**headers, "X-API-Key": key}).status_code == 405
     assert "POST /mcp 401" in http["log"] + _log.read_text(encoding="utf-8")
 
 

@@ -52,7 +52,9 @@ class McpEndpoint:
 def mount(app: FastAPI) -> None:
     """Serve the MCP server of ``app.state.riskstrata`` at ``/mcp`` (call before any catch-all mount)."""
     app.state.mcp_server = build_server(app.state.riskstrata)
-    app.router.routes.append(Route(PATH, McpEndpoint(), methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    # POST only: with stateless JSON responses there is no session to stream to (GET) or end (DELETE),
+    # and a GET would hold an idle event stream, and one of the key's in-flight slots, open: 405 (the spec's answer).
+    app.router.routes.append(Route(PATH, McpEndpoint(), methods=["POST"], include_in_schema=False))
 
 
 @asynccontextmanager
