@@ -218,7 +218,8 @@ def exposures(model: ModelName, ticker: Annotated[str, Path(max_length=32, patte
               jobs: Jobs,
               date: Annotated[dt.date | None, Query(description="As of (default: the model's last date).")] = None
               ) -> JSONResponse:
-    """Z-score exposures on the last model date on or before ``date``."""
+    """Z-score exposures on the last model date on or before ``date``; null for a style not estimated
+    that date (its data cover too little of the market: see the summary's ``reason``)."""
     if (pending := _auto_build(state, jobs, model)) is not None:
         return pending
     latest = state.factor_model(model)
