@@ -38,7 +38,7 @@ def fitted(snapshots):
     wide = adj.loc["2013-06-01":]
     returns = wide.pct_change(fill_method=None).iloc[1:]
     dates, names = returns.index, returns.columns
-    # No debt in these snapshots: LEVERAGE is dropped by the spec (missing = "drop"), with a note.
+    # No debt in these snapshots: LEVERAGE is not estimated, and the build says why.
     pit = point_in_time_panels(snapshots[0], adj, dates, list(names))
     issuers = pd.read_parquet(SHARED / "sec" / "company_tickers.parquet").set_index("ticker")["cik"]
     ohlcv = pd.read_parquet(SHARED / "prices" / "ohlcv_2021.parquet", columns=["date", "ticker", "volume"],
