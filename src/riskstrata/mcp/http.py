@@ -4,8 +4,9 @@
 request to it meets exactly what an ``/api`` request meets, before its body is read: the key
 from ``Authorization: Bearer`` or ``X-API-Key``, the failed-authentication limit per address,
 the per-key rate limit and in-flight bound (401/429 with the same ``{"error", "message"}``
-bodies), then the body-size limit, the heavy-work gate, the access log without bodies and the
-catch-all. :class:`McpEndpoint` checks again only when no guard ran (an app assembled without it).
+bodies), then the body-size limit, the access log without bodies and the catch-all; each call
+then holds heavy-work slots of :class:`~riskstrata.api.limits.RequestGate` like a heavy ``/api``
+request. :class:`McpEndpoint` checks the key again only when no guard ran (an app assembled without it).
 
 The transport is stateless with JSON responses: each POST is answered on its own, with no
 session held in the worker, so any worker of ``riskstrata serve --workers N`` (or behind a load
@@ -35,18 +36,21 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope["app"]
-        if not (scope.get("state") or {}).get("rs_authenticated"):
+        state = scope.setdefault("state", {})
+        if not state.get("rs_authenticated"):
             try:
-                name, _identity = await identify(app, scope)
+                state["key_name"], state["rs_identity"] = await identify(app, scope)
             except ApiError as exc:
                 await error_response(exc.status, exc.error, exc.message, exc.headers, exc.extra)(scope, receive, send)
                 return
-            scope.setdefault("state", {})["key_name"] = name
         manager = getattr(app.state, "mcp_sessions", None)
         if manager is None:  # the app was not started through its lifespan
             await error_response(503, "Service Unavailable", "the MCP endpoint is not running")(scope, receive, send)
             return
-        await manager.handle_request(scope, receive, send)
+        # A tool call can be as heavy as a portfolio route: it holds one of the key's and one of the
+        # worker's heavy slots, like /api's heavy requests, but runs here, on the loop that owns the
+        # SDK's session manager (its tools run on worker threads, so this loop stays free).
+        await app.state.gate.heavy(state["rs_identity"], lambda: manager.handle_request(scope, receive, send))
 
 
 def mount(app: FastAPI) -> None:
