@@ -57,7 +57,8 @@ def _layout(title: str, x_title: str | None, y_title: str | None, height: int = 
 
 
 def _dates(index: pd.Index) -> list[str]:
-    return [d.strftime("%Y-%m-%d") for d in pd.DatetimeIndex(index)]
+    """YYYY-MM-DD strings (numpy's vectorised formatting: a per-date strftime costs ms per chart)."""
+    return np.datetime_as_string(pd.DatetimeIndex(index).to_numpy(dtype="datetime64[D]"), unit="D").tolist()
 
 
 def _values(series: pd.Series | np.ndarray, digits: int = 6) -> list[float | None]:

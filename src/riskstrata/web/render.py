@@ -68,9 +68,13 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
     return html_response(request, html, status)
 
 
+# Pages are never cached by the browser (a portfolio page holds holdings; a model page changes
+# with the next build), never sniffed as another type, and send no referrer off the site.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
 def html_response(request: Request, html: bytes, status: int = 200, headers: dict | None = None) -> Response:
-    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-               "Referrer-Policy": "same-origin", **(headers or {})}
+    headers = {**PAGE_HEADERS, **(headers or {})}
     if len(html) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
         html = gzip.compress(html, GZIP_LEVEL)
         headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})

@@ -37,7 +37,7 @@ from riskstrata.services import factors as F
 from riskstrata.services.cascade import MODEL
 from riskstrata.web import figures as fig
 from riskstrata.web.access import COOKIE, COOKIE_DAYS, data_access, key_name, page_access, pages_open, safe_next
-from riskstrata.web.render import html_response, page
+from riskstrata.web.render import GZIP_LEVEL, PAGE_HEADERS, html_response, page
 
 router = APIRouter()
 Page = [Depends(page_access)]
@@ -57,18 +57,18 @@ class PageCache:
     """Rendered pages keyed by (model versions, URL), least recently used dropped first."""
 
     def __init__(self, size: int) -> None:
-        self._pages: OrderedDict[Any, bytes] = OrderedDict()
+        self._pages: OrderedDict[Any, tuple[bytes, bytes]] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> bytes | None:
+    def get(self, key: Any) -> tuple[bytes, bytes] | None:
         with self._lock:
             html = self._pages.get(key)
             if html is not None:
                 self._pages.move_to_end(key)
             return html
 
-    def put(self, key: Any, html: bytes) -> None:
+    def put(self, key: Any, html: tuple[bytes, bytes]) -> None:
         with self._lock:
             self._pages[key] = html
             self._pages.move_to_end(key)
@@ -84,12 +84,18 @@ def _cache(request: Request) -> PageCache:
 
 
 def _cached_page(request: Request, key: Any, render) -> Response:
-    """The page for ``key`` from the cache, rendering (and keeping) it on a miss."""
+    """The page for ``key`` from the cache, rendering (and keeping) it on a miss. The compressed
+    copy is kept too: a model's page is compressed once, not per request."""
     cache = _cache(request)
-    html = cache.get(key)
-    if html is None:
+    kept = cache.get(key)
+    if kept is None:
         html = render()
-        cache.put(key, html)
+        kept = (html, gzip.compress(html, GZIP_LEVEL))
+        cache.put(key, kept)
+    html, packed = kept
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(packed, media_type="text/html; charset=utf-8",
+                        headers={**PAGE_HEADERS, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
     return html_response(request, html)
 
 
