@@ -43,9 +43,11 @@ sys.path.insert(0, str(HERE))
 from bench_api import RESULTS, Server, demo_store  # noqa: E402 - the same store and server harness
 
 TARGET_P99_MS = 50.0
+# label → (serve flags, whether the flood runs). The idle run is the floor this machine allows.
 RUNS = {
-    "peer: no gate (before issue 12)": ["--heavy-slots", "0", "--max-inflight-per-key", "0"],
-    "riskstrata: gate on (defaults)": [],
+    "idle: no flood (gate on)": ([], False),
+    "peer: no gate (before issue 12)": (["--heavy-slots", "0", "--max-inflight-per-key", "0"], True),
+    "riskstrata: gate on (defaults)": ([], True),
 }
 
 
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {"store": described, "lines": args.lines, "body_bytes": len(body), "flood_connections": args.flood,
               "duration_s": args.duration, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}", "runs": {}}
-    for label, flags in RUNS.items():
+    for label, (flags, flooding) in RUNS.items():
         server = _Serve(root, flags)
         try:
             server.wait_ready()
@@ -139,11 +141,13 @@ def run(args: argparse.Namespace) -> dict:
             load = os.getloadavg()[0]
             queue: mp.Queue = mp.Queue()
             flood = mp.Process(target=_flood, args=(server.base, flood_key, body, args.flood, args.duration, queue))
-            flood.start()
-            time.sleep(1.0)  # the flood is under way before the probes start
+            if flooding:
+                flood.start()
+                time.sleep(1.0)  # the flood is under way before the probes start
             probes = asyncio.run(_probe(server.base, probe_key, tickers[0], tickers[1:3], args.duration - 1.0))
-            flood_result = queue.get(timeout=900)
-            flood.join(timeout=60)
+            flood_result = queue.get(timeout=900) if flooding else {"statuses": {}, "done": 0, "p50_s": None}
+            if flooding:
+                flood.join(timeout=60)
             report["runs"][label] = {"flags": " ".join(flags) or "(defaults)", "one_request_alone_s": one,
                                      "load_avg_1m_before": load, "probes": probes, "flood": flood_result}
             print(label, json.dumps(report["runs"][label], indent=1), file=sys.stderr)
