@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrata.api.auth import LEGACY, KeyRing
 from riskstrata.api.errors import ApiError, error_response
@@ -172,10 +172,21 @@ class KeyGuard:
             return
         state = scope.setdefault("state", {})
         state.update(key_name=name, rs_identity=identity, rs_authenticated=True)
+        counted = True
+
+        async def answered(message: Message) -> None:
+            # Out of flight as the last byte leaves, before the client can send its next request.
+            nonlocal counted
+            if counted and message["type"] == "http.response.body" and not message.get("more_body", False):
+                counted = False
+                gate.leave(identity)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, answered)
         finally:
-            gate.leave(identity)
+            if counted:
+                gate.leave(identity)
 
 
 async def require_key(request: Request,
