@@ -118,6 +118,7 @@ def test_a_name_only_in_the_models_history_is_served_from_the_store(client, stor
         _assert_metrics_match(resp.json(), want)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_every_worker_of_a_running_server_serves_a_new_build(store, tmp_path):
     """`riskstrata serve --workers 2`: whichever worker answers, after a publish it answers with
     the new version (each worker checks the pointer on every request; nothing to restart)."""

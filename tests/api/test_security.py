@@ -523,6 +523,7 @@ def _fuzz(store: Store, key: str, mode: str, check) -> tuple[int, list[str]]:
     return tested, failures
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_schemathesis_no_5xx_and_every_response_matches_its_schema(store, key):
     """Valid requests generated from our own OpenAPI document, with a key: never a 5xx, the
     documented content type, and a body that validates against the documented schema."""
@@ -538,6 +539,7 @@ def test_schemathesis_no_5xx_and_every_response_matches_its_schema(store, key):
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_schemathesis_invalid_requests_get_clean_json_4xx(store, key):
     """Requests that break the schema (wrong types, missing fields, out-of-range values): a 4xx
     with the contract's JSON error body, never a 5xx."""
@@ -557,6 +559,7 @@ def test_schemathesis_invalid_requests_get_clean_json_4xx(store, key):
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_schemathesis_cli_all_modes_all_checks(store, key, tmp_path):
     """Issue 12 §5: `schemathesis run --mode all --checks all` against `riskstrata serve` finds
     nothing: every response matches the document, every schema-violating request is refused,

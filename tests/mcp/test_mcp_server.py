@@ -37,6 +37,8 @@ from riskstrata.data.synthetic import synthetic_market
 from riskstrata.services import cascade, factors, portfolio
 from riskstrata.services.demo import load_synthetic_into_store
 
+pytestmark = pytest.mark.slow  # real servers per transport: make test-fast skips the module
+
 TRANSCRIPT = Path(__file__).resolve().parents[2] / "docs" / "mcp_transcript.md"
 TOOLS = {"get_metrics", "decompose", "get_lstar", "hedge_position", "compare", "analyze_portfolio",
          "hedge_portfolio", "scale_exposure", "factor_summary", "stock_exposures", "portfolio_factor_risk",

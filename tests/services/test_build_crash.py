@@ -16,6 +16,7 @@ from riskstrata.services.cascade import MODEL, build_cascade, metrics
 from riskstrata.services.demo import load_synthetic_into_store
 
 
+@pytest.mark.slow  # make test-fast skips it
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 def test_kill_minus_nine_mid_build_keeps_the_previous_version(tmp_path):
     store = Store(tmp_path / "store")

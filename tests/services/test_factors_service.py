@@ -65,6 +65,7 @@ def test_exposures_correlation_and_portfolio_risk(store):
     assert len(fr.columns) >= 20
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_cli_factors_commands(store):
     root = store.root
     proc = run("factors", "models", "--json", store=root)
@@ -112,6 +113,7 @@ def test_industry_share_of_a_pure_tech_book_equals_the_explicit_x_f_x(store):
     assert r["vol_ann"] == pytest.approx(np.sqrt(252 * total), rel=1e-12)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_factors_risk_refuses_mixed_quantities_and_answers_a_net_zero_book(store, tmp_path):
     """What `factors risk FILE` runs (its CLI form runs in tests/cli/test_every_command.py)."""
     import warnings

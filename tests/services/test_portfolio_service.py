@@ -239,6 +239,7 @@ def _csv(tmp_path, weights: dict) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_bad_portfolio_requests_are_clear_errors(built, tmp_path):
     store, _ = built
     empty = tmp_path / "empty.csv"

@@ -43,6 +43,7 @@ def _figure(page, fig_id: str) -> list[dict]:
     return page.evaluate(f"document.getElementById('{fig_id}').data")
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_every_page_loads_clean_at_desktop_and_phone_width(browser, base_url, ticker, shots):
     for device, width in WIDTHS.items():
         context = browser.new_context(viewport={"width": width, "height": 900})
@@ -130,6 +131,7 @@ def _cli(store, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow  # make test-fast skips it
 def test_sample_upload_shows_analyzed_with_reasons_and_the_cli_hedges(watched, base_url, web_store, tmp_path):
     sample = watched.page.request.get(f"{base_url}/portfolio/sample.csv").text()
     assert "CASH" in sample and "NOTATICKER" in sample
