@@ -351,8 +351,8 @@ def _wide_frame(
             text = col.astype("str").str.strip()
             filled[:, j] = (text.notna() & (text != "")).to_numpy()
             grid[:, j] = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            n_text = filled[:, j].sum()
-            if n_text and np.isnan(grid[filled[:, j], j]).sum() > n_text / 2:
+            # Not one number in a filled column: a label column (a name), not a ticker's series.
+            if filled[:, j].any() and np.isnan(grid[filled[:, j], j]).all():
                 raise DataValidationError(
                     f"price file {path} has no ticker column (ticker or symbol), so it was read as a wide file "
                     f"(one column per ticker), but column {str(values.columns[j])!r} holds text, not "
