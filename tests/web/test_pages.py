@@ -223,3 +223,22 @@ def test_every_chart_spec_is_a_valid_plotly_figure(web_store):
         figure = F.as_figure(spec)
         assert figure.layout.title.text and figure.layout.yaxis.title.text or figure.layout.xaxis.title.text
     assert view.validation.loc["MARKET", "n_obs"] > 0 and view.validation.loc["MARKET", "bias"] > 0
+
+
+def test_bad_input_gets_a_page_that_says_what_to_do(base_url, ticker):
+    """Errors are pages with the service's message (never a traceback) and a 4xx status."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=60) as c:
+        cases = [(c.get(f"/stock/{ticker}", params={"start": "garbage"}), 400, "YYYY-MM-DD"),
+                 (c.get("/factors/NOPE"), 404, "US21"),
+                 (c.post("/portfolio", data={"holdings": ""}), 400, "no holdings"),
+                 (c.post("/portfolio", data={"holdings": "foo,bar\n1,2"}), 400, "no identifier column"),
+                 (c.post("/portfolio", data={"holdings": "ticker,weight\nZZZZ,1"}), 400, "unknown symbol"),
+                 (c.post("/portfolio", data={"holdings": f"ticker,shares\n{ticker},10", "value": "nan"}), 400, "finite")]
+        for resp, status, words in cases:
+            assert resp.status_code == status, (resp.request.url, resp.status_code)
+            assert resp.headers["content-type"].startswith("text/html")
+            assert words in resp.text and "Traceback" not in resp.text, (resp.request.url, words)
+        assert c.get("/stock", params={"ticker": ticker.lower()}, follow_redirects=False).headers["location"] == \
+            f"/stock/{ticker}"
