@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
@@ -32,7 +31,7 @@ from riskstrata.api.wire_schemas import MAX_BATCH, MAX_QUANTITY, IsoDate, Positi
 from riskstrata.api.wire_snapshot import hedge_levels
 from riskstrata.reports.pdf import render_pdf
 from riskstrata.reports.snapshot import MAX_LOOKBACK, MIN_LOOKBACK, portfolio_snapshot, snapshot_of, ticker_snapshot
-from riskstrata.services.portfolio import analyze_portfolio, book_exposure_report
+from riskstrata.services.portfolio import analyze_portfolio, book_exposure_report, diversification
 
 router = APIRouter(tags=["wire-compatible (riskmodels-py)"])
 
@@ -146,19 +145,6 @@ def get_metrics_snapshot_pdf(w: WireDep, ticker: str) -> Response:
     return _pdf(render_pdf(ticker_snapshot(w.store, symbol)), w, f"{symbol}-snapshot.pdf")
 
 
-def _diversification(analysis, window_days: int) -> dict:
-    """Weighted average of single-name model vols vs the portfolio's model vol (annualised)."""
-    pos, wts = analysis.inputs.positions, analysis.inputs.weights
-    single = np.sqrt(pos["stock_var"].astype(float) * 252)
-    average = float((wts.abs() * single).sum())
-    vol = analysis.risk.vol_ann
-    return {"weighted_average_volatility": average, "portfolio_volatility": vol,
-            "diversification_ratio": average / vol if vol > 0 else None,
-            "diversification_benefit": 1.0 - vol / average if average > 0 else None,
-            "window_days_requested": window_days,
-            "note": "single-name and portfolio vols from the model's own estimation window"}
-
-
 @router.post("/portfolio/risk-snapshot", summary="Portfolio risk snapshot: JSON or a one-page PDF",
              responses=PDF_RESPONSE)
 def post_portfolio_risk_snapshot(w: WireDep, req: RiskSnapshotRequest) -> Response:
@@ -182,7 +168,8 @@ def post_portfolio_risk_snapshot(w: WireDep, req: RiskSnapshotRequest) -> Respon
         entry.update({f: rows[t].get(f) for f in HR_FIELDS})
         entry["hedge_levels"] = hedge_levels(rows[t])
     if req.include_diversification:
-        body["portfolio_risk_index"]["diversification"] = _diversification(analysis, req.window_days)
+        body["portfolio_risk_index"]["diversification"] = {**diversification(analysis),
+                                                           "window_days_requested": req.window_days}
     body = {"title": req.title, "as_of": snap["snapshot"]["as_of"], **body, "snapshot": snap}
     return json_response(body, w.lin)
 

@@ -336,6 +336,18 @@ def _stored_etfs(store: Store) -> set[str]:
     return set(records.loc[records["asset_type"] == "etf", "ticker"])
 
 
+def diversification(analysis: PortfolioAnalysis) -> dict:
+    """Σ|w_i|·σ_i (single-name vols, annualised from each name's daily stock_var) against the
+    portfolio's model vol σ_p: their ratio (≥ 1 when names diversify) and the benefit 1 − σ_p / Σ|w|σ."""
+    single = np.sqrt(analysis.inputs.positions["stock_var"].astype(float) * 252)
+    average = float((analysis.inputs.weights.abs() * single).sum())
+    vol = analysis.risk.vol_ann
+    return {"weighted_average_volatility": average, "portfolio_volatility": vol,
+            "diversification_ratio": average / vol if vol > 0 else None,
+            "diversification_benefit": 1.0 - vol / average if average > 0 else None,
+            "note": "single-name and portfolio vols from the model's own estimation window"}
+
+
 def book_exposure_report(store: Store, holdings: Holdings | object, as_of: object | None = None) -> dict:
     """A signed dollar book (``POST /api/portfolio/exposure``): beta-dollars, the hedge trades at
     L1 / L2 / L3 / L* in dollars, and its risk in dollars — systematic from the raw-ETF exposures and
