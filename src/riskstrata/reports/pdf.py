@@ -14,7 +14,8 @@ views show:
 5. per position (portfolio) its share of variance, or per level (ticker) the explained risk;
 6. the hedge trades per level, in $ of ETF per $1 (or in dollars where the book has a value).
 
-No numbers are computed here: every value comes from the snapshot dict.
+Every number comes from the snapshot dict; the only arithmetic here compounds the daily strips
+into the walkthrough's lines.
 """
 
 from __future__ import annotations
