@@ -184,6 +184,8 @@ COMMANDS: dict[str, Args | Covered] = {
     "keys create": lambda env: ["keys", "create", "every-command", "--replace", "--store", str(env.store)],
     "keys revoke": lambda env: ["keys", "revoke", "every-command", "--store", str(env.store)],
     "keys list": lambda env: ["keys", "list", "--store", str(env.store)],
+    "research lstar-study": lambda env: ["research", "lstar-study", "--n-boot", "50", "--json",
+                                         "--store", str(env.store)],
 }
 
 

@@ -17,6 +17,7 @@ from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
 from riskstrata.cli.portfolio import portfolio_app
+from riskstrata.cli.research import research_app
 from riskstrata.errors import RiskstrataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,6 +27,7 @@ app.add_typer(model.build_app, name="build")
 app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(factors_app, name="factors")
 app.add_typer(store.store_app, name="store")
+app.add_typer(research_app, name="research")
 model.register(app)
 serve.register(app)
 mcp.register(app)
