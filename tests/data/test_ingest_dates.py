@@ -175,8 +175,12 @@ def test_cli_date_format_and_a_run_that_accepts_nothing_fails(tmp_path: Path) ->
     ambiguous = write(tmp_path, "a.csv", "date,ticker,adj_close\n02/01/2024,AAA,10\n03/01/2024,AAA,11")
     proc = _cli("ingest", "prices", str(ambiguous), "--store", store)
     assert proc.returncode != 0 and "--date-format" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _cli("ingest", "prices", str(ambiguous), "--date-format", "%d/%m/%Y", "--store", store)
-    assert proc.returncode == 0, proc.stderr
+    from typer.testing import CliRunner
+
+    from riskstrata.cli import app
+
+    done = CliRunner().invoke(app, ["ingest", "prices", str(ambiguous), "--date-format", "%d/%m/%Y", "--store", store])
+    assert done.exit_code == 0, done.output
     assert stored_days(Store(store)) == ["2024-01-02", "2024-01-03"]
     nothing = write(tmp_path, "n.csv", "date,ticker,adj_close\n2999-01-01,AAA,10\n2024-01-02,AAA,-1")
     proc = _cli("ingest", "prices", str(nothing), "--store", store)

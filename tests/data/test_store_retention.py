@@ -146,21 +146,21 @@ def test_a_build_claim_is_exclusive_and_taken_over_from_a_dead_process(tmp_path:
     assert store.claim_build("factors_US21", "build-5") is None
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "riskstrata.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
-
-
 def test_cli_store_info_and_prune(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from riskstrata.cli import app
+
     store = Store(tmp_path / "s", keep_versions=5)
     made = [publish(store, "cascade", i) for i in range(4)]
-    proc = _cli("store", "info", "--store", str(store.root))
-    assert proc.returncode == 0, proc.stderr
-    assert all(v in proc.stdout for v in made) and "kept because" in proc.stdout
-    proc = _cli("store", "prune", "--keep", "2", "--grace", "0", "--json", "--store", str(store.root))
-    assert proc.returncode == 0, proc.stderr
-    body = json.loads(proc.stdout)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    shown = runner.invoke(app, ["store", "info", "--store", str(store.root)])
+    assert shown.exit_code == 0, shown.output
+    assert all(v in shown.output for v in made) and "kept because" in shown.output
+    pruned = runner.invoke(app, ["store", "prune", "--keep", "2", "--grace", "0", "--json", "--store", str(store.root)])
+    assert pruned.exit_code == 0, pruned.output
+    body = json.loads(pruned.output)
     assert body["removed"] == {"cascade": made[:2]} and body["bytes_freed"] > 0
     assert store.versions("cascade") == made[2:]
-    info = json.loads(_cli("store", "info", "--json", "--store", str(store.root)).stdout)
+    info = json.loads(runner.invoke(app, ["store", "info", "--json", "--store", str(store.root)]).output)
     assert [v["version"] for v in info["models"][0]["versions"]] == made[2:]
