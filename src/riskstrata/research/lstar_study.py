@@ -18,8 +18,8 @@ has a residual, so rules are compared on the same days):
 - share where the hedge added variance: the share of those stock-origins with V_res > V_gross.
 - net of trading cost c (decimal per dollar traded): day t's residual is charged c·trade_t,
   trade_t = Σ_legs |HR held on t − HR held on t−1| (raw-ETF legs mkt/sec/sub, a level switch
-  included); V_net = mean over the window of (rr − c·trade − mean(rr))², i.e. the cost drag
-  counts as error. With c = 0 it equals V_res.
+  included); V_net = V_res + mean over the window of (c·trade)², i.e. the cost (its drag and its
+  variability) counts as error, as if independent of the residual. With c = 0 it equals V_res.
 - gross leverage: mean Σ|HR| of the hedge held; turnover: Σ trade per stock-year (×252/days);
   depth changes per stock-year; the share of stock-days held at L1/L2/L3.
 
@@ -255,11 +255,10 @@ def _rule_sums(panel: StudyPanel, rule: Rule, common: np.ndarray, starts: np.nda
         mean_rr = _window_sums(rr, h) / h
         var_r = np.maximum(_window_sums(r * r, h) / h - mean_r ** 2, 0.0)
         var_rr = np.maximum(_window_sums(rr * rr, h) / h - mean_rr ** 2, 0.0)
-        # mean((rr − c·tr − mean_rr)²) = var_rr − 2c·(mean(rr·tr) − mean_rr·mean(tr)) + c²·mean(tr²)
-        tr = trade
-        mean_tr = _window_sums(tr, h) / h
-        var_net = var_rr - 2 * cost * (_window_sums(rr * tr, h) / h - mean_rr * mean_tr) \
-            + cost ** 2 * _window_sums(tr * tr, h) / h
+        # The cost's mean square over the window (its drag² plus its variance) is added to the
+        # residual variance. The cross term with rr is left out on purpose: a cost charged on a
+        # day the residual happens to be up would otherwise *lower* the measured risk.
+        var_net = var_rr + cost ** 2 * _window_sums(trade * trade, h) / h
         fullf = full.astype(np.float64)
         sums[f"var_gross_{h}"] = _group_sum(var_r * fullf, starts)
         sums[f"var_res_{h}"] = _group_sum(var_rr * fullf, starts)
@@ -352,11 +351,13 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
     boot_m = _metrics(boot, horizons, cost)
 
     rule_names = [r.name for r in rules]
-    theta_col = [r.theta if r.theta is not None else np.nan for r in rules]
+    # θ = ∞ is kept out of the numbers (no inf in a result): its ``kind`` says "always_l1".
+    theta_col = [r.theta if r.theta is not None and np.isfinite(r.theta) else np.nan for r in rules]
+    kind_col = ["fixed" if r.theta is None else ("always_l1" if np.isinf(r.theta) else "lstar") for r in rules]
     metric_names = list(point)
 
     def table(g: int) -> pd.DataFrame:
-        cols: dict[str, object] = {"theta": theta_col}
+        cols: dict[str, object] = {"kind": kind_col, "theta": theta_col}
         for m in metric_names:
             cols[m] = point[m][:, g]
             if m.startswith(BOOTSTRAPPED):
@@ -383,7 +384,7 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
         "theta": theta_col, f"diff_{primary}": point[key][:, -1] - point[key][best, -1],
         f"diff_{primary}_lo": lo, f"diff_{primary}_hi": hi,
     }, index=pd.Index(rule_names, name="rule"))
-    curve_cols = ["theta"] + [c for h in horizons for c in (f"eff_{h}", f"eff_{h}_lo", f"eff_{h}_hi")]
+    curve_cols = ["kind", "theta"] + [c for h in horizons for c in (f"eff_{h}", f"eff_{h}_lo", f"eff_{h}_hi")]
     curve = overall.loc[is_theta, curve_cols]
 
     universe = pd.DataFrame({"ticker": panel.tickers.astype(str), "sector": [str(s) for s in panel.sectors]})
@@ -405,7 +406,7 @@ def _summary(overall: pd.DataFrame, diff: pd.DataFrame, best: str, h: int, secto
     """A few sentences: the winning θ and by how much, or that the gaps are within noise."""
     key = f"eff_{h}"
     row = overall.loc[best]
-    thetas = overall[overall["theta"].notna()]
+    thetas = overall[overall["kind"] != "fixed"]
     others = diff.loc[thetas.index.drop(best)]
     col, lo, hi = f"diff_{h}", f"diff_{h}_lo", f"diff_{h}_hi"
     runner = others[col].idxmax()
