@@ -553,6 +553,17 @@ def _check_overlaps(recs: pd.DataFrame) -> None:
         raise DataValidationError("security master conflict: " + " | ".join(problems))
 
 
+def _read_table_file(path: str | os.PathLike[str], what: str) -> pd.DataFrame:
+    """A CSV (all text) or Parquet file as a frame; DataValidationError if it cannot be read."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:  # any reader failure is a bad file from the user's point of view
+        raise DataValidationError(f"cannot read {what} file {path}: {exc}") from exc
+
+
 def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read security records from CSV or Parquet.
 
@@ -562,14 +573,7 @@ def read_securities_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``issuer_id`` (or ``cik``: groups share classes of one company).
     Returns a frame for :class:`SecurityMaster` / :meth:`SecurityMaster.upsert`.
     """
-    path = Path(path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True)
-    except Exception as exc:  # any reader failure is a bad file from the user's point of view
-        raise DataValidationError(f"cannot read securities file {path}: {exc}") from exc
+    df = _read_table_file(path, "securities")
     df = df.rename(columns=lambda c: str(c).strip().lower().replace(" ", "_"))
     if "ticker" not in df.columns and "symbol" in df.columns:
         df = df.rename(columns={"symbol": "ticker"})
@@ -589,14 +593,7 @@ def read_issuer_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``issuer_id`` (or ``cik``); other columns are ignored, so the SEC's ``company_tickers``
     (``cik, ticker, exchange, name``) reads as it is. Returns ``ticker, issuer_id, source_row``
     (str; 1-based data rows). Raises DataValidationError for an unreadable file or missing columns."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True)
-    except Exception as exc:  # any reader failure is a bad file from the user's point of view
-        raise DataValidationError(f"cannot read issuer file {path}: {exc}") from exc
+    df = _read_table_file(path, "issuer")
     cols = {str(c).strip().lower(): c for c in df.columns}
     tick = cols.get("ticker", cols.get("symbol"))
     issuer = cols.get("issuer_id", cols.get("cik"))
