@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -199,6 +200,22 @@ def test_a_server_on_other_interfaces_refuses_pages_without_a_key(web_store, web
             assert c.get("/portfolio").status_code == 200  # the cookie is sent from now on
             assert c.post("/login", data={"key": web_key, "next": "//evil.example/"}).headers["location"] == "/"
             assert c.get("/api/health").status_code == 200  # the API keeps its own rule
+            assert c.get("/factors", params={"model": UNBUILT_SPEC}).headers["location"] == f"/factors/{UNBUILT_SPEC}"
+            assert c.get("/favicon.ico").headers["content-type"].startswith("image/svg")
+            # The home page's build button for the cascade: a new version is published, as the CLI's build does.
+            before = web_store.current_version(cascade.MODEL)
+            job = c.post("/cascade/build").json()
+            for _ in range(600):
+                job = c.get(f"/jobs/{job['job_id']}").json()
+                if job["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.2)
+            assert job["status"] == "done" and job["progress"] == 1.0, job
+            assert web_store.current_version(cascade.MODEL) != before
+            assert c.post("/logout").status_code == 303
+            c.cookies.clear()  # what the browser does with the expired cookie
+            assert c.get("/").status_code == 303
+            assert "API key" in c.get("/login").text
 
 
 def test_every_chart_spec_is_a_valid_plotly_figure(web_store):
