@@ -114,3 +114,28 @@ def test_synthetic_caps_rolled_from_the_snapshots_equal_shares_times_close(small
     first = small_market.fundamentals.groupby("ticker")["available_date"].min()
     for t in list(truth.columns[:5]):
         assert pit.market_cap[t].loc[: first[t] - pd.Timedelta(days=1)].isna().all()
+
+
+def test_the_store_build_reads_issuers_and_rolls_caps_from_the_price_date(tmp_path, small_market):
+    """The store path: fundamentals ingested with their price dates, an issuer file ingested;
+    ``load_factor_inputs`` gives the true daily caps and one issuer for the two mapped names."""
+    from riskstrata.data.master import SecurityMaster, ingest_issuers
+    from riskstrata.data.store import Store
+    from riskstrata.services.demo import load_synthetic_into_store
+    from riskstrata.services.factors import load_factor_inputs
+
+    store = Store(tmp_path / "store")
+    load_synthetic_into_store(store, small_market)
+    a, b = small_market.returns.columns[:2]
+    (tmp_path / "issuers.csv").write_text(f"ticker,cik\n{a},0000000042\n{b},0000000042\n")
+    ingest_issuers(store, tmp_path / "issuers.csv")
+    inputs = load_factor_inputs(store)
+    master = SecurityMaster.from_store(store)
+    sid = {t: master.resolve(t, small_market.returns.index[-1]) for t in small_market.returns.columns}
+    assert inputs.issuer[sid[a]] == inputs.issuer[sid[b]] == "0000000042"
+    assert inputs.issuer.drop([sid[a], sid[b]]).is_unique
+    truth = small_market.market_cap
+    cap = inputs.market_cap.rename(columns={v: k for k, v in sid.items()}).reindex(index=truth.index, columns=truth.columns)
+    both = cap.notna().to_numpy() & small_market.market_cap.notna().to_numpy()
+    assert both.sum() > 0.6 * small_market.market_cap.notna().to_numpy().sum()
+    np.testing.assert_allclose(cap.to_numpy()[both], small_market.market_cap.to_numpy()[both], rtol=1e-12)
