@@ -45,8 +45,9 @@ def world():
     # From the first full window on: before it the subsector ETF has too short a history and
     # every stock falls back to L2 (flagged), which would blur what the rule chooses.
     study = run_lstar_study(result=result, sectors=sector, universe=names, n_boot=200, seed=1,
-                            start=result.dates[WINDOW])
-    return {"result": result, "sector": sector, "signal": signal, "noise": noise, "names": names, "study": study}
+                            start=result.dates[WINDOW], etf_returns=market.etf_returns)
+    return {"result": result, "sector": sector, "signal": signal, "noise": noise, "names": names, "study": study,
+            "etf": market.etf_returns, "assignments": a}
 
 
 def test_the_study_picks_l3_where_the_subsector_carries_signal(world):
@@ -68,15 +69,17 @@ def test_the_study_picks_a_shallower_depth_where_the_subsector_is_noise(world):
     assert noise.loc[best, "share_l3"] < 0.5
 
 
-def _explicit(result, names, level_rule, h, cost):
+def _explicit(result, names, level_rule, h, cost, etf, assignments):
     """Plain-numpy, loop-by-loop version of the study's pooled metrics for a few names."""
     cols = [list(result.tickers).index(t) for t in names]
+    factors = [etf[["SPY", assignments.loc[t, "sector_etf"], assignments.loc[t, "subsector_etf"]]].to_numpy()
+               for t in names]
     v = {k: np.asarray(result.values[k])[:, cols] for k in
          ("returns_gross", "l1_rr", "l2_rr", "l3_rr", "l2_sec_er", "l3_sub_er",
           "l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")}
     T, n = v["returns_gross"].shape
     legs = {1: ["l1_mkt_hr", None, None], 2: ["l2_mkt_hr", "l2_sec_hr", None], 3: ["l3_mkt_hr", "l3_sec_hr", "l3_sub_hr"]}
-    num = den = net = 0.0
+    num = den = net = hold = 0.0
     added = windows = 0
     trade_total = gross_total = days = 0.0
     for j in range(n):
@@ -108,14 +111,19 @@ def _explicit(result, names, level_rule, h, cost):
                 net += np.var(w_rr) + np.mean((cost * w_tr) ** 2)
                 added += np.var(w_rr) > np.var(w_r)
                 windows += 1
-    return {"eff": 1 - num / den, "net_eff": 1 - net / den, "added": added / windows,
+                # The hedge of day t0 frozen for the window: r + HR·f with raw ETF returns f.
+                hold += np.var(w_r + factors[j][t0:t0 + h] @ leg_vector(t0))
+        for t in range(1, T):  # on its own day, the frozen hedge is the cascade's time-safe residual
+            if ok[t]:
+                assert r[t] + factors[j][t] @ leg_vector(t) == pytest.approx(rr[t], abs=1e-12)
+    return {"eff": 1 - num / den, "net_eff": 1 - net / den, "hold_eff": 1 - hold / den, "added": added / windows,
             "turnover_per_year": trade_total / days * 252, "gross_leverage": gross_total / days}
 
 
 @pytest.mark.parametrize("rule", ["L2", "θ=1%"])
 def test_reported_numbers_equal_an_explicit_computation(world, rule):
     names = world["names"][:3]
-    panel = panel_from_result(world["result"], world["sector"], names)
+    panel = panel_from_result(world["result"], world["sector"], names, etf_returns=world["etf"])
     cost_bps = 50.0  # large, so that the cost term is visible in the comparison
     study = lstar_study(panel, horizons=(21,), cost_bps=cost_bps, n_boot=20)
     if rule == "L2":
@@ -127,12 +135,13 @@ def test_reported_numbers_equal_an_explicit_computation(world, rule):
             if np.isnan(sub) and np.isnan(sec):
                 return 0
             return 3 if sub >= 0.01 else (2 if sec >= 0.01 else 1)
-    want = _explicit(world["result"], names, level_rule, 21, cost_bps / 1e4)
+    want = _explicit(world["result"], names, level_rule, 21, cost_bps / 1e4, world["etf"], world["assignments"])
     got = study.rules.loc[rule]
     assert got["eff_21"] == pytest.approx(want["eff"], abs=1e-10)
     assert got["net_eff_21"] == pytest.approx(want["net_eff"], abs=1e-10)
     assert got["net_eff_21"] < got["eff_21"]
     assert got["added_21"] == pytest.approx(want["added"], abs=1e-12)
+    assert got["hold_eff_21"] == pytest.approx(want["hold_eff"], abs=1e-10)
     assert got["turnover_per_year"] == pytest.approx(want["turnover_per_year"], rel=1e-10)
     assert got["gross_leverage"] == pytest.approx(want["gross_leverage"], rel=1e-10)
 
@@ -186,3 +195,49 @@ def test_cli_on_a_store_without_a_model_says_so(tmp_path):
     result = CliRunner().invoke(app, ["research", "lstar-study", "--store", str(tmp_path / "s")])
     assert result.exit_code != 0
     assert "build cascade" in str(result.exception)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """A store holding a small synthetic market with its cascade built, and the same market."""
+    from riskstrata.data.ingest import ingest_classifications, ingest_prices
+    from riskstrata.data.registry import EtfRegistry
+    from riskstrata.data.store import Store
+    from riskstrata.services.cascade import build_cascade
+
+    market = synthetic_market(n_stocks=30, n_days=500, seed=12, listing_fraction=0.0, delisting_fraction=0.0,
+                              missing_day_rate=0.0, include_late_etf=False)
+    tmp = tmp_path_factory.mktemp("lstar_store")
+    market.prices().to_parquet(tmp / "prices.parquet", index=False)
+    market.classifications[["ticker", "gics_sector", "gics_sub_industry"]].to_csv(tmp / "gics.csv", index=False)
+    store = Store(tmp / "store", create=True)
+    ingest_prices(store, [tmp / "prices.parquet"], etf_tickers=set(EtfRegistry.default().etfs()))
+    ingest_classifications(store, tmp / "gics.csv")
+    build_cascade(store, window=WINDOW)
+    return store, market
+
+
+def test_the_store_path_equals_the_in_memory_path(small_store):
+    store, market = small_store
+    from_store = run_lstar_study(store, universe="all", n_boot=20)
+    result = fit_cascade(market.returns, market.etf_returns, market.assignments, window=WINDOW)
+    sector = market.classifications.set_index("ticker")["gics_sector"]
+    in_memory = run_lstar_study(result=result, sectors=sector, universe=list(from_store.universe["ticker"]),
+                                n_boot=20, etf_returns=market.etf_returns, start=from_store.params["start"])
+    cols = ["eff_21", "eff_63", "hold_eff_21", "net_eff_63", "turnover_per_year", "share_l3", "stock_days"]
+    pd.testing.assert_frame_equal(from_store.rules[cols], in_memory.rules[cols], rtol=1e-7)
+
+
+def test_cli_json_on_a_built_store(small_store):
+    import json
+
+    store, _ = small_store
+    args = ["research", "lstar-study", "--store", str(store.root), "--universe", "all", "--thetas", "0,1,inf",
+            "--n-boot", "20", "--cost-bps", "10", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert [r["rule"] for r in body["rules"]] == ["θ=0%", "θ=1%", "θ=∞", "L1", "L2", "L3"]
+    assert body["best_rule"] in ("θ=0%", "θ=1%", "θ=∞") and body["params"]["cost_bps"] == 10
+    table = CliRunner().invoke(app, args[:-1] + ["--thetas", "1,x"])
+    assert table.exit_code != 0 and "--thetas" in str(table.exception)

@@ -20,6 +20,10 @@ has a residual, so rules are compared on the same days):
   trade_t = Σ_legs |HR held on t − HR held on t−1| (raw-ETF legs mkt/sec/sub, a level switch
   included); V_net = V_res + mean over the window of (c·trade)², i.e. the cost (its drag and its
   variability) counts as error, as if independent of the residual. With c = 0 it equals V_res.
+- held hedge (when the panel carries each stock's ETF returns): the hedge set at t0 (ratios and
+  depth through t0−1) is held UNCHANGED over [t0, t0+h); hold_eff_h = 1 − Σ Var(r + Σ HR·f) /
+  Σ V_gross over the same windows. The daily-rebalanced numbers above answer "how good is the
+  rule's hedge each day"; these answer "how long does it stay good".
 - gross leverage: mean Σ|HR| of the hedge held; turnover: Σ trade per stock-year (×252/days);
   depth changes per stock-year; the share of stock-days held at L1/L2/L3.
 
@@ -48,6 +52,9 @@ NEGLIGIBLE = 0.001  # an effectiveness gap below 0.1 percentage point is called 
 
 HR_FIELDS = ("l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")
 PANEL_FIELDS = ("returns_gross", "l1_rr", "l2_rr", "l3_rr", "l2_sec_er", "l3_sub_er") + HR_FIELDS
+# Optional: each stock's raw market / sector / subsector ETF return on day t (0 or NaN where the
+# level fell back). With them the study also scores hedges held unchanged over the horizon.
+FACTOR_FIELDS = ("mkt_ret", "sec_ret", "sub_ret")
 # Raw-ETF legs (market, sector, subsector) of each level's hedge.
 _LEGS = {1: ("l1_mkt_hr", None, None), 2: ("l2_mkt_hr", "l2_sec_hr", None), 3: ("l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")}
 
@@ -73,6 +80,13 @@ class StudyPanel:
                 raise DataValidationError(f"study panel field {f} has shape {np.shape(self.values[f])}, expected {shape}")
         if len(self.sectors) != shape[1]:
             raise DataValidationError("one sector label per ticker is needed")
+        for f in FACTOR_FIELDS:
+            if f in self.values and np.shape(self.values[f]) != shape:
+                raise DataValidationError(f"study panel field {f} has shape {np.shape(self.values[f])}, expected {shape}")
+
+    @property
+    def has_factors(self) -> bool:
+        return all(f in self.values for f in FACTOR_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -268,6 +282,36 @@ def _rule_sums(panel: StudyPanel, rule: Rule, common: np.ndarray, starts: np.nda
     return sums
 
 
+def _hold_variances(panel: StudyPanel, rules: list[Rule], common: np.ndarray, starts: np.ndarray,
+                    h: int) -> list[np.ndarray]:
+    """Per rule, (T, G) sums of Var over [t0, t0+h) of r + Σ HR·f with the hedge frozen at t0.
+
+    The hedge held at t0 (ratios through t0−1) is kept unchanged for the whole window: its
+    variance is the quadratic form w'Cw, w = (1, HR_mkt, HR_sec, HR_sub), C the window
+    covariance of (r, m, s, u) — computed once per horizon and shared by every rule.
+    """
+    v = panel.values
+    ok = common
+    x = [np.where(ok, v["returns_gross"], 0.0)] + [np.where(ok, np.nan_to_num(v[f]), 0.0) for f in FACTOR_FIELDS]
+    full = _window_sums(ok.astype(np.float64), h) >= h - 0.5
+    means = [_window_sums(a, h) / h for a in x]
+    cov = {}
+    for i in range(4):
+        for j in range(i, 4):
+            cov[i, j] = _window_sums(x[i] * x[j], h) / h - means[i] * means[j]
+    del means
+    out = []
+    for rule in rules:
+        w = [None] + _legs(panel, held_levels(panel, rule))
+        var = cov[0, 0].copy()
+        for i in range(1, 4):
+            var += 2 * w[i] * cov[0, i] + w[i] * w[i] * cov[i, i]
+            for j in range(i + 1, 4):
+                var += 2 * w[i] * w[j] * cov[i, j]
+        out.append(_group_sum(np.maximum(var, 0.0) * full, starts))
+    return out
+
+
 def _metrics(s: dict[str, np.ndarray], horizons: tuple[int, ...], cost: float) -> dict[str, np.ndarray]:
     """Ratio metrics from summed numerators/denominators (any leading shape)."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -276,6 +320,8 @@ def _metrics(s: dict[str, np.ndarray], horizons: tuple[int, ...], cost: float) -
             out[f"eff_{h}"] = 1 - s[f"var_res_{h}"] / s[f"var_gross_{h}"]
             out[f"net_eff_{h}"] = 1 - s[f"var_net_{h}"] / s[f"var_gross_{h}"]
             out[f"added_{h}"] = s[f"added_{h}"] / s[f"windows_{h}"]
+            if f"var_hold_{h}" in s:
+                out[f"hold_eff_{h}"] = 1 - s[f"var_hold_{h}"] / s[f"var_gross_{h}"]
         out["gross_leverage"] = s["gross"] / s["days"]
         out["turnover_per_year"] = s["trade"] / s["days"] * TRADING_DAYS
         out["cost_drag_bps_per_year"] = out["turnover_per_year"] * cost * 1e4
@@ -286,7 +332,7 @@ def _metrics(s: dict[str, np.ndarray], horizons: tuple[int, ...], cost: float) -
     return {k: np.where(np.isfinite(v), v, np.nan) for k, v in out.items()}
 
 
-BOOTSTRAPPED = ("eff", "net_eff")
+BOOTSTRAPPED = ("eff", "net_eff", "hold_eff")
 
 
 def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS,
@@ -325,11 +371,16 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
     order = np.argsort(code, kind="stable")
     starts = np.searchsorted(code[order], np.arange(len(labels)))
     panel = StudyPanel(panel.dates, panel.tickers[order], np.asarray(panel.sectors)[order],
-                       {f: np.ascontiguousarray(np.asarray(panel.values[f])[:, order]) for f in PANEL_FIELDS})
+                       {f: np.ascontiguousarray(np.asarray(panel.values[f])[:, order])
+                        for f in PANEL_FIELDS + FACTOR_FIELDS if f in panel.values})
     v = panel.values
 
     common = common[:, order]
     per_rule = [_rule_sums(panel, rule, common, starts, horizons, cost) for rule in rules]
+    if panel.has_factors:
+        for h in horizons:
+            for sums, var in zip(per_rule, _hold_variances(panel, rules, common, starts, h)):
+                sums[f"var_hold_{h}"] = var
     keys = list(per_rule[0])
     # (K keys, R rules, T dates, G groups)
     stacked = np.stack([np.stack([s[k] for s in per_rule]) for k in keys])
@@ -384,7 +435,8 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
         "theta": theta_col, f"diff_{primary}": point[key][:, -1] - point[key][best, -1],
         f"diff_{primary}_lo": lo, f"diff_{primary}_hi": hi,
     }, index=pd.Index(rule_names, name="rule"))
-    curve_cols = ["kind", "theta"] + [c for h in horizons for c in (f"eff_{h}", f"eff_{h}_lo", f"eff_{h}_hi")]
+    prefixes = ("eff", "hold_eff") if panel.has_factors else ("eff",)
+    curve_cols = ["kind", "theta"] + [f"{p}_{h}{x}" for h in horizons for p in prefixes for x in ("", "_lo", "_hi")]
     curve = overall.loc[is_theta, curve_cols]
 
     universe = pd.DataFrame({"ticker": panel.tickers.astype(str), "sector": [str(s) for s in panel.sectors]})
@@ -424,15 +476,22 @@ def _summary(overall: pd.DataFrame, diff: pd.DataFrame, best: str, h: int, secto
                      f"(paired 95% CI {_pct(-d[hi])} … {_pct(-d[lo])}), beyond noise.")
     if noise:
         lines.append(f"Statistically indistinguishable from the best: {', '.join(noise)}.")
+    if clear:
+        lines.append(f"Worse beyond noise: {', '.join(clear)}.")
     small = others[(others[col] > -NEGLIGIBLE)].index.tolist()
     if small:
-        lines.append(f"Within {NEGLIGIBLE * 100:.1f} percentage points of the best (economically negligible): "
+        lines.append(f"Within {NEGLIGIBLE * 100:.1f} percentage point of the best (economically negligible): "
                      f"{', '.join(small)}.")
-    if clear:
-        lines.append(f"Clearly worse: {', '.join(clear)}.")
     if "θ=1%" in overall.index and best != "θ=1%":
         d1 = diff.loc["θ=1%"]
         lines.append(f"The commercial 1% bar: {_pct(d1[col])} vs the best (CI {_pct(d1[lo])} … {_pct(d1[hi])}).")
+    hold = f"hold_eff_{h}"
+    if hold in overall.columns:
+        best_hold = thetas[hold].idxmax()
+        lines.append(f"With the hedge held unchanged for {h} days instead of rebalanced daily, the best θ is "
+                     f"{best_hold} ({_pct(thetas.loc[best_hold, hold])}, CI {_pct(thetas.loc[best_hold, hold + '_lo'])} … "
+                     f"{_pct(thetas.loc[best_hold, hold + '_hi'])}; θ=1%: "
+                     + (f"{_pct(overall.loc['θ=1%', hold])}" if "θ=1%" in overall.index else "not in the grid") + ").")
     fixed = overall.loc[[r for r in ("L1", "L2", "L3") if r in overall.index], key]
     lines.append("Fixed depths: " + ", ".join(f"{r} {_pct(v)}" for r, v in fixed.items()) + ".")
     per_sector = sectors.pivot(index="sector", columns="rule", values=key)[list(overall.index)]

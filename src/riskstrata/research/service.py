@@ -38,12 +38,35 @@ def choose_universe(sectors: pd.Series, valid_days: pd.Series, universe: str | l
     raise DataValidationError(f"universe must be 'sample', 'all' or a list of tickers, got {universe!r}")
 
 
+def factor_returns(etf_returns: pd.DataFrame, dates: pd.DatetimeIndex, market_etf: str, sec_names: np.ndarray,
+                   sub_names: np.ndarray) -> dict[str, np.ndarray]:
+    """(T, n) raw returns of each stock's market / sector / subsector ETF on each day.
+
+    sec_names, sub_names: (T, n) ETF tickers used that day (None where the level fell back, then 0).
+    """
+    etf = etf_returns.reindex(dates)
+    values = np.nan_to_num(etf.to_numpy(dtype=np.float64))
+    column = {str(c): i for i, c in enumerate(etf.columns)}
+    if market_etf not in column:
+        raise DataValidationError(f"no returns for the market ETF {market_etf}")
+    out = {"mkt_ret": np.repeat(values[:, [column[market_etf]]], sec_names.shape[1], axis=1)}
+    rows = np.arange(len(dates))[:, None]
+    for key, names in (("sec_ret", sec_names), ("sub_ret", sub_names)):
+        labels, inverse = np.unique(np.where(pd.isna(names), "", names).astype(str), return_inverse=True)
+        table = np.array([column.get(x, -1) for x in labels], dtype=np.int64)
+        idx = table[inverse.reshape(names.shape)]
+        out[key] = np.where(idx >= 0, values[rows, np.maximum(idx, 0)], 0.0)
+    return out
+
+
 def panel_from_result(result, sectors: pd.Series, universe: str | list[str] | None = None, *,
                       n: int = DEFAULT_SAMPLE, seed: int = 0, start: object | None = None,
-                      end: object | None = None) -> StudyPanel:
+                      end: object | None = None, etf_returns: pd.DataFrame | None = None) -> StudyPanel:
     """A study panel from a fitted :class:`~riskstrata.cascade.result.CascadeResult`.
 
     sectors: ticker → sector label (e.g. GICS sector); tickers without one are left out.
+    etf_returns: the ETF returns the cascade was fitted on; with them the panel also carries each
+    stock's factor returns, so that hedges held over the horizon are scored too.
     """
     rows = _date_rows(result.dates, start, end)
     valid = np.isfinite(result.values["l3_rr"][rows]) & np.isfinite(result.values["l1_rr"][rows])
@@ -52,6 +75,11 @@ def panel_from_result(result, sectors: pd.Series, universe: str | list[str] | No
     tickers = choose_universe(sec, valid_days, universe, n, seed)
     cols = result.tickers.astype(str).get_indexer(tickers)
     values = {f: np.asarray(result.values[f])[rows][:, cols] for f in PANEL_FIELDS}
+    if etf_returns is not None:
+        from riskstrata.cascade.result import etf_used
+
+        sec_etf, sub_etf = etf_used(result.pairs, result.codes[rows][:, cols], result.values["flags"][rows][:, cols])
+        values.update(factor_returns(etf_returns, result.dates[rows], result.params["market_etf"], sec_etf, sub_etf))
     return StudyPanel(result.dates[rows], tickers, sec.loc[tickers].to_numpy(dtype=object), values)
 
 
@@ -86,7 +114,7 @@ def panel_from_store(store, universe: str | list[str] | None = None, *, n: int =
     if store.current_version(MODEL) is None:
         raise ModelNotBuilt("no cascade model in the store: run `riskstrata build cascade` first")
     where, params = date_range_clause(start, end)
-    meta_cols = ["date", "security_id", "ticker", "sector_etf"]
+    meta_cols = ["date", "security_id", "ticker", "sector_etf", "subsector_etf"]
     rows = store.read_model(MODEL, columns=meta_cols + list(PANEL_FIELDS), where=" AND ".join(where) or None,
                             params=params or None)
     if rows.empty:
@@ -118,10 +146,31 @@ def panel_from_store(store, universe: str | list[str] | None = None, *, n: int =
         arr = np.full((len(dates), len(sids)), np.nan)
         arr[t_idx, n_idx] = sub[f].to_numpy(dtype=np.float64, na_value=np.nan)
         values[f] = arr
+    names = {}
+    for col in ("sector_etf", "subsector_etf"):
+        arr = np.full((len(dates), len(sids)), None, dtype=object)
+        arr[t_idx, n_idx] = sub[col].astype(object).to_numpy()
+        names[col] = arr
+    market = store.model_meta(MODEL).get("params", {}).get("market_etf", "SPY")
+    values.update(factor_returns(_store_etf_returns(store, dates), dates, market, names["sector_etf"],
+                                 names["subsector_etf"]))
     return StudyPanel(dates, tickers, by_ticker.loc[tickers].to_numpy(dtype=object), values)
 
 
+def _store_etf_returns(store, dates: pd.DatetimeIndex) -> pd.DataFrame:
+    """(dates × ETF ticker) returns of the registry's ETFs, from the store's prices."""
+    from riskstrata.data.ingest import load_returns
+    from riskstrata.data.master import SecurityMaster
+    from riskstrata.data.registry import EtfRegistry
+
+    ids = SecurityMaster.from_store(store).resolve_many(EtfRegistry.default().etfs(), dates[-1]).dropna()
+    wide = load_returns(store, dates[0], dates[-1], security_ids=ids.to_numpy())
+    ids = ids[ids.isin(wide.columns)]
+    return wide[ids.to_numpy()].set_axis(ids.index.to_list(), axis=1)
+
+
 def run_lstar_study(store=None, *, result=None, sectors: pd.Series | None = None,
+                    etf_returns: pd.DataFrame | None = None,
                     universe: str | list[str] | None = None, n: int = DEFAULT_SAMPLE, seed: int = 0,
                     start: object | None = None, end: object | None = None,
                     thetas: tuple[float, ...] = DEFAULT_THETAS, horizons: tuple[int, ...] = DEFAULT_HORIZONS,
@@ -133,7 +182,8 @@ def run_lstar_study(store=None, *, result=None, sectors: pd.Series | None = None
     if result is not None:
         if sectors is None:
             raise DataValidationError("a CascadeResult needs sectors (ticker → sector label)")
-        panel = panel_from_result(result, sectors, universe, n=n, seed=seed, start=start, end=end)
+        panel = panel_from_result(result, sectors, universe, n=n, seed=seed, start=start, end=end,
+                                  etf_returns=etf_returns)
     elif store is not None:
         panel = panel_from_store(store, universe, n=n, seed=seed, start=start, end=end)
     else:
