@@ -298,3 +298,17 @@ def test_factors_against_the_index_and_fama_french(quoted):
     assert quoted["size_vs_smb"][0] < -0.2      # big-minus-small inside the S&P 500 vs small-minus-big
     assert quoted["value_vs_hml"][0] > 0.3
     assert quoted["momentum_vs_umd_monthly"][0] > 0.3 and quoted["momentum_vs_umd_monthly"][1] > 100
+
+
+def test_the_issues_2014_example_nvidia_keeps_its_traded_price_and_size(fitted):
+    """2014-06-02: NVDA traded near $19, not the $0.5 of today's re-based adjusted close; it is in
+    the universe (over the $1 floor) with its cap of the day (≈ $10.5 bn) and a mid-cap SIZE (about
+    −2: the cap-weighted mean is a ~$150 bn company), not −4.89; AAPL is large, not −1.25."""
+    inputs, result = fitted
+    day = pd.Timestamp("2014-06-02")
+    i, k = result.dates.get_loc(day), result.factors.index("SIZE")
+    nvda, aapl = result.tickers.get_loc("NVDA"), result.tickers.get_loc("AAPL")
+    assert 15 < inputs.price.loc[day, "NVDA"] < 25
+    assert 8e9 < inputs.market_cap.loc[day, "NVDA"] < 14e9
+    assert result.universe[i, nvda] and -3 < result.exposures[i, nvda, k] < 0
+    assert result.exposures[i, aapl, k] > 1
