@@ -279,10 +279,10 @@ def holdings_from_text(text: str, name: str = "pasted holdings") -> H.Holdings:
 def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_exposure: str | None = None,
                    scale_reduce: float | None = None) -> PortfolioView:
     """Analyse holdings for a portfolio of ``value`` USD: the analysis, hedge trades at L1, L2, L3
-    and L* (``portfolio hedge``'s list: the analysis' hedge ratios × value), scaling when asked,
+    and L* (``portfolio hedge``'s list: the analysis' hedge ratios × the hedged dollars), scaling when asked,
     and the look-through when ETF holdings are loaded."""
     analysis = portfolio.analyze_portfolio(store, holdings, None, value)
-    hedged, basis = _hedge_size(analysis, value)
+    hedged, basis = portfolio.hedged_dollars(analysis, value)  # what `portfolio hedge` sizes its trades on
     trades, words = {}, {}
     for level in portfolio.HEDGE_LEVELS:
         trades[level] = trade_list(analysis.hedge_ratios[level], hedged)
@@ -296,15 +296,6 @@ def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_expos
         except RiskstrataError as exc:
             view.notes.append(f"no look-through: {exc}")
     return view
-
-
-def _hedge_size(analysis: portfolio.PortfolioAnalysis, value: float) -> tuple[float, str]:
-    """The dollars ``hedge_portfolio`` sizes its trades on, and how it chose them (its own
-    function where the portfolio service has it; else the given value, as it did before)."""
-    sizing = getattr(portfolio, "hedged_dollars", None)
-    if sizing is not None:
-        return sizing(analysis, value)
-    return value, f"sized on the portfolio value ${value:,.0f}"
 
 
 def sample_holdings(tickers: list[str], etfs: list[str], n: int = 8) -> str:
