@@ -139,3 +139,24 @@ def test_the_store_build_reads_issuers_and_rolls_caps_from_the_price_date(tmp_pa
     both = cap.notna().to_numpy() & small_market.market_cap.notna().to_numpy()
     assert both.sum() > 0.6 * small_market.market_cap.notna().to_numpy().sum()
     np.testing.assert_allclose(cap.to_numpy()[both], small_market.market_cap.to_numpy()[both], rtol=1e-12)
+
+
+def test_user_raw_closes_win_for_the_price_floor_and_with_stated_shares_for_the_cap():
+    """A snapshot with price 100, cap 1e9, then a 2:1 split: the adjusted closes are re-based,
+    the user's raw closes are the traded prices. A raw close is the price where given. The cap is
+    raw × shares only where the data state a share count (and the user keeps it current); a count
+    implied by an older snapshot (cap / price, on the pre-split basis) is never used so."""
+    days = pd.bdate_range("2020-01-06", periods=6)
+    snaps = pd.DataFrame({"available_date": [days[0]], "ticker": ["A"], "price": [100.0], "market_cap": [1e9]})
+    adj = pd.DataFrame({"A": [50.0, 51.0, 52.0, 53.0, 54.0, 55.0]}, index=days)
+    raw = pd.DataFrame({"A": [100.0, 102.0, np.nan, 53.0, 54.0, 55.0]}, index=days)  # split on day 4
+    rolled_cap = 1e9 * adj["A"] / 50.0
+    pit = point_in_time_panels(snaps, adj, days, ["A"], raw_close=raw)
+    np.testing.assert_allclose(pit.price["A"], raw["A"].fillna(100.0 * adj["A"] / 50.0), rtol=1e-15)
+    np.testing.assert_allclose(pit.market_cap["A"], rolled_cap, rtol=1e-15)
+    # The user's own share counts: 1e7 before the split, 2e7 from its day.
+    stated = pd.concat([snaps.assign(shares_outstanding=1e7),
+                        snaps.assign(available_date=days[3], shares_outstanding=2e7, price=np.nan, market_cap=np.nan)])
+    pit = point_in_time_panels(stated, adj, days, ["A"], raw_close=raw)
+    expected = pd.Series([1e9, 1.02e9, rolled_cap.iloc[2], 1.06e9, 1.08e9, 1.1e9], index=days)
+    np.testing.assert_allclose(pit.market_cap["A"], expected, rtol=1e-12)

@@ -96,9 +96,10 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     adj_snap``, and B/P, E/P, dividend yield ``= ratio_snap × adj_snap / adj_t`` (each snapshot's
     own ratio). A snapshot counts from its availability date; before a name's first snapshot its
     cap and price are NaN (the name is out of the model, never given an invented cap). Which input
-    wins: a user's raw close is the price for floors, and raw close × the snapshot share count
-    is the cap where both exist (:func:`~riskstrata.factors.descriptors.market_cap_panel`);
-    within a snapshot its market_cap wins over price × shares_outstanding.
+    wins: a user's raw close is the price for floors, and raw close × an explicitly given share
+    count is the cap where both exist (:func:`~riskstrata.factors.descriptors.market_cap_panel`);
+    elsewhere the rolled snapshot cap; within a snapshot its market_cap wins over
+    price × shares_outstanding.
     """
     from riskstrata.data.fundamentals import fundamentals_input_columns, fundamentals_panel
     from riskstrata.factors.descriptors import market_cap_panel
@@ -107,7 +108,8 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     adj = adj_close.reindex(columns=names)
 
     def panel(field: str, **kw: object) -> pd.DataFrame:
-        if isinstance(source, pd.DataFrame) and not fundamentals_input_columns(field) & set(source.columns):
+        derive = bool(kw.get("derive", True))
+        if isinstance(source, pd.DataFrame) and not fundamentals_input_columns(field, derive) & set(source.columns):
             return pd.DataFrame(np.nan, index=dates, columns=names)  # the frame has no such data
         return fundamentals_panel(source, field, dates, names, **kw)
 
@@ -118,7 +120,10 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
     shares = panel("shares_outstanding", **long_age)
     raw = raw_close.reindex(index=dates, columns=names) if raw_close is not None else None
-    cap = market_cap_panel(raw, shares if raw is not None else None, fund["market_cap"])
+    # Raw close × shares only with share counts the data state (never cap / price of an older
+    # snapshot: across a split that count is on the old basis while the raw close is not).
+    explicit = panel("shares_outstanding", derive=False, **long_age) if raw is not None else None
+    cap = market_cap_panel(raw, explicit, fund["market_cap"])
     price = fund["price"] if raw is None else raw.where(raw > 0, fund["price"])
     return PointInTimePanels(cap, price, shares, fund)
 
