@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from riskstrata import __version__
 from riskstrata.api import errors
 from riskstrata.api.auth import KeyRing
-from riskstrata.api.deps import PUBLIC_PATHS, KeyGuard, require_key
+from riskstrata.api.deps import KeyGuard, document_security
 from riskstrata.api.errors import CatchAll, CleanJSONResponse, ErrorBody
 from riskstrata.api.limits import BodyGuard, HeavyGate, RateLimiter, RequestGate
 from riskstrata.api.logs import AccessLog
@@ -33,7 +33,7 @@ from riskstrata.mcp import http as mcp_http
 
 log = logging.getLogger("riskstrata.api")
 
-# Modules whose ``router`` is served under /api, each route behind require_key unless public.
+# Modules whose ``router`` is served under /api, each route behind KeyGuard unless public.
 ROUTERS = ("riskstrata.api.wire", "riskstrata.api.wire_reports", "riskstrata.api.wire_correlation",
            "riskstrata.api.wire_unserved", "riskstrata.api.ours")
 
@@ -117,7 +117,7 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
         if importlib.util.find_spec(module) is None:  # a face not written yet
             continue
         router = importlib.import_module(module).router  # routers import services lazily at app build
-        app.include_router(router, prefix="/api", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+        app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)  # keys: KeyGuard, before the body
     _document_public_routes(app)
     mcp_http.mount(app)  # /mcp: the MCP server for AI agents, behind the same keys and limits (before the / mount)
     # The web dashboard at / (after /api, outside its key dependency: pages have their own access rule).
@@ -128,18 +128,12 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
 
 
 def _document_public_routes(app: FastAPI) -> None:
-    """The OpenAPI document: public routes need no key and never answer 401 or 429."""
+    """The OpenAPI document: protected routes take a key (KeyGuard checks it); public routes need
+    no key and never answer 401 or 429."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = FastAPI.openapi(app)
-            for path, operations in schema.get("paths", {}).items():
-                if path not in PUBLIC_PATHS:
-                    continue
-                for operation in operations.values():
-                    operation.pop("security", None)
-                    for status in ("401", "429"):
-                        operation.get("responses", {}).pop(status, None)
+            app.openapi_schema = document_security(FastAPI.openapi(app))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

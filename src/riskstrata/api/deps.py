@@ -3,20 +3,18 @@
 :class:`KeyGuard` (pure ASGI middleware, outside the body guard) authenticates every request to
 a protected ``/api`` path from its headers alone, applies the failed-authentication limit per
 client address, the per-key rate limit and the per-key in-flight bound, and only then lets the
-body be read: an unauthenticated client never gets a byte buffered. ``create_app`` also puts
-:func:`require_key` on every router it includes, which declares the security schemes in the
-OpenAPI document and returns the name the guard found. ``PUBLIC_PATHS`` (and the docs) stay
-open (api-contract §1.2).
+body be read: an unauthenticated client never gets a byte buffered. :func:`document_security`
+states the same in the OpenAPI document. ``PUBLIC_PATHS`` (and the docs) stay open
+(api-contract §1.2). A route finds its key's name in ``request.state.key_name``.
 
 Other faces (the web pages' cookie, the MCP mount) check a raw key with :func:`authenticate_key`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,11 +40,32 @@ AGENT_CHECK_KEY = {"action": "check_key", "help_url": "/api/docs", "hint": KEY_H
 AGENT_AUTHENTICATE = {"action": "authenticate", "authenticate_url": "/api/docs",
                       "hint": "send `Authorization: Bearer <key>` or `X-API-Key: <key>`; " + KEY_HINT}
 
-# Declared as security schemes so the OpenAPI document and the docs page show how to authenticate.
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (what riskmodels-py sends).",
-                     scheme_name="BearerKey")
-_x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The key in an `X-API-Key` header.",
-                          scheme_name="XApiKey")
+# The same schemes as the OpenAPI document states them (see :func:`document_security`).
+SECURITY_SCHEMES = {
+    "BearerKey": {"type": "http", "scheme": "bearer",
+                  "description": "`Authorization: Bearer <key>` (what riskmodels-py sends)."},
+    "XApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The key in an `X-API-Key` header."},
+}
+
+
+def document_security(schema: dict) -> dict:
+    """Declare in an OpenAPI document what :class:`KeyGuard` enforces: every protected operation
+    takes either key scheme; public ones need none and never answer 401 or 429.
+
+    Declared here rather than by a dependency on each route: the guard has already checked the
+    key, and a per-route dependency would cost every request (the hot GET /metrics included)
+    two header parsers for nothing.
+    """
+    schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if is_protected(path):
+                operation["security"] = [{"BearerKey": []}, {"XApiKey": []}]
+            else:
+                operation.pop("security", None)
+                for status in ("401", "429"):
+                    operation.get("responses", {}).pop(status, None)
+    return schema
 
 
 async def get_state(request: Request) -> AppState:
@@ -148,7 +167,7 @@ async def identify(app: Any, scope: Scope) -> tuple[str | None, str]:
 class KeyGuard:
     """Pure ASGI middleware: authenticate, rate-limit and count in every request to a protected
     path before its body is read (see the module docstring); the answer goes in the scope's
-    state (``key_name``, ``rs_identity``) for :func:`require_key`, the access log and the gate."""
+    state (``key_name``, ``rs_identity``) for routes, the access log and the heavy-work gate."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -187,20 +206,3 @@ class KeyGuard:
         finally:
             if counted:
                 gate.leave(identity)
-
-
-async def require_key(request: Request,
-                      bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                      x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
-    """The name of the request's API key (``bearer`` and ``x_api_key`` declare the schemes in
-    the OpenAPI document; :class:`KeyGuard` has already read them). Public routes pass without a
-    key (a key sent to them is ignored: riskmodels-py sends one everywhere). A protected route
-    the guard did not see (an app assembled without it) is checked here the same way."""
-    if not is_protected(_app_path(request.scope)):
-        return None
-    state = request.scope.get("state") or {}
-    if state.get("rs_authenticated"):
-        return state.get("key_name")
-    name, _identity = await identify(request.app, request.scope)
-    request.state.key_name = name
-    return name
