@@ -56,11 +56,35 @@ def load_real(start: pd.Timestamp, end: pd.Timestamp):
     return rets[stocks], rets[etfs], assignments[keep], sectors
 
 
+def build_store(start: pd.Timestamp, end: pd.Timestamp):
+    """A temporary store with core.parquet from a year before ``start`` and current GICS, cascade built."""
+    import tempfile
+
+    from riskstrata.data.ingest import ingest_classifications, ingest_prices
+    from riskstrata.data.registry import EtfRegistry
+    from riskstrata.data.store import Store
+    from riskstrata.services.cascade import build_cascade
+
+    tmp = Path(tempfile.mkdtemp(prefix="lstar_bench_"))
+    px = pd.read_parquet(SHARED / "prices" / "core.parquet",
+                         filters=[("date", ">=", start - pd.Timedelta(days=400)), ("date", "<=", end)])
+    px = px[~px["ticker"].str.startswith("^")]
+    px.to_parquet(tmp / "core.parquet", index=False)
+    store = Store(tmp / "store", create=True)
+    t0 = time.perf_counter()
+    ingest_prices(store, [tmp / "core.parquet"], etf_tickers=set(EtfRegistry.default().known_etfs()))
+    ingest_classifications(store, SHARED / "reference" / "gics_current.csv")
+    summary = build_cascade(store, start=start, end=end)
+    return store, (f"store at {tmp}: ingest + build {time.perf_counter() - t0:.0f}s (not timed), "
+                   f"{summary.securities} securities, {summary.rows:,} rows")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--start", default="2006-08-01")
     ap.add_argument("--end", default="2026-08-03")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--skip-store", action="store_true", help="skip the study read from a store (the CLI path)")
     args = ap.parse_args()
     if not (SHARED / "prices" / "core.parquet").exists():
         raise SystemExit(f"real data absent at {SHARED}; this benchmark needs it")
@@ -78,8 +102,18 @@ def main() -> None:
     build_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    study = run_lstar_study(result=result, sectors=sectors, start=start, end=end, n_boot=args.n_boot)
+    study = run_lstar_study(result=result, sectors=sectors, start=start, end=end, n_boot=args.n_boot,
+                            etf_returns=etf_returns)
     study_s = time.perf_counter() - t0
+
+    # The CLI's path: the same study read from a store's built cascade (ingest and build not timed).
+    store_s = store_note = None
+    if not args.skip_store:
+        store, store_note = build_store(start, end)
+        t0 = time.perf_counter()
+        from_store = run_lstar_study(store, start=start, end=end, n_boot=args.n_boot)
+        store_s = time.perf_counter() - t0
+        store_note += f"; best θ from the store: {from_store.best_rule}"
 
     # Peer: one refit of the sampled universe (a per-θ refit repeats it for each of the 10 rules).
     sample = panel_from_result(result, sectors, start=start, end=end).tickers
@@ -95,6 +129,7 @@ def main() -> None:
         "study_window": [study.params["start"], study.params["end"]],
         "stocks_studied": study.params["stocks"], "common_stock_days": study.params["common_stock_days"],
         "load_s": load_s, "cascade_build_s": build_s, "study_s": study_s,
+        "study_from_store_s": store_s, "store": store_note,
         "peer_refit_once_s": refit_s, "peer_refit_per_rule_s": refit_s * n_rules, "rules": n_rules,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} during the run (shared with other work)",
@@ -125,21 +160,27 @@ def render(rec: dict, study) -> str:
         f"| load core.parquet (not part of the study) | {rec['load_s']:.1f} |",
         f"| cascade build, all names, window 252 (the model the study reuses) | {rec['cascade_build_s']:.1f} |",
         f"| **the study** ({rec['rules']} rules, 2 horizons, {study.params['n_boot']} bootstrap replicates) | **{rec['study_s']:.1f}** |",
+        *([f"| the same study read from a store's built cascade (the CLI path: `riskstrata research lstar-study`) "
+           f"| {rec['study_from_store_s']:.1f} |"] if rec.get("study_from_store_s") is not None else []),
         f"| peer: one refit of the 275 sampled names | {rec['peer_refit_once_s']:.1f} |",
         f"| peer: refit per rule ({rec['rules']} ×) | {rec['peer_refit_per_rule_s']:.1f} |", "",
+        *([f"Store: {rec['store']}.", ""] if rec.get("store") else []),
         "## Result", "", study.summary, "",
         f"Effectiveness = 1 − ΣVar(residual)/ΣVar(gross) over the {h1} and {h2} trading days following each "
         "stock-day (hedge ratios and the depth through the day before, rebalanced daily); 95 % intervals from a "
         f"{study.params['block_days']}-day block bootstrap over dates; net of {study.params['cost_bps']:g} bps per "
         "dollar of ETF traded. All values in %, except leverage (Σ|HR|), turnover (Σ|ΔHR| per year) and "
-        "depth changes per year.", "",
-        f"| rule | eff {h1}d | 95% CI | eff {h2}d | 95% CI | net {h1}d | hedge added var {h1}d | Σ\\|HR\\| | turnover/yr | depth changes/yr | at L1/L2/L3 |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "depth changes per year. 'held' = the hedge set at the window's first day and left unchanged.", "",
+        f"| rule | eff {h1}d | 95% CI | eff {h2}d | 95% CI | held {h1}d | held {h2}d | 95% CI | net {h1}d "
+        f"| hedge added var {h1}d | Σ\\|HR\\| | turnover/yr | depth changes/yr | at L1/L2/L3 |",
+        "|---|---:|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, x in r.iterrows():
         lines.append(
             f"| {name} | {_p(x[f'eff_{h1}'])} | {_p(x[f'eff_{h1}_lo'])} … {_p(x[f'eff_{h1}_hi'])} | "
-            f"{_p(x[f'eff_{h2}'])} | {_p(x[f'eff_{h2}_lo'])} … {_p(x[f'eff_{h2}_hi'])} | {_p(x[f'net_eff_{h1}'])} | "
+            f"{_p(x[f'eff_{h2}'])} | {_p(x[f'eff_{h2}_lo'])} … {_p(x[f'eff_{h2}_hi'])} | "
+            f"{_p(x[f'hold_eff_{h1}'])} | {_p(x[f'hold_eff_{h2}'])} | {_p(x[f'hold_eff_{h2}_lo'])} … "
+            f"{_p(x[f'hold_eff_{h2}_hi'])} | {_p(x[f'net_eff_{h1}'])} | "
             f"{_p(x[f'added_{h1}'])} | {x['gross_leverage']:.2f} | {x['turnover_per_year']:.1f} | "
             f"{x['depth_changes_per_year']:.1f} | {_p(x['share_l1'])}/{_p(x['share_l2'])}/{_p(x['share_l3'])} |")
     d = study.differences

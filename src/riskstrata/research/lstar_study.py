@@ -202,17 +202,23 @@ def held_levels(panel: StudyPanel, rule: Rule) -> np.ndarray:
     return _lag(level, 0)
 
 
-def _legs(panel: StudyPanel, held: np.ndarray) -> list[np.ndarray]:
+def lagged_ratios(panel: StudyPanel) -> dict[str, np.ndarray]:
+    """Every hedge ratio shifted one day (row t = estimated through t−1), missing as 0: computed
+    once per study and shared by every rule."""
+    return {name: _lag(np.nan_to_num(panel.values[name], nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+            for name in HR_FIELDS}
+
+
+def _legs(lagged: dict[str, np.ndarray], held: np.ndarray) -> list[np.ndarray]:
     """The three raw-ETF legs (mkt, sec, sub) of the hedge held on each day: row t holds the
     ratios estimated through t−1 of the level held on t. Missing ratios count as 0."""
-    v = panel.values
+    at = {k: held == k for k in FIXED_DEPTHS}
     legs = []
     for pos in range(3):
         leg = np.zeros(held.shape)
         for k, names in _LEGS.items():
-            name = names[pos]
-            if name is not None:
-                leg = np.where(held == k, _lag(np.nan_to_num(v[name]), 0.0), leg)
+            if names[pos] is not None:
+                np.copyto(leg, lagged[names[pos]], where=at[k])
         legs.append(leg)
     return legs
 
@@ -237,18 +243,39 @@ def _group_sum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.column_stack([parts, parts.sum(axis=1)])
 
 
-def _rule_sums(panel: StudyPanel, rule: Rule, common: np.ndarray, starts: np.ndarray, horizons: tuple[int, ...],
+@dataclass
+class _Shared:
+    """What every rule reuses: the common sample, lagged ratios, and per horizon the full-window
+    mask and the gross variance of each stock-origin (the gross side does not depend on the rule)."""
+
+    common: np.ndarray
+    starts: np.ndarray
+    lagged: dict[str, np.ndarray]
+    full: dict[int, np.ndarray]
+    var_gross: dict[int, np.ndarray]
+
+
+def _shared(panel: StudyPanel, common: np.ndarray, starts: np.ndarray, horizons: tuple[int, ...]) -> _Shared:
+    r = np.where(common, panel.values["returns_gross"], 0.0)
+    okf = common.astype(np.float64)
+    full, var_gross = {}, {}
+    for h in horizons:
+        full[h] = _window_sums(okf, h) >= h - 0.5
+        mean_r = _window_sums(r, h) / h
+        var_gross[h] = np.maximum(_window_sums(r * r, h) / h - mean_r ** 2, 0.0)
+    return _Shared(common, starts, lagged_ratios(panel), full, var_gross)
+
+
+def _rule_sums(panel: StudyPanel, held: np.ndarray, sh: _Shared, horizons: tuple[int, ...],
                cost: float) -> dict[str, np.ndarray]:
-    """Per-date (T, G) numerators/denominators of every metric for one rule."""
+    """Per-date (T, G) numerators/denominators of every metric for one rule's held levels."""
     v = panel.values
-    held = held_levels(panel, rule)
+    starts = sh.starts
+    ok = sh.common
     rr = np.zeros(held.shape)
     for k in FIXED_DEPTHS:
-        rr = np.where(held == k, v[f"l{k}_rr"], rr)
-    ok = common
-    r = np.where(ok, v["returns_gross"], 0.0)
-    rr = np.where(ok, rr, 0.0)
-    legs = _legs(panel, held)
+        np.copyto(rr, v[f"l{k}_rr"], where=(held == k) & ok)
+    legs = _legs(sh.lagged, held)
     prev_ok = _lag(ok, False)
     # A trade is counted only between two held days of the sample (entry into a stock is not a trade).
     trade = sum(np.abs(leg - _lag(leg, 0.0)) for leg in legs) * (ok & prev_ok)
@@ -264,10 +291,8 @@ def _rule_sums(panel: StudyPanel, rule: Rule, common: np.ndarray, starts: np.nda
     for k in FIXED_DEPTHS:
         sums[f"at_l{k}"] = _group_sum(((held == k) & ok).astype(np.float64), starts)
     for h in horizons:
-        full = _window_sums(okf, h) >= h - 0.5
-        mean_r = _window_sums(r, h) / h
+        full, var_r = sh.full[h], sh.var_gross[h]
         mean_rr = _window_sums(rr, h) / h
-        var_r = np.maximum(_window_sums(r * r, h) / h - mean_r ** 2, 0.0)
         var_rr = np.maximum(_window_sums(rr * rr, h) / h - mean_rr ** 2, 0.0)
         # The cost's mean square over the window (its drag² plus its variance) is added to the
         # residual variance. The cross term with rr is left out on purpose: a cost charged on a
@@ -282,8 +307,7 @@ def _rule_sums(panel: StudyPanel, rule: Rule, common: np.ndarray, starts: np.nda
     return sums
 
 
-def _hold_variances(panel: StudyPanel, rules: list[Rule], common: np.ndarray, starts: np.ndarray,
-                    h: int) -> list[np.ndarray]:
+def _hold_variances(panel: StudyPanel, helds: list[np.ndarray], sh: _Shared, h: int) -> list[np.ndarray]:
     """Per rule, (T, G) sums of Var over [t0, t0+h) of r + Σ HR·f with the hedge frozen at t0.
 
     The hedge held at t0 (ratios through t0−1) is kept unchanged for the whole window: its
@@ -291,9 +315,9 @@ def _hold_variances(panel: StudyPanel, rules: list[Rule], common: np.ndarray, st
     covariance of (r, m, s, u) — computed once per horizon and shared by every rule.
     """
     v = panel.values
-    ok = common
+    ok = sh.common
     x = [np.where(ok, v["returns_gross"], 0.0)] + [np.where(ok, np.nan_to_num(v[f]), 0.0) for f in FACTOR_FIELDS]
-    full = _window_sums(ok.astype(np.float64), h) >= h - 0.5
+    full = sh.full[h]
     means = [_window_sums(a, h) / h for a in x]
     cov = {}
     for i in range(4):
@@ -301,14 +325,14 @@ def _hold_variances(panel: StudyPanel, rules: list[Rule], common: np.ndarray, st
             cov[i, j] = _window_sums(x[i] * x[j], h) / h - means[i] * means[j]
     del means
     out = []
-    for rule in rules:
-        w = [None] + _legs(panel, held_levels(panel, rule))
+    for held in helds:
+        w = [None] + _legs(sh.lagged, held)
         var = cov[0, 0].copy()
         for i in range(1, 4):
             var += 2 * w[i] * cov[0, i] + w[i] * w[i] * cov[i, i]
             for j in range(i + 1, 4):
                 var += 2 * w[i] * w[j] * cov[i, j]
-        out.append(_group_sum(np.maximum(var, 0.0) * full, starts))
+        out.append(_group_sum(np.maximum(var, 0.0) * full, sh.starts))
     return out
 
 
@@ -376,11 +400,24 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
     v = panel.values
 
     common = common[:, order]
-    per_rule = [_rule_sums(panel, rule, common, starts, horizons, cost) for rule in rules]
+    sh = _shared(panel, common, starts, horizons)
+    # Rules that hold the same levels everywhere (θ = 0 and L3 when no marginal ER is negative,
+    # θ = ∞ and L1) are computed once.
+    helds: list[np.ndarray] = []
+    which: list[int] = []
+    for rule in rules:
+        held = np.where(common, held_levels(panel, rule), 0).astype(np.int8)  # only sample days count
+        same = next((i for i, x in enumerate(helds) if np.array_equal(x, held)), None)
+        if same is None:
+            helds.append(held)
+            same = len(helds) - 1
+        which.append(same)
+    distinct = [_rule_sums(panel, held, sh, horizons, cost) for held in helds]
     if panel.has_factors:
         for h in horizons:
-            for sums, var in zip(per_rule, _hold_variances(panel, rules, common, starts, h)):
+            for sums, var in zip(distinct, _hold_variances(panel, helds, sh, h)):
                 sums[f"var_hold_{h}"] = var
+    per_rule = [distinct[i] for i in which]
     keys = list(per_rule[0])
     # (K keys, R rules, T dates, G groups)
     stacked = np.stack([np.stack([s[k] for s in per_rule]) for k in keys])
