@@ -37,13 +37,16 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
         self._lock = threading.Lock()
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) * self.rate)
+
     def acquire(self, key: str) -> float:
         if self.rate <= 0:
             return 0.0
         now = self.clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            tokens = self._tokens(key, now)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 if len(self._buckets) > 10_000:
@@ -53,13 +56,13 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
 
     def peek(self, key: str) -> float:
-        """Seconds until ``key`` has a token, without taking one (0.0: it has one now)."""
-        if self.rate <= 0:
+        """Seconds until ``key`` has a token, without taking one (0.0: it has one now). A key
+        without a bucket (the usual case: no failed authentication from this address) costs a
+        dict lookup."""
+        if self.rate <= 0 or key not in self._buckets:
             return 0.0
-        now = self.clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            tokens = self._tokens(key, self.clock())
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def _forget_full(self, now: float) -> None:
