@@ -485,8 +485,8 @@ def check_result_identities(values: dict[str, np.ndarray], etf_raw: dict[str, np
 SAME_AS = {"l2_mkt_er": "l1_mkt_er", "l3_mkt_er": "l1_mkt_er", "l3_sec_er": "l2_sec_er"}
 # Stocks per block when fitting in memory. Every stock's numbers are computed column by column,
 # so the block size changes no result; smaller blocks hold fewer (T, n) temporaries next to the
-# full result (peak −0.35 GB on 2,870 × 2,520 against the engine's default of 1,024).
-FIT_BLOCK_SIZE = 256
+# full result (peak −0.5 GB on 2,870 × 2,520 against the engine's default of 1,024).
+FIT_BLOCK_SIZE = 128
 
 
 def _fresh_rows(n: int, t: int, dtype: np.dtype) -> np.ndarray:
