@@ -52,11 +52,14 @@ def lstar_study_cmd(
         return
     h = study.params["primary_horizon"]
     table = Table(title=f"L* study: {study.params['stocks']} names, {study.params['start']} … {study.params['end']}")
-    for col in ("rule", f"eff {h}d %", "95% CI", "net %", "added var %", "Σ|HR|", "turnover/yr", "depth chg/yr"):
+    held = f"hold_eff_{h}" in study.rules.columns
+    for col in ("rule", f"eff {h}d %", "95% CI", "net %", *(["held %"] if held else []), "added var %", "Σ|HR|",
+                "turnover/yr", "depth chg/yr"):
         table.add_column(col, justify="left" if col in ("rule", "95% CI") else "right")
     for name, x in study.rules.iterrows():
         table.add_row(name, f"{x[f'eff_{h}'] * 100:.2f}", f"{x[f'eff_{h}_lo'] * 100:.2f} … {x[f'eff_{h}_hi'] * 100:.2f}",
-                      f"{x[f'net_eff_{h}'] * 100:.2f}", f"{x[f'added_{h}'] * 100:.1f}", f"{x['gross_leverage']:.2f}",
+                      f"{x[f'net_eff_{h}'] * 100:.2f}", *([f"{x[f'hold_eff_{h}'] * 100:.2f}"] if held else []),
+                      f"{x[f'added_{h}'] * 100:.1f}", f"{x['gross_leverage']:.2f}",
                       f"{x['turnover_per_year']:.1f}", f"{x['depth_changes_per_year']:.1f}")
     out.print(table)
     out.print(study.summary)
