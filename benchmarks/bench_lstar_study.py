@@ -21,7 +21,6 @@ Writes benchmarks/results/lstar_study.json and benchmarks/results/lstar_study.md
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time

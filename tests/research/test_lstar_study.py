@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from riskstrata.cascade.fit import fit_cascade
-from riskstrata.cascade.lstar import lstar_level
 from riskstrata.cli import app
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.errors import DataValidationError, InsufficientHistory, UnknownTicker

@@ -397,7 +397,6 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
     panel = StudyPanel(panel.dates, panel.tickers[order], np.asarray(panel.sectors)[order],
                        {f: np.ascontiguousarray(np.asarray(panel.values[f])[:, order])
                         for f in PANEL_FIELDS + FACTOR_FIELDS if f in panel.values})
-    v = panel.values
 
     common = common[:, order]
     sh = _shared(panel, common, starts, horizons)
@@ -465,6 +464,8 @@ def lstar_study(panel: StudyPanel, *, thetas: tuple[float, ...] = DEFAULT_THETAS
     key = f"eff_{primary}"
     is_theta = np.array([r.theta is not None for r in rules])
     theta_idx = np.flatnonzero(is_theta)
+    if not np.isfinite(point[key][theta_idx, -1]).any():
+        raise InsufficientHistory(f"no stock has {primary} consecutive days with residuals at every level")
     best = int(theta_idx[np.nanargmax(point[key][theta_idx, -1])])
     diff = boot_m[key][:, :, -1] - boot_m[key][:, best, -1][:, None]
     lo, hi = np.nanpercentile(diff, [2.5, 97.5], axis=0)
