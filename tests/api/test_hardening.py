@@ -285,6 +285,37 @@ def test_heavy_requests_run_whole_on_the_bounded_pool_not_the_servers_loop(store
     assert seen["heavy"].startswith("riskstrata-heavy-") and not seen["light"].startswith("riskstrata-heavy-")
 
 
+def test_a_client_gone_while_waiting_in_line_leaves_the_line(store, key):
+    """Before: a request queued for a heavy slot stayed queued (and counted in flight) after its
+    client went away, so a client that dropped its requests and reconnected got 429s."""
+    app = create_app(store, ApiSettings(rate_limit=0, heavy_slots=1, max_inflight_per_key=2))
+    release = threading.Event()
+
+    @app.post("/api/portfolio/_hold")
+    def hold() -> dict:
+        release.wait(20)
+        return {}
+
+    async def body_then_gone(delay: float):
+        yield {"type": "http.request", "body": b"{}", "more_body": False}
+        await asyncio.sleep(delay)
+        yield {"type": "http.disconnect"}
+
+    async def scenario():
+        headers = {"content-type": "application/json", "content-length": "2", "x-api-key": key}
+        holder = asyncio.create_task(_asgi(app, "POST", "/api/portfolio/_hold", headers, body_then_gone(60)))
+        await asyncio.sleep(0.2)
+        gone = await _asgi(app, "POST", "/api/portfolio/_hold", headers, body_then_gone(0.1), timeout=5)
+        third = asyncio.create_task(_asgi(app, "POST", "/api/portfolio/_hold", headers, body_then_gone(60)))
+        await asyncio.sleep(0.2)
+        release.set()
+        return gone, await holder, await third
+
+    gone, first, third = asyncio.run(scenario())
+    assert gone[0] == 0  # left the line without an answer (logged 499)…
+    assert first[0] == 200 and third[0] == 200  # …and did not hold the key's in-flight count
+
+
 def test_one_requests_history_is_bounded_in_names_times_years(authed, ticker):
     """Before: 100 names × 27 years (~700,000 rows) in one request."""
     resp = authed.post("/api/batch/analyze", json={"tickers": [ticker] * 1 + [f"Z{i}" for i in range(99)],

@@ -260,7 +260,12 @@ class RequestGate:
 
 class HeavyGate:
     """Pure ASGI middleware (innermost, after the body is read): heavy requests of an
-    authenticated identity run through :meth:`RequestGate.heavy`."""
+    authenticated identity run through :meth:`RequestGate.heavy`.
+
+    While a request waits in line it listens for its client: one that goes away leaves the line
+    at once (AccessLog says 499) instead of being computed for nobody and holding its key's
+    in-flight count — a client that drops 64 queued requests and reconnects is not refused.
+    """
 
     def __init__(self, app: ASGIApp, gate: RequestGate) -> None:
         self.app, self.gate = app, gate
@@ -271,7 +276,37 @@ class HeavyGate:
                 or not is_heavy(scope.get("method", ""), scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
-        await self.gate.heavy(identity, lambda: self.gate.elsewhere(self.app, scope, receive, send))
+        first = await receive()  # the whole body (BodyGuard buffered it), or nothing for a GET
+        if first["type"] != "http.request":
+            return
+        gone = asyncio.ensure_future(receive())  # completes only when the client disconnects
+        handed = False
+
+        async def app_receive() -> Message:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return first
+            return await asyncio.shield(gone)
+
+        running = False
+
+        async def run() -> None:
+            nonlocal running
+            running = True
+            await self.gate.elsewhere(self.app, scope, app_receive, send)
+
+        work = asyncio.ensure_future(self.gate.heavy(identity, run))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not running:  # the client left while waiting in line
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return
+            await work
+        finally:
+            gone.cancel()
 
 
 def retry_after(seconds: float) -> str:
