@@ -19,9 +19,9 @@ while the flood runs.
 The clients share the server's 2 cores (and the machine is shared with other work): the
 report says so and records the load average. Usage:
 
-    python benchmarks/bench_flood.py [--duration 20] [--flood 16] [--lines 20000]
+    python benchmarks/bench_flood.py [--duration 20] [--flood 16] [--lines 20000] [--name flood]
 
-Writes benchmarks/results/flood.json and benchmarks/results/flood.md.
+Writes benchmarks/results/<name>.json and benchmarks/results/<name>.md.
 """
 
 from __future__ import annotations
@@ -174,12 +174,12 @@ class _Serve(Server):
         self.command = " ".join(cmd[1:])
 
 
-def write(report: dict) -> None:
+def write(report: dict, name: str = "flood") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "flood.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     out = ["# One key floods, the others are served (issue 12 §3)", "",
            f"`python benchmarks/bench_flood.py --duration {report['duration_s']:g} --flood "
-           f"{report['flood_connections']} --lines {report['lines']}` on {report['machine']}; {report['store']}.",
+           f"{report['flood_connections']} --lines {report['lines']} --name {name}` on {report['machine']}; {report['store']}.",
            f"One flooding key keeps {report['flood_connections']} connections busy with `POST /api/portfolio/analyze` "
            f"of {report['lines']:,} holdings ({report['body_bytes'] / 1e6:.2f} MB each) for {report['duration_s']:g} s; "
            "another key probes at a steady pace. 1 worker, auth on, per-key rate limit off. The clients run on the "
@@ -201,7 +201,7 @@ def write(report: dict) -> None:
     ok = all(p["p99_ms"] < TARGET_P99_MS for n, p in gate.items() if not n.startswith("POST"))
     out += ["", f"Target: /health and /metrics p99 < {TARGET_P99_MS:g} ms during the flood with the gate on: "
             f"**{'met' if ok else 'missed'}**."]
-    (RESULTS / "flood.md").write_text("\n".join(out) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 
 
@@ -210,7 +210,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--flood", type=int, default=16, help="connections of the flooding key")
     parser.add_argument("--lines", type=int, default=20_000, help="holdings per flood request")
-    write(run(parser.parse_args()))
+    parser.add_argument("--name", default="flood", help="results file name (without extension)")
+    args = parser.parse_args()
+    write(run(args), args.name)
 
 
 if __name__ == "__main__":
