@@ -2,7 +2,9 @@
 
 Holdings come in the request body only. They are read into memory, analysed, and dropped with
 the request: nothing here writes to the store or logs a holding (the error handlers log only
-an exception's type). Response keys are the CLI's ``--json`` keys (one vocabulary).
+an exception's type). Response keys are the CLI's ``--json`` keys (one vocabulary). The
+services get the worker's held :class:`~riskstrata.services.portfolio.PortfolioContext`: a
+request for the latest date reads nothing from the store.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def analyze(body: AnalyzeRequest, state: State) -> JSONResponse:
     position and by ETF (negative = diversifies); hedge ratios per level ($ of ETF per $1 of gross);
     the book (long, short, gross, net, beta-dollars, hedges in dollars); Model B's factor-group
     shares when built."""
-    a = svc.analyze_portfolio(state.store, body.frame(), body.day(), body.value)
+    a = svc.analyze_portfolio(state.store, body.frame(), body.day(), body.value, held=state.portfolio())
     hrs = a.hedge_ratios
     return respond({
         "as_of": iso(a.match.as_of), "holdings_analyzed": a.match.summary(), "analyzed": a.match.analyzed,
@@ -57,7 +59,7 @@ def hedge(body: HedgeRequest, state: State) -> JSONResponse:
     """Hedge trades netted by ETF ("short $X SPY, short $Y XLK"), sized on the matched positions'
     dollars (``value`` × weights for weight-only holdings; cash and excluded lines are not hedged;
     ``hedge_basis`` says which value was used), and the risk that remains after them."""
-    h = svc.hedge_portfolio(state.store, body.frame(), body.level, body.value, body.day())
+    h = svc.hedge_portfolio(state.store, body.frame(), body.level, body.value, body.day(), held=state.portfolio())
     return respond({"level": h.level, "value": h.value, "hedged_value": h.hedged_value, "hedge_basis": h.hedge_basis,
                     "book": h.book.as_dict(), "trades": records(h.trades), "description": h.description,
                     "risk_index_before": h.before.risk_index, "risk_index_after": h.after.risk_index,
@@ -68,7 +70,8 @@ def hedge(body: HedgeRequest, state: State) -> JSONResponse:
 @router.post("/scale", summary="Cut one exposure with ETFs only (no holdings sold)", responses=_ERRORS)
 def scale(body: ScaleRequest, state: State) -> JSONResponse:
     """Reduce ``exposure`` ('market' beta or an ETF's net exposure) by the fraction ``reduce``."""
-    s = svc.scale_portfolio(state.store, body.frame(), body.exposure, body.reduce, body.value, body.day())
+    s = svc.scale_portfolio(state.store, body.frame(), body.exposure, body.reduce, body.value, body.day(),
+                            held=state.portfolio())
     return respond({"exposure": s.exposure, "reduce": s.reduce, "trade": records(s.trade),
                     "exposure_before": s.before_exposure, "exposure_after": s.after_exposure,
                     "risk_index_before": s.before.risk_index, "risk_index_after": s.after.risk_index})
@@ -81,7 +84,7 @@ def lookthrough(body: LookthroughRequest, state: State) -> JSONResponse:
     if body.benchmark and Path(body.benchmark).exists():
         # The service also reads a benchmark weights *file*; over HTTP a name must never reach the disk.
         raise ApiError(400, "Bad Request", f"benchmark {body.benchmark!r} must be an ETF ticker")
-    r = svc.lookthrough_portfolio(state.store, body.frame(), body.day(), body.benchmark)
+    r = svc.lookthrough_portfolio(state.store, body.frame(), body.day(), body.benchmark, held=state.portfolio())
     lt = r.look
     return respond({"holdings_analyzed": r.match.summary(), "exposures": records(lt.exposures, index="ticker"),
                     "overlap": records(lt.overlap, index="etf"), "unexpanded": records(lt.unexpanded),

@@ -5,7 +5,10 @@ from it — the last date's snapshot, the universe, the lineage and every ticker
 row with its close and market cap — so all it sees belongs to one model version, even while a
 build publishes the next. Loading costs one scan of the model's last date, one of the
 assignments, one of the last closes and one of the security master; after that a request for
-the latest numbers touches no file.
+the latest numbers touches no file. The same load builds the version's
+:class:`~riskstrata.services.portfolio.PortfolioContext` (the last date's model rows, the
+matching universe, the ETF returns of the covariance window, the registry's sector ETFs), so the
+portfolio routes for the latest date read nothing from the store either.
 
 ``rendered`` memoises response bodies of this version (e.g. a /metrics JSON body per ticker and
 segment): a body depends only on the version and the request, so it is rendered once.
@@ -25,6 +28,8 @@ from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import UnknownTicker
 from riskstrata.services.cascade import MODEL, latest_metrics, stored_snapshot
+from riskstrata.services.factors import LatestFactorModel
+from riskstrata.services.portfolio import PortfolioContext, portfolio_context
 
 # A ticker's latest metrics row (services.cascade.metrics shape), its adjusted close and market cap.
 LatestRow = tuple[dict, float | None, float | None]
@@ -66,6 +71,7 @@ class Published:
               model's last date.
     modelled: every ticker with a row on any date of the model (so an unknown one is refused
               without a trip to the store).
+    portfolio: what the portfolio services read on the last date (pass it as their ``held``).
     """
 
     version: str
@@ -74,6 +80,7 @@ class Published:
     latest: dict[str, LatestRow]
     modelled: frozenset[str]
     rendered: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    portfolio: PortfolioContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> str:
@@ -112,10 +119,13 @@ class Published:
             return value
 
 
-def load_published(store: Store, version: str) -> Published:
-    """Load ``version`` (the store's current one) into memory."""
+def load_published(store: Store, version: str,
+                   factor_model: Callable[[], LatestFactorModel | None] | None = None) -> Published:
+    """Load ``version`` (the store's current one) into memory. ``factor_model``: returns Model B's
+    snapshot as the worker holds it (None when not built), for the portfolio context."""
     meta = store.model_meta(MODEL, version)
     snap = stored_snapshot(store)
+    held = portfolio_context(store, version, snap.copy(), factor_model)  # before the tickers are upper-cased
     snap.index = snap.index.astype(str).str.upper()
     universe = load_universe(store, snap, meta)
     rows = latest_metrics(store, snap)
@@ -123,7 +133,7 @@ def load_published(store: Store, version: str) -> Published:
     latest = {t: (row, *price_and_cap(row["security_id"], closes, universe.shares_by_id)) for t, row in rows.items()}
     modelled = store.query(f"SELECT DISTINCT upper(ticker) AS ticker FROM model_{MODEL}")["ticker"]
     return Published(version=version, meta=meta, universe=universe, latest=latest,
-                     modelled=frozenset(modelled.astype(str)))
+                     modelled=frozenset(modelled.astype(str)), portfolio=held)
 
 
 def load_universe(store: Store, snap: pd.DataFrame, meta: dict) -> Universe:

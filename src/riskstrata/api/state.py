@@ -22,6 +22,7 @@ from riskstrata.errors import ModelNotBuilt
 from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
 from riskstrata.services.factors import LatestFactorModel
+from riskstrata.services.portfolio import FACTOR_SPEC, PortfolioContext
 
 T = TypeVar("T")
 _UNREAD = object()
@@ -93,9 +94,17 @@ class AppState:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cascade = HeldModel(store, MODEL, lambda version: load_published(store, version))
+        self._cascade = HeldModel(store, MODEL, lambda version: load_published(store, version,
+                                                                               self._portfolio_factor_model))
         self._factor_models: dict[str, HeldModel[LatestFactorModel]] = {}
         self._lock = threading.Lock()
+
+    def _portfolio_factor_model(self) -> LatestFactorModel | None:
+        """Model B as the portfolio analysis uses it (held, reloaded on publish); None when not built."""
+        try:
+            return self.factor_model(FACTOR_SPEC)
+        except ModelNotBuilt:
+            return None
 
     def current(self) -> Published:
         """The current cascade version (blocking when a load is due). Async code: :meth:`current_async`."""
@@ -103,6 +112,14 @@ class AppState:
 
     async def current_async(self) -> Published:
         return await self._cascade.get_async()
+
+    def portfolio(self) -> PortfolioContext | None:
+        """The current version's :class:`PortfolioContext` (what the portfolio services take as
+        ``held``); None when the cascade is not built (the services then say so themselves)."""
+        try:
+            return self.current().portfolio
+        except ModelNotBuilt:
+            return None
 
     def factor_model(self, spec: str) -> LatestFactorModel:
         """The current version of a built factor model (Model B), in memory; ModelNotBuilt if none.

@@ -314,7 +314,7 @@ def post_portfolio_risk_index(w: WireDep, req: RiskIndexRequest) -> Response:
               if close is not None}
     holdings = {rows[t]["ticker"] if t in rows else t: wt for t, wt in weights.items()}
     try:
-        analysis, failure = analyze_portfolio(w.store, holdings), None
+        analysis, failure = analyze_portfolio(w.store, holdings, held=w.pub.portfolio), None
     except RiskstrataError as exc:  # the contract's fields stand on their own; say why ours is missing
         analysis, failure = None, str(exc)
     time_series = None

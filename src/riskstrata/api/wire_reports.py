@@ -157,7 +157,7 @@ def post_portfolio_risk_snapshot(w: WireDep, req: RiskSnapshotRequest) -> Respon
                        extra={"errors": [{"ticker": t, "error": e} for t, e in errors.items()]})
     holdings = {rows[t]["ticker"] if t in rows else t: wt for t, wt in weights.items()}
     as_of = req.as_of_date.isoformat() if req.as_of_date else None
-    analysis = analyze_portfolio(w.store, holdings, as_of)
+    analysis = analyze_portfolio(w.store, holdings, as_of, held=w.pub.portfolio)
     snap = snapshot_of(w.store, analysis, kind="portfolio", title=req.title)
     if req.format == "pdf":
         return _pdf(render_pdf(snap), w, "portfolio-risk-snapshot.pdf")
@@ -178,7 +178,7 @@ def post_portfolio_risk_snapshot(w: WireDep, req: RiskSnapshotRequest) -> Respon
 def post_portfolio_exposure(w: WireDep, req: ExposureRequest) -> Response:
     holdings = pd.DataFrame({"ticker": [p.ticker for p in req.positions],
                              "market_value": [p.value for p in req.positions]})
-    body = book_exposure_report(w.store, holdings)
+    body = book_exposure_report(w.store, holdings, held=w.pub.portfolio)
     if req.lookback_days is not None:
         body["warnings"].append("lookback_days is ignored: the ETF covariance uses the model's estimation window")
     return json_response(_with_lineage(body, w), w.lin)

@@ -277,11 +277,12 @@ def holdings_from_text(text: str, name: str = "pasted holdings") -> H.Holdings:
 
 
 def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_exposure: str | None = None,
-                   scale_reduce: float | None = None) -> PortfolioView:
+                   scale_reduce: float | None = None, held: portfolio.PortfolioContext | None = None) -> PortfolioView:
     """Analyse holdings for a portfolio of ``value`` USD: the analysis, hedge trades at L1, L2, L3
     and L* (``portfolio hedge``'s list: the analysis' hedge ratios × the hedged dollars), scaling when asked,
-    and the look-through when ETF holdings are loaded."""
-    analysis = portfolio.analyze_portfolio(store, holdings, None, value)
+    and the look-through when ETF holdings are loaded. ``held``: the published version's portfolio
+    context (a server's), so the page reads only the ETF holdings, if any, from the store."""
+    analysis = portfolio.analyze_portfolio(store, holdings, None, value, held)
     hedged, basis = portfolio.hedged_dollars(analysis, value)  # what `portfolio hedge` sizes its trades on
     trades, words = {}, {}
     for level in portfolio.HEDGE_LEVELS:
@@ -289,10 +290,11 @@ def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_expos
         words[level] = describe_trades(trades[level])
     view = PortfolioView(analysis, value, trades, words, hedged_value=hedged, hedge_basis=basis)
     if scale_exposure:
-        view.scale = portfolio.scale_portfolio(store, holdings, scale_exposure, float(scale_reduce or 0.0), value)
+        view.scale = portfolio.scale_portfolio(store, holdings, scale_exposure, float(scale_reduce or 0.0), value,
+                                               held=held)
     if store.has_table("etf_holdings"):
         try:
-            view.lookthrough = portfolio.lookthrough_portfolio(store, holdings)
+            view.lookthrough = portfolio.lookthrough_portfolio(store, holdings, held=held)
         except RiskstrataError as exc:
             view.notes.append(f"no look-through: {exc}")
     return view

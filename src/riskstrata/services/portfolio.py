@@ -7,6 +7,7 @@ cascade engine; this module only gathers the model rows and prices for the analy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, Portfo
                                        etf_roles, market_beta, portfolio_hedge, portfolio_risk, scaling_trade,
                                        trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
-from riskstrata.services.factors import model_names, portfolio_factor_risk
+from riskstrata.services.factors import LatestFactorModel, model_names, portfolio_factor_risk
 
 HEDGE_LEVELS = ("L1", "L2", "L3", "lstar")
 FACTOR_SPEC = "US21"  # the Model B spec whose factor-group decomposition analyze() adds when built
@@ -57,6 +58,90 @@ class PortfolioAnalysis:
     factor_risk: dict | None = None  # Model B: market / styles / industries / specific shares, when built
     notes: list[str] = field(default_factory=list)
     book: BookExposure | None = None  # long / short / gross / net, beta-dollars, hedge trades in dollars
+
+
+@dataclass(frozen=True)
+class PortfolioContext:
+    """What analyze / hedge / scale / exposure read on the model's last date, loaded once per
+    published version (a server worker holds one: see :mod:`riskstrata.api.published`), so a
+    request for the latest date reads nothing from the store. Every field is exactly what the
+    store path reads per call, so both paths give the same numbers.
+
+    meta:         the version's model meta (start, end, params).
+    as_of:        the model's last date.
+    snapshot:     :func:`stored_snapshot` on ``as_of`` with ``ticker`` as a column, indexed by
+                  security_id (the frame :func:`risk_inputs` reindexes the matched ids on).
+    universe:     :func:`model_universe` on ``as_of`` (what holdings are matched against).
+    etf_ids:      ETF ticker → security_id on ``as_of``, for the market ETF and every sector and
+                  subsector ETF of the snapshot (unresolved ones left out).
+    etf_returns:  (dates × security_id, sorted) raw daily ETF returns over the window's date span,
+                  NaN where a row is missing or its return is null.
+    etf_rows:     same shape, True where ``prices`` has a row (a date any chosen ETF has is kept,
+                  as :func:`~riskstrata.data.ingest.load_returns` keeps it).
+    sector_etfs:  the registry's sector ETFs.
+    stored_etfs:  tickers the security master records as ETFs (look-through).
+    factor_model: Model B's last-date snapshot as the worker holds it (None when not built).
+    """
+
+    meta: dict
+    as_of: pd.Timestamp
+    snapshot: pd.DataFrame
+    universe: pd.DataFrame
+    etf_ids: pd.Series
+    etf_returns: pd.DataFrame
+    etf_rows: pd.DataFrame
+    sector_etfs: frozenset[str]
+    stored_etfs: frozenset[str]
+    factor_model: Callable[[], LatestFactorModel | None] = field(default=lambda: None, compare=False, repr=False)
+
+    def serves(self, as_of: object | None) -> bool:
+        """True when a request for ``as_of`` (None = the latest) is answered from this context."""
+        return as_of is None or pd.Timestamp(as_of) == self.as_of
+
+    def etf_covariance(self, etfs: list[str]) -> pd.DataFrame:
+        """:func:`_etf_covariance` from memory: the same rows, columns and statistic."""
+        ids = self.etf_ids.reindex(etfs).dropna()
+        cols = sorted(ids.to_numpy())
+        returns = self.etf_returns.loc[self.etf_rows[cols].any(axis=1), cols]
+        return _window_cov(returns, ids, int(self.meta["params"]["window"]))
+
+
+def portfolio_context(store: Store, version: str | None = None, snapshot: pd.DataFrame | None = None,
+                      factor_model: Callable[[], LatestFactorModel | None] | None = None) -> PortfolioContext:
+    """Read once what the portfolio services need on the last date of the cascade ``version``
+    (default: the current one). ``snapshot``: :func:`stored_snapshot` of that date when the caller
+    has read it already (its ticker index as stored). ``factor_model``: returns Model B's held
+    snapshot (None when not built); without it the context answers as if Model B were not built,
+    so a server passes its own."""
+    meta = store.model_meta(MODEL, version)
+    day = pd.Timestamp(meta["end"])
+    snap = stored_snapshot(store, day) if snapshot is None else snapshot
+    market = meta["params"]["market_etf"]
+    etfs = sorted({market, *snap["sector_etf"].dropna(), *snap["subsector_etf"].dropna()})
+    master = SecurityMaster.from_store(store)
+    ids = master.resolve_many(etfs, day).dropna()
+    start = day - pd.Timedelta(days=int(int(meta["params"]["window"]) * 1.6) + 14)
+    long = (store.read_table("prices", columns=["date", "security_id", "ret"],
+                             where=f"date >= ? AND date <= ? AND security_id IN ({', '.join('?' * len(ids))})",
+                             params=[start.to_pydatetime(), day.to_pydatetime(), *ids.to_numpy()])
+            if len(ids) else pd.DataFrame(columns=["date", "security_id", "ret"]))
+    returns = long.pivot(index="date", columns="security_id", values="ret").astype("float64").sort_index().sort_index(axis=1)
+    # A row with a null return still keeps its date in load_returns' pivot: remember the rows.
+    present = long.assign(row=1.0).pivot(index="date", columns="security_id", values="row")
+    present = present.reindex(index=returns.index, columns=returns.columns).notna()
+    returns.index = present.index = pd.DatetimeIndex(returns.index, name="date")
+    records = master.records
+    return PortfolioContext(
+        meta=meta, as_of=day, snapshot=snap.reset_index().set_index("security_id", drop=False),
+        universe=model_universe(store, day), etf_ids=ids, etf_returns=returns, etf_rows=present,
+        sector_etfs=frozenset(EtfRegistry.default().sector_etfs()),
+        stored_etfs=frozenset(records.loc[records["asset_type"] == "etf", "ticker"]),
+        factor_model=factor_model or (lambda: None))
+
+
+def _held(held: PortfolioContext | None, as_of: object | None) -> PortfolioContext | None:
+    """``held`` when it answers ``as_of``; None sends the call down the store path."""
+    return held if held is not None and held.serves(as_of) else None
 
 
 def _as_of(store: Store, as_of: object | None) -> pd.Timestamp:
@@ -94,28 +179,36 @@ def _etf_covariance(store: Store, etfs: list[str], as_of: pd.Timestamp, window: 
     ids = SecurityMaster.from_store(store).resolve_many(etfs, as_of).dropna()
     start = as_of - pd.Timedelta(days=int(window * 1.6) + 14)
     returns = load_returns(store, start, as_of, security_ids=list(ids.to_numpy()))
+    return _window_cov(returns, ids, window)
+
+
+def _window_cov(returns: pd.DataFrame, ids: pd.Series, window: int) -> pd.DataFrame:
+    """returns: (dates × security_id); ids: ticker → security_id. The last ``window`` rows' covariance."""
     returns = returns.rename(columns={sid: t for t, sid in ids.items()}).iloc[-window:]
     return returns.cov(min_periods=max(20, window // 4))
 
 
-def risk_inputs(store: Store, match: MatchResult) -> RiskInputs:
-    """Model rows for the matched holdings on the analysis date and the ETF covariance."""
+def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None = None) -> RiskInputs:
+    """Model rows for the matched holdings on the analysis date and the ETF covariance
+    (from ``held`` when it holds that date, else read from the store)."""
     if match.matched.empty:
         raise DataValidationError(f"none of the holdings can be analysed: {match.summary()}")
-    snap = stored_snapshot(store, match.as_of)
-    positions = snap.reset_index().set_index("security_id", drop=False).reindex(match.matched["security_id"])
+    held = _held(held, match.as_of)
+    by_id = (stored_snapshot(store, match.as_of).reset_index().set_index("security_id", drop=False)
+             if held is None else held.snapshot)
+    positions = by_id.reindex(match.matched["security_id"])
     positions.index = match.matched["ticker"].to_numpy()
     if positions.index.has_duplicates:
         raise DataValidationError("the same security appears on several matched lines; merge them first")
-    meta = store.model_meta(MODEL)
+    meta = store.model_meta(MODEL) if held is None else held.meta
     market = meta["params"]["market_etf"]
     etfs = sorted({market, *positions["sector_etf"].dropna(), *positions["subsector_etf"].dropna()})
-    cov = _etf_covariance(store, etfs, match.as_of, int(meta["params"]["window"]))
+    cov = (_etf_covariance(store, etfs, match.as_of, int(meta["params"]["window"])) if held is None
+           else held.etf_covariance(etfs))
     weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=positions.index)
     values = pd.Series(match.matched["value"].to_numpy(dtype=float), index=positions.index)
-    registry = EtfRegistry.default()
-    return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, set(registry.sector_etfs())), market,
-                      values)
+    sectors = set(EtfRegistry.default().sector_etfs()) if held is None else set(held.sector_etfs)
+    return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, sectors), market, values)
 
 
 def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
@@ -132,14 +225,20 @@ def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
 
 
 def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object | None = None,
-                      value: float | None = None) -> PortfolioAnalysis:
+                      value: float | None = None, held: PortfolioContext | None = None) -> PortfolioAnalysis:
     """Match holdings, compute the Risk Index and its decomposition, hedge ratios per level and the
     book in dollars (``value`` USD turns weight-only holdings into dollars; shares and market
-    values are dollars already)."""
+    values are dollars already).
+
+    ``held``: the published version's :class:`PortfolioContext`; a request for its date (or no
+    date) reads nothing from the store, any other date takes the store path. Same numbers.
+    """
     holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
-    day = _as_of(store, as_of)
-    match = match_holdings(holdings, model_universe(store, day), day, portfolio_value=value)
-    inp = risk_inputs(store, match)
+    held = _held(held, as_of)
+    day = _as_of(store, as_of) if held is None else held.as_of
+    universe = model_universe(store, day) if held is None else held.universe
+    match = match_holdings(holdings, universe, day, portfolio_value=value)
+    inp = risk_inputs(store, match, held)
     risk = _risk(inp)
     hrs = pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
                         for lvl in HEDGE_LEVELS}).fillna(0.0)
@@ -148,12 +247,13 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
     if (risk.by_position["share"] < 0).any() or (risk.by_role < 0).any():
         notes.append(NEGATIVE_SHARE_NOTE)
     factor_risk = None
-    if store.current_version(model_names(FACTOR_SPEC)["factors"]) is None:
+    latest = None if held is None else held.factor_model()
+    if (store.current_version(model_names(FACTOR_SPEC)["factors"]) is None if held is None else latest is None):
         notes.append(f"the factor model ({FACTOR_SPEC}) is not built: no decomposition by style and industry "
                      f"(run `riskstrata factors build`)")
     else:
         try:
-            factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC)
+            factor_risk = portfolio_factor_risk(store, inp.weights, match.as_of, FACTOR_SPEC, latest=latest)
         except DataValidationError as exc:  # e.g. only ETFs: the Risk Index stands without Model B's view
             notes.append(f"no decomposition by style and industry: {exc}")
     return PortfolioAnalysis(match, risk, hrs, inp, factor_risk, notes=notes, book=book)
@@ -196,17 +296,18 @@ def hedged_dollars(analysis: PortfolioAnalysis, value: float) -> tuple[float, st
 
 
 def hedge_portfolio(store: Store, holdings: Holdings | object, level: str = "L3", value: float = 1_000_000.0,
-                    as_of: object | None = None) -> HedgeResult:
+                    as_of: object | None = None, held: PortfolioContext | None = None) -> HedgeResult:
     """Hedge trade list at a level and the risk that remains.
 
     Trades are Σ_i value_i·HR_i per ETF over the matched positions in dollars: shares × close or
     market values as given, or ``value`` × the weights of weight-only holdings. Cash and excluded
-    lines are not hedged; ``hedge_basis`` says which value was used.
+    lines are not hedged; ``hedge_basis`` says which value was used. ``held``: as for
+    :func:`analyze_portfolio`.
     """
     if level not in HEDGE_LEVELS and level.upper() not in HEDGE_LEVELS:
         raise DataValidationError(f"unknown hedge level {level!r}; use one of {', '.join(HEDGE_LEVELS)}")
     level = level if level == "lstar" else level.upper()
-    analysis = analyze_portfolio(store, holdings, as_of, value)
+    analysis = analyze_portfolio(store, holdings, as_of, value, held)
     gross, basis = hedged_dollars(analysis, value)
     hr = analysis.hedge_ratios[level]
     trades = trade_list(hr, gross)
@@ -228,9 +329,11 @@ class ScaleResult:
 
 
 def scale_portfolio(store: Store, holdings: Holdings | object, exposure: str, reduce: float,
-                    value: float = 1_000_000.0, as_of: object | None = None) -> ScaleResult:
-    """Cut one exposure (market beta, or a sector/subsector ETF) by a fraction with ETFs only."""
-    analysis = analyze_portfolio(store, holdings, as_of, value)
+                    value: float = 1_000_000.0, as_of: object | None = None,
+                    held: PortfolioContext | None = None) -> ScaleResult:
+    """Cut one exposure (market beta, or a sector/subsector ETF) by a fraction with ETFs only
+    (``held``: as for :func:`analyze_portfolio`)."""
+    analysis = analyze_portfolio(store, holdings, as_of, value, held)
     inp = analysis.inputs
     before = analysis.risk
     overlay = scaling_trade(before.exposures, inp.etf_cov, exposure, reduce, inp.market_etf)
@@ -297,18 +400,20 @@ class LookThroughResult:
 
 
 def lookthrough_portfolio(store: Store, holdings: Holdings | object, as_of: object | None = None,
-                          benchmark: str | None = None) -> LookThroughResult:
+                          benchmark: str | None = None, held: PortfolioContext | None = None) -> LookThroughResult:
     """Expand ETF positions into constituents (ETF holdings from ``riskstrata ingest etf-holdings``),
     show combined exposure per name and fund/direct overlap; active share against ``benchmark``
-    (an ETF with holdings data, or a weights file)."""
+    (an ETF with holdings data, or a weights file). ``held``: the universe and the master's ETFs
+    from memory (the ETF holdings themselves are still read from the store)."""
     holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
-    day = _as_of(store, as_of)
-    match = match_holdings(holdings, model_universe(store, day), day)
+    held = _held(held, as_of)
+    day = _as_of(store, as_of) if held is None else held.as_of
+    match = match_holdings(holdings, model_universe(store, day) if held is None else held.universe, day)
     if match.matched.empty:
         raise DataValidationError(f"none of the holdings can be analysed: {match.summary()}")
     weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=match.matched["ticker"].to_numpy())
     registry = EtfRegistry.default()
-    etfs = set(registry.known_etfs()) | _stored_etfs(store)
+    etfs = set(registry.known_etfs()) | (_stored_etfs(store) if held is None else set(held.stored_etfs))
     held_etfs = sorted(e for e in weights.index if e in etfs)
     snapshot = (etf_holdings_as_of(store, held_etfs + ([benchmark.upper()] if benchmark else []), day)
                 if store.has_table("etf_holdings") else None)
@@ -348,14 +453,16 @@ def diversification(analysis: PortfolioAnalysis) -> dict:
             "note": "single-name and portfolio vols from the model's own estimation window"}
 
 
-def book_exposure_report(store: Store, holdings: Holdings | object, as_of: object | None = None) -> dict:
+def book_exposure_report(store: Store, holdings: Holdings | object, as_of: object | None = None,
+                         held: PortfolioContext | None = None) -> dict:
     """A signed dollar book (``POST /api/portfolio/exposure``): beta-dollars, the hedge trades at
     L1 / L2 / L3 / L* in dollars, and its risk in dollars — systematic from the raw-ETF exposures and
     the ETF covariance (x'Σx), residual Σ v_i²·σ²_ε,i (names uncorrelated beyond the ETFs) — with
     the coverage of the input and warnings. Positions are signed market values in USD (short < 0);
-    nothing is normalised away: a book whose net is ~0 is measured on its gross.
+    nothing is normalised away: a book whose net is ~0 is measured on its gross. ``held``: as for
+    :func:`analyze_portfolio`.
     """
-    a = analyze_portfolio(store, holdings, as_of)
+    a = analyze_portfolio(store, holdings, as_of, held=held)
     book, risk, match = a.book, a.risk, a.match
     scale2 = book.gross ** 2                   # variance per $1 of gross → USD²
     days = 252

@@ -355,7 +355,7 @@ def _portfolio_page(request: Request, form: dict[str, str], text: str) -> Respon
             raise ModelNotBuilt("the ETF cascade is not built: build it on the home page first")
         holdings = D.holdings_from_text(text)
         view = D.portfolio_view(state.store, holdings, value, scale_exposure if form.get("action") == "scale" else None,
-                                reduce)
+                                reduce, held=published.portfolio)
         fm = view.analysis.factor_risk
         return page(request, "portfolio.html", view=view, a=view.analysis, fig=fig, factor_risk=fm,
                     exposures=_exposure_choices(published, view), **context)
