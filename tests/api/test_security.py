@@ -573,7 +573,8 @@ def test_schemathesis_cli_all_modes_all_checks(store, key, tmp_path):
                               f"{base}/openapi.json", "--mode", "all", "--checks", "all", "--generation-deterministic",
                               "-n", os.environ.get("RISKSTRATA_SCHEMATHESIS_CLI_EXAMPLES", "5"),
                               "-H", f"Authorization: Bearer {key}", "--no-color"],
-                             capture_output=True, text=True, timeout=600, env={**os.environ, "NO_PROXY": "127.0.0.1"})
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache stays there
+                             env={**os.environ, "NO_PROXY": "127.0.0.1"})
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     tested = re.search(r"Tested: (\d+)", run.stdout)
     assert tested and int(tested.group(1)) >= 20, run.stdout[-2000:]
