@@ -15,6 +15,7 @@ registry) and Model B's last-date risk inputs. What this module checks, on a rea
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -204,3 +205,51 @@ def test_a_build_published_while_serving_is_what_the_next_request_answers(client
     want = svc.analyze_portfolio(store, _weights(names))
     assert after.json()["risk_index"]["value"] == pytest.approx(want.risk.risk_index, rel=1e-12)
     assert after.json()["risk_index"]["value"] != pytest.approx(before.json()["risk_index"]["value"], rel=1e-9)
+
+
+def _exposures_cell_by_cell(positions: pd.DataFrame, level: str, market_etf: str) -> pd.DataFrame:
+    """The per-cell reference for etf_exposures (its former implementation): one dict per position."""
+    from riskstrata.portfolio.risk import LEVEL_HRS
+
+    if level == "lstar":
+        levels = positions["lstar_level"].fillna(0).astype(int).clip(lower=1).map(lambda k: f"L{k}")
+    else:
+        levels = pd.Series(level, index=positions.index)
+    etf_of = {"market": pd.Series(market_etf, index=positions.index),
+              "sector": positions["sector_etf"], "subsector": positions["subsector_etf"]}
+    rows = []
+    for key, lvl in levels.items():
+        row: dict[str, float] = {}
+        for role, hr_field in LEVEL_HRS[lvl].items():
+            etf, hr = etf_of[role].get(key), positions.at[key, hr_field]
+            if isinstance(etf, str) and np.isfinite(hr) and hr != 0:
+                row[etf] = row.get(etf, 0.0) + float(hr)
+        rows.append(row)
+    frame = pd.DataFrame(rows, index=positions.index).fillna(0.0)
+    if market_etf not in frame.columns:
+        frame[market_etf] = 0.0
+    return frame
+
+
+def test_vectorised_etf_exposures_equal_the_cell_by_cell_rule():
+    """Missing ETFs and HRs, zero HRs, a sector ETF that is also the subsector's, Arrow strings,
+    every L* level and an empty book: the same frame, bit for bit, columns in the same order."""
+    from riskstrata.portfolio.risk import etf_exposures
+
+    rng = np.random.default_rng(3)
+    hr_fields = ["l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr"]
+    for trial in range(60):
+        n = int(rng.integers(0, 25))
+        pos = pd.DataFrame({f: rng.normal(size=n) for f in hr_fields}, index=[f"T{i}" for i in range(n)])
+        for f in hr_fields:
+            pos.loc[rng.random(n) < 0.2, f] = np.nan
+            pos.loc[rng.random(n) < 0.1, f] = 0.0
+        etfs = np.array(["XLK", "XLF", "SOXX", "IGV", None], dtype=object)
+        sector, sub = rng.choice(etfs, n), rng.choice(etfs, n)
+        sub = np.where(rng.random(n) < 0.2, sector, sub)  # subsector ETF = sector ETF on some names
+        dtype = "string[pyarrow]" if trial % 2 else object
+        pos["sector_etf"], pos["subsector_etf"] = pd.array(sector, dtype=dtype), pd.array(sub, dtype=dtype)
+        pos["lstar_level"] = rng.choice([0.0, 1.0, 2.0, 3.0, np.nan], n)
+        for level in ("L1", "L2", "L3", "lstar"):
+            pd.testing.assert_frame_equal(etf_exposures(pos, level, "SPY"), _exposures_cell_by_cell(pos, level, "SPY"),
+                                          check_exact=True)

@@ -547,7 +547,9 @@ def _join(numbers: list[int], limit: int = 12) -> str:
 def _merge_duplicates(lines: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Sum lines of one security given with the same kinds of quantity; note every merge."""
     ident = lines["ticker"].fillna("") + "|" + lines["cusip"].fillna("")
-    pattern = lines[list(QUANTITIES)].notna().astype(int).astype(str).agg("".join, axis=1)
+    # Which quantities a line gives, e.g. "001" (a row-wise agg costs ~100 µs a line; this ~1 µs).
+    pattern = pd.Series(["".join("1" if f else "0" for f in row) for row in lines[list(QUANTITIES)].notna().to_numpy()],
+                        index=lines.index, dtype=object)
     key = ident + "|" + lines["kind"] + "|" + lines["currency"].fillna("") + "|" + pattern
     groups = [idx for k, idx in lines.groupby(key, sort=False).groups.items() if len(idx) > 1 and ident[idx[0]] != "|"]
     if not groups:

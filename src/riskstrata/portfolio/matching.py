@@ -123,7 +123,7 @@ class MatchResult:
 
 def match_holdings(
     holdings: Holdings,
-    universe: pd.DataFrame,
+    universe: pd.DataFrame | MatchUniverse,
     as_of: object,
     *,
     portfolio_value: float | None = None,
@@ -132,11 +132,12 @@ def match_holdings(
 
     universe: one row per security the model knows, columns :data:`UNIVERSE_COLUMNS` (close = USD
     price on as_of, NaN if none; first_date/last_date NaT = open-ended; an optional ``cusip``
-    column matches lines given by CUSIP). portfolio_value: USD, scales weight-only portfolios.
+    column matches lines given by CUSIP), or a :class:`MatchUniverse` of it built once (a server
+    holds one per model version). portfolio_value: USD, scales weight-only portfolios.
     Raises :class:`DataValidationError` for a universe without those columns or mixed quantities.
     """
     day = pd.Timestamp(as_of).normalize()
-    uni = _Universe(universe)
+    uni = universe if isinstance(universe, _Universe) else _Universe(universe)
     lines = holdings.lines
     basis = _basis(lines, holdings.source)
     scale = float(portfolio_value) if basis == "weight" and portfolio_value else 1.0
@@ -219,6 +220,9 @@ class _Universe:
         # A ticker that ended before `day` is delisted even if a later listing reuses it.
         ended = [i for i in rows if not np.isnat(self.last[i]) and self.last[i] < d]
         return (max(ended, key=lambda i: self.last[i]), "delisted") if ended else (rows[0], "no history yet")
+
+
+MatchUniverse = _Universe  # the universe indexed for matching; build once, match many holdings against it
 
 
 # ----------------------------------------------------------------------------- one line

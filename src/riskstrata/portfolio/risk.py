@@ -54,17 +54,34 @@ def etf_exposures(positions: pd.DataFrame, level: str, market_etf: str = "SPY") 
         if level not in LEVEL_HRS:
             raise DataValidationError(f"unknown hedge level {level!r}; use L1, L2, L3 or lstar")
         levels = pd.Series(level, index=positions.index)
-    etf_of = {"market": pd.Series(market_etf, index=positions.index),
-              "sector": positions["sector_etf"], "subsector": positions["subsector_etf"]}
-    rows = []
-    for key, lvl in levels.items():
-        row: dict[str, float] = {}
-        for role, hr_field in LEVEL_HRS[lvl].items():
-            etf, hr = etf_of[role].get(key), positions.at[key, hr_field]
-            if isinstance(etf, str) and np.isfinite(hr) and hr != 0:
-                row[etf] = row.get(etf, 0.0) + float(hr)
-        rows.append(row)
-    frame = pd.DataFrame(rows, index=positions.index).fillna(0.0)
+    n = len(positions)
+    lvl = levels.to_numpy(dtype=object)
+    etf_of = {"market": np.full(n, market_etf, dtype=object),
+              "sector": positions["sector_etf"].to_numpy(dtype=object),
+              "subsector": positions["subsector_etf"].to_numpy(dtype=object)}
+    # (n, roles) ETF names and hedge ratios; a role the position's level lacks, a missing ETF or a
+    # zero / missing HR leaves its cell empty. Vectorised: a request pays no per-cell pandas access.
+    names = np.full((n, 3), None, dtype=object)
+    hrs = np.zeros((n, 3))
+    for r, role in enumerate(("market", "sector", "subsector")):
+        for level_name, fields in LEVEL_HRS.items():
+            if role not in fields:
+                continue
+            rows = lvl == level_name
+            hr = positions[fields[role]].to_numpy(dtype=float)
+            etf = etf_of[role]
+            ok = rows & np.isfinite(hr) & (hr != 0) & np.array([isinstance(e, str) for e in etf], dtype=bool)
+            names[ok, r], hrs[ok, r] = etf[ok], hr[ok]
+    # Columns in order of first appearance, row by row and market → sector → subsector; sums in
+    # that order from 0.0 (a name whose sector and subsector ETF coincide adds both).
+    flat = names.ravel()
+    columns = list(dict.fromkeys(e for e in flat if e is not None))
+    col = {e: j for j, e in enumerate(columns)}
+    out = np.zeros((n, len(columns)))
+    for r in range(3):
+        have = np.flatnonzero(names[:, r] != None)  # noqa: E711 (element-wise)
+        out[have, [col[e] for e in names[have, r]]] += hrs[have, r]
+    frame = pd.DataFrame(out, index=positions.index, columns=columns)
     if market_etf not in frame.columns:
         frame[market_etf] = 0.0
     return frame

@@ -23,10 +23,10 @@ from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory
 from riskstrata.portfolio.holdings import Holdings, read_holdings
 from riskstrata.portfolio.lookthrough import LookThrough, active_share, benchmark_weights, look_through
-from riskstrata.portfolio.matching import MatchResult, match_holdings
-from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, PortfolioRisk, book_exposure, describe_trades, etf_exposures,
-                                       etf_roles, market_beta, portfolio_hedge, portfolio_risk, scaling_trade,
-                                       trade_list)
+from riskstrata.portfolio.matching import MatchResult, MatchUniverse, match_holdings
+from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, PortfolioRisk, book_exposure, describe_trades,
+                                       etf_exposures, etf_roles, market_beta, portfolio_hedge, portfolio_risk,
+                                       scaling_trade, trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
 from riskstrata.services.factors import LatestFactorModel, model_names, portfolio_factor_risk
 
@@ -72,6 +72,7 @@ class PortfolioContext:
     snapshot:     :func:`stored_snapshot` on ``as_of`` with ``ticker`` as a column, indexed by
                   security_id (the frame :func:`risk_inputs` reindexes the matched ids on).
     universe:     :func:`model_universe` on ``as_of`` (what holdings are matched against).
+    matcher:      that universe indexed for matching, built once.
     etf_ids:      ETF ticker → security_id on ``as_of``, for the market ETF and every sector and
                   subsector ETF of the snapshot (unresolved ones left out).
     etf_returns:  (dates × security_id, sorted) raw daily ETF returns over the window's date span,
@@ -87,6 +88,7 @@ class PortfolioContext:
     as_of: pd.Timestamp
     snapshot: pd.DataFrame
     universe: pd.DataFrame
+    matcher: MatchUniverse
     etf_ids: pd.Series
     etf_returns: pd.DataFrame
     etf_rows: pd.DataFrame
@@ -131,9 +133,10 @@ def portfolio_context(store: Store, version: str | None = None, snapshot: pd.Dat
     present = present.reindex(index=returns.index, columns=returns.columns).notna()
     returns.index = present.index = pd.DatetimeIndex(returns.index, name="date")
     records = master.records
+    universe = model_universe(store, day)
     return PortfolioContext(
         meta=meta, as_of=day, snapshot=snap.reset_index().set_index("security_id", drop=False),
-        universe=model_universe(store, day), etf_ids=ids, etf_returns=returns, etf_rows=present,
+        universe=universe, matcher=MatchUniverse(universe), etf_ids=ids, etf_returns=returns, etf_rows=present,
         sector_etfs=frozenset(EtfRegistry.default().sector_etfs()),
         stored_etfs=frozenset(records.loc[records["asset_type"] == "etf", "ticker"]),
         factor_model=factor_model or (lambda: None))
@@ -211,6 +214,12 @@ def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None 
     return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, sectors), market, values)
 
 
+def _hedge_ratios(inp: RiskInputs) -> pd.DataFrame:
+    """(ETFs × HEDGE_LEVELS) position-weighted hedge ratios, $ of ETF per $1 of gross."""
+    return pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
+                         for lvl in HEDGE_LEVELS}).fillna(0.0)
+
+
 def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
     """Risk of the matched positions, plus optional ETF overlay positions ($ per $1 of portfolio)."""
     exposures = -etf_exposures(inp.positions, "L3", inp.market_etf)
@@ -236,12 +245,11 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
     holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
     held = _held(held, as_of)
     day = _as_of(store, as_of) if held is None else held.as_of
-    universe = model_universe(store, day) if held is None else held.universe
+    universe = model_universe(store, day) if held is None else held.matcher
     match = match_holdings(holdings, universe, day, portfolio_value=value)
     inp = risk_inputs(store, match, held)
     risk = _risk(inp)
-    hrs = pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
-                        for lvl in HEDGE_LEVELS}).fillna(0.0)
+    hrs = _hedge_ratios(inp)
     book = book_exposure(inp.values, inp.positions, hrs, match.unit)
     notes = [*match.notes, *risk.notes]
     if (risk.by_position["share"] < 0).any() or (risk.by_role < 0).any():
@@ -408,7 +416,7 @@ def lookthrough_portfolio(store: Store, holdings: Holdings | object, as_of: obje
     holdings = holdings if isinstance(holdings, Holdings) else read_holdings(holdings)
     held = _held(held, as_of)
     day = _as_of(store, as_of) if held is None else held.as_of
-    match = match_holdings(holdings, model_universe(store, day) if held is None else held.universe, day)
+    match = match_holdings(holdings, model_universe(store, day) if held is None else held.matcher, day)
     if match.matched.empty:
         raise DataValidationError(f"none of the holdings can be analysed: {match.summary()}")
     weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=match.matched["ticker"].to_numpy())
