@@ -41,6 +41,7 @@ class HeldModel(Generic[T]):
         self._stamp: object = _UNREAD
         self._held: tuple[str, T] | None = None  # (version, value)
         self._lease: Lease | None = None  # the held version's lease: the store's prune keeps it
+        self._unbuilt: object = _UNREAD  # the pointer's stamp when it named no version (not built)
 
     def _pointer(self) -> object:
         return file_stamp(self.store.model_dir(self.model) / "CURRENT")
@@ -55,13 +56,16 @@ class HeldModel(Generic[T]):
         value = self.cached()
         if value is not None:
             return value
+        if self._held is None and self._unbuilt is not _UNREAD and self._pointer() == self._unbuilt:
+            self._not_built()  # still not built: known from one stat, no read of the store
         with self._lock:
             stamp = self._pointer()
             if self._held is not None and stamp == self._stamp:
                 return self._held[1]
             version = self.store.current_version(self.model)
             if version is None:
-                raise ModelNotBuilt(f"model {self.model!r} has not been built yet in store {self.store.root}")
+                self._unbuilt = stamp
+                self._not_built()
             if self._held is None or self._held[0] != version:
                 lease = self.store.lease(self.model, version)  # before loading: from now on no prune removes it
                 try:
@@ -81,6 +85,9 @@ class HeldModel(Generic[T]):
                 gc.freeze()
             self._stamp = stamp
             return self._held[1]
+
+    def _not_built(self) -> None:
+        raise ModelNotBuilt(f"model {self.model!r} has not been built yet in store {self.store.root}")
 
     async def get_async(self) -> T:
         """:meth:`get` without blocking the event loop when a (re)load is due."""

@@ -214,15 +214,18 @@ def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None 
     return RiskInputs(match.as_of, positions, weights, cov, etf_roles(etfs, market, sectors), market, values)
 
 
-def _hedge_ratios(inp: RiskInputs) -> pd.DataFrame:
-    """(ETFs × HEDGE_LEVELS) position-weighted hedge ratios, $ of ETF per $1 of gross."""
-    return pd.DataFrame({lvl: portfolio_hedge(inp.weights, etf_exposures(inp.positions, lvl, inp.market_etf))
-                         for lvl in HEDGE_LEVELS}).fillna(0.0)
+def _hedge_ratios(inp: RiskInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ETFs × HEDGE_LEVELS) position-weighted hedge ratios, $ of ETF per $1 of gross, and the
+    positions' L3 hedge ratios (positions × ETFs) they were netted from."""
+    per_level = {lvl: etf_exposures(inp.positions, lvl, inp.market_etf) for lvl in HEDGE_LEVELS}
+    netted = pd.DataFrame({lvl: portfolio_hedge(inp.weights, hr) for lvl, hr in per_level.items()}).fillna(0.0)
+    return netted, per_level["L3"]
 
 
-def _risk(inp: RiskInputs, extra: pd.Series | None = None) -> PortfolioRisk:
-    """Risk of the matched positions, plus optional ETF overlay positions ($ per $1 of portfolio)."""
-    exposures = -etf_exposures(inp.positions, "L3", inp.market_etf)
+def _risk(inp: RiskInputs, extra: pd.Series | None = None, l3: pd.DataFrame | None = None) -> PortfolioRisk:
+    """Risk of the matched positions, plus optional ETF overlay positions ($ per $1 of portfolio).
+    ``l3``: the positions' L3 hedge ratios when already computed."""
+    exposures = -(etf_exposures(inp.positions, "L3", inp.market_etf) if l3 is None else l3)
     residual = inp.positions["l3_res_er"] * inp.positions["stock_var"]
     weights = inp.weights
     if extra is not None and len(extra):
@@ -248,8 +251,8 @@ def analyze_portfolio(store: Store, holdings: Holdings | object, as_of: object |
     universe = model_universe(store, day) if held is None else held.matcher
     match = match_holdings(holdings, universe, day, portfolio_value=value)
     inp = risk_inputs(store, match, held)
-    risk = _risk(inp)
-    hrs = _hedge_ratios(inp)
+    hrs, l3 = _hedge_ratios(inp)
+    risk = _risk(inp, l3=l3)
     book = book_exposure(inp.values, inp.positions, hrs, match.unit)
     notes = [*match.notes, *risk.notes]
     if (risk.by_position["share"] < 0).any() or (risk.by_role < 0).any():
