@@ -126,6 +126,8 @@ def load_published(store: Store, version: str,
     meta = store.model_meta(MODEL, version)
     snap = stored_snapshot(store)
     held = portfolio_context(store, version, snap.copy(), factor_model)  # before the tickers are upper-cased
+    if factor_model is not None:
+        factor_model()  # Model B's snapshot is loaded with the version, not by the first portfolio request
     snap.index = snap.index.astype(str).str.upper()
     universe = load_universe(store, snap, meta)
     rows = latest_metrics(store, snap)
