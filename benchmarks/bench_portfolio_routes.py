@@ -108,6 +108,8 @@ def main() -> None:
             holdings = [{"ticker": t, "weight": w} for t, w in weights.items()]
             csv = "ticker,market_value\n" + "".join(f"{t},{abs(v):.0f}\n" for t, v in signed.items())
             form = {"holdings": csv, "value": "1000000", "action": "analyze"}
+            sample = c.get("/portfolio/sample.csv").text  # the page's own sample (bench_web.py's row)
+            sample_form = {"holdings": sample, "value": "1000000", "action": "analyze"}
 
             def ok(resp):
                 assert resp.status_code == 200, resp.text[:300]
@@ -141,6 +143,10 @@ def main() -> None:
                  lambda: ok(c.post("/portfolio", data=form)),
                  lambda: D.portfolio_view(store, D.holdings_from_text(csv), 1e6),
                  lambda: D.portfolio_view(store, D.holdings_from_text(csv), 1e6, held=held)),
+                (f"POST /portfolio (dashboard page, sample, {len(sample.splitlines()) - 1} lines)",
+                 lambda: ok(c.post("/portfolio", data=sample_form)),
+                 lambda: D.portfolio_view(store, D.holdings_from_text(sample), 1e6),
+                 lambda: D.portfolio_view(store, D.holdings_from_text(sample), 1e6, held=held)),
             ]
             results = []
             for name, route, peer, mem in plan:
