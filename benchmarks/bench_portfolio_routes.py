@@ -90,7 +90,7 @@ def main() -> None:
             store, description = Store(args.store), f"store at {args.store}"
         else:
             store, description = build_store(Path(tmp))
-        key = create_key(store, "bench-portfolio")
+        key = create_key(store, "bench-portfolio", replace=True)
         before = conditions()
         began = time.perf_counter()
         with TestClient(create_app(store, ApiSettings(rate_limit=0)),
