@@ -150,8 +150,8 @@ def main() -> None:
             ]
             results = []
             for name, route, peer, mem in plan:
-                r = {"route": name, "api": timed(route, args.repeat), "store_path": timed(peer, max(3, args.repeat // 3)),
-                     "held_service": timed(mem, args.repeat)}
+                r = {"route": name, "api": timed(route, args.repeat),
+                     "store_path": timed(peer, max(3, args.repeat // 3)), "held_service": timed(mem, args.repeat)}
                 results.append(r)
                 print(f"{name}: route p50 {r['api']['p50_ms']:.1f} ms, service on the store path "
                       f"{r['store_path']['p50_ms']:.0f} ms, service held {r['held_service']['p50_ms']:.1f} ms",

@@ -127,6 +127,12 @@ def test_the_held_path_gives_the_store_paths_numbers(store):
     book = _book(names)
     _same_dicts(svc.book_exposure_report(store, book), svc.book_exposure_report(store, book, held=held))
 
+    alone = svc.portfolio_context(store)  # outside a server: Model B read from the store on first use
+    c = svc.analyze_portfolio(store, weights, value=2e6, held=alone)
+    _same_risk(a.risk, c.risk)
+    _same_dicts(a.factor_risk, c.factor_risk)
+    assert a.notes == c.notes
+
 
 def test_an_older_date_takes_the_store_path(store):
     held = AppState(store).portfolio()
@@ -187,7 +193,8 @@ def test_the_portfolio_routes_match_the_cli_path(client, store):
     assert r.json()["exposure_after"] == pytest.approx(s.after_exposure, rel=1e-12, abs=1e-15)
     book = _book(names)
     r = client.post("/api/portfolio/exposure",
-                    json={"positions": [{"ticker": t, "value": v} for t, v in zip(book["ticker"], book["market_value"])]})
+                    json={"positions": [{"ticker": t, "value": v}
+                                        for t, v in zip(book["ticker"], book["market_value"])]})
     assert r.status_code == 200, r.text
     want = svc.book_exposure_report(store, book)
     got = {k: v for k, v in r.json().items() if not k.startswith("_")}

@@ -551,8 +551,10 @@ def _merge_duplicates(lines: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     pattern = pd.Series(["".join("1" if f else "0" for f in row) for row in lines[list(QUANTITIES)].notna().to_numpy()],
                         index=lines.index, dtype=object)
     key = ident + "|" + lines["kind"] + "|" + lines["currency"].fillna("") + "|" + pattern
-    groups = ([] if not key.duplicated().any() else  # the usual case: no line repeats another, nothing to group
-              [idx for k, idx in lines.groupby(key, sort=False).groups.items() if len(idx) > 1 and ident[idx[0]] != "|"])
+    groups = []
+    if key.duplicated().any():  # the usual case, no line repeating another, needs no grouping
+        groups = [idx for k, idx in lines.groupby(key, sort=False).groups.items()
+                  if len(idx) > 1 and ident[idx[0]] != "|"]
     if not groups:
         _note_split_duplicates(lines, ident, notes)
         return lines

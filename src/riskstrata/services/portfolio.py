@@ -7,6 +7,7 @@ cascade engine; this module only gathers the model rows and prices for the analy
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from riskstrata.data.ingest import load_returns
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
-from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory
+from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, ModelNotBuilt
 from riskstrata.portfolio.holdings import Holdings, read_holdings
 from riskstrata.portfolio.lookthrough import LookThrough, active_share, benchmark_weights, look_through
 from riskstrata.portfolio.matching import MatchResult, MatchUniverse, match_holdings
@@ -28,7 +29,7 @@ from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, Portfo
                                        etf_exposures, etf_roles, market_beta, portfolio_hedge, portfolio_risk,
                                        scaling_trade, trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
-from riskstrata.services.factors import LatestFactorModel, model_names, portfolio_factor_risk
+from riskstrata.services.factors import LatestFactorModel, load_latest, model_names, portfolio_factor_risk
 
 HEDGE_LEVELS = ("L1", "L2", "L3", "lstar")
 FACTOR_SPEC = "US21"  # the Model B spec whose factor-group decomposition analyze() adds when built
@@ -113,8 +114,8 @@ def portfolio_context(store: Store, version: str | None = None, snapshot: pd.Dat
     """Read once what the portfolio services need on the last date of the cascade ``version``
     (default: the current one). ``snapshot``: :func:`stored_snapshot` of that date when the caller
     has read it already (its ticker index as stored). ``factor_model``: returns Model B's held
-    snapshot (None when not built); without it the context answers as if Model B were not built,
-    so a server passes its own."""
+    snapshot (None when not built); a server passes its own, held and reloaded on publish. Without
+    it, Model B's current snapshot is read from the store once, on first use."""
     meta = store.model_meta(MODEL, version)
     day = pd.Timestamp(meta["end"])
     snap = stored_snapshot(store, day) if snapshot is None else snapshot
@@ -127,7 +128,8 @@ def portfolio_context(store: Store, version: str | None = None, snapshot: pd.Dat
                              where=f"date >= ? AND date <= ? AND security_id IN ({', '.join('?' * len(ids))})",
                              params=[start.to_pydatetime(), day.to_pydatetime(), *ids.to_numpy()])
             if len(ids) else pd.DataFrame(columns=["date", "security_id", "ret"]))
-    returns = long.pivot(index="date", columns="security_id", values="ret").astype("float64").sort_index().sort_index(axis=1)
+    returns = (long.pivot(index="date", columns="security_id", values="ret").astype("float64")
+               .sort_index().sort_index(axis=1))
     # A row with a null return still keeps its date in load_returns' pivot: remember the rows.
     present = long.assign(row=1.0).pivot(index="date", columns="security_id", values="row")
     present = present.reindex(index=returns.index, columns=returns.columns).notna()
@@ -139,7 +141,19 @@ def portfolio_context(store: Store, version: str | None = None, snapshot: pd.Dat
         universe=universe, matcher=MatchUniverse(universe), etf_ids=ids, etf_returns=returns, etf_rows=present,
         sector_etfs=frozenset(EtfRegistry.default().sector_etfs()),
         stored_etfs=frozenset(records.loc[records["asset_type"] == "etf", "ticker"]),
-        factor_model=factor_model or (lambda: None))
+        factor_model=factor_model or _factor_model_once(store))
+
+
+def _factor_model_once(store: Store) -> Callable[[], LatestFactorModel | None]:
+    """Model B's current snapshot (None when not built), read from the store at the first call only."""
+
+    @functools.cache
+    def load() -> LatestFactorModel | None:
+        try:
+            return load_latest(store, FACTOR_SPEC)
+        except ModelNotBuilt:
+            return None
+    return load
 
 
 def _held(held: PortfolioContext | None, as_of: object | None) -> PortfolioContext | None:
