@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from riskstrata.api.wire import WireDep
+from riskstrata.api.wire import TickerPath, WireDep
 from riskstrata.api.wire_meta import json_response
 from riskstrata.api.wire_schemas import MAX_BATCH, Ticker, WholeInt
 from riskstrata.errors import UnknownTicker
@@ -52,7 +52,7 @@ def _body(w, requested: str, factors: list[str] | None, return_type: str, window
 
 
 @router.get("/metrics/{ticker}/correlation", summary="Correlation of a stock's returns with the factor ETFs")
-def get_correlation(w: WireDep, ticker: str, return_type: ReturnType = "l3_residual",
+def get_correlation(w: WireDep, ticker: TickerPath, return_type: ReturnType = "l3_residual",
                     window_days: Annotated[int, Query(ge=MIN_WINDOW, le=MAX_WINDOW)] = 252, method: Method = "pearson",
                     factors: str | None = None, factor: str | None = None) -> Response:
     chosen = factors or factor

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from riskstrata.api import wire_lookup as lookup
 from riskstrata.api import wire_pri as pri
 from riskstrata.api.errors import ApiError
-from riskstrata.api.wire import WireDep
+from riskstrata.api.wire import TickerPath, WireDep
 from riskstrata.api.wire_meta import json_response
 from riskstrata.api.wire_schemas import MAX_BATCH, MAX_QUANTITY, IsoDate, Position, Ticker, WholeInt
 from riskstrata.api.wire_snapshot import hedge_levels
@@ -140,7 +140,7 @@ def post_snapshot(w: WireDep, req: Annotated[SnapshotRequest, Body()]) -> Respon
 
 @router.get("/metrics/{ticker}/snapshot.pdf", summary="One-page PDF risk report of a stock", response_class=Response,
             responses=PDF_RESPONSE)
-def get_metrics_snapshot_pdf(w: WireDep, ticker: str) -> Response:
+def get_metrics_snapshot_pdf(w: WireDep, ticker: TickerPath) -> Response:
     symbol = w.symbol(ticker)
     return _pdf(render_pdf(ticker_snapshot(w.store, symbol)), w, f"{symbol}-snapshot.pdf")
 

@@ -79,7 +79,7 @@ def _responder(methods: tuple[str, ...], http: str, path: str, why: str):
                        f"{names} ({http} /api{path}) is not served by riskstrata: {why}")
 
     not_served.__name__ = f"not_served_{methods[0].replace('.', '_')}_{http.lower()}"
-    not_served.__doc__ = f"Answers 501 for riskmodels-py's {names}: {why}."
+    not_served.__doc__ = f"Answers 404 (Not Served) for riskmodels-py's {names}: {why}."
     return not_served
 
 
