@@ -261,6 +261,7 @@ def test_heavy_work_waits_in_line_and_one_key_leaves_a_slot_for_others():
     assert peak == {"flood": 1, "small": 1, "total": 2}
     assert is_heavy("POST", "/api/portfolio/analyze") and is_heavy("GET", "/api/ticker-returns")
     assert not is_heavy("GET", "/api/metrics/AAPL") and not is_heavy("GET", "/api/factors/models")
+    assert is_heavy("GET", "/api/metrics/AAPL/snapshot.pdf") and is_heavy("GET", "/api/metrics/AAPL/correlation")
 
 
 def test_heavy_requests_run_whole_on_the_bounded_pool_not_the_servers_loop(store, key):

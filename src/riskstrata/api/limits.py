@@ -117,6 +117,9 @@ class _Slots:
 HEAVY_GET = ("/api/ticker-returns", "/api/l3-decomposition", "/api/lstar", "/api/returns-decomposition",
              "/api/factors/")
 LIGHT_GET = ("/api/factors/models",)
+# /metrics/{T} itself is served from memory; these two of its sub-routes read a ticker's history
+# (and one renders a PDF), so they are heavy too.
+HEAVY_GET_SUFFIX = ("/snapshot.pdf", "/correlation")
 
 
 def is_heavy(method: str, path: str) -> bool:
@@ -125,6 +128,8 @@ def is_heavy(method: str, path: str) -> bool:
     if not path.startswith("/api/"):
         return False
     if method in ("GET", "HEAD", "OPTIONS"):
+        if path.startswith("/api/metrics/") and path.endswith(HEAVY_GET_SUFFIX):
+            return True
         return path.startswith(HEAVY_GET) and not path.startswith(LIGHT_GET)
     return True
 
