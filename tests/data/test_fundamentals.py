@@ -374,3 +374,19 @@ def test_known_funds_in_a_fundamentals_file_are_typed_etf(store, tmp_path):
                                                         "2020-01-31,AAPL,1.3e12\n2020-01-31,TLT,3e10\n"))
     types = SecurityMaster.from_store(store).records.set_index("ticker")["asset_type"]
     assert types.to_dict() == {"AAPL": "stock", "IVV": "etf", "TLT": "etf"}
+
+
+def test_availability_dates_outside_1900_to_tomorrow_are_rejected_per_row_with_the_date(store, tmp_path):
+    path = write(tmp_path, "f.csv", """
+date,ticker,market_cap,pe
+2020-01-31,AAA,1e9,15
+1850-06-30,BBB,1e9,15
+2999-01-01,CCC,1e9,15
+""")
+    report = ingest_fundamentals(store, path)
+    assert_accounted(report)
+    assert reasons(report, "rejected") == {"date_out_of_range": 2}
+    rows = report.issues.sort_values("ticker")
+    assert rows["ticker"].tolist() == ["BBB", "CCC"] and [int(r) for r in rows["source_row"]] == [2, 3]
+    assert "1850-06-30" in rows["detail"].iloc[0] and "2999-01-01" in rows["detail"].iloc[1]
+    assert store.read_table("fundamentals")["ticker"].tolist() == ["AAA"]

@@ -62,7 +62,7 @@ import pandas as pd
 
 from riskstrata.data.ingest import ensure_and_resolve
 from riskstrata.data.master import SecurityMaster
-from riskstrata.data.readers import parse_dates
+from riskstrata.data.readers import parse_date_column, parse_dates
 from riskstrata.data.report import IngestReport, append_issues, concat_issues, issue_rows, new_run_id
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError
@@ -105,6 +105,7 @@ FUNDAMENTALS_COLUMNS = ["security_id", "ticker", "available_date", *FIELDS, "pri
 FUNDAMENTAL_REASONS: dict[str, str] = {
     "missing_ticker": "row has no ticker",
     "bad_date": "availability date missing or not a date",
+    "date_out_of_range": "availability date before 1900 or after tomorrow; row rejected",
     "negative_market_cap": "market cap below zero; row rejected",
     "dividend_yield_percent": "dividend yield above 1: percent, not a decimal; row rejected",
     "no_values": "no field with a usable value; row rejected",
@@ -220,13 +221,17 @@ def _read(path: PathLike) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         )
     if raw.empty:
         raise DataValidationError(f"fundamentals file {path} has no data rows")
+    available = parse_date_column(raw[names["available_date"]], what=f"availability date column of {path}")
     out = pd.DataFrame(
         {
-            "available_date": parse_dates(raw[names["available_date"]]).to_numpy(),
+            "available_date": available.dates.to_numpy(),
             "ticker": raw[names["ticker"]].astype("str").str.strip().str.upper().replace("", np.nan).to_numpy(),
         }
     )
-    unparsable: dict[str, np.ndarray] = {}
+    # Keyed by column: a field's text that is no number, and (under available_date) the text of
+    # each availability date outside the plausible range (1900 … tomorrow); _screen reports both.
+    far = (available.reason == "date_out_of_range").to_numpy()
+    unparsable: dict[str, np.ndarray] = {"available_date": np.where(far, available.detail.to_numpy(), None)}
     for f in fields:
         col = raw[names[f]]
         values = pd.to_numeric(col, errors="coerce").astype("float64")
@@ -282,9 +287,13 @@ def _screen(df: pd.DataFrame, unparsable: dict[str, np.ndarray]) -> tuple[pd.Dat
     def value(field: str) -> np.ndarray:
         return df[field].to_numpy() if field in df else np.full(n, np.nan)
 
+    # The availability dates outside the plausible range, with their text (None elsewhere).
+    far_dates = unparsable.get("available_date", np.full(n, None, dtype=object))
     with np.errstate(invalid="ignore"):
         for reason, bad, detail in [
             ("missing_ticker", df["ticker"].isna().to_numpy(), "no ticker"),
+            ("date_out_of_range", far_dates != None,  # noqa: E711 - elementwise on an object array
+             lambda sel, pos: list(far_dates[pos])),
             ("bad_date", df["available_date"].isna().to_numpy(), "availability date missing or not parseable"),
             ("negative_market_cap", value("market_cap") < 0,
              show("market_cap", " USD: a market cap cannot be negative")),
