@@ -90,6 +90,7 @@ def serve(
     say(f"riskstrata API on [bold]{url}/api[/]  (store {opened.root}, {workers} worker(s))")
     say(f"  docs:   {url}/api/docs   (OpenAPI: {url}/api/openapi.json)")
     say(f"  client: RISKMODELS_BASE_URL={url}/api")
+    say(f"  agents: MCP over streamable HTTP at {url}/mcp (same API keys)")
     if not auth:
         say("  [yellow]warning:[/] --no-auth: every route answers without a key"
             + ("" if _is_loopback(host) else f", on {host}, to anyone who can reach it"))
