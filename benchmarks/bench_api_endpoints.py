@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from timing import timed
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -51,14 +51,6 @@ def real_or_demo_store(root: Path):
     return store, "demo market (synthetic, 300 stocks × 6 years; ../shared/data absent)"
 
 
-def timed(call: Callable[[], object], repeat: int) -> dict:
-    call()  # warm: first-use loads are not what a steady server pays
-    seconds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - t0)
-    return {"p50_ms": 1e3 * statistics.median(seconds), "max_ms": 1e3 * max(seconds)}
 
 
 def main() -> None:

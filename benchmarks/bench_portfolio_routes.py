@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from timing import conditions, timed
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGET_MS = 20.0
@@ -36,14 +37,6 @@ READS = ("read_table", "read_model", "query", "model_meta", "current_version", "
          "has_table")
 
 
-def timed(call: Callable[[], object], repeat: int) -> dict:
-    call()  # warm: first-use loads are not what a steady server pays
-    seconds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - t0)
-    return {"p50_ms": 1e3 * statistics.median(seconds), "max_ms": 1e3 * max(seconds), "n": repeat}
 
 
 def store_reads(store_cls, call: Callable[[], object]) -> list[str]:
@@ -63,9 +56,6 @@ def store_reads(store_cls, call: Callable[[], object]) -> list[str]:
     return calls
 
 
-def conditions() -> dict:
-    load = os.getloadavg()
-    return {"load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count()}
 
 
 def main() -> None:

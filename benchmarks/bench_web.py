@@ -24,13 +24,13 @@ import gzip
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from timing import timed
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -64,15 +64,6 @@ def build_store(root: Path):
     return store, "real S&P 500 + ETFs (core.parquet 2014 on, cascade 2016 on, US21 on the fundamentals snapshots)"
 
 
-def timed(call: Callable[[], object], repeat: int, warm: bool = True) -> dict:
-    if warm:
-        call()
-    seconds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - t0)
-    return {"p50_ms": 1e3 * statistics.median(seconds), "max_ms": 1e3 * max(seconds), "n": repeat}
 
 
 def main() -> None:
