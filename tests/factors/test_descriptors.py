@@ -195,10 +195,50 @@ def test_growth_is_one_year_log_sales_growth_point_in_time():
     assert g.loc["2020-04-02", "A"] == pytest.approx(np.log(144 / 120))
     assert g["B"].isna().all() and g["C"].isna().all()
     assert g["D"].iloc[3:5].isna().all() and g.loc["2020-04-02", "D"] == pytest.approx(np.log(2.0))
-    assert (g["E"].iloc[3:] == 0.0).all()
+    assert g["E"].isna().all()  # one snapshot at both ends: growth cannot be measured, not 0
     assert g.iloc[:3].isna().all().all()  # nothing a year earlier
     assert not np.isinf(g.to_numpy()).any()
     assert d["eps_growth"].loc["2020-03-31", "A"] == pytest.approx((1.21 - 1.20) / 1.20)  # the eps version stays
+
+
+def test_growth_is_missing_where_no_new_snapshot_arrived_within_the_year():
+    """Issue 9's rule "a date the data cannot support is declared, never filled with zeros": a
+    name whose snapshot in force on t is the one in force a year before has no measurable growth
+    (NaN, so it does not count as coverage); two snapshots with equal sales do measure 0."""
+    dates = pd.bdate_range("2019-01-01", "2020-12-31")
+    cap = pd.DataFrame(1e9, index=dates, columns=list("ABCDE"))
+    sales = pd.DataFrame(np.nan, index=dates, columns=cap.columns)
+    ebitda = sales.copy()
+    # A: quarterly snapshots, sales +10 % a year. B: one snapshot on 2019-01-01, carried (a panel
+    # carries a value up to its age limit). C: snapshots on 2019-01-01 and 2019-07-01 with the
+    # same sales, but a new EBITDA (a new snapshot, sales unchanged). D: like B, then a value
+    # missing for a month (a lookup gap, not a new snapshot) and back. E: like C, but no field
+    # changes: indistinguishable from one snapshot.
+    for day in pd.date_range("2019-01-01", "2020-12-31", freq="QS"):
+        sales.loc[day:, "A"] = 100.0 * 1.1 ** ((day - dates[0]).days / 365)
+        ebitda.loc[day:, "A"] = 0.2 * sales.loc[day, "A"]
+    sales["B"] = ebitda["B"] = 50.0
+    sales["C"], ebitda["C"] = 80.0, 8.0
+    ebitda.loc["2019-07-01":, "C"] = 9.0
+    sales["D"] = 60.0
+    sales.loc["2020-02-03":"2020-02-28", "D"] = np.nan
+    sales["E"] = 70.0
+    d = value_descriptors({"sales": sales, "ebitda": ebitda, "eps": sales / 100}, cap, cap / 1e7)
+    g, eg = d["growth"], d["eps_growth"]
+    year_on = dates[dates >= "2020-01-01"]
+    # A: four new snapshots a year; the year-ago one is the last out by t − 365 days.
+    assert g.loc[year_on, "A"].notna().all()
+    a = sales["A"]
+    np.testing.assert_allclose(g.loc["2020-01-02", "A"], np.log(a.loc["2020-01-02"] / a.loc["2019-01-02"]))
+    # B, D, E: the same snapshot at both ends — missing, never 0 (and the eps version alike).
+    for name in "BDE":
+        assert g.loc[year_on, name].isna().all() and eg.loc[year_on, name].isna().all(), name
+    # C: its second snapshot (2019-07-01) measures 0 against the first while the year-ago day
+    # falls before it; from 2020-06-30 (365 days on, a leap year) both ends are the second: NaN.
+    measured = year_on[year_on < "2020-06-30"]
+    assert (g.loc[measured, "C"] == 0.0).all() and (eg.loc[measured, "C"] == 0.0).all()
+    assert g.loc["2020-06-30":, "C"].isna().all()
+    assert g.loc[:"2019-12-31"].isna().all().all()  # nothing a year earlier
 
 
 def test_growth_descriptor_recovers_the_synthetic_growth_truth():

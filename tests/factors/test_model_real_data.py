@@ -236,6 +236,25 @@ def test_the_2019_2024_snapshot_gap_is_noted_per_factor(fitted):
         assert gap and " … 2024-10-" in gap[0] and "estimation universe's cap" in gap[0], result.notes
 
 
+def test_growth_gap_is_declared_where_no_year_apart_snapshots_exist(fitted):
+    """GROWTH needs two snapshots a year apart. The last before the gap is 2018-02-08: from a
+    year later both ends would be that one snapshot (growth was 0 for ~355 names and counted as
+    covered); now growth is missing there, coverage is 0 and the note starts 2019-02, a month
+    before the other fundamental styles' (their snapshot goes stale after 400 days), and runs
+    until a year after the snapshots resume (2024-10-10). Likewise after the last snapshot of
+    2025-02 until the daily ones of 2026-05-15."""
+    _, result = fitted
+    cov, thr = result.coverage["GROWTH"], result.spec.min_coverage
+    notes = [n for n in result.notes if n.startswith("GROWTH: not estimated")]
+    for first, last in (("2019-02-11", "2025-10-10"), ("2026-02-04", "2026-05-15")):
+        assert any(n.startswith(f"GROWTH: not estimated {first} … {last} ") and "estimation universe's cap" in n
+                   for n in notes), notes
+        assert (cov.loc[first:last] < thr).all() and (cov.loc[first:last] == 0).mean() > 0.99
+    assert cov.loc["2019-01":"2019-02-08"].min() > 0.9 and cov.loc["2026-01":"2026-02-03"].min() > 0.9
+    assert not any("regression left it out" in n for n in notes)  # no date estimated on zeros only
+    assert result.factor_returns["GROWTH"].loc["2019-02-11":"2025-10-10"].isna().all()
+
+
 def test_every_spec_factor_is_estimated_or_has_a_reason(fitted):
     _, result = fitted
     status = {s["factor"]: s for s in result.status}

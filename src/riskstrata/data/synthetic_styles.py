@@ -52,7 +52,8 @@ a day with no row); cap = shares_outstanding × close (``market_cap_panel``):
     EARNINGS_YIELD  eps / close                            (its earnings_yield)
     DIVIDEND_YIELD  dividend_yield
     GROWTH          ln(sales / sales_1y)                   sales_1y: the same point-in-time sales as
-                    of the last trading day on or before (previous trading day − 365 calendar days)
+                    of the last trading day on or before (previous trading day − 365 calendar days);
+                    NaN were both were the same snapshot (never, for a listed stock: it reports quarterly)
     QUALITY         ebitda / sales
     LEVERAGE        total_debt / cap                       (z-score = that of USE4's (ME + D)/ME)
     LIQUIDITY       ``descriptors.liquidity``: USE4's 0.35·STOM + 0.35·STOQ + 0.30·STOA, the logs of
@@ -261,7 +262,10 @@ def add_styles(market: SyntheticMarket, *, seed: int, regime: np.ndarray | None 
     cur_then[then_row >= 0] = cur[then_row[then_row >= 0] + 1]
     growth_day = np.full((n_days, n_stocks), np.nan)
     if n_q:
-        both = (cur >= 0) & (cur_then >= 0)
+        # Two different snapshots, as the model's ``descriptors.value_descriptors`` requires: with
+        # the same one at both ends growth is not measurable (NaN, not 0). Quarterly reports make
+        # this never bind for a listed stock, so the returns are what they were without it.
+        both = (cur >= 0) & (cur_then >= 0) & (cur != cur_then)
         growth_day[both] = (cum_g[np.maximum(cur, 0), cols] - cum_g[np.maximum(cur_then, 0), cols])[both]
 
     # --- LIQUIDITY: the model's USE4 turnover blend (``descriptors.liquidity``), point in time -----

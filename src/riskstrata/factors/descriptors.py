@@ -24,6 +24,7 @@ from riskstrata.cascade.moments import center, decay_for, window_sums
 
 __all__ = [
     "LIQUIDITY_WEIGHTS",
+    "SNAPSHOT_FIELDS",
     "ValueDescriptors",
     "beta_and_residual_vol",
     "liquidity",
@@ -31,6 +32,7 @@ __all__ = [
     "market_cap_panel",
     "momentum",
     "secondary_share_classes",
+    "snapshot_ids",
     "total_volatility",
     "value_descriptors",
 ]
@@ -305,6 +307,29 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.nan)
 
 
+# Snapshot fields that hold still between two snapshots of a name (never rolled by the price, unlike
+# market_cap, price and the yields): a change in any of them marks a new snapshot.
+SNAPSHOT_FIELDS = ("sales", "eps", "ebitda", "total_debt", "book_value_per_share", "price_to_book", "pe",
+                   "price_to_sales", "shares_outstanding")
+
+
+def snapshot_ids(panels: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(T, N) float: per name, how many snapshots have shown up through row t (0 before the first).
+
+    panels: (T, N) = ``shape`` point-in-time values of fields that are constant between snapshots
+    (:data:`SNAPSHOT_FIELDS`). A row starts a new snapshot where any panel has a finite value
+    that differs from that panel's last finite value before it (or has none). Panels carry
+    values, not their dates, so this is the snapshot's identity as far as the data can tell:
+    going stale (NaN) is not a new snapshot, and a new snapshot whose fields all equal the
+    previous one's is indistinguishable from it (it then counts as the same).
+    """
+    new = np.zeros(shape, dtype=bool)
+    for p in panels:
+        before = pd.DataFrame(p).ffill().shift(1).to_numpy(dtype="float64")
+        new |= np.isfinite(p) & ~(p == before)
+    return np.cumsum(new, axis=0).astype("float64")
+
+
 def _value_at_lag(panel: np.ndarray, dates: pd.DatetimeIndex, days: int, tolerance_days: int = 31) -> np.ndarray:
     """Row t → the row of the last date on or before ``t − days`` (within ``tolerance_days``)."""
     target = dates - pd.Timedelta(days=days)
@@ -350,10 +375,15 @@ def value_descriptors(
     - ``growth`` = ln(sales_t / sales_{t−1y}), one-year log sales growth: sales_t the panel's
       (point-in-time) value on t, sales_{t−1y} its value on the last date of the panel on or
       before t − ``growth_lag_days`` calendar days (within 31 days of it). NaN in the first year,
-      or where either value is missing or ≤ 0. When no new snapshot arrived within the year
-      both ends are the same snapshot and growth is 0: the panels carry values, not their dates;
+      or where either value is missing or ≤ 0, and NaN where no new snapshot arrived since the
+      year-ago one (both ends would be the same snapshot: growth cannot be measured, it is not
+      0). A new snapshot is told by a change in any of the name's :data:`SNAPSHOT_FIELDS` in
+      ``fund`` (:func:`snapshot_ids`; the panels carry values, not their dates). With sparse
+      snapshots the two can be more than a year apart (at most the lag plus the panel's age
+      limit): growth is then over that longer span, not annualised;
     - ``eps_growth`` = (eps_t − eps_{t−1y}) / |eps_{t−1y}|, the same two dates on the eps panel
-      (NaN where that earlier eps is 0 or missing; a narrowing loss counts as growth);
+      (NaN where that earlier eps is 0 or missing, or both ends are the same snapshot; a
+      narrowing loss counts as growth);
     - ``quality`` = ebitda / sales (EBITDA margin); where sales are unknown, the proxy
       ebitda / market_cap (profitability per dollar of equity value, a different scale) —
       noted in ``notes``;
@@ -396,11 +426,16 @@ def value_descriptors(
         notes.append(f"quality: sales unknown for {proxied:,} name-days; ebitda / market_cap used there")
 
     days = pd.DatetimeIndex(like.index)
+    # Growth needs two snapshots: the one in force on t and an older one in force a year before.
+    # Where no new snapshot arrived in between, both ends are the same numbers and growth cannot
+    # be measured: NaN (missing, so it does not count as coverage), never a measured 0.
+    ids = snapshot_ids([get(f) for f in SNAPSHOT_FIELDS if f in fund], like.shape)
+    two_snapshots = _value_at_lag(ids, days, growth_lag_days) < ids  # NaN (no year-ago row) → False
     eps_before = _value_at_lag(eps, days, growth_lag_days)
-    eps_growth = _ratio(eps - eps_before, np.abs(eps_before))
+    eps_growth = np.where(two_snapshots, _ratio(eps - eps_before, np.abs(eps_before)), np.nan)
     sales_before = _value_at_lag(sales, days, growth_lag_days)
     with np.errstate(invalid="ignore", divide="ignore"):
-        growth = np.where((sales > 0) & (sales_before > 0), np.log(sales / sales_before), np.nan)
+        growth = np.where(two_snapshots & (sales > 0) & (sales_before > 0), np.log(sales / sales_before), np.nan)
 
     out = {
         "book_to_price": book_to_price,
