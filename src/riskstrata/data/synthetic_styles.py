@@ -53,7 +53,7 @@ a day with no row); cap = shares_outstanding × close (``market_cap_panel``):
     DIVIDEND_YIELD  dividend_yield
     GROWTH          ln(sales / sales_1y)                   sales_1y: the same point-in-time sales as
                     of the last trading day on or before (previous trading day − 365 calendar days);
-                    NaN were both were the same snapshot (never, for a listed stock: it reports quarterly)
+                    NaN where both were the same snapshot (never, for a listed stock: it reports quarterly)
     QUALITY         ebitda / sales
     LEVERAGE        total_debt / cap                       (z-score = that of USE4's (ME + D)/ME)
     LIQUIDITY       ``descriptors.liquidity``: USE4's 0.35·STOM + 0.35·STOQ + 0.30·STOA, the logs of
