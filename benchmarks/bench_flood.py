@@ -187,8 +187,8 @@ def write(report: dict, name: str = "flood") -> None:
            "before each run is given).", ""]
     out += ["| run | probe | n | p50 ms | p99 ms | max ms | statuses |", "|---|---|---|---|---|---|---|"]
     for label, r in report["runs"].items():
-        for name, p in r["probes"].items():
-            out.append(f"| {label} | {name} | {p['n']} | {p['p50_ms']:.1f} | **{p['p99_ms']:.1f}** | "
+        for probe, p in r["probes"].items():
+            out.append(f"| {label} | {probe} | {p['n']} | {p['p50_ms']:.1f} | **{p['p99_ms']:.1f}** | "
                        f"{p['max_ms']:.0f} | {p['statuses']} |")
     out += ["", "| run | flags | load avg before | one analyze alone | flood: answers | flood: median 200 |",
             "|---|---|---|---|---|---|"]
