@@ -437,7 +437,7 @@ def test_keys_holdings_and_query_strings_never_reach_the_logs(store, tmp_path):
     with serve_cli(store, log_path, "--workers", "2", "--log-level", "debug") as base, \
             httpx.Client(base_url=base, trust_env=False, timeout=30) as c:
         auth = {"Authorization": f"Bearer {key}"}
-        holdings = [{"ticker": MARKER, "shares": 424242}, {"cusip": "037833100", "market_value": 999}]
+        holdings = [{"ticker": MARKER, "shares": 73019468}, {"cusip": "037833100", "market_value": 999}]
         assert c.post("/portfolio/analyze", json={"holdings": holdings}, headers=auth).status_code < 500
         assert c.post("/portfolio/risk-index", json={"positions": [{"ticker": MARKER, "weight": 1}]},
                       headers=auth).status_code < 500
@@ -449,7 +449,7 @@ def test_keys_holdings_and_query_strings_never_reach_the_logs(store, tmp_path):
     assert "key=log-check" in text, text  # …by key name
     assert "Traceback" not in text, text
     secret = key.rsplit("_", 1)[1]
-    for leaked in (key, secret, MARKER, "424242", "037833100", "QSECRET"):
+    for leaked in (key, secret, MARKER, "73019468", "037833100", "QSECRET"):  # 8+ digits: no chance match
         assert leaked not in text, f"{leaked!r} found in the server log"
 
 
