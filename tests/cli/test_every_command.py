@@ -165,6 +165,7 @@ COMMANDS: dict[str, Args | Covered] = {
     "ingest fundamentals": lambda env: ["ingest", "fundamentals", str(env.files / "fundamentals.csv"),
                                         "--store", str(env.fresh_store())],
     "build cascade": _build_store,
+    "update": lambda env: ["update", "--json", "--store", str(env.store)],  # no new day: a no-op; appending: tests/services/test_update.py
     "portfolio analyze": lambda env: ["portfolio", "analyze", str(env.holdings), "--store", str(env.store)],
     "portfolio hedge": lambda env: ["portfolio", "hedge", str(env.holdings), "--level", "L2", "--store", str(env.store)],
     "portfolio scale": lambda env: ["portfolio", "scale", str(env.holdings), "--json", "--store", str(env.store)],

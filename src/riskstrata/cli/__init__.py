@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from riskstrata.cli import mcp, model, report, serve, store
+from riskstrata.cli import mcp, model, report, serve, store, update
 from riskstrata.cli.common import err
 from riskstrata.cli.factors import factors_app
 from riskstrata.cli.ingest import ingest_app
@@ -32,6 +32,7 @@ model.register(app)
 serve.register(app)
 mcp.register(app)
 report.register(app)
+update.register(app)
 
 
 def main() -> None:

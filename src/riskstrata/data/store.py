@@ -722,6 +722,34 @@ class VersionWriter:
         self._parts.append({"file": path.name, "rows": int(len(df))})
         return path
 
+    def adopt_part(self, path: Path, rows: int | None = None) -> Path:
+        """Add an existing Parquet part to the build and return its path in the build.
+
+        A file already inside the build directory (written there by another process, e.g. a
+        Dask worker) is only registered. Any other file (a part of a published version: an
+        incremental update carries the old rows over) is hard-linked in under its own name,
+        or copied where links are not possible; published parts are never modified, so the
+        link shares bytes safely. rows: the part's row count (default: read from its footer).
+        """
+        if self.version is not None:
+            raise StoreError(f"version {self.version} of {self.model!r} is already committed")
+        path = Path(path)
+        if not _PART_NAME.match(path.name) or not path.name.startswith("part-") or not path.is_file():
+            raise StoreError(f"not a part file: {path}")
+        target = self.tmp_dir / path.name
+        if path.resolve().parent != self.tmp_dir.resolve():
+            if target.exists():
+                raise StoreError(f"part {path.name} already written in this build")
+            try:
+                os.link(path, target)
+            except OSError:  # another file system, or one without hard links
+                shutil.copyfile(path, target)
+        if any(p["file"] == target.name for p in self._parts):
+            raise StoreError(f"part {target.name} already registered in this build")
+        n = int(pq.ParquetFile(target).metadata.num_rows) if rows is None else int(rows)
+        self._parts.append({"file": target.name, "rows": n})
+        return target
+
     def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True) -> str:
         """Publish the build: write ``meta.json``, rename the directory to the version name,
         then point ``CURRENT`` at it. Returns the version name, e.g. ``v20261121T123456.123456Z-ab12cd``.

@@ -7,6 +7,7 @@ the stored rows also carry the ticker each security traded under on that date.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.cascade.fit import CascadeBlock, CascadeEngine, CascadeParams, PreparedInputs, prepare_inputs
 from riskstrata.cascade.kernel import describe_flags
 from riskstrata.cascade.lstar import DEFAULT_SEGMENT, LSTAR_THRESHOLD, lstar_level, recommended_hedge_level
 from riskstrata.cascade.attribution import Attribution, geometric_attribution
@@ -23,7 +24,7 @@ from riskstrata.cascade.result import WIRE_FIELDS, long_frame
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.registry import EtfRegistry, infer_assignments
 from riskstrata.data.ingest import load_returns
-from riskstrata.data.store import Store, date_range_clause
+from riskstrata.data.store import Store, VersionWriter, date_range_clause
 from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientHistory, StoreError
 
 MODEL = "cascade"
@@ -47,8 +48,13 @@ class MarketInputs:
 
 
 def load_market_inputs(store: Store, registry: EtfRegistry | None = None, start: object | None = None,
-                       end: object | None = None) -> MarketInputs:
-    """Returns, ETF returns and dated ETF assignments from the store's prices and classifications."""
+                       end: object | None = None, keep_inferred: pd.DataFrame | None = None) -> MarketInputs:
+    """Returns, ETF returns and dated ETF assignments from the store's prices and classifications.
+
+    keep_inferred: assignment rows (ASSIGNMENT_COLUMNS) already inferred from returns for securities
+    without a classification; those securities keep them instead of being inferred again from
+    [start, end] (an incremental update reads only its trailing window, too short to re-infer).
+    """
     registry = registry or EtfRegistry.default()
     if not store.has_table("prices"):
         raise StoreError(f"no prices in store {store.root}: run `riskstrata ingest prices FILE` first")
@@ -68,7 +74,7 @@ def load_market_inputs(store: Store, registry: EtfRegistry | None = None, start:
     etf_returns = returns[etf_ids.to_numpy()].set_axis(etf_ids.index.to_list(), axis=1)
     available = set(etf_returns.columns)
 
-    assignments = _assignments(store, registry, records, returns, etf_returns, etf_ids, notes)
+    assignments = _assignments(store, registry, records, returns, etf_returns, etf_ids, notes, keep_inferred)
     # An ETF the registry names but the store lacks: fall back one level rather than fail.
     for col in ("subsector_etf", "sector_etf"):
         missing = assignments[col].notna() & ~assignments[col].isin(available)
@@ -86,7 +92,8 @@ def load_market_inputs(store: Store, registry: EtfRegistry | None = None, start:
 
 
 def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, returns: pd.DataFrame,
-                 etf_returns: pd.DataFrame, etf_ids: pd.Series, notes: list[str]) -> pd.DataFrame:
+                 etf_returns: pd.DataFrame, etf_ids: pd.Series, notes: list[str],
+                 keep_inferred: pd.DataFrame | None = None) -> pd.DataFrame:
     """Dated assignments per security: classifications via the registry, ETFs via their parents,
     and the data-driven fallback (flagged ``inferred``) for stocks with neither."""
     frames = []
@@ -103,6 +110,14 @@ def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, ret
                                       assignment_source="registry_etf", note="ETF decomposed as an asset"))
     known = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
     unclassified = returns.columns.difference(pd.Index(known["security_id"].dropna().unique()))
+    if keep_inferred is not None and len(unclassified):
+        kept = keep_inferred[keep_inferred["security_id"].isin(unclassified)]
+        if len(kept):
+            frames.append(kept)
+            notes.append(f"{kept['security_id'].nunique()} securities without a classification keep the ETFs "
+                         "inferred at the last full build")
+            known = pd.concat(frames, ignore_index=True)
+            unclassified = unclassified.difference(pd.Index(kept["security_id"].unique()))
     if len(unclassified) and any(e in etf_returns.columns for e in registry.sector_etfs()):
         inferred = infer_assignments(returns[unclassified], etf_returns, registry)
         inferred = inferred.rename_axis("security_id").reset_index()
@@ -150,14 +165,48 @@ class BuildSummary:
     notes: list[str]
 
 
+def registry_fingerprint(registry: EtfRegistry | None) -> str:
+    """A short hash of the ETF registry a build used: an update must use the same one."""
+    registry = registry or EtfRegistry.default()
+    text = registry.market_etf + "\n" + registry.table.to_csv(index=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def model_meta(params: CascadeParams, dates: pd.DatetimeIndex, notes: list[str], registry: EtfRegistry | None
+               ) -> dict:
+    """The meta.json fields of a cascade version covering ``dates`` (first … last stored date)."""
+    return {"model": MODEL, "params": {"window": params.window, "halflife": params.halflife,
+                                       "min_obs": params.min_obs_effective, "market_etf": params.market_etf,
+                                       "lstar_threshold": LSTAR_THRESHOLD},
+            "start": str(dates[0].date()), "end": str(dates[-1].date()), "notes": notes,
+            "identities_checked": True, "registry": registry_fingerprint(registry)}
+
+
+def block_frame(block: CascadeBlock, prepared: PreparedInputs, keep: np.ndarray, tickers: pd.DataFrame
+                ) -> pd.DataFrame:
+    """One engine block's stored rows: the dates where ``keep`` (a (T,) bool) is true, as the long
+    table (date, security_id, ticker, fields…, sector_etf, subsector_etf) that a version holds.
+
+    tickers: the master's dated ticker records of (at least) the block's securities.
+    """
+    values = {k: v[keep] for k, v in block.values.items()}
+    frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
+                       prepared.assignment.pairs, key="security_id")
+    frame.insert(2, "ticker", _ticker_labels(tickers, frame["security_id"].array, frame["date"].to_numpy()))
+    return frame
+
+
 def build_cascade(store: Store, *, window: int = 252, halflife: float | None = None, min_obs: int | None = None,
                   start: object | None = None, end: object | None = None, registry: EtfRegistry | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> BuildSummary:
+                  progress: Callable[[int, int], None] | None = None, cluster: str | None = None) -> BuildSummary:
     """Fit the cascade on the store's data and publish it as a new version, atomically.
 
     Reads from ``window`` trading days (×1.5 in calendar days) before ``start`` so the first
     stored date has a full window. Identities are checked per block; a violation raises
     IdentityViolation and nothing is published. progress(done, total) is called per block.
+    cluster: a dask.distributed scheduler address or ``local:N`` (a LocalCluster of N workers):
+    the blocks run there, partitioned by ETF pair, and the workers write the parts
+    (:mod:`riskstrata.services.distributed`); the same engine, the same rows.
     """
     began = time.perf_counter()
     params = CascadeParams(window=window, halflife=halflife, min_obs=min_obs)
@@ -171,26 +220,38 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
     keep = prepared.dates >= pd.Timestamp(start) if start is not None else np.ones(len(prepared.dates), bool)
     if not keep.any():
         raise DateOutOfRange(f"no trading days on or after {start}")
-    total, done, rows = len(prepared.tickers), 0, 0
-    meta = {"model": MODEL, "params": {"window": window, "halflife": halflife, "min_obs": params.min_obs_effective,
-                                       "market_etf": params.market_etf, "lstar_threshold": LSTAR_THRESHOLD},
-            "start": str(prepared.dates[keep][0].date()), "end": str(prepared.dates[-1].date()),
-            "notes": inputs.notes + prepared.diagnostics, "identities_checked": True}
+    total = len(prepared.tickers)
+    meta = model_meta(params, prepared.dates[keep], inputs.notes + prepared.diagnostics, registry)
     with store.begin_version(LINK_MODEL) as links:
         lb = engine.link_betas()
         links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))
         # Current only once the cascade naming it is: a build killed before then leaves no orphan current.
         link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]}, make_current=False)
+    with store.begin_version(MODEL) as writer:
+        if cluster is None:
+            rows = _write_blocks(engine, prepared, keep, inputs.tickers, writer, progress)
+        else:
+            from riskstrata.services.distributed import write_blocks_on_cluster
+
+            rows, cluster_info = write_blocks_on_cluster(cluster, prepared, params, keep, inputs.tickers, writer,
+                                                         progress)
+            meta["cluster"] = cluster_info
+        version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
+    store.set_current(LINK_MODEL, link_version)
+    store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))
+    return BuildSummary(version, rows, total, (meta["start"], meta["end"]), time.perf_counter() - began, meta["notes"])
+
+
+def _write_blocks(engine: CascadeEngine, prepared: PreparedInputs, keep: np.ndarray, tickers: pd.DataFrame,
+                  writer: VersionWriter, progress: Callable[[int, int], None] | None) -> int:
+    """Fit every block in this process and write one part per block; returns the rows written."""
+    total, done, rows = len(prepared.tickers), 0, 0
     # Parquet encoding releases the GIL: write each part on a second thread while the next
     # block is computed, keeping at most one part in flight.
-    with store.begin_version(MODEL) as writer, ThreadPoolExecutor(max_workers=1) as io:
+    with ThreadPoolExecutor(max_workers=1) as io:
         pending = None
         for block in engine.blocks(check=True):
-            values = {k: v[keep] for k, v in block.values.items()}
-            frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
-                               prepared.assignment.pairs, key="security_id")
-            frame.insert(2, "ticker", _ticker_labels(inputs.tickers, frame["security_id"].array,
-                                                      frame["date"].to_numpy()))
+            frame = block_frame(block, prepared, keep, tickers)
             if pending is not None:
                 pending.result()
             pending = io.submit(writer.write_part, frame)
@@ -200,10 +261,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
                 progress(done, total)
         if pending is not None:
             pending.result()
-        version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
-    store.set_current(LINK_MODEL, link_version)
-    store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))
-    return BuildSummary(version, rows, total, (meta["start"], meta["end"]), time.perf_counter() - began, meta["notes"])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

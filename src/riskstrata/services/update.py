@@ -1,0 +1,348 @@
+"""Daily update: append the store's newest trading days to the built models without a rebuild.
+
+Model A (SPEC §6). Every number of day t depends only on the trailing window ending at t —
+the rolling moments are window sums, not a running state — and the time-safe returns of t on
+the hedge ratios of t−1. So the rows of k new days are the rows that the same
+:class:`~riskstrata.cascade.fit.CascadeEngine` computes on the last ``max(window, 252) + k``
+trading days of the store (252: the long volatility window); nothing else is recomputed. The
+rows already published are carried over unchanged (their part files are hard-linked into the
+new version) and the whole is published as a new version, atomically, like a build.
+
+The update equals a full rebuild of the same data only while the data it does not re-read
+has not changed. It checks what it can see, and refuses with a clear error rather than
+publish a row a rebuild would not give:
+
+- the trailing window it re-reads must match the published version: the same trading days,
+  the same returns (a corrected or backfilled price inside it, or a new security whose
+  history starts before the new days, needs a rebuild, because older rows change too);
+- the ETF assignments must be the published ones, except rows taking effect on a new day
+  (a reclassification from tomorrow changes only new rows); securities whose ETFs were
+  inferred from returns keep them (re-inferring needs the whole history: a rebuild does that);
+- the parameters and the ETF registry are the version's own;
+- more than ``MAX_GAP_WEEKDAYS`` weekdays without any price between the model's last day and
+  the first new one is refused unless ``allow_gap`` (a gap is usually a missed ingest).
+
+Corrections older than the trailing window are not seen: run ``riskstrata build cascade``
+after a backfill. Each update adds one part file; a build starts a version afresh.
+
+Model B (the factor model) is not updated incrementally yet: :func:`update` says so and names
+the command to run, unless :mod:`riskstrata.services.factors` provides ``update_factor_model``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.cascade.lstar import LSTAR_THRESHOLD
+from riskstrata.data.registry import EtfRegistry
+from riskstrata.data.store import Store
+from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
+from riskstrata.services.cascade import (ASSIGNMENT_COLUMNS, LINK_MODEL, MODEL, block_frame, load_market_inputs,
+                                         model_meta, registry_fingerprint)
+
+# Weekdays with no price at all that an update bridges without being asked (a long weekend
+# plus a holiday is 2; a week is a missed ingest, not a market holiday).
+MAX_GAP_WEEKDAYS = 5
+KEY = ["security_id", "valid_from", "sector_etf", "subsector_etf"]
+
+
+@dataclass
+class UpdateSummary:
+    """What an update of one model did. status: 'updated' | 'up to date' | 'not built' |
+    'not incremental' (Model B today); version is the new version (None when nothing was published)."""
+
+    model: str
+    status: str
+    message: str
+    version: str | None = None
+    previous: str | None = None
+    new_dates: list[str] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def update(store: Store, *, registry: EtfRegistry | None = None, allow_gap: bool = False,
+           progress: Callable[[int, int], None] | None = None) -> list[UpdateSummary]:
+    """Update every built model of the store: Model A incrementally, then each Model B spec.
+
+    Raises ModelNotBuilt when no model is built at all (there is nothing to update).
+    """
+    factor_specs = built_factor_specs(store)
+    if store.current_version(MODEL) is None and not factor_specs:
+        raise ModelNotBuilt("no model is built in this store: run `riskstrata build cascade` "
+                            "(and `riskstrata factors build`) first")
+    if store.current_version(MODEL) is None:
+        out = [UpdateSummary(MODEL, "not built", "Model A is not built: run `riskstrata build cascade`")]
+    else:
+        out = [update_cascade(store, registry=registry, allow_gap=allow_gap, progress=progress)]
+    return out + [update_factors(store, spec) for spec in factor_specs]
+
+
+def built_factor_specs(store: Store) -> list[str]:
+    """The Model B specs with a published version in the store (``factors_<spec>``)."""
+    return [m[len("factors_"):] for m in store.models() if m.startswith("factors_") and store.current_version(m)]
+
+
+def update_factors(store: Store, spec: str) -> UpdateSummary:
+    """Model B: incremental when the factor service offers it, otherwise say what to run."""
+    from riskstrata.services import factors as fsvc
+
+    incremental = getattr(fsvc, "update_factor_model", None)
+    if incremental is None:
+        return UpdateSummary(f"factors_{spec}", "not incremental",
+                             f"Model B ({spec}) is not updated incrementally yet: run "
+                             f"`riskstrata factors build --model {spec}` to bring it up to date")
+    began = time.perf_counter()
+    info = incremental(store, spec)
+    version = info.get("version") if isinstance(info, dict) else None
+    return UpdateSummary(f"factors_{spec}", "updated" if version else "up to date",
+                         f"Model B ({spec}): " + (f"published {version}" if version else "nothing to update"),
+                         version=version, seconds=time.perf_counter() - began)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model A
+
+
+def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_gap: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> UpdateSummary:
+    """Append the store's trading days after the current cascade version's last date.
+
+    Publishes a new version of the cascade and of its link betas (the old rows carried over, the
+    new rows from the trailing window) and returns what it did; no new day is a no-op.
+    Raises DataValidationError (or StoreError) naming the reason when only a rebuild is right.
+    """
+    began = time.perf_counter()
+    previous = store.current_version(MODEL)
+    if previous is None:
+        raise ModelNotBuilt("Model A is not built: run `riskstrata build cascade` first")
+    meta = store.model_meta(MODEL, previous)
+    params = _params(meta)
+    _check_registry(meta, registry)
+    end = pd.Timestamp(meta["end"])
+    dates = store.query("SELECT DISTINCT date FROM prices ORDER BY date")["date"] if store.has_table("prices") \
+        else pd.Series(dtype="datetime64[ns]")
+    dates = pd.DatetimeIndex(dates)
+    new = dates[dates > end]
+    if not len(new):
+        return UpdateSummary(MODEL, "up to date", f"Model A is up to date: the store has no trading day after "
+                                                  f"{end.date()} (version {previous}); nothing published",
+                             previous=previous, seconds=time.perf_counter() - began)
+    _check_gap(end, new[0], allow_gap)
+    # The trailing window: enough old rows for every new day's window, the day before's (the
+    # time-safe returns use its hedge ratios) and the 252-day volatility.
+    before = dates[dates <= end]
+    tail_start = before[max(0, len(before) - max(params.window, VOL_LONG_WINDOW))] if len(before) else new[0]
+
+    stored_assignments = store.read_table("cascade_assignments") if store.has_table("cascade_assignments") \
+        else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
+    inferred = stored_assignments[stored_assignments["assignment_source"].isin(["inferred", "unassigned"])]
+    inputs = load_market_inputs(store, registry, tail_start, None, keep_inferred=inferred)
+    merged, assignment_notes = _check_assignments(stored_assignments, inputs.assignments, end)
+    _repair_leading_etf_holes(store, inputs.etf_returns, tail_start, params.market_etf)
+    by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
+    prepared = prepare_inputs(inputs.returns, inputs.etf_returns,
+                              by_security.rename(columns={"security_id": "ticker"}), params)
+    known = _check_overlap(store, prepared, max(tail_start, pd.Timestamp(meta["start"])), end)
+    keep = np.asarray(prepared.dates > end)
+
+    engine = CascadeEngine(prepared, params)
+    frames, done, total = [], 0, len(prepared.tickers)
+    for block in engine.blocks(check=True):
+        frame = block_frame(block, prepared, keep, inputs.tickers)
+        if len(frame):
+            frames.append(frame.astype({"security_id": str, "ticker": str}))  # one part: categories differ per block
+        done += len(block.tickers)
+        if progress:
+            progress(done, total)
+    rows = pd.concat(frames, ignore_index=True) if frames else None
+    links = engine.link_betas()
+    links = links[links["date"] > end].reset_index(drop=True)
+    new_securities = set() if rows is None else set(rows["security_id"].unique()) - known
+    notes = inputs.notes + prepared.diagnostics + assignment_notes
+    if new_securities:
+        notes.append(f"{len(new_securities)} securities new since the last version "
+                     f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
+
+    version = _publish(store, previous, meta, params, registry, prepared.dates[keep], rows, links, notes,
+                       len(new_securities))
+    if merged is not None:
+        store.write_table("cascade_assignments", merged)
+    n_rows = 0 if rows is None else len(rows)
+    days = [str(d.date()) for d in prepared.dates[keep]]
+    return UpdateSummary(MODEL, "updated", f"Model A: appended {len(days)} trading day(s) "
+                                           f"{days[0]} … {days[-1]} ({n_rows:,} rows) as version {version}",
+                         version=version, previous=previous, new_dates=days, rows=n_rows,
+                         seconds=time.perf_counter() - began, notes=notes)
+
+
+def _params(meta: dict) -> CascadeParams:
+    p = meta.get("params") or {}
+    if p.get("lstar_threshold", LSTAR_THRESHOLD) != LSTAR_THRESHOLD:
+        raise DataValidationError(f"the cascade was built with L* threshold {p['lstar_threshold']}, this version of "
+                                  f"riskstrata uses {LSTAR_THRESHOLD}: run `riskstrata build cascade`")
+    params = CascadeParams(market_etf=p.get("market_etf", "SPY"), window=int(p["window"]),
+                           halflife=p.get("halflife"), min_obs=int(p["min_obs"]))
+    params.validate()
+    return params
+
+
+def _check_registry(meta: dict, registry: EtfRegistry | None) -> None:
+    built_with = meta.get("registry")
+    if built_with is None:
+        raise StoreError("the current cascade version does not record its ETF registry (built by an older "
+                         "riskstrata): run `riskstrata build cascade` once, then updates work")
+    if built_with != registry_fingerprint(registry):
+        raise DataValidationError("the cascade was built with a different ETF registry than this update's: pass "
+                                  "the build's --registry, or run `riskstrata build cascade` with the new one")
+
+
+def _check_gap(end: pd.Timestamp, first: pd.Timestamp, allow_gap: bool) -> None:
+    missing = int(np.busday_count((end + pd.Timedelta(days=1)).date(), first.date()))
+    if missing > MAX_GAP_WEEKDAYS and not allow_gap:
+        raise DataValidationError(
+            f"the store has no prices on the {missing} weekdays between {end.date()} (the model's last day) and "
+            f"{first.date()} (the first new one): ingest the missing days, or pass --allow-gap to treat "
+            f"{first.date()} as the next trading day (as a rebuild would)")
+
+
+def _norm_assignments(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[KEY].copy()
+    out["security_id"] = out["security_id"].astype(str)
+    out["valid_from"] = pd.to_datetime(out["valid_from"]).astype("datetime64[ns]")
+    for col in ("sector_etf", "subsector_etf"):
+        out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return out
+
+
+def _check_assignments(stored: pd.DataFrame, current: pd.DataFrame, end: pd.Timestamp
+                       ) -> tuple[pd.DataFrame | None, list[str]]:
+    """Compare the window's assignments with the published ones.
+
+    Returns (the table to store, or None when unchanged; notes). Raises DataValidationError when a
+    security's ETFs changed on a date the published rows cover.
+    """
+    old, now = _norm_assignments(stored), _norm_assignments(current)
+    key = lambda f: f.assign(valid_from=f["valid_from"].fillna(pd.Timestamp.min))  # noqa: E731 - NaT sorts/compares
+    both = key(old).merge(key(now), on=KEY, how="outer", indicator=True)
+    # Securities outside the window (no price in it) keep their rows; new ones bring their own.
+    changed = both[(both["_merge"] != "both") & both["security_id"].isin(old["security_id"])
+                   & both["security_id"].isin(now["security_id"])]
+    later = changed["valid_from"] > end
+    bad = changed[~later]
+    if len(bad):
+        names = sorted(bad["security_id"].unique())
+        raise DataValidationError(
+            f"the ETF assignments of {len(names)} securities changed since the cascade was built "
+            f"({', '.join(names[:5])}{' …' if len(names) > 5 else ''}) on dates it already covers: "
+            "run `riskstrata build cascade` (an update only appends rows)")
+    added = both[(both["_merge"] == "right_only")]
+    if not len(added):
+        return None, []
+    notes = []
+    moved = added[added["security_id"].isin(old["security_id"])]
+    if len(moved):
+        notes.append(f"{moved['security_id'].nunique()} securities change ETFs from a new day on")
+    # The stored table: rows of securities outside the window unchanged, the window's as loaded.
+    merged = pd.concat([stored[~stored["security_id"].astype(str).isin(now["security_id"])], current[ASSIGNMENT_COLUMNS]],
+                       ignore_index=True)
+    return merged.astype({"valid_from": "datetime64[ns]"}), notes
+
+
+def _repair_leading_etf_holes(store: Store, etf_returns: pd.DataFrame, tail_start: pd.Timestamp,
+                              market_etf: str) -> None:
+    """An ETF whose missing days begin the window but which traded before it: a rebuild sees those
+    days inside its history and sets them to a zero return (prepare_inputs); do the same here."""
+    leading = [c for c in etf_returns.columns if c != market_etf and etf_returns[c].isna().iloc[0]
+               and etf_returns[c].notna().any()]
+    if not leading:
+        return
+    listed = store.query(
+        f"SELECT DISTINCT ticker FROM prices WHERE date < ? AND isfinite(ret) AND ticker IN "
+        f"({', '.join('?' for _ in leading)})", [tail_start.to_pydatetime(), *leading])["ticker"]
+    for etf in set(listed) & set(leading):
+        col = etf_returns[etf]
+        first = col.notna().to_numpy().argmax()
+        etf_returns.iloc[:first, etf_returns.columns.get_loc(etf)] = 0.0
+
+
+def _check_overlap(store: Store, prepared, check_from: pd.Timestamp, end: pd.Timestamp) -> set[str]:
+    """The published rows of [check_from, end] must be what the window re-reads: the same trading
+    days and the same returns per security. Returns the securities with published rows there."""
+    stored = store.read_model(MODEL, columns=["date", "security_id", "returns_gross"],
+                              where="date >= ? AND date <= ?",
+                              params=[check_from.to_pydatetime(), end.to_pydatetime()])
+    stored["security_id"] = stored["security_id"].astype(str)
+    in_window = (prepared.dates >= check_from) & (prepared.dates <= end)
+    days = prepared.dates[in_window]
+    stored_days = pd.DatetimeIndex(stored["date"].unique()).sort_values()
+    if not days.equals(stored_days):
+        extra = days.difference(stored_days)
+        gone = stored_days.difference(days)
+        raise DataValidationError(
+            "the trading days the cascade covers changed since it was built "
+            f"({len(extra)} new: {[str(d.date()) for d in extra[:3]]}, {len(gone)} gone: "
+            f"{[str(d.date()) for d in gone[:3]]}): run `riskstrata build cascade`")
+    wide = stored.pivot(index="date", columns="security_id", values="returns_gross").reindex(days)
+    loaded = pd.DataFrame(prepared.returns[in_window], index=days, columns=prepared.tickers.astype(str))
+    known = set(wide.columns)
+    traded = loaded.columns[loaded.notna().any().to_numpy()]
+    unseen = sorted(set(traded) - known)
+    if unseen:
+        raise DataValidationError(
+            f"{len(unseen)} securities have returns on days the cascade covers but no rows in it "
+            f"({', '.join(unseen[:5])}{' …' if len(unseen) > 5 else ''}: history ingested since the build): "
+            "run `riskstrata build cascade`")
+    cols = sorted(known)
+    a = wide[cols].to_numpy(dtype=np.float64)
+    b = loaded.reindex(columns=cols).to_numpy(dtype=np.float64)
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    if differ.any():
+        t, j = np.nonzero(differ)
+        raise DataValidationError(
+            f"{int(differ.sum())} returns inside the trailing window differ from the published model "
+            f"(first: {cols[j[0]]} on {days[t[0]].date()}; prices corrected or re-ingested since the build): "
+            "run `riskstrata build cascade`")
+    return known
+
+
+def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, registry: EtfRegistry | None,
+             new_days: pd.DatetimeIndex, rows: pd.DataFrame | None, links: pd.DataFrame, notes: list[str],
+             n_new_securities: int) -> str:
+    """A new version = the previous version's parts (hard links) + one part of new rows, for the
+    cascade and for its link betas; the cascade becomes current only if no build published
+    meanwhile, and its link betas with it."""
+    tag = f"u{new_days[-1]:%Y%m%d}-{uuid.uuid4().hex[:6]}"
+    link_prev = meta["link_version"]
+    with store.begin_version(LINK_MODEL) as writer:
+        for part in store.model_meta(LINK_MODEL, link_prev)["parts"]:
+            writer.adopt_part(store.model_dir(LINK_MODEL) / link_prev / part["file"], part["rows"])
+        if len(links):
+            writer.write_part(links, name=tag)
+        link_version = writer.commit({"model": LINK_MODEL, "params": meta["params"], "updated_from": link_prev},
+                                     make_current=False)
+    full = pd.DatetimeIndex([pd.Timestamp(meta["start"]), new_days[-1]])
+    new_meta = model_meta(params, full, meta.get("notes", []), registry)
+    n_rows = 0 if rows is None else len(rows)
+    with store.begin_version(MODEL) as writer:
+        for part in meta["parts"]:
+            writer.adopt_part(store.model_dir(MODEL) / previous / part["file"], part["rows"])
+        if n_rows:
+            writer.write_part(rows, name=tag)
+        if store.current_version(MODEL) != previous:
+            raise StoreError("the cascade was republished while this update ran: run `riskstrata update` again")
+        version = writer.commit({**new_meta, "securities": int(meta.get("securities", 0)) + n_new_securities,
+                                 "link_version": link_version,
+                                 "updated_from": previous,
+                                 "update": {"new_dates": [str(d.date()) for d in new_days], "rows": n_rows,
+                                            "notes": notes}})
+    store.set_current(LINK_MODEL, link_version)
+    return version
