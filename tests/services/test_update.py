@@ -134,6 +134,18 @@ def test_an_update_of_the_last_five_days_equals_a_full_rebuild(market: Market, t
     assert (assignments["security_id"].astype(str).isin(updated["security_id"].astype(str).unique())).all()
 
 
+def test_with_exponential_weights_too(market: Market, tmp_path: Path) -> None:
+    """The EWMA window sums restart at the window's first row; the truncated sum is exact anyway."""
+    store = _copy(market, tmp_path, ingest_new=False)
+    build_cascade(store, window=WINDOW, halflife=21)
+    ingest_prices(store, [market.files / "new.parquet"], etf_tickers=ETFS)
+    summary = update_cascade(store)
+    assert store.model_meta(MODEL, summary.version)["params"]["halflife"] == 21
+    updated = store.read_model(MODEL, version=summary.version)
+    assert_same_rows(updated, store.read_model(MODEL, version=build_cascade(store, window=WINDOW, halflife=21).version),
+                     KEY)
+
+
 def test_no_new_day_is_a_no_op(market: Market, tmp_path: Path) -> None:
     store = _copy(market, tmp_path, ingest_new=False)
     before = store.current_version(MODEL)
