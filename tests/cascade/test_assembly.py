@@ -86,3 +86,26 @@ def test_a_block_of_mixed_pairs_matches_the_usual_blocks(market):
     mixed = engine._block(cols, check=True)
     for key, arr in usual.items():
         np.testing.assert_array_equal(mixed.values[key], arr[:, cols], err_msg=key)
+
+
+def test_only_the_regression_outputs_are_held_the_rest_is_derived_once(market):
+    """A fresh result holds HELD_FIELDS (and the inputs' returns); every other field is derived on
+    first read, kept, equal to the engine's (test above), and peek() / to_long() keep nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from riskstrata.cascade.fit import HELD_FIELDS
+
+    fresh = fit_cascade(*market)
+    values = fresh.values
+    assert set(values.held()) == set(HELD_FIELDS) | set(SAME_AS) | {"returns_gross"}
+    assert len(values) == len(list(values)) and "l3_rr" in values and "nope" not in values
+    long = fresh.to_long()
+    assert set(values.held()) == set(HELD_FIELDS) | set(SAME_AS) | {"returns_gross"}  # the store write kept nothing
+    np.testing.assert_array_equal(values.peek("l2_rr"), long.pivot(index="date", columns="ticker", values="l2_rr")
+                                  .reindex(index=fresh.dates, columns=fresh.tickers).to_numpy())
+    assert "l2_rr" not in values.held()
+    with ThreadPoolExecutor(4) as pool:  # racing first reads derive one array
+        got = list(pool.map(lambda _: values["lstar_rr"], range(8)))
+    assert all(a is got[0] for a in got) and "lstar_rr" in values.held()
+    with pytest.raises(KeyError):
+        values["nope"]

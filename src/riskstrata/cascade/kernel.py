@@ -17,6 +17,7 @@ with the same ETFs, (T, n) for per-stock ones. Nothing here loops over stocks or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,33 +132,61 @@ def solve_cascade(cov: WindowCovariances) -> dict[str, np.ndarray]:
     def full(a: np.ndarray) -> np.ndarray:
         return np.broadcast_to(a, shape).astype(np.float64, copy=True)
 
-    out = {
-        "l1_mkt_beta": full(b_m),
-        "l2_sec_beta": full(b_s),
-        "l3_sub_beta": full(b_u),
-        "lambda_sm": full(lam_sm),
-        "lambda_um": full(lam_um),
-        "lambda_us": full(lam_us),
-        # Written as 0.0 − β so that an absent leg is +0.0, never a "−0.000" hedge.
-        "l1_mkt_hr": full(0.0 - b_m),
-        "l2_mkt_hr": full(0.0 - b_m + b_s * lam_sm),
-        "l2_sec_hr": full(0.0 - b_s),
+    betas = {"l1_mkt_beta": b_m, "l2_sec_beta": b_s, "l3_sub_beta": b_u,
+             "lambda_sm": lam_sm, "lambda_um": lam_um, "lambda_us": lam_us}
+    out = {name: full(a) for name, a in betas.items()}
+    out.update((name, full(hedge_ratio(name, betas.__getitem__))) for name in HR_NAMES)
+    for name, er in (("l1_mkt_er", er_m), ("l2_mkt_er", er_m), ("l2_sec_er", er_s),
+                     ("l3_mkt_er", er_m), ("l3_sec_er", er_s), ("l3_sub_er", er_u)):
+        out[name] = full(er)
+    out["flags"] = flags
+    out.update((name, residual_share(name, out.__getitem__)) for name in RES_ER_NAMES)
+    return out
+
+
+# The hedge ratios and residual shares are arithmetic on the betas, link betas and explained
+# shares; solve_cascade and a fitted result's fields derived on first read (cascade.fit) both
+# use these two functions, so the two give the same bits.
+HR_NAMES = ("l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr")
+RES_ER_NAMES = ("l1_res_er", "l2_res_er", "l3_res_er")
+
+
+def hedge_ratio(name: str, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    """One hedge ratio on raw ETFs from the orthogonal betas and link betas.
+
+    ``get(field)`` returns ``l1_mkt_beta``, ``l2_sec_beta``, ``l3_sub_beta``, ``lambda_sm``,
+    ``lambda_um`` or ``lambda_us`` (arrays that broadcast). Written as 0.0 − β so that an absent
+    leg is +0.0, never a "−0.000" hedge; NaN in, NaN out.
+    """
+    if name == "l1_mkt_hr":
+        return 0.0 - get("l1_mkt_beta")
+    if name == "l2_mkt_hr":
+        return 0.0 - get("l1_mkt_beta") + get("l2_sec_beta") * get("lambda_sm")
+    if name == "l2_sec_hr":
+        return 0.0 - get("l2_sec_beta")
+    if name == "l3_mkt_hr":
         # The cross term −β_u·λ_us·λ_sm: the subsector leg's sector hedge carries market beta.
-        "l3_mkt_hr": full(0.0 - b_m + b_s * lam_sm + b_u * lam_um - b_u * lam_us * lam_sm),
-        "l3_sec_hr": full(0.0 - b_s + b_u * lam_us),
-        "l3_sub_hr": full(0.0 - b_u),
-        "l1_mkt_er": full(er_m),
-        "l2_mkt_er": full(er_m),
-        "l2_sec_er": full(er_s),
-        "l3_mkt_er": full(er_m),
-        "l3_sec_er": full(er_s),
-        "l3_sub_er": full(er_u),
-        "flags": flags,
-    }
-    # Residual shares; R² ≤ 1 exactly, so anything below 0 is rounding (e.g. SPY on itself).
-    out["l1_res_er"] = np.maximum(1.0 - out["l1_mkt_er"], 0.0)
-    out["l2_res_er"] = np.maximum(1.0 - out["l2_mkt_er"] - out["l2_sec_er"], 0.0)
-    out["l3_res_er"] = np.maximum(1.0 - out["l3_mkt_er"] - out["l3_sec_er"] - out["l3_sub_er"], 0.0)
+        b_u, lam_sm = get("l3_sub_beta"), get("lambda_sm")
+        return 0.0 - get("l1_mkt_beta") + get("l2_sec_beta") * lam_sm + b_u * get("lambda_um") - b_u * get("lambda_us") * lam_sm
+    if name == "l3_sec_hr":
+        return 0.0 - get("l2_sec_beta") + get("l3_sub_beta") * get("lambda_us")
+    if name == "l3_sub_hr":
+        return 0.0 - get("l3_sub_beta")
+    raise KeyError(name)
+
+
+def residual_share(name: str, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    """``l{k}_res_er`` from ``get('l1_mkt_er' | 'l2_sec_er' | 'l3_sub_er')``: 1 − R² of the level.
+
+    R² ≤ 1 exactly, so anything below 0 is rounding (e.g. SPY on itself) and is clipped.
+    """
+    if name == "l1_res_er":
+        return np.maximum(1.0 - get("l1_mkt_er"), 0.0)
+    if name == "l2_res_er":
+        return np.maximum(1.0 - get("l1_mkt_er") - get("l2_sec_er"), 0.0)
+    if name == "l3_res_er":
+        return np.maximum(1.0 - get("l1_mkt_er") - get("l2_sec_er") - get("l3_sub_er"), 0.0)
+    raise KeyError(name)
     return out
 
 

@@ -7,6 +7,8 @@ long table the store keeps.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,9 +51,10 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
     Labels are categoricals built from codes (no per-row strings), which is what makes writing
     millions of rows cheap.
     """
-    has_data = np.isfinite(values["returns_gross"]) | np.isfinite(values["l1_mkt_hr"])
+    get = getattr(values, "peek", values.__getitem__)  # a FieldMap's derived fields are not kept
+    has_data = np.isfinite(get("returns_gross")) | np.isfinite(get("l1_mkt_hr"))
     t_idx, n_idx = np.nonzero(has_data)
-    flags = values["flags"][t_idx, n_idx]
+    flags = get("flags")[t_idx, n_idx]
     pair_codes = codes[t_idx, n_idx]
     columns: dict[str, object] = {
         "date": dates[t_idx],
@@ -61,7 +64,7 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
         if f in values:
             # A boolean mask reads the same cells in the same (date-major) order as
             # [t_idx, n_idx], about 4× faster than gathering by index pairs.
-            columns[f] = values[f][has_data]
+            columns[f] = get(f)[has_data]
     for name, pos, dropped in (("sector_etf", 0, Flag.SECTOR_FALLBACK | Flag.COLLINEAR_SECTOR),
                                ("subsector_etf", 1, Flag.SUBSECTOR_FALLBACK | Flag.COLLINEAR_SUBSECTOR)):
         labels = [p[pos] for p in pairs]
@@ -73,13 +76,71 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
     return pd.DataFrame(columns)
 
 
+class FieldMap(Mapping[str, np.ndarray]):
+    """A result's fields: arrays held, plus fields derived from them on first read and kept.
+
+    ``derive(name, held)`` computes field ``name`` from the fields held so far (``held(f)``: the
+    array, or None when ``f`` is not yet computed); it is only ever asked for a name in ``keys``
+    that is not held. Reading a field is ``values[name]`` as with a dict; :meth:`peek` computes
+    a field without keeping it (the store write reads every field once). Thread-safe: a field is
+    derived once even when requests race for it. Derived arrays are read-only like held ones.
+    """
+
+    def __init__(self, keys: list[str], held: dict[str, np.ndarray],
+                 derive: Callable[[str, Callable[[str], np.ndarray | None]], np.ndarray]) -> None:
+        self._keys = list(keys)
+        self._known = frozenset(self._keys)
+        self._held = dict(held)
+        self._derive = derive
+        self._lock = threading.RLock()
+
+    def _held_or_none(self, name: str) -> np.ndarray | None:
+        arr = self._held.get(name)
+        if arr is None and name not in self._known:
+            raise KeyError(name)
+        return arr
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        arr = self._held_or_none(name)
+        if arr is not None:
+            return arr
+        with self._lock:
+            if name not in self._held:
+                arr = self._derive(name, self._held.get)
+                arr.flags.writeable = False
+                self._held[name] = arr
+            return self._held[name]
+
+    def peek(self, name: str) -> np.ndarray:
+        """The field, computed if need be but not kept."""
+        arr = self._held_or_none(name)
+        return arr if arr is not None else self._derive(name, self._held.get)
+
+    def held(self) -> list[str]:
+        """Names of the fields in memory now (held from the fit or derived since)."""
+        return [k for k in self._keys if k in self._held]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 @dataclass
 class CascadeResult:
-    """Fitted cascade. values[field]: (T, N) arrays aligned to ``dates`` × ``tickers``."""
+    """Fitted cascade. values[field]: (T, N) arrays aligned to ``dates`` × ``tickers``.
+
+    ``values`` is a dict or, from :func:`~riskstrata.cascade.fit.fit_cascade`, a :class:`FieldMap`
+    whose cheap fields are derived on first read.
+    """
 
     dates: pd.DatetimeIndex
     tickers: pd.Index
-    values: dict[str, np.ndarray]
+    values: Mapping[str, np.ndarray]
     codes: np.ndarray
     pairs: list[tuple[str | None, str | None]]
     link_betas: pd.DataFrame
