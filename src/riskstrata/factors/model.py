@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from riskstrata.errors import DataValidationError, InsufficientHistory, UnknownTicker
 from riskstrata.factors import descriptors as D
+from riskstrata.factors.blocks import BlockArray
 from riskstrata.factors.covariance import CovarianceParams, FactorCovariance, factor_covariance
 from riskstrata.factors.exposures import industry_dummies, lag_one_day, style_exposure
 from riskstrata.factors.regression import RegressionResult, cross_sectional_regression
@@ -76,21 +78,35 @@ def _align(inp: FactorInputs) -> FactorInputs:
         if frame is None:
             return None
         out = frame.reindex(index=dates, columns=tickers).astype("float64")
-        return out.where(np.isfinite(out))
+        # ±inf → NaN; a panel without any (the usual case) is used as it is, not copied: at
+        # 3,000 names × 10 years each copy of the ~14 panels costs ~0.9 GB.
+        return out.where(np.isfinite(out)) if np.isinf(out.to_numpy()).any() else out
 
     return FactorInputs(re(inp.returns), re(inp.market_cap), inp.sector,
                         {k: re(v) for k, v in inp.fundamentals.items()}, re(inp.volume),
                         re(inp.shares_outstanding), re(inp.price), inp.issuer)
 
 
-def compute_descriptors(inp: FactorInputs, needed: set[str]) -> dict[str, pd.DataFrame]:
-    """Raw descriptors (T × N) the spec asks for; missing inputs give all-NaN panels."""
+def market_return(inp: FactorInputs) -> pd.Series:
+    """(T,) the cap-weighted market return (yesterday's caps) that BETA and residual vol regress on.
+
+    An issuer counts once: its other share classes weigh 0.
+    """
+    cap = inp.market_cap
+    once = cap.where(~D.secondary_share_classes(cap, (cap > 0).to_numpy(), inp.issuer)).shift(1)
+    return (inp.returns * once).sum(axis=1, min_count=1) / once.where(inp.returns.notna()).sum(axis=1)
+
+
+def compute_descriptors(inp: FactorInputs, needed: set[str], market: pd.Series | None = None) -> dict[str, pd.DataFrame]:
+    """Raw descriptors (T × N) the spec asks for; missing inputs give all-NaN panels.
+
+    market: (T,) the market return on ``inp``'s dates (default :func:`market_return` of ``inp``);
+    a date block passes the whole history's, so that its first rows match a full build.
+    """
     out: dict[str, pd.DataFrame] = {}
     cap = inp.market_cap
-    # The cap-weighted market return counts an issuer once (its other share classes weigh 0).
-    once = cap.where(~D.secondary_share_classes(cap, (cap > 0).to_numpy(), inp.issuer)).shift(1)
-    market = (inp.returns * once).sum(axis=1, min_count=1) / once.where(inp.returns.notna()).sum(axis=1)
     if needed & {"beta", "residual_vol"}:
+        market = market_return(inp) if market is None else market
         out["beta"], out["residual_vol"] = D.beta_and_residual_vol(inp.returns, market)
     if "momentum" in needed:
         out["momentum"] = D.momentum(inp.returns)
@@ -153,8 +169,10 @@ class FactorModelResult:
     dates: pd.DatetimeIndex
     tickers: pd.Index
     factors: list[str]
-    exposures: np.ndarray            # (T, N, K) z-scores / dummies / ones; NaN outside the universe
-    imputed: np.ndarray              # (T, N, K) bool
+    # (T, N, K) z-scores / dummies / ones, NaN outside the universe; a streamed build's (spill_dir)
+    # is a BlockArray read back date block by date block (x[t], x[rows], np.asarray(x)).
+    exposures: np.ndarray | BlockArray
+    imputed: np.ndarray | BlockArray  # (T, N, K) bool
     universe: np.ndarray             # (T, N) bool, the estimation universe
     regression: RegressionResult
     covariance: FactorCovariance
@@ -223,8 +241,9 @@ class FactorModelResult:
     def pyfolio_inputs(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """pyfolio ``perf_attrib`` inputs: factor returns (T × K) and factor loadings with a
         (date, ticker) MultiIndex (the exposures that explained each date's returns)."""
-        T, N, K = self.exposures.shape
-        lagged = lag_one_day(self.exposures.reshape(T, N * K)).reshape(T, N, K)
+        exposures = np.asarray(self.exposures)
+        T, N, K = exposures.shape
+        lagged = lag_one_day(exposures.reshape(T, N * K)).reshape(T, N, K)
         idx = pd.MultiIndex.from_product([self.dates, self.tickers], names=["dt", "ticker"])
         loadings = pd.DataFrame(lagged.reshape(T * N, K), index=idx, columns=self.factors).dropna(how="all")
         return self.factor_returns, loadings
@@ -268,13 +287,20 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 MAX_GAPS_LISTED = 6  # per factor in notes; every gap is in the status
 
 
-def _missing_inputs(descriptors: dict[str, float], desc: dict[str, pd.DataFrame]) -> list[str]:
-    """The inputs of a style's descriptors that have no value at all (the whole panel is NaN)."""
-    return [DESCRIPTOR_INPUTS.get(d, d) for d in descriptors if not desc[d].notna().to_numpy().any()]
+def _missing_inputs(descriptors: dict[str, float], desc: dict[str, pd.DataFrame | bool]) -> list[str]:
+    """The inputs of a style's descriptors that have no value at all (the whole panel is NaN).
+
+    desc: descriptor → its (T × N) panel, or whether it has any value (a streamed build's record).
+    """
+    def seen(d: str) -> bool:
+        v = desc.get(d, False)
+        return bool(v) if isinstance(v, (bool, np.bool_)) else bool(v.notna().to_numpy().any())
+
+    return [DESCRIPTOR_INPUTS.get(d, d) for d in descriptors if not seen(d)]
 
 
 def factor_status(spec: ModelSpec, factors: list[str], coverage: pd.DataFrame, estimated: pd.DataFrame,
-                  desc: dict[str, pd.DataFrame], regression_dates: np.ndarray,
+                  desc: dict[str, pd.DataFrame | bool], regression_dates: np.ndarray,
                   regression_notes: dict | None = None) -> list[dict]:
     """One entry per spec factor: estimated or not, on how many dates, its gaps and why.
 
@@ -346,8 +372,261 @@ def _status_notes(status: list[dict]) -> list[str]:
     return notes
 
 
+DEFAULT_BLOCK_DATES = 252      # dates per block of the streamed build
+DESCRIPTOR_LOOKBACK_ROWS = 252  # the longest trailing window of a descriptor (BETA, momentum, vols, STOA)
+DESCRIPTOR_LOOKBACK_DAYS = 365  # GROWTH's year-ago value (calendar days)
+
+
+def lookback_start(dates: pd.DatetimeIndex, a: int) -> int:
+    """First row of the trailing data whose descriptors reproduce row ``a``'s of a full build.
+
+    Every descriptor of row t reads rows t − 251 … t (252-row windows) and GROWTH / EPS growth
+    the last date on or before t − 365 calendar days; a block starting at ``a`` computes its
+    descriptors on rows ``lookback_start(dates, a)`` … and keeps its own rows.
+    """
+    by_rows = a - DESCRIPTOR_LOOKBACK_ROWS
+    by_days = int(dates.searchsorted(dates[a] - pd.Timedelta(days=DESCRIPTOR_LOOKBACK_DAYS), side="right")) - 1
+    return max(0, min(by_rows, by_days))
+
+
+def _rows(inp: FactorInputs, lo: int, hi: int) -> FactorInputs:
+    """The panels' rows lo … hi − 1 (views, not copies); a (T × N) sector frame too."""
+    def cut(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        return None if frame is None else frame.iloc[lo:hi]
+
+    sector = inp.sector.iloc[lo:hi] if isinstance(inp.sector, pd.DataFrame) else inp.sector
+    return FactorInputs(cut(inp.returns), cut(inp.market_cap), sector, {k: cut(v) for k, v in inp.fundamentals.items()},
+                        cut(inp.volume), cut(inp.shares_outstanding), cut(inp.price), inp.issuer)
+
+
+@dataclass
+class ModelFrame:
+    """What every date block of a build shares: the aligned panels and the (T, N) masks that
+    look across dates (history counts, share classes), computed once.
+
+    design: the block design's factors, always every spec factor (market, all styles,
+    industries); a style never estimated is dropped from the result at the end.
+    """
+
+    inp: FactorInputs
+    spec: ModelSpec
+    universe: np.ndarray    # (T, N) bool, the estimation universe
+    codes: np.ndarray       # (T, N) int industry index, −1 = none
+    in_model: np.ndarray    # (T, N) bool: a positive cap and a return seen by t
+    market: pd.Series       # (T,) the market return BETA regresses on
+    needed: set[str]        # descriptor names the spec uses
+    notes: list[str]
+
+    @property
+    def dates(self) -> pd.DatetimeIndex:
+        return self.inp.returns.index
+
+    @property
+    def tickers(self) -> pd.Index:
+        return self.inp.returns.columns
+
+    @property
+    def design(self) -> list[str]:
+        return self.spec.factors
+
+    @property
+    def industry_cols(self) -> list[int]:
+        return list(range(1 + len(self.spec.styles), len(self.design)))
+
+
+def prepare_model(inputs: FactorInputs, spec: ModelSpec) -> ModelFrame:
+    """Align the panels and compute the masks every date block needs (O(T·N), no descriptors)."""
+    inp = _align(inputs)
+    needed = {d for s in spec.styles for d in s.descriptors}
+    universe = estimation_universe(inp, spec)
+    codes, _, notes = _industry_codes(inp, spec)
+    cap = inp.market_cap.to_numpy()
+    in_model = np.isfinite(cap) & (cap > 0) & inp.returns.notna().cumsum().to_numpy().astype(bool)
+    market = market_return(inp) if needed & {"beta", "residual_vol"} else pd.Series(np.nan, index=inp.returns.index)
+    return ModelFrame(inp, spec, universe, codes, in_model, market, needed, list(notes))
+
+
+@dataclass
+class BlockCarry:
+    """What a block hands to the next: the exposures (N, K) and coverage (K,) of its last date,
+    which explain the next block's first date (K = the design's factors)."""
+
+    exposures: np.ndarray
+    coverage: np.ndarray
+
+
+@dataclass
+class FactorBlock:
+    """Dates a … b − 1 of a build (K = the design's factors, every spec factor).
+
+    exposures: (B, N, K) at each date's close; imputed: (B, N, K) bool; coverage: (B, K) share
+    of the universe's cap with fresh descriptors (market and industries: with a cap / an
+    industry); has_data: descriptor → whether it has any value in the block; regression:
+    the dates' factor returns etc. (exposures of t − 1 explain t); specific: (B, N) r − X·f for
+    every name with exposures.
+    """
+
+    a: int
+    b: int
+    exposures: np.ndarray
+    imputed: np.ndarray
+    coverage: np.ndarray
+    has_data: dict[str, bool]
+    regression: RegressionResult
+    specific: np.ndarray
+
+    @property
+    def carry(self) -> BlockCarry:
+        return BlockCarry(self.exposures[-1].copy(), self.coverage[-1].copy())
+
+
+def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, bool]]:
+    """Exposures of dates a … b − 1 from their descriptors (computed on the trailing data they need).
+
+    Returns (exposures (B, N, K), imputed (B, N, K) bool, coverage (B, K), has_data) over the
+    design's K factors; a style not estimated on a date (coverage below the spec's threshold)
+    has NaN exposures that date.
+    """
+    spec, inp = mf.spec, mf.inp
+    lo = lookback_start(mf.dates, a)
+    desc = compute_descriptors(_rows(inp, lo, b), mf.needed, mf.market.iloc[lo:b])
+    own = slice(a - lo, b - lo)
+    B, N, K = b - a, len(mf.tickers), len(mf.design)
+    universe, codes, in_model = mf.universe[a:b], mf.codes[a:b], mf.in_model[a:b]
+    cap = inp.market_cap.to_numpy()[a:b]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_cap = np.log(np.where(cap > 0, cap, np.nan))
+    thr = spec.min_coverage
+    x = np.full((B, N, K), np.nan)
+    imputed = np.zeros((B, N, K), dtype=bool)
+    coverage = np.full((B, K), np.nan)
+    coverage[:, 0] = _cap_share(np.ones((B, N), bool), universe, cap)
+    has_data = {}
+    for i, s in enumerate(spec.styles):
+        arrays = {d: desc[d].to_numpy()[own] for d in s.descriptors}
+        has = np.zeros((B, N), dtype=bool)
+        for d, arr in arrays.items():
+            finite = np.isfinite(arr)
+            has |= finite
+            has_data[d] = has_data.get(d, False) or bool(finite.any())
+        coverage[:, 1 + i] = _cap_share(has, universe, cap)
+        covered = coverage[:, 1 + i] >= thr   # NaN (no universe) compares False
+        if not covered.any():
+            continue  # not estimated on any of these dates: NaN exposures
+        style, imp = style_exposure(arrays, s.descriptors, cap, universe, codes, log_cap)
+        x[:, :, 1 + i] = np.where(covered[:, None] & in_model, style, np.nan)
+        imputed[:, :, 1 + i] = imp & covered[:, None]
+    first_ind = 1 + len(spec.styles)
+    coverage[:, first_ind:] = _cap_share(codes >= 0, universe, cap)[:, None]
+    x[:, :, 0] = np.where(in_model, 1.0, np.nan)
+    n_ind = K - first_ind
+    x[:, :, first_ind:] = np.where(in_model[..., None], industry_dummies(codes, n_ind), np.nan)
+    return x, imputed, coverage, has_data
+
+
+def block_regression(mf: ModelFrame, a: int, b: int, lagged: np.ndarray, coverage_lag: np.ndarray,
+                     spec_var_lag: np.ndarray | None = None) -> tuple[RegressionResult, np.ndarray]:
+    """Factor returns of dates a … b − 1 and every name's specific return.
+
+    lagged: (B, N, K) the exposures of dates a − 1 … b − 2 (NaN before the first date);
+    coverage_lag: (B, K) their coverage; spec_var_lag: (B, N) specific variances of the same
+    dates, for ``inv_specific_var`` weights. Returns (the regression, specific (B, N)).
+    """
+    spec, inp = mf.spec, mf.inp
+    cap = inp.market_cap.to_numpy()
+    cap_lag = np.full((b - a, cap.shape[1]), np.nan)
+    if a > 0:
+        cap_lag[:] = np.where(mf.universe[a - 1:b - 1], cap[a - 1:b - 1], np.nan)
+    else:
+        cap_lag[1:] = np.where(mf.universe[:b - 1], cap[:b - 1], np.nan)
+    thr = spec.min_coverage
+    not_estimated = np.zeros(coverage_lag.shape, dtype=bool)
+    styles = slice(1, 1 + len(spec.styles))
+    not_estimated[:, styles] = ~(coverage_lag[:, styles] >= thr)
+    kind = spec.regression.get("weights", "sqrt_cap")
+    r = inp.returns.to_numpy()[a:b]
+    reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, spec_var_lag), factors=mf.design,
+                                     industry_cols=mf.industry_cols, industry_caps=cap_lag,
+                                     dates=mf.dates[a:b], tickers=mf.tickers,
+                                     min_names=spec.regression.get("min_names", 30),
+                                     min_industry_names=spec.regression.get("min_industry_names", 3),
+                                     not_estimated=not_estimated)
+    return reg, _specific_returns(r, lagged, reg.factor_returns.to_numpy())
+
+
+def factor_block(mf: ModelFrame, a: int, b: int, carry: BlockCarry | None = None,
+                 spec_var_lag: np.ndarray | None = None) -> FactorBlock:
+    """Exposures, factor returns and specific returns of dates a … b − 1 given the trailing data.
+
+    The one step of a build: a full build runs it on consecutive blocks, handing each block's
+    :attr:`FactorBlock.carry` to the next (``carry`` None: date a − 1 has no exposures, as
+    before the first date). The descriptors read the panels' rows from
+    :func:`lookback_start` on, so a block equals the same dates of a one-block build.
+    """
+    x, imputed, coverage, has_data = block_exposures(mf, a, b)
+    K = x.shape[2]
+    prev_x = carry.exposures if carry is not None else np.full(x.shape[1:], np.nan)
+    prev_c = carry.coverage if carry is not None else np.full(K, np.nan)
+    lagged = np.concatenate([prev_x[None], x[:-1]])
+    coverage_lag = np.concatenate([prev_c[None], coverage[:-1]])
+    reg, specific = block_regression(mf, a, b, lagged, coverage_lag, spec_var_lag)
+    return FactorBlock(a, b, x, imputed, coverage, has_data, reg, specific)
+
+
+def block_bounds(T: int, block_dates: int | None) -> list[tuple[int, int]]:
+    """Consecutive (a, b) row ranges of at most ``block_dates`` dates (None: one block)."""
+    size = T if not block_dates else max(1, int(block_dates))
+    return [(a, min(a + size, T)) for a in range(0, T, size)]
+
+
+class _Exposures:
+    """Where the blocks' exposures go: dense (T, N, K) arrays, or one .npy file per block."""
+
+    def __init__(self, shape: tuple[int, int, int], spill_dir: str | Path | None) -> None:
+        self.shape, self.spill = shape, None if spill_dir is None else Path(spill_dir)
+        self.paths: dict[str, list[Path]] = {"x": [], "imputed": []}
+        self.bounds: list[tuple[int, int]] = []
+        if self.spill is None:
+            self.x = np.empty(shape)
+            self.imputed = np.empty(shape, dtype=bool)
+        else:
+            self.spill.mkdir(parents=True, exist_ok=True)
+
+    def put(self, a: int, b: int, x: np.ndarray, imputed: np.ndarray) -> None:
+        self.bounds.append((a, b))
+        if self.spill is None:
+            self.x[a:b], self.imputed[a:b] = x, imputed
+            return
+        for name, arr in (("x", x), ("imputed", imputed)):
+            path = self.spill / f"{name}_{a:06d}_{b:06d}.npy"
+            np.save(path, arr)
+            self.paths[name].append(path)
+
+    def lagged(self, a: int, b: int) -> np.ndarray:
+        """(b − a, N, K) exposures of dates a − 1 … b − 2 (the first NaN when a = 0)."""
+        if self.spill is None:
+            lo = max(a - 1, 0)
+            part = self.x[lo:b - 1]
+            return part if a > 0 else np.concatenate([np.full((1, *self.shape[1:]), np.nan), part])
+        out = np.full((b - a, *self.shape[1:]), np.nan)
+        view = self.result("x")
+        for i, (c, d) in enumerate(view.bounds):
+            lo, hi = max(c, a - 1), min(d, b - 1)
+            if lo < hi:
+                out[lo - (a - 1):hi - (a - 1)] = view.block(i)[lo - c:hi - c]
+        return out
+
+    def result(self, name: str, columns: np.ndarray | None = None) -> np.ndarray | BlockArray:
+        if self.spill is None:
+            arr = self.x if name == "x" else self.imputed
+            return arr if columns is None or len(columns) == arr.shape[2] else arr[:, :, columns]
+        dtype = np.float64 if name == "x" else np.bool_
+        return BlockArray(self.bounds, self.paths[name], self.shape[1:], dtype, columns)
+
+
 def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
-                     tick: Tick | None = None) -> FactorModelResult:
+                     tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
+                     spill_dir: str | Path | None = None) -> FactorModelResult:
     """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk.
 
     A style is estimated on a date only when its coverage (the share of the estimation
@@ -355,85 +634,88 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     ``[coverage] min_cap_share``; elsewhere its exposures are NaN and its factor return is
     missing. ``progress(stage)`` is called as each stage starts, ``tick(stage, done, total)``
     within the long ones.
+
+    The dates are processed in blocks of ``block_dates`` (None: one block), each by
+    :func:`factor_block` — descriptors on the trailing data they need, exposures, the
+    regression and specific returns — so the working memory is one block's. ``spill_dir``: a
+    directory where each block's exposures are written as they are produced; the result then
+    holds them as a :class:`~riskstrata.factors.blocks.BlockArray` read back block by block
+    (peak memory independent of T × N × K). Without it they are held as (T, N, K) arrays.
+    Results do not depend on the block size beyond floating-point rounding (≲ 1e-13).
     """
     say = progress or (lambda _msg: None)
     count = tick or (lambda _stage, _done, _total: None)
-    inp = _align(inputs)
-    notes: list[str] = []
-    T, N = inp.returns.shape
     say("descriptors")
     count("descriptors", 0, 1)
-    needed = {d for s in spec.styles for d in s.descriptors}
-    desc = compute_descriptors(inp, needed)
-    universe = estimation_universe(inp, spec)
-    codes, industries, ind_notes = _industry_codes(inp, spec)
-    notes += ind_notes
-    cap = inp.market_cap.to_numpy()
-    log_cap = np.log(np.where(cap > 0, cap, np.nan))
+    mf = prepare_model(inputs, spec)
+    notes = list(mf.notes)
+    dates, tickers = mf.dates, mf.tickers
+    T, N, K = len(dates), len(tickers), len(mf.design)
     count("descriptors", 1, 1)
     say("exposures")
-    thr = spec.min_coverage
-    coverage = {spec.market_factor: _cap_share(np.ones((T, N), bool), universe, cap)}
-    styles, style_imputed, kept = [], [], []
-    for i, s in enumerate(spec.styles):
-        count("exposures", i, len(spec.styles))
-        arrays = {d: desc[d].to_numpy() for d in s.descriptors}
-        has = np.zeros((T, N), dtype=bool)
-        for a in arrays.values():
-            has |= np.isfinite(a)
-        coverage[s.name] = _cap_share(has, universe, cap)
-        covered = coverage[s.name] >= thr   # NaN (no universe) compares False
-        if not covered.any():
-            continue  # never estimated: out of the design, listed in the status with the reason
-        x, imp = style_exposure(arrays, s.descriptors, cap, universe, codes, log_cap)
-        styles.append(np.where(covered[:, None], x, np.nan))  # no exposure on a date it is not estimated
-        style_imputed.append(imp & covered[:, None])
-        kept.append(s.name)
-    count("exposures", len(spec.styles), len(spec.styles))
-    mapped = codes >= 0
-    for name in industries:
-        coverage[name] = _cap_share(mapped, universe, cap)
-    in_model = np.isfinite(cap) & (cap > 0) & inp.returns.notna().cumsum().to_numpy().astype(bool)
-    ones = np.where(in_model, 1.0, np.nan)[..., None]
-    dummies = industry_dummies(codes, len(industries)).astype(float)
-    dummies = np.where(in_model[..., None], dummies, np.nan)
-    style_block = np.stack(styles, axis=-1) if styles else np.zeros((T, N, 0))
-    style_block = np.where(in_model[..., None], style_block, np.nan)
-    exposures = np.concatenate([ones, style_block, dummies], axis=-1)
-    imputed = np.concatenate([np.zeros((T, N, 1), bool), np.stack(style_imputed, -1) if styles else
-                              np.zeros((T, N, 0), bool), np.zeros((T, N, len(industries)), bool)], axis=-1)
-    factors = [spec.market_factor, *kept, *industries]
+    store = _Exposures((T, N, K), spill_dir)
+    f, tst = np.full((T, K), np.nan), np.full((T, K), np.nan)
+    r2, n_names, cond, resid = (np.full(T, np.nan) for _ in range(4))
+    reg_specific, specific = np.full((T, N), np.nan), np.full((T, N), np.nan)
+    thin = np.zeros((T, K), dtype=bool)
+    coverage = np.full((T, K), np.nan)
+    has_data: dict[str, bool] = {}
+    reg_notes: dict[pd.Timestamp, list[str]] = {}
+
+    def keep(blk_a: int, blk_b: int, reg: RegressionResult, u: np.ndarray) -> None:
+        rows = slice(blk_a, blk_b)
+        f[rows], tst[rows] = reg.factor_returns.to_numpy(), reg.t_stats.to_numpy()
+        r2[rows], n_names[rows] = reg.r2.to_numpy(), reg.n_names.to_numpy()
+        cond[rows], resid[rows] = reg.condition_number.to_numpy(), reg.constraint_residual.to_numpy()
+        reg_specific[rows], thin[rows], specific[rows] = reg.specific_returns.to_numpy(), reg.thin_industries.to_numpy(), u
+        reg_notes.update(reg.notes)
+
+    bounds = block_bounds(T, block_dates)
+    carry = None
+    for i, (a, b) in enumerate(bounds):
+        count("exposures", i, len(bounds))
+        blk = factor_block(mf, a, b, carry)
+        carry = blk.carry
+        store.put(a, b, blk.exposures, blk.imputed)
+        coverage[a:b] = blk.coverage
+        for d, seen in blk.has_data.items():
+            has_data[d] = has_data.get(d, False) or seen
+        keep(a, b, blk.regression, blk.specific)
+        del blk
+    count("exposures", len(bounds), len(bounds))
     say("regression")
-    lagged = lag_one_day(exposures.reshape(T, -1)).reshape(exposures.shape)
-    cap_lag = lag_one_day(np.where(universe, cap, np.nan))
-    # Row t of the regression uses the exposures of t − 1: so does its coverage.
-    cov_lag = pd.DataFrame({f: lag_one_day(np.asarray(v, dtype=float)) for f, v in coverage.items()},
-                           index=inp.returns.index).reindex(columns=spec.factors)
-    not_estimated = np.zeros((T, len(factors)), dtype=bool)
-    for k, f in enumerate(factors):
-        if f in kept:
-            not_estimated[:, k] = ~(cov_lag[f].to_numpy() >= thr)
-    reg_kw = dict(factors=factors, industry_cols=list(range(1 + len(kept), len(factors))), industry_caps=cap_lag,
-                  dates=inp.returns.index, tickers=inp.returns.columns,
-                  min_names=spec.regression.get("min_names", 30),
-                  min_industry_names=spec.regression.get("min_industry_names", 3), not_estimated=not_estimated,
-                  tick=lambda done, total: count("regression", done, total))
-    kind = spec.regression.get("weights", "sqrt_cap")
-    r = inp.returns.to_numpy()
-    reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, None), **reg_kw)
     risk = spec.risk
     sp = SpecificParams(halflife=risk.get("specific_halflife", 84), nw_lags=risk.get("specific_nw_lags", 5),
                         shrink_q=risk.get("shrink_q", 0.1), vra_halflife=risk.get("vra_halflife", 42))
     say("specific risk")
     count("specific risk", 0, 1)
-    specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
-    spec_var = specific_risk(specific, inp.market_cap, sp)
-    if kind == "inv_specific_var":
+    spec_var = specific_risk(pd.DataFrame(specific, index=dates, columns=tickers), mf.inp.market_cap, sp)
+    if spec.regression.get("weights", "sqrt_cap") == "inv_specific_var":
         say("regression")
-        reg = cross_sectional_regression(r, lagged, _weights(kind, cap_lag, lag_one_day(spec_var.to_numpy())), **reg_kw)
-        specific = _all_specific_returns(r, lagged, reg.factor_returns.to_numpy(), inp.returns)
-        spec_var = specific_risk(specific, inp.market_cap, sp)
+        s2_lag = lag_one_day(spec_var.to_numpy())
+        coverage_lag = lag_one_day(coverage)
+        reg_notes.clear()
+        for a, b in bounds:
+            reg, u = block_regression(mf, a, b, store.lagged(a, b), coverage_lag[a:b], s2_lag[a:b])
+            keep(a, b, reg, u)
+        spec_var = specific_risk(pd.DataFrame(specific, index=dates, columns=tickers), mf.inp.market_cap, sp)
     count("specific risk", 1, 1)
+
+    # A style whose coverage never reaches the threshold leaves the design (listed in the status).
+    thr = spec.min_coverage
+    n_styles = len(spec.styles)
+    kept = [s.name for i, s in enumerate(spec.styles) if (coverage[:, 1 + i] >= thr).any()]
+    cols = np.array([0, *[1 + i for i, s in enumerate(spec.styles) if s.name in kept],
+                     *range(1 + n_styles, K)])
+    factors = [mf.design[k] for k in cols]
+    frame = (lambda a, c: pd.DataFrame(a[:, cols], index=dates, columns=factors))
+    reg = RegressionResult(factors=factors, factor_returns=frame(f, cols), t_stats=frame(tst, cols),
+                           r2=pd.Series(r2, index=dates, name="r2"),
+                           n_names=pd.Series(n_names.astype(int), index=dates, name="n_names"),
+                           condition_number=pd.Series(cond, index=dates, name="condition_number"),
+                           constraint_residual=pd.Series(resid, index=dates, name="constraint_residual"),
+                           specific_returns=pd.DataFrame(reg_specific, index=dates, columns=tickers),
+                           thin_industries=frame(thin, cols), notes=reg_notes)
     say("factor covariance")
     cp = CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
                           vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
@@ -442,26 +724,37 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
                           restart_gap=risk.get("restart_gap_days", 63),
                           restart_prior_obs=risk.get("restart_prior_days", 21))
     groups = factor_groups(spec, factors)
-    cov = factor_covariance(reg.factor_returns, cp, groups=[groups[f] for f in factors],
+    cov = factor_covariance(reg.factor_returns, cp, groups=[groups[g] for g in factors],
                             tick=lambda done, total: count("factor covariance", done, total))
+    # Row t of the regression uses the exposures of t − 1: so does its coverage.
+    cov_lag = pd.DataFrame(lag_one_day(coverage), index=dates, columns=spec.factors)
     fr = reg.factor_returns
-    estimated = pd.DataFrame(False, index=inp.returns.index, columns=spec.factors)
+    estimated = pd.DataFrame(False, index=dates, columns=spec.factors)
     estimated[factors] = fr.notna().to_numpy()
     ran = fr.notna().any(axis=1).to_numpy()
-    status = factor_status(spec, factors, cov_lag, estimated, desc, ran, reg.notes)
+    status = factor_status(spec, factors, cov_lag, estimated, has_data, ran, reg.notes)
     notes += _status_notes(status)
-    return FactorModelResult(spec, inp.returns.index, inp.returns.columns, factors, exposures, imputed, universe,
-                             reg, cov, spec_var, inp.market_cap, notes, cov_lag, status)
+    return FactorModelResult(spec, dates, tickers, factors, store.result("x", cols), store.result("imputed", cols),
+                             mf.universe, reg, cov, spec_var, mf.inp.market_cap, notes, cov_lag, status)
 
 
-def _all_specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
+def _specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray) -> np.ndarray:
     """u = r − X_{t−1}·f_t for every name with exposures (not only the regression's universe).
 
-    A factor not estimated on t (f NaN) is out of that date's model: its exposures are not
-    needed and its effect stays in u, exactly as in the regression's own residuals.
+    r: (B, N); lagged: (B, N, K); f: (B, K). A factor not estimated on t (f NaN) is out of that
+    date's model: its exposures are not needed and its effect stays in u, exactly as in the
+    regression's own residuals. Works one factor at a time: no (B, N, K) temporary.
     """
-    fitted = np.einsum("tnk,tk->tn", np.nan_to_num(lagged), np.nan_to_num(f))
-    needed = np.isfinite(f)[:, None, :]
-    ok = (np.isfinite(r) & (np.isfinite(lagged) | ~needed).all(axis=2)
-          & np.isfinite(lagged[..., 0]) & np.isfinite(f).any(axis=1)[:, None])
-    return pd.DataFrame(np.where(ok, r - fitted, np.nan), index=like.index, columns=like.columns)
+    B, N, K = lagged.shape
+    fitted = np.zeros((B, N))
+    ok = np.isfinite(r) & np.isfinite(lagged[..., 0]) & np.isfinite(f).any(axis=1)[:, None]
+    for k in range(K):
+        fk = f[:, k]
+        est = np.isfinite(fk)
+        if not est.any():
+            continue
+        xk = lagged[..., k]
+        finite = np.isfinite(xk)
+        ok &= finite | ~est[:, None]
+        fitted += np.where(finite & est[:, None], xk, 0.0) * np.where(est, fk, 0.0)[:, None]
+    return np.where(ok, r - fitted, np.nan)
