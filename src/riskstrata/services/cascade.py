@@ -182,16 +182,16 @@ def model_meta(params: CascadeParams, dates: pd.DatetimeIndex, notes: list[str],
             "identities_checked": True, "registry": registry_fingerprint(registry)}
 
 
-def block_frame(block: CascadeBlock, prepared: PreparedInputs, keep: np.ndarray, tickers: pd.DataFrame
+def block_frame(block: CascadeBlock, dates: pd.DatetimeIndex, pairs: list, keep: np.ndarray, tickers: pd.DataFrame
                 ) -> pd.DataFrame:
-    """One engine block's stored rows: the dates where ``keep`` (a (T,) bool) is true, as the long
-    table (date, security_id, ticker, fields…, sector_etf, subsector_etf) that a version holds.
+    """One engine block's stored rows: the dates where ``keep`` (a (T,) bool over ``dates``) is
+    true, as the long table (date, security_id, ticker, fields…, sector_etf, subsector_etf) that a
+    version holds. pairs: the assignment's ETF pairs (``block.codes`` index them).
 
     tickers: the master's dated ticker records of (at least) the block's securities.
     """
     values = {k: v[keep] for k, v in block.values.items()}
-    frame = long_frame(prepared.dates[keep], pd.Index(block.tickers), values, block.codes[keep],
-                       prepared.assignment.pairs, key="security_id")
+    frame = long_frame(dates[keep], pd.Index(block.tickers), values, block.codes[keep], pairs, key="security_id")
     frame.insert(2, "ticker", _ticker_labels(tickers, frame["security_id"].array, frame["date"].to_numpy()))
     return frame
 
@@ -251,7 +251,7 @@ def _write_blocks(engine: CascadeEngine, prepared: PreparedInputs, keep: np.ndar
     with ThreadPoolExecutor(max_workers=1) as io:
         pending = None
         for block in engine.blocks(check=True):
-            frame = block_frame(block, prepared, keep, tickers)
+            frame = block_frame(block, prepared.dates, prepared.assignment.pairs, keep, tickers)
             if pending is not None:
                 pending.result()
             pending = io.submit(writer.write_part, frame)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeBlock, CascadeEngine, CascadeParams, prepare_inputs
 from riskstrata.cascade.lstar import LSTAR_THRESHOLD
 from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
@@ -124,6 +124,7 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     previous = store.current_version(MODEL)
     if previous is None:
         raise ModelNotBuilt("Model A is not built: run `riskstrata build cascade` first")
+    registry = registry or EtfRegistry.default()
     meta = store.model_meta(MODEL, previous)
     params = _params(meta)
     _check_registry(meta, registry)
@@ -155,15 +156,7 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     keep = np.asarray(prepared.dates > end)
 
     engine = CascadeEngine(prepared, params)
-    frames, done, total = [], 0, len(prepared.tickers)
-    for block in engine.blocks(check=True):
-        frame = block_frame(block, prepared, keep, inputs.tickers)
-        if len(frame):
-            frames.append(frame.astype({"security_id": str, "ticker": str}))  # one part: categories differ per block
-        done += len(block.tickers)
-        if progress:
-            progress(done, total)
-    rows = pd.concat(frames, ignore_index=True) if frames else None
+    rows = _new_rows(engine, keep, inputs.tickers, progress)
     links = engine.link_betas()
     links = links[links["date"] > end].reset_index(drop=True)
     new_securities = set() if rows is None else set(rows["security_id"].unique()) - known
@@ -182,6 +175,31 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
                                            f"{days[0]} … {days[-1]} ({n_rows:,} rows) as version {version}",
                          version=version, previous=previous, new_dates=days, rows=n_rows,
                          seconds=time.perf_counter() - began, notes=notes)
+
+
+def _new_rows(engine: CascadeEngine, keep: np.ndarray, tickers: pd.DataFrame,
+              progress: Callable[[int, int], None] | None) -> pd.DataFrame | None:
+    """The engine's rows on the ``keep`` dates, every block gathered into one (k, N) array per
+    field and written as one long table (one part; labels resolved once, not per block)."""
+    prepared = engine.inputs
+    k, n = int(keep.sum()), len(prepared.tickers)
+    values: dict[str, np.ndarray] = {}
+    codes = np.zeros((k, n), dtype=np.int32)
+    done = 0
+    for block in engine.blocks(check=True):
+        for key, arr in block.values.items():
+            if key not in values:
+                values[key] = np.empty((k, n), dtype=arr.dtype)
+            values[key][:, block.cols] = arr[keep]
+        codes[:, block.cols] = block.codes[keep]
+        done += len(block.tickers)
+        if progress:
+            progress(done, n)
+    if not values:
+        return None
+    merged = CascadeBlock([str(t) for t in prepared.tickers], values, codes)
+    frame = block_frame(merged, prepared.dates[keep], prepared.assignment.pairs, np.ones(k, dtype=bool), tickers)
+    return frame if len(frame) else None
 
 
 def _params(meta: dict) -> CascadeParams:
