@@ -30,6 +30,9 @@ def build_cascade_cmd(
     end: Annotated[Optional[str], typer.Option(help="Last date (YYYY-MM-DD).")] = None,
     registry: Annotated[Optional[Path], typer.Option(
         help="Your edited copy of the ETF registry CSV (default: the packaged etf_map.csv).")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Run on dask.distributed: a scheduler address (tcp://host:8786) or local:N for N local worker "
+             "processes. Workers must see the store at the same path.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit Model A (L1/L2/L3 ETF cascade) on the store's data and publish a new version."""
@@ -42,7 +45,8 @@ def build_cascade_cmd(
         task = bar.add_task("cascade", total=None)
         summary = build_cascade(open_store(store), window=window, halflife=halflife, min_obs=min_obs,
                                 start=parse_date(start), end=parse_date(end), registry=etf_registry,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                cluster=cluster)
     if as_json:
         print_json(summary.__dict__)
         return

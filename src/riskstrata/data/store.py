@@ -49,7 +49,7 @@ from riskstrata.errors import ModelNotBuilt, StoreError
 log = logging.getLogger("riskstrata.store")
 
 __all__ = ["DEFAULT_KEEP_VERSIONS", "DEFAULT_STORE", "PRUNE_GRACE_SECONDS", "Lease", "Store", "VersionWriter",
-           "default_store_root"]
+           "default_store_root", "write_part_file"]
 
 # Table and model names become SQL view names, so they must be plain identifiers.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -667,6 +667,19 @@ class Lease:
 
     def __repr__(self) -> str:
         return f"Lease({self.path.name if self.path else None!r})"
+
+
+def write_part_file(directory: Path | str, name: str, df: pd.DataFrame) -> Path:
+    """Write ``df`` as ``part-<name>.parquet`` into a build directory (a :class:`VersionWriter`'s
+    ``tmp_dir``) from any process that sees it, e.g. a Dask worker on a shared file system; the
+    writer then registers it with :meth:`VersionWriter.adopt_part` and publishes as usual."""
+    if not _PART_NAME.match(name):
+        raise StoreError(f"invalid part name {name!r}")
+    path = Path(directory) / f"part-{name}.parquet"
+    if path.exists():
+        raise StoreError(f"part {path.name} already written in this build")
+    _write_parquet(df, path)
+    return path
 
 
 class VersionWriter:

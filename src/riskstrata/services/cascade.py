@@ -211,6 +211,10 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
     began = time.perf_counter()
     params = CascadeParams(window=window, halflife=halflife, min_obs=min_obs)
     params.validate()
+    if cluster is not None:
+        from riskstrata.services.distributed import parse_cluster
+
+        parse_cluster(cluster)  # a malformed --cluster fails before the data is read
     load_from = None if start is None else pd.Timestamp(start) - pd.Timedelta(days=int(window * 1.5) + 10)
     inputs = load_market_inputs(store, registry, load_from, end)
     by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]

@@ -1,0 +1,158 @@
+"""Model A's build on a dask.distributed cluster: ``riskstrata build cascade --cluster ADDRESS``.
+
+The client reads and prepares the inputs once (as the local build does), cuts them into
+partitions of stocks that share their ETF pair (:mod:`riskstrata.cascade.partition`), ships
+each partition — its stocks' returns and assignment codes and the three ETF series they need —
+to a worker, and each worker runs the unchanged engine on it and writes its blocks as parts
+straight into the version's build directory. The client registers the parts and publishes the
+version atomically, exactly as a local build: a failed or killed task fails the build
+(dask first retries it on another worker) and the build directory is removed unpublished.
+
+Workers must see the store's directory at the same path (one machine, or a shared file
+system). dask is imported here only, so the default path never loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from riskstrata.cascade.fit import CascadeParams, PreparedInputs
+from riskstrata.cascade.partition import Partition, fit_partition, partition_inputs
+from riskstrata.data.store import VersionWriter, write_part_file
+from riskstrata.errors import DataValidationError, StoreError
+
+CONNECT_TIMEOUT = "20s"
+
+
+def parse_cluster(cluster: str) -> tuple[str, int | None]:
+    """('local', N) for ``local:N``, else ('address', None) for a scheduler address."""
+    text = str(cluster).strip()
+    if text.startswith("local:") or text == "local":
+        count = text.partition(":")[2] or str(os.cpu_count() or 1)
+        if not count.isdigit() or not 1 <= int(count) <= 256:
+            raise DataValidationError(f"--cluster {text!r}: write local:N with N workers between 1 and 256")
+        return "local", int(count)
+    if not text:
+        raise DataValidationError("--cluster needs a scheduler address (tcp://host:8786) or local:N")
+    return "address", None
+
+
+def connect(cluster: str):
+    """(dask Client, the LocalCluster it owns or None) for an address or ``local:N``."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:  # pragma: no cover - dask is a dependency; an environment may lack it
+        raise DataValidationError("--cluster needs dask.distributed: pip install 'riskstrata[dask]'") from None
+    kind, workers = parse_cluster(cluster)
+    if kind == "local":
+        # One thread per worker process: a partition is one numpy-bound task, and N processes
+        # on N cores is what a cluster of N single-core workers would do.
+        local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(local), local
+    try:
+        return Client(cluster, timeout=CONNECT_TIMEOUT), None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise DataValidationError(f"cannot reach the Dask scheduler at {cluster!r}: {exc}") from None
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM), MB; None where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_partition(part: Partition, params: CascadeParams, keep: np.ndarray, tickers: pd.DataFrame,
+                  directory: str) -> dict:
+    """On a worker: the engine on one partition, each block written as a part into ``directory``.
+
+    keep: (T,) bool, the dates stored; tickers: the master's dated ticker records of the
+    partition's securities. Returns the parts written ({file, rows}), the partition's input
+    bytes, its compute seconds and the worker's peak RSS.
+    """
+    from riskstrata.services.cascade import block_frame
+
+    began = time.perf_counter()
+    files = []
+    for j, block in enumerate(fit_partition(part, params)):
+        frame = block_frame(block, part.inputs.dates, part.inputs.assignment.pairs, keep, tickers)
+        path = write_part_file(directory, f"{part.index:05d}-{j:03d}", frame)
+        files.append({"file": path.name, "rows": len(frame)})
+    return {"partition": part.index, "stocks": len(part.cols), "etfs": len(part.inputs.etfs),
+            "input_bytes": part.nbytes, "parts": files, "seconds": time.perf_counter() - began,
+            "worker_peak_rss_mb": peak_rss_mb(), "worker_pid": os.getpid()}
+
+
+def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: CascadeParams, keep: np.ndarray,
+                            tickers: pd.DataFrame, writer: VersionWriter,
+                            progress: Callable[[int, int], None] | None = None) -> tuple[int, dict]:
+    """Run every partition on the cluster; the workers' parts are registered with ``writer``.
+
+    Returns (rows written, a summary for the version's meta: address, workers, partitions,
+    bytes shipped, per-partition figures). Any failed task raises here, before anything is published.
+    """
+    parts = partition_inputs(prepared, params.market_etf)
+    client, local = connect(cluster)
+    began = time.perf_counter()
+    try:
+        workers = len(client.scheduler_info()["workers"])
+        if workers == 0:
+            raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
+        ids = tickers.assign(security_id=tickers["security_id"].astype(str))
+        futures = []
+        for part in parts:
+            records = ids[ids["security_id"].isin(part.inputs.tickers.astype(str))]
+            # Scattered first: the data travels to one worker once, not inside the task graph.
+            data = client.scatter(part, hash=False)
+            futures.append(client.submit(run_partition, data, params, keep, records, str(writer.tmp_dir),
+                                         key=f"cascade-partition-{part.index}-{os.urandom(4).hex()}", pure=False))
+        from distributed import as_completed, wait
+
+        done, rows, results = 0, 0, []
+        try:
+            for future in as_completed(futures):
+                result = future.result()  # a task's error (IdentityViolation, a lost worker…) is raised here
+                for item in result["parts"]:
+                    writer.adopt_part(writer.tmp_dir / item["file"], item["rows"])
+                    rows += item["rows"]
+                results.append(result)
+                done += result["stocks"]
+                if progress:
+                    progress(done, len(prepared.tickers))
+        except BaseException:
+            # Let the other tasks end before the build directory is removed: one still writing
+            # into it would leave a half-deleted directory behind.
+            wait(futures)
+            raise
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+    results.sort(key=lambda r: r["partition"])
+    shipped = [r["input_bytes"] for r in results]
+    info = {"cluster": cluster, "workers": workers, "partitions": len(parts), "bytes_shipped": int(sum(shipped)),
+            "bytes_per_partition_median": int(np.median(shipped)) if shipped else 0,
+            "bytes_per_partition_max": int(max(shipped, default=0)),
+            "seconds": round(time.perf_counter() - began, 3),
+            "worker_peak_rss_mb": _per_worker_peak(results)}
+    return rows, info
+
+
+def _per_worker_peak(results: list[dict]) -> dict[str, float]:
+    peaks: dict[str, float] = {}
+    for r in results:
+        if r["worker_peak_rss_mb"] is not None:
+            key = str(r["worker_pid"])
+            peaks[key] = round(max(peaks.get(key, 0.0), r["worker_peak_rss_mb"]), 1)
+    return peaks
+
