@@ -12,8 +12,6 @@ exposures at the close of t−1 explain returns on t.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from riskstrata.errors import DataValidationError
@@ -39,13 +37,29 @@ def winsorise(x: np.ndarray, *, n_mad: float = 5.0) -> np.ndarray:
     a zero-width band would flatten every other name onto the median.
     """
     x = _check_panel("x", x).astype(float)
-    with warnings.catch_warnings():  # all-NaN dates are legitimate (e.g. before a listing)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(x, axis=1, keepdims=True)
-        mad = np.nanmedian(np.abs(x - med), axis=1, keepdims=True)
+    med = row_nanmedian(x)
+    mad = row_nanmedian(np.abs(x - med))
     half_width = n_mad * MAD_TO_SIGMA * mad
     clipped = np.minimum(np.maximum(x, med - half_width), med + half_width)
     return np.where(mad > 0, clipped, x)
+
+
+def row_nanmedian(x: np.ndarray) -> np.ndarray:
+    """(T, 1) median of each row's finite values (NaN for a row without any), all rows at once.
+
+    The same numbers as ``np.nanmedian(x, axis=1, keepdims=True)`` (the middle value, or the
+    mean of the two middle values), without its per-row Python loop: one sort of the whole
+    panel (NaNs sort last) and two gathers.
+    """
+    ordered = np.sort(x, axis=1)
+    n = np.isfinite(x).sum(axis=1)
+    lo = np.maximum((n - 1) // 2, 0)[:, None]
+    hi = np.maximum(n // 2, 0)[:, None]
+    a = np.take_along_axis(ordered, lo, axis=1)
+    b = np.take_along_axis(ordered, hi, axis=1)
+    # n odd: a is b; n even: their mean, computed as np.median does ((a + b) / 2).
+    med = np.where(lo == hi, a, (a + b) / 2.0)
+    return np.where(n[:, None] > 0, med, np.nan)
 
 
 def standardise(x: np.ndarray, caps: np.ndarray, universe: np.ndarray) -> np.ndarray:
@@ -99,10 +113,57 @@ def impute(x: np.ndarray, industry: np.ndarray, log_cap: np.ndarray,
     missing = universe & ~np.isfinite(x)
     filled = x.copy()
     n_groups = int(industry.max()) + 2 if industry.size else 1   # code −1 → group 0
-    for t in np.flatnonzero(missing.any(axis=1)):
-        filled[t, missing[t]] = _impute_one_day(x[t], industry[t] + 1, log_cap[t], have[t],
-                                                missing[t], n_groups)
+    rows = np.flatnonzero(missing.any(axis=1))
+    if rows.size == 0:
+        return filled, missing
+    pred, solved = _impute_closed_form(x[rows], industry[rows] + 1, log_cap[rows], have[rows], n_groups)
+    for j, t in enumerate(rows):
+        if solved[j]:
+            filled[t, missing[t]] = pred[j, missing[t]]
+        else:  # a degenerate date (log size constant within every industry): least squares
+            filled[t, missing[t]] = _impute_one_day(x[t], industry[t] + 1, log_cap[t], have[t], missing[t], n_groups)
     return filled, missing
+
+
+def _impute_closed_form(x: np.ndarray, group: np.ndarray, log_cap: np.ndarray, have: np.ndarray,
+                        n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_impute_one_day`'s predictions for many dates at once, by the closed form of its
+    least squares: with one dummy per industry and log size, the slope is the within-industry
+    one, b = Σ(l − l̄_g)(x − x̄_g) / Σ(l − l̄_g)², and each industry's intercept a_g = x̄_g − b·l̄_g.
+
+    x, log_cap: (R, N); group: (R, N) industry codes + 1; have: (R, N) bool names with x.
+    Returns (predictions (R, N) for every name, solved (R,) bool). A date is not solved when its
+    design is rank deficient (no within-industry spread of log size): the caller uses least
+    squares there, whose minimum-norm answer the closed form does not give.
+    """
+    R, N = x.shape
+    cell = (np.arange(R)[:, None] * n_groups + group)          # (date, industry) cells
+    size = R * n_groups
+
+    def per_cell(mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(cell[mask], None if values is None else values[mask], minlength=size)
+
+    # Industry means of x over the names with x: the fallback for names the fit cannot reach.
+    counts, sums = per_cell(have), per_cell(have, x)
+    group_mean = np.divide(sums, counts, out=np.zeros(size), where=counts > 0)
+    pred = group_mean[cell]                                    # 0 where the industry is empty
+    train = have & np.isfinite(log_cap)
+    n_train = per_cell(train)
+    l_mean = np.divide(per_cell(train, log_cap), n_train, out=np.zeros(size), where=n_train > 0)
+    x_mean = np.divide(per_cell(train, x), n_train, out=np.zeros(size), where=n_train > 0)
+    dl = np.where(train, log_cap - l_mean[cell], 0.0)
+    dx = np.where(train, x - x_mean[cell], 0.0)
+    sxx, sxy = (dl * dl).sum(axis=1), (dl * dx).sum(axis=1)
+    groups_seen = (n_train.reshape(R, n_groups) > 0).sum(axis=1)
+    fits = train.sum(axis=1) > groups_seen + 1               # a residual degree of freedom
+    # Rank deficient when the within-industry spread of log size is (numerically) nil.
+    scale = np.where(train, log_cap, 0.0)
+    solved = ~fits | (sxx > 1e-10 * np.maximum((scale * scale).sum(axis=1), 1e-300))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(fits & solved, sxy / sxx, 0.0)
+    fitted = x_mean[cell] + b[:, None] * (log_cap - l_mean[cell])
+    reach = fits[:, None] & np.isfinite(log_cap) & (n_train[cell] > 0)
+    return np.where(reach, fitted, pred), solved
 
 
 def _impute_one_day(x: np.ndarray, group: np.ndarray, log_cap: np.ndarray, have: np.ndarray,

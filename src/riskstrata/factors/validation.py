@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.errors import DataValidationError
+from riskstrata.factors.blocks import BlockArray
 
 # r² is floored before its log is taken in QLIKE: a return of exactly 0 would give −log 0 = ∞.
 # 1e-12 is a daily move of 1e-6, far below any real one, so the floor only guards that case.
@@ -385,12 +386,14 @@ def _exposure_diagnostics(X: np.ndarray, caps: np.ndarray, dates: pd.Index) -> t
         if vals.size == 0 or np.ptp(vals) == 0:
             continue  # no data, or a constant such as the market: no correlation to speak of
         style[k] = not np.isin(vals, (0.0, 1.0)).all()
-        coefs = [stability_coefficient(X[a, :, k], X[b, :, k], caps[a]) for a, b in pairwise(rows)]
+        coefs = [stability_coefficient(month_ends[i, :, k], month_ends[i + 1, :, k], caps[a])
+                 for i, (a, _) in enumerate(pairwise(rows))]
         coefs = [c for c in coefs if np.isfinite(c)]
         stability[k] = float(np.mean(coefs)) if coefs else np.nan
     if style.any():
         # √cap: the regression's default weights.
-        per_month = np.array([vif(X[m][:, style], np.sqrt(np.where(caps[m] > 0, caps[m], np.nan))) for m in rows])
+        per_month = np.array([vif(month_ends[i][:, style], np.sqrt(np.where(caps[m] > 0, caps[m], np.nan)))
+                              for i, m in enumerate(rows)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             vifs[style] = np.nanmean(per_month, axis=0)
@@ -436,7 +439,8 @@ def validation_report(
     T, K = factor_returns.shape
     if T < 2:
         raise DataValidationError(f"validation needs at least 2 dates, got {T}")
-    X = np.asarray(exposures, dtype=np.float64)
+    # A streamed build's exposures (BlockArray) are read a date block at a time, never whole.
+    X = exposures if isinstance(exposures, BlockArray) else np.asarray(exposures, dtype=np.float64)
     if X.ndim != 3 or X.shape[0] != T or X.shape[2] != K:
         raise DataValidationError(f"exposures must be (T, N, K) with T={T}, K={K}, got {X.shape}")
     N = X.shape[1]

@@ -13,7 +13,8 @@ with a finished one. Asking for an unbuilt spec builds it first (auto-build).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,9 @@ from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
 from riskstrata.factors import summary as S
-from riskstrata.factors.model import FactorInputs, FactorModelResult, Tick, factor_groups, fit_factor_model
+from riskstrata.factors.blocks import BlockArray
+from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, FactorInputs, FactorModelResult, Tick, block_bounds,
+                                      factor_groups, fit_factor_model)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 
 Progress = Callable[[str], None]
@@ -166,21 +169,30 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
 
 def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: object | None = None,
                        end: object | None = None, progress: Progress | None = None,
-                       tick: Tick | None = None) -> dict:
+                       tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES) -> dict:
     """Fit a spec on the store's data, validate it and publish it (the module docstring has the
     layout). progress(stage) as each stage starts; tick(stage, done, total) within stages —
-    by default ``progress.tick`` when the progress object has one (so auto-builds show counts)."""
+    by default ``progress.tick`` when the progress object has one (so auto-builds show counts).
+
+    block_dates: dates per block of the streamed build (:func:`fit_factor_model`); the
+    exposures of a block wait in a scratch directory (``TMPDIR``) until published.
+    """
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     say = progress or (lambda _m: None)
     tick = tick or getattr(progress, "tick", None)
     count = tick or (lambda _s, _d, _t: None)
     say("loading panels")
     inputs = load_factor_inputs(store, start, end)
-    result = fit_factor_model(inputs, spec, progress=say, tick=tick)
-    say("validation")
-    validation = validate_result(result, tick=lambda d, t: count("validation", d, t))
-    say("writing")
-    return publish(store, result, validation)
+    # Streamed: each date block's exposures go to a scratch directory as they are made and are
+    # read back a block at a time by validation and publishing, so peak memory is the panels'
+    # (T × N) plus one block's (B × N × K), never the whole (T × N × K).
+    with tempfile.TemporaryDirectory(prefix="riskstrata-factors-") as spill:
+        result = fit_factor_model(inputs, spec, progress=say, tick=tick, block_dates=block_dates, spill_dir=spill)
+        del inputs
+        say("validation")
+        validation = validate_result(result, tick=lambda d, t: count("validation", d, t))
+        say("writing")
+        return publish(store, result, validation)
 
 
 def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] | None = None) -> pd.DataFrame:
@@ -233,27 +245,52 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
     with store.begin_version(names["factor_cov"]) as w:
         w.write_part(cov_long.rename_axis("date").reset_index())
         versions["factor_cov"] = w.commit(meta)
-    spec_long = result.specific_var.set_axis(label, axis=1).rename_axis("date").reset_index().melt(
-        id_vars="date", var_name="ticker", value_name="specific_var").dropna()
+    spec_long = _long_specific_var(result.specific_var, label)
     with store.begin_version(names["specific_risk"]) as w:
         w.write_part(spec_long)
         versions["specific_risk"] = w.commit(meta)
     N = len(result.tickers)
-    flat = result.exposures.reshape(T * N, K)
-    keep = ~np.isnan(flat).all(axis=1)
-    exp_long = pd.DataFrame(flat[keep], columns=result.factors)
-    exp_long.insert(0, "date", np.repeat(result.dates.to_numpy(), N)[keep])
-    exp_long.insert(1, "security_id", np.tile(np.asarray(result.tickers, dtype=object), T)[keep])
-    exp_long.insert(2, "ticker", np.tile(np.asarray(label, dtype=object), T)[keep])
-    exp_long["imputed"] = result.imputed.reshape(T * N, K)[keep].any(axis=1)
     with store.begin_version(names["factors"]) as w:
-        w.write_part(exp_long)
+        for part in _exposure_parts(result, label):   # one part per date block, in date order
+            w.write_part(part)
         version = w.commit({**meta, "companions": versions})
     return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
             "estimated": sum(s["estimated"] for s in result.status) if result.status else K,
             "dates": T, "names": N, "notes": result.notes,
             "not_estimated": [f"{s['factor']}: {s['reason']}" for s in result.status if not s["estimated"]],
             "status": result.status}
+
+
+def _long_specific_var(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:
+    """(date, ticker, specific_var) rows, name by name (the column order of a melt), NaN dropped."""
+    T, N = spec_var.shape
+    values = spec_var.to_numpy().T.ravel()    # name-major, like DataFrame.melt
+    keep = ~np.isnan(values)
+    names = np.asarray(label, dtype=object)
+    return pd.DataFrame({"date": np.tile(spec_var.index.to_numpy(), N)[keep],
+                         "ticker": np.repeat(names, T)[keep], "specific_var": values[keep]})
+
+
+def _exposure_parts(result: FactorModelResult, label: pd.Index) -> Iterator[pd.DataFrame]:
+    """The long exposures table (date, security_id, ticker, factors…, imputed), one frame per
+    date block: rows date-major, names in column order, names with no exposure left out."""
+    X, imputed = result.exposures, result.imputed
+    if isinstance(X, BlockArray):
+        pieces = ((a, b, x, imp) for (a, b, x), (_, _, imp) in zip(X.blocks(), imputed.blocks()))
+    else:
+        pieces = ((a, b, X[a:b], imputed[a:b]) for a, b in block_bounds(len(result.dates), DEFAULT_BLOCK_DATES))
+    N, K = len(result.tickers), len(result.factors)
+    sids, names = np.asarray(result.tickers, dtype=object), np.asarray(label, dtype=object)
+    for a, b, x, imp in pieces:
+        B = b - a
+        flat = x.reshape(B * N, K)
+        keep = ~np.isnan(flat).all(axis=1)
+        part = pd.DataFrame(flat[keep], columns=result.factors)
+        part.insert(0, "date", np.repeat(result.dates.to_numpy()[a:b], N)[keep])
+        part.insert(1, "security_id", np.tile(sids, B)[keep])
+        part.insert(2, "ticker", np.tile(names, B)[keep])
+        part["imputed"] = imp.reshape(B * N, K)[keep].any(axis=1)
+        yield part
 
 
 @dataclass
