@@ -442,10 +442,11 @@ def _data_rows(cells: pd.DataFrame, tickers: list[object], cusips: list[object],
     totals: list[int] = []
     footer: list[int] = []
     after_blank = False
+    rows = cells.to_numpy(dtype=object)
     for i in range(len(cells)):
         has_qty = any(p[i] is None or not math.isnan(p[i][0]) for p in parsed.values())
         label = _text(tickers[i]) or _text(cusips[i])
-        if all(_text(c) is None for c in cells.iloc[i]):
+        if all(_text(c) is None for c in rows[i]):
             after_blank = after_blank or bool(keep)
         elif _TOTAL_ROW.fullmatch(label or _text(descriptions[i]) or ""):
             totals.append(i + 1)
@@ -526,15 +527,17 @@ def _decimal_weights(w: np.ndarray, header_percent: bool, cell_percent: bool, na
 
 
 def _lines_frame(records: list[dict[str, object]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=HOLDING_COLUMNS)
-    frame["line"] = frame["line"].astype("int64")
-    for q in QUANTITIES:
-        frame[q] = frame[q].astype("float64")
-    for c in (*_TEXT_COLUMNS, "kind", "note"):
-        frame[c] = frame[c].astype(object)
-    frame[list(_TEXT_COLUMNS)] = frame[list(_TEXT_COLUMNS)].where(frame[list(_TEXT_COLUMNS)].notna(), None)
-    frame["note"] = frame["note"].fillna("")
-    return frame.reset_index(drop=True)
+    """The lines table from one dict per line, column by column (a request's holdings pay for no
+    per-cell pandas work): line int64, quantities float64, text columns object with None."""
+    columns: dict[str, object] = {"line": np.array([r["line"] for r in records], dtype=np.int64)}
+    for c in HOLDING_COLUMNS[1:]:
+        if c in QUANTITIES:
+            columns[c] = np.array([r[c] for r in records], dtype=np.float64)
+        elif c == "note":
+            columns[c] = pd.Series([r[c] or "" for r in records], dtype=object)
+        else:  # text: str or None (never NaN)
+            columns[c] = pd.Series([r[c] if isinstance(r[c], str) else None for r in records], dtype=object)
+    return pd.DataFrame(columns)
 
 
 def _join(numbers: list[int], limit: int = 12) -> str:
@@ -546,6 +549,11 @@ def _join(numbers: list[int], limit: int = 12) -> str:
 
 def _merge_duplicates(lines: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Sum lines of one security given with the same kinds of quantity; note every merge."""
+    idents = [f"{t if isinstance(t, str) else ''}|{c if isinstance(c, str) else ''}"
+              for t, c in zip(lines["ticker"], lines["cusip"])]
+    named = [i for i in idents if i != "|"]
+    if len(set(named)) == len(named):  # the usual case: no security on two lines, nothing to merge or note
+        return lines
     ident = lines["ticker"].fillna("") + "|" + lines["cusip"].fillna("")
     # Which quantities a line gives, e.g. "001" (a row-wise agg costs ~100 µs a line; this ~1 µs).
     pattern = pd.Series(["".join("1" if f else "0" for f in row) for row in lines[list(QUANTITIES)].notna().to_numpy()],

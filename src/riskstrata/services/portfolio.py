@@ -101,12 +101,22 @@ class PortfolioContext:
         """True when a request for ``as_of`` (None = the latest) is answered from this context."""
         return as_of is None or pd.Timestamp(as_of) == self.as_of
 
+    @functools.cached_property
+    def _etf_arrays(self) -> tuple[np.ndarray, np.ndarray, dict[str, int], dict[str, str]]:
+        """etf_returns and etf_rows as numpy arrays, column of each security_id, ticker → security_id."""
+        return (self.etf_returns.to_numpy(dtype=np.float64), self.etf_rows.to_numpy(dtype=bool),
+                {sid: j for j, sid in enumerate(self.etf_returns.columns)}, self.etf_ids.to_dict())
+
     def etf_covariance(self, etfs: list[str]) -> pd.DataFrame:
-        """:func:`_etf_covariance` from memory: the same rows, columns and statistic."""
-        ids = self.etf_ids.reindex(etfs).dropna()
-        cols = sorted(ids.to_numpy())
-        returns = self.etf_returns.loc[self.etf_rows[cols].any(axis=1), cols]
-        return _window_cov(returns, ids, int(self.meta["params"]["window"]))
+        """:func:`_etf_covariance` from memory: the same rows, columns and statistic (the same
+        bits: pandas' own sample covariance of the same matrix), on arrays indexed once."""
+        returns, rows, col_of, sid_of = self._etf_arrays
+        # Columns ordered by security_id as the store path's pivot orders them (a repeated ETF repeats).
+        chosen = sorted((sid_of[e], e) for e in etfs if isinstance(sid_of.get(e), str))
+        cols = np.array([col_of[sid] for sid, _ in chosen], dtype=np.intp)
+        window = int(self.meta["params"]["window"])
+        keep = np.flatnonzero(rows[:, cols].any(axis=1))[-window:]
+        return _sample_cov(returns[np.ix_(keep, cols)], [e for _, e in chosen], max(20, window // 4))
 
 
 def portfolio_context(store: Store, version: str | None = None, snapshot: pd.DataFrame | None = None,
@@ -203,6 +213,17 @@ def _window_cov(returns: pd.DataFrame, ids: pd.Series, window: int) -> pd.DataFr
     """returns: (dates × security_id); ids: ticker → security_id. The last ``window`` rows' covariance."""
     returns = returns.rename(columns={sid: t for t, sid in ids.items()}).iloc[-window:]
     return returns.cov(min_periods=max(20, window // 4))
+
+
+def _sample_cov(mat: np.ndarray, names: list[str], min_periods: int) -> pd.DataFrame:
+    """``pd.DataFrame(mat, columns=names).cov(min_periods)`` for a C-ordered (rows × names) matrix,
+    without the frame: DataFrame.cov takes ``np.cov`` of a complete matrix (what this does, on the
+    same C-ordered rows, so the same bits), and its pairwise NaN-aware kernel otherwise (left to it)."""
+    if not len(names) or not np.isfinite(mat).all():
+        return pd.DataFrame(mat, columns=names).cov(min_periods=min_periods)
+    k = len(names)
+    cov = np.full((k, k), np.nan) if min_periods > len(mat) else np.cov(mat.T, ddof=1).reshape((k, k))
+    return pd.DataFrame(cov, index=names, columns=names)
 
 
 def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None = None) -> RiskInputs:
