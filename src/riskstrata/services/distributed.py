@@ -144,6 +144,7 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
             "bytes_per_partition_median": int(np.median(shipped)) if shipped else 0,
             "bytes_per_partition_max": int(max(shipped, default=0)),
             "seconds": round(time.perf_counter() - began, 3),
+            "task_seconds": round(sum(r["seconds"] for r in results), 3),
             "worker_peak_rss_mb": _per_worker_peak(results)}
     return rows, info
 
