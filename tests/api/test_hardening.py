@@ -31,6 +31,7 @@ from riskstrata.api.limits import RequestGate, is_heavy
 from riskstrata.api.logs import safe_path
 from riskstrata.api.settings import ApiSettings
 from riskstrata.data.store import Store
+from tests.loops import run_coroutine
 
 
 @pytest.fixture(scope="module")
@@ -174,18 +175,18 @@ def test_failed_authentications_are_limited_per_client_address(store, key, ticke
 def test_authenticate_key_for_other_faces(store, key):
     """The function the web pages' cookie check and the MCP mount call with a raw key."""
     app = create_app(store, ApiSettings())
-    assert asyncio.run(authenticate_key(app, key)) == "hardening"
-    assert asyncio.run(authenticate_key(app, key + "x")) is None
-    assert asyncio.run(authenticate_key(app, "")) is None
+    assert run_coroutine(authenticate_key(app, key)) == "hardening"
+    assert run_coroutine(authenticate_key(app, key + "x")) is None
+    assert run_coroutine(authenticate_key(app, "")) is None
 
 
 def test_no_byte_of_a_body_is_read_before_the_key_is_checked(store):
     """Before: BodyGuard buffered up to 1 MiB per connection before the key was looked at."""
     app = create_app(store, ApiSettings())
     headers = {"content-type": "application/json", "content-length": str(1 << 20), "x-api-key": "wrong"}
-    status, body, asked = asyncio.run(_asgi(app, "POST", "/api/portfolio/analyze", headers, _stalled()))
+    status, body, asked = run_coroutine(_asgi(app, "POST", "/api/portfolio/analyze", headers, _stalled()))
     assert status == 401 and body["error"] == "Unauthorized" and not asked
-    status, _, asked = asyncio.run(_asgi(app, "POST", "/api/portfolio/analyze",
+    status, _, asked = run_coroutine(_asgi(app, "POST", "/api/portfolio/analyze",
                                          {k: v for k, v in headers.items() if k != "x-api-key"}, _stalled()))
     assert status == 401 and not asked
 
@@ -204,7 +205,7 @@ def test_a_slow_body_times_out_with_408(store, key):
     """Before: a client trickling its body held the connection and the buffer for ever."""
     app = create_app(store, ApiSettings(body_timeout=0.3))
     headers = {"content-type": "application/json", "content-length": "5000", "x-api-key": key}
-    status, body, asked = asyncio.run(_asgi(app, "POST", "/api/portfolio/analyze", headers, _stalled(), timeout=10))
+    status, body, asked = run_coroutine(_asgi(app, "POST", "/api/portfolio/analyze", headers, _stalled(), timeout=10))
     assert asked and status == 408 and body["error"] == "Request Timeout"
 
 
@@ -227,7 +228,7 @@ def test_requests_in_flight_per_key_are_bounded(store, key, ticker):
             task.cancel()
         return third, elsewhere
 
-    (status, body, asked), (other_status, _, _) = asyncio.run(scenario())
+    (status, body, asked), (other_status, _, _) = run_coroutine(scenario())
     assert status == 429 and "in flight" in body["message"] and not asked
     assert other_status == 200
 
@@ -257,7 +258,7 @@ def test_heavy_work_waits_in_line_and_one_key_leaves_a_slot_for_others():
         assert order == ["small"]  # done before any of the flood's five
         await asyncio.gather(*flood)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())
     assert peak == {"flood": 1, "small": 1, "total": 2}
     assert is_heavy("POST", "/api/portfolio/analyze") and is_heavy("GET", "/api/ticker-returns")
     assert not is_heavy("GET", "/api/metrics/AAPL") and not is_heavy("GET", "/api/factors/models")
@@ -312,7 +313,7 @@ def test_a_client_gone_while_waiting_in_line_leaves_the_line(store, key):
         release.set()
         return gone, await holder, await third
 
-    gone, first, third = asyncio.run(scenario())
+    gone, first, third = run_coroutine(scenario())
     assert gone[0] == 0  # left the line without an answer (logged 499)…
     assert first[0] == 200 and third[0] == 200  # …and did not hold the key's in-flight count
 
@@ -345,7 +346,7 @@ def test_a_client_gone_mid_body_is_logged_499_not_500(store, key, caplog):
     app = create_app(store, ApiSettings())
     headers = {"content-type": "application/json", "content-length": "5000", "x-api-key": key}
     with caplog.at_level(logging.INFO, logger="riskstrata.access"):
-        status, _, asked = asyncio.run(_asgi(app, "POST", "/api/portfolio/analyze", headers, _vanishing()))
+        status, _, asked = run_coroutine(_asgi(app, "POST", "/api/portfolio/analyze", headers, _vanishing()))
     assert asked and status == 0  # nobody to answer
     lines = [r.getMessage() for r in caplog.records if r.name == "riskstrata.access"]
     assert lines and " 499 " in lines[-1] and " 500 " not in lines[-1], lines
@@ -442,6 +443,6 @@ def test_no_hot_path_regression_the_metrics_get_reads_no_body(store, key, ticker
         async with app.router.lifespan_context(app):
             return await _asgi(app, "GET", f"/api/metrics/{ticker}", {"x-api-key": key}, _stalled())
 
-    status, body, asked = asyncio.run(scenario())
+    status, body, asked = run_coroutine(scenario())
     assert status == 200 and body["ticker"] == ticker and not asked
     time.sleep(0)  # (no timing asserted: see benchmarks/bench_api.py)

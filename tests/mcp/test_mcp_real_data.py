@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
 
@@ -14,6 +13,7 @@ from riskstrata.api.state import AppState
 from riskstrata.data.store import Store
 from riskstrata.mcp.server import build_server
 from riskstrata.services import cascade
+from tests.loops import run_async
 
 pytestmark = pytest.mark.realdata
 
@@ -32,7 +32,7 @@ def answers(real_store: Store) -> dict[str, Any]:
         async with Client(build_server(AppState(real_store))) as client:
             return {k: await client.call_tool(tool, args) for k, (tool, args) in calls.items()}
 
-    return anyio.run(run)
+    return run_async(run)
 
 
 def body(result) -> dict[str, Any]:

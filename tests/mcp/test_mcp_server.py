@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 import numpy as np
@@ -36,6 +35,7 @@ from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.services import cascade, factors, portfolio
 from riskstrata.services.demo import load_synthetic_into_store
+from tests.loops import run_async
 
 pytestmark = pytest.mark.slow  # real servers per transport: make test-fast skips the module
 
@@ -150,7 +150,7 @@ def stdio(store: Store, names: list[str], tmp_path_factory) -> dict[str, Any]:
         with open(log, "w", encoding="utf-8") as errlog:
             return await _converse(stdio_client(params, errlog=errlog), names)
 
-    answers = anyio.run(run)
+    answers = run_async(run)
     answers["log"] = log.read_text(encoding="utf-8")
     return answers
 
@@ -175,7 +175,7 @@ def http(served, names: list[str]) -> dict[str, Any]:
             return await _converse(streamable_http_client(url.removesuffix("/api") + "/mcp", http_client=session),
                                    names)
 
-    answers = anyio.run(run)
+    answers = run_async(run)
     answers["log"] = log.read_text(encoding="utf-8")
     return answers
 
