@@ -47,44 +47,66 @@ def etf_exposures(positions: pd.DataFrame, level: str, market_etf: str = "SPY") 
     for level 'lstar' also lstar_level (1/2/3; 0/NaN → L1). Missing HRs count as 0.
     Returns HR dollars of each ETF per $1 of the position (negative = short).
     """
-    if level.lower() == "lstar":
-        levels = positions["lstar_level"].fillna(0).astype(int).clip(lower=1).map(lambda k: f"L{k}")
-    else:
+    return PositionLegs(positions, market_etf).frame(level)
+
+
+class PositionLegs:
+    """The positions' ETFs and hedge ratios as arrays, read once for every level's exposures."""
+
+    def __init__(self, positions: pd.DataFrame, market_etf: str = "SPY") -> None:
+        self.index = positions.index
+        self.market_etf = market_etf
+        n = len(positions)
+        self.etf_of = {"market": np.full(n, market_etf, dtype=object),
+                       "sector": positions["sector_etf"].to_numpy(dtype=object),
+                       "subsector": positions["subsector_etf"].to_numpy(dtype=object)}
+        self.named = {role: np.array([isinstance(e, str) for e in etf], dtype=bool) for role, etf in self.etf_of.items()}
+        self.hr = {f: positions[f].to_numpy(dtype=float) for fields in LEVEL_HRS.values() for f in fields.values()}
+        self._lstar = positions["lstar_level"] if "lstar_level" in positions.columns else None
+
+    def levels(self, level: str) -> np.ndarray:
+        """(n,) level name of each position ('L1'…; for 'lstar' its L*, 0/NaN → L1)."""
+        if level.lower() == "lstar":
+            if self._lstar is None:
+                raise KeyError("lstar_level")
+            k = self._lstar.to_numpy(dtype=float, na_value=np.nan)
+            k = np.maximum(np.where(np.isnan(k), 0.0, k).astype(int), 1)
+            return np.array([f"L{v}" for v in k], dtype=object)
         level = level.upper()
         if level not in LEVEL_HRS:
             raise DataValidationError(f"unknown hedge level {level!r}; use L1, L2, L3 or lstar")
-        levels = pd.Series(level, index=positions.index)
-    n = len(positions)
-    lvl = levels.to_numpy(dtype=object)
-    etf_of = {"market": np.full(n, market_etf, dtype=object),
-              "sector": positions["sector_etf"].to_numpy(dtype=object),
-              "subsector": positions["subsector_etf"].to_numpy(dtype=object)}
-    # (n, roles) ETF names and hedge ratios; a role the position's level lacks, a missing ETF or a
-    # zero / missing HR leaves its cell empty. Vectorised: a request pays no per-cell pandas access.
-    names = np.full((n, 3), None, dtype=object)
-    hrs = np.zeros((n, 3))
-    for r, role in enumerate(("market", "sector", "subsector")):
-        for level_name, fields in LEVEL_HRS.items():
-            if role not in fields:
-                continue
-            rows = lvl == level_name
-            hr = positions[fields[role]].to_numpy(dtype=float)
-            etf = etf_of[role]
-            ok = rows & np.isfinite(hr) & (hr != 0) & np.array([isinstance(e, str) for e in etf], dtype=bool)
-            names[ok, r], hrs[ok, r] = etf[ok], hr[ok]
-    # Columns in order of first appearance, row by row and market → sector → subsector; sums in
-    # that order from 0.0 (a name whose sector and subsector ETF coincide adds both).
-    flat = names.ravel()
-    columns = list(dict.fromkeys(e for e in flat if e is not None))
-    col = {e: j for j, e in enumerate(columns)}
-    out = np.zeros((n, len(columns)))
-    for r in range(3):
-        have = np.flatnonzero(names[:, r] != None)  # noqa: E711 (element-wise)
-        out[have, [col[e] for e in names[have, r]]] += hrs[have, r]
-    frame = pd.DataFrame(out, index=positions.index, columns=columns)
-    if market_etf not in frame.columns:
-        frame[market_etf] = 0.0
-    return frame
+        return np.full(len(self.index), level, dtype=object)
+
+    def matrix(self, level: str) -> tuple[list[str], np.ndarray]:
+        """(ETF columns, (n × ETFs) hedge ratios) at ``level``; the market ETF is always a column."""
+        lvl = self.levels(level)
+        n = len(lvl)
+        # (n, roles) ETF names and hedge ratios; a role the position's level lacks, a missing ETF or a
+        # zero / missing HR leaves its cell empty.
+        names = np.full((n, 3), None, dtype=object)
+        hrs = np.zeros((n, 3))
+        for r, role in enumerate(("market", "sector", "subsector")):
+            for level_name, fields in LEVEL_HRS.items():
+                if role not in fields:
+                    continue
+                hr = self.hr[fields[role]]
+                ok = (lvl == level_name) & np.isfinite(hr) & (hr != 0) & self.named[role]
+                names[ok, r], hrs[ok, r] = self.etf_of[role][ok], hr[ok]
+        # Columns in order of first appearance, row by row and market → sector → subsector; sums in
+        # that order from 0.0 (a name whose sector and subsector ETF coincide adds both).
+        columns = list(dict.fromkeys(e for e in names.ravel() if e is not None))
+        col = {e: j for j, e in enumerate(columns)}
+        out = np.zeros((n, len(columns) + (self.market_etf not in col)))
+        for r in range(3):
+            have = np.flatnonzero(names[:, r] != None)  # noqa: E711 (element-wise)
+            out[have, [col[e] for e in names[have, r]]] += hrs[have, r]
+        if self.market_etf not in col:
+            columns.append(self.market_etf)
+        return columns, out
+
+    def frame(self, level: str) -> pd.DataFrame:
+        columns, out = self.matrix(level)
+        return pd.DataFrame(out, index=self.index, columns=columns)
 
 
 @dataclass
@@ -119,18 +141,21 @@ def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd
     w = weights.astype(float)
     if not np.isfinite(w).all() or w.empty:
         raise DataValidationError("weights must be finite and non-empty")
-    E = exposures.reindex(index=w.index).fillna(0.0)
+    # Rows already in the weights' order with no gap need no reindex (the services' usual case).
+    aligned = exposures.index.equals(w.index) and not exposures.isna().to_numpy().any()
+    E = exposures if aligned else exposures.reindex(index=w.index).fillna(0.0)
     etfs = list(dict.fromkeys([market_etf, *E.columns]))
     E = E.reindex(columns=etfs, fill_value=0.0)
     cov = etf_cov.reindex(index=etfs, columns=etfs)
-    used = E.abs().sum(axis=0) > 0
-    missing = [e for e in etfs if (used.get(e, False) or e == market_etf) and not np.isfinite(cov.loc[e, e])]
+    used = np.abs(E.to_numpy()).sum(axis=0) > 0
+    diag = np.diag(cov.to_numpy(dtype=float, na_value=np.nan))
+    missing = [e for e, u, d in zip(etfs, used, diag) if (u or e == market_etf) and not np.isfinite(d)]
     if missing:
         raise DataValidationError(f"no return history in the window for ETF(s) {missing}")
     C = cov.fillna(0.0).to_numpy()
     x = w.to_numpy() @ E.to_numpy()                       # (K,) portfolio ETF exposures
     Cx = C @ x
-    s2 = residual_var.reindex(w.index).to_numpy(dtype=float)
+    s2 = (residual_var if residual_var.index.equals(w.index) else residual_var.reindex(w.index)).to_numpy(dtype=float)
     notes = []
     if np.isnan(s2).any():
         notes.append(f"{int(np.isnan(s2).sum())} positions without a residual variance count it as 0")

@@ -25,9 +25,9 @@ from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientH
 from riskstrata.portfolio.holdings import Holdings, read_holdings
 from riskstrata.portfolio.lookthrough import LookThrough, active_share, benchmark_weights, look_through
 from riskstrata.portfolio.matching import MatchResult, MatchUniverse, match_holdings
-from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, PortfolioRisk, book_exposure, describe_trades,
-                                       etf_exposures, etf_roles, market_beta, portfolio_hedge, portfolio_risk,
-                                       scaling_trade, trade_list)
+from riskstrata.portfolio.risk import (NEGATIVE_SHARE_NOTE, BookExposure, PortfolioRisk, PositionLegs, book_exposure,
+                                       describe_trades, etf_exposures, etf_roles, market_beta, portfolio_hedge,
+                                       portfolio_risk, scaling_trade, trade_list)
 from riskstrata.services.cascade import MODEL, stored_snapshot
 from riskstrata.services.factors import LatestFactorModel, load_latest, model_names, portfolio_factor_risk
 
@@ -252,9 +252,30 @@ def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None 
 def _hedge_ratios(inp: RiskInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ETFs × HEDGE_LEVELS) position-weighted hedge ratios, $ of ETF per $1 of gross, and the
     positions' L3 hedge ratios (positions × ETFs) they were netted from."""
-    per_level = {lvl: etf_exposures(inp.positions, lvl, inp.market_etf) for lvl in HEDGE_LEVELS}
-    netted = pd.DataFrame({lvl: portfolio_hedge(inp.weights, hr) for lvl, hr in per_level.items()}).fillna(0.0)
-    return netted, per_level["L3"]
+    legs = PositionLegs(inp.positions, inp.market_etf)
+    per_level = {lvl: legs.matrix(lvl) for lvl in HEDGE_LEVELS}
+    w = inp.weights.to_numpy(dtype=float)
+    aligned = inp.weights.index.equals(inp.positions.index)
+    netted: dict[str, pd.Series] = {}
+    for lvl, (etfs, hr) in per_level.items():
+        if aligned:  # portfolio_hedge on arrays: the same products, summed per ETF as pandas sums them
+            netted[lvl] = pd.Series(np.ascontiguousarray((hr * w[:, None]).T).sum(axis=1), index=etfs)
+        else:
+            netted[lvl] = portfolio_hedge(inp.weights, pd.DataFrame(hr, index=inp.positions.index, columns=etfs))
+    etfs, l3 = per_level["L3"]
+    return _frame_of_columns(netted), pd.DataFrame(l3, index=inp.positions.index, columns=etfs)
+
+
+def _frame_of_columns(columns: dict[str, pd.Series]) -> pd.DataFrame:
+    """``pd.DataFrame(columns).fillna(0.0)`` for float Series with unique labels: rows are their
+    common labels in order when all agree, else the sorted union (as pandas aligns them)."""
+    indexes = [list(c.index) for c in columns.values()]
+    rows = indexes[0] if all(ix == indexes[0] for ix in indexes) else sorted(set().union(*indexes))
+    at = {e: i for i, e in enumerate(rows)}
+    out = np.zeros((len(rows), len(columns)))
+    for j, c in enumerate(columns.values()):
+        out[[at[e] for e in c.index], j] = c.to_numpy()
+    return pd.DataFrame(out, index=rows, columns=list(columns))
 
 
 def _risk(inp: RiskInputs, extra: pd.Series | None = None, l3: pd.DataFrame | None = None) -> PortfolioRisk:
