@@ -55,6 +55,22 @@ def child(store_root: str, mode: str) -> None:
                       "cluster": meta.get("cluster")}))
 
 
+def idle_worker_rss_mb() -> float:
+    """Peak RSS of a LocalCluster worker that has imported what a partition task imports, before any
+    task: the part of a worker's memory that does not depend on the data."""
+    from distributed import Client, LocalCluster
+
+    def probe() -> float:
+        import riskstrata.services.cascade  # noqa: F401 - what run_partition imports
+        from riskstrata.services.distributed import peak_rss_mb
+
+        return peak_rss_mb()
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
+            Client(local) as client:
+        return round(max(client.run(probe).values()), 1)
+
+
 def max_difference(store_root: Path, a: str, b: str) -> float:
     from riskstrata.data.store import Store
     from riskstrata.services.cascade import MODEL
@@ -115,7 +131,7 @@ def main() -> None:
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                          f"numpy {np.__version__}",
               "conditions": {**conditions(), "note": "2 cores shared with other helpers' work during the run: noisy"},
-              "runs": runs, "best": {m: best(m) for m in MODES}}
+              "runs": runs, "best": {m: best(m) for m in MODES}, "idle_worker_peak_rss_mb": idle_worker_rss_mb()}
     RESULTS.mkdir(exist_ok=True)
     name = "dask_broad" if args.broad else "dask"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -137,7 +153,9 @@ def main() -> None:
                       f"| {c['bytes_shipped'] / 1e6:.1f} MB ({c['bytes_per_partition_median'] / 1e6:.2f} / "
                       f"{c['bytes_per_partition_max'] / 1e6:.2f} MB) | {c['task_seconds']:.2f} "
                       f"| {r['max_abs_diff_vs_local']:.1e} |")
-    md += ["", "Wall times include starting the LocalCluster's worker processes (each imports numpy, pandas and "
+    md += ["", f"An idle worker (riskstrata imported, no task yet) peaks at {result['idle_worker_peak_rss_mb']:.0f} MB: "
+               "the rest of a worker's peak is its partitions' data, the engine's block and the Parquet writer.",
+           "", "Wall times include starting the LocalCluster's worker processes (each imports numpy, pandas and "
                "riskstrata) and the client reading the store; the workers' compute seconds are the partitions' "
                "own time (engine + writing their parts), summed over workers.", "",
            f"Reproduce: `python benchmarks/bench_dask.py{' --broad' if args.broad else ''}` (needs ../shared/data)."]

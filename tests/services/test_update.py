@@ -81,6 +81,19 @@ def _copy(market: Market, tmp_path: Path, ingest_new: bool = True) -> Store:
     return store
 
 
+def _ingest(store: Store, prices: pd.DataFrame, path: Path) -> None:
+    prices.to_parquet(path, index=False)
+    ingest_prices(store, [path], etf_tickers=ETFS)
+
+
+def assert_refused(store: Store, reason: str) -> None:
+    """The update raises DataValidationError matching ``reason`` and publishes nothing."""
+    before = store.current_version(MODEL)
+    with pytest.raises(DataValidationError, match=reason):
+        update_cascade(store)
+    assert store.current_version(MODEL) == before and store.versions(MODEL) == [before]
+
+
 def _sorted(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return frame.sort_values(key).reset_index(drop=True)
 
@@ -158,13 +171,8 @@ def test_no_new_day_is_a_no_op(market: Market, tmp_path: Path) -> None:
 def test_a_gap_of_more_than_a_week_is_refused_unless_allowed(market: Market, tmp_path: Path) -> None:
     store = _copy(market, tmp_path, ingest_new=False)
     late = pd.read_parquet(market.files / "new.parquet")
-    late["date"] = late["date"] + pd.Timedelta(days=21)
-    late.to_parquet(tmp_path / "late.parquet", index=False)
-    ingest_prices(store, [tmp_path / "late.parquet"], etf_tickers=ETFS)
-    before = store.current_version(MODEL)
-    with pytest.raises(DataValidationError, match="weekdays between .* --allow-gap"):
-        update_cascade(store)
-    assert store.current_version(MODEL) == before
+    _ingest(store, late.assign(date=late["date"] + pd.Timedelta(days=21)), tmp_path / "late.parquet")
+    assert_refused(store, "weekdays between .* --allow-gap")
     assert update_cascade(store, allow_gap=True).status == "updated"
 
 
@@ -174,22 +182,15 @@ def test_history_changed_inside_the_window_is_refused(market: Market, tmp_path: 
     day = fixed["date"].max() - pd.Timedelta(days=10)
     fixed = fixed[(fixed["date"] >= day - pd.Timedelta(days=5)) & (fixed["ticker"] == market.mover)]
     fixed.loc[fixed["date"] >= day, "adj_close"] *= 1.01  # a corrected price
-    fixed.to_parquet(tmp_path / "fix.parquet", index=False)
-    ingest_prices(store, [tmp_path / "fix.parquet"], etf_tickers=ETFS)
-    before = store.current_version(MODEL)
-    with pytest.raises(DataValidationError, match="returns inside the trailing window differ.*build cascade"):
-        update_cascade(store)
-    assert store.current_version(MODEL) == before
+    _ingest(store, fixed, tmp_path / "fix.parquet")
+    assert_refused(store, "returns inside the trailing window differ.*build cascade")
 
 
 def test_a_new_ticker_with_backfilled_history_is_refused(market: Market, tmp_path: Path) -> None:
     store = _copy(market, tmp_path)
     twin = pd.read_parquet(market.files / "old.parquet")
-    twin = twin[twin["ticker"] == market.mover].assign(ticker="BACKFILL")
-    twin.to_parquet(tmp_path / "backfill.parquet", index=False)
-    ingest_prices(store, [tmp_path / "backfill.parquet"], etf_tickers=ETFS)
-    with pytest.raises(DataValidationError, match="no rows in it .*BACKFILL|history ingested since the build"):
-        update_cascade(store)
+    _ingest(store, twin[twin["ticker"] == market.mover].assign(ticker="BACKFILL"), tmp_path / "backfill.parquet")
+    assert_refused(store, "no rows in it .*history ingested since the build.*build cascade")
 
 
 def test_a_reclassification_on_a_covered_date_is_refused(market: Market, tmp_path: Path) -> None:
@@ -198,8 +199,7 @@ def test_a_reclassification_on_a_covered_date_is_refused(market: Market, tmp_pat
     moved.loc[0, "valid_from"] = str((market.new_days[0] - pd.Timedelta(days=30)).date())
     moved.to_csv(tmp_path / "past.csv", index=False)
     ingest_classifications(store, tmp_path / "past.csv")
-    with pytest.raises(DataValidationError, match="assignments of 1 securities changed.*build cascade"):
-        update_cascade(store)
+    assert_refused(store, "assignments of 1 securities changed.*build cascade")
 
 
 def test_update_says_plainly_that_model_b_needs_its_build(market: Market, tmp_path: Path) -> None:
