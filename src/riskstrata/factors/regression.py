@@ -158,8 +158,9 @@ def _regress_one_day(r: np.ndarray, X: np.ndarray, w: np.ndarray, c: np.ndarray,
     return _DayFit(f, t, r2, cond, residual, e, thin, notes)
 
 
-# Dates solved together (bounds the (dates, N, K) temporaries: 64 × 3,000 × 21 floats ≈ 32 MB).
-CHUNK_DATES = 64
+# Dates solved together: few enough that the (dates, N, K) temporaries stay in cache (8 × 3,000 × 24
+# floats ≈ 4.6 MB); larger chunks stream through memory and are slower, not faster.
+CHUNK_DATES = 8
 # Above this condition number a date is solved by the SVD least squares (its rank decision and
 # minimum-norm answer); below it the normal equations agree with it to ~1e-13 (error ≈ ε·cond²).
 NORMAL_EQUATIONS_MAX_COND = 1e5
@@ -198,20 +199,33 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     if days.size == 0:
         return
     sk = skip[a:b]
-    X = np.where(ok[..., None] & ~sk[:, None, :], exposures[a:b], 0.0)   # (B, N, K), 0 off the design
+    K = len(factors)
     w = np.where(ok, weights[a:b], 0.0)
     r = np.where(ok, returns[a:b], 0.0)
-    c = np.where(ok, caps[a:b], 0.0)
-    members = np.count_nonzero(X, axis=1)                      # (B, K)
+    # One design per date with three more columns — r, c / w and 1 — so that one batched product
+    # A'WA gives X'WX, X'Wr, the industry caps X'c, Σw·r and Σw at once (one pass over the data).
+    A = np.zeros((B, w.shape[1], K + 3))
+    np.copyto(A[..., :K], exposures[a:b], where=ok[..., None] & ~sk[:, None, :])  # 0 off the design
+    A[..., K] = r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        A[..., K + 1] = np.where(ok, caps[a:b] / np.where(ok, w, 1.0), 0.0)
+    A[..., K + 2] = ok
+    aug = np.matmul((A * w[..., None]).transpose(0, 2, 1), A)   # (B, K + 3, K + 3)
+    gram, xwr, cap_total = aug[:, :K, :K], aug[:, :K, K], aug[:, :K, K + 1]
+    # Names exposed: counted on the industries (fractions allowed); a style is unexposed when
+    # Σw·x² = 0, i.e. every x = 0.
+    members = np.zeros((B, K), dtype=np.int64)
+    members[:, is_industry] = np.count_nonzero(A[..., :K][..., is_industry], axis=1)
+    members[:, ~is_industry] = np.where(np.einsum("bii->bi", gram)[:, ~is_industry] > 0, 1, 0)
     thin = is_industry & (members < min_industry_names) & ~sk
     empty = ~is_industry & (members == 0) & ~sk
     used = ~thin & ~empty & ~sk
-    Xw = X * w[..., None]
-    gram = np.matmul(Xw.transpose(0, 2, 1), X)                 # (B, K, K) X'WX
-    xwr = np.einsum("bnk,bn->bk", Xw, r)                       # (B, K) X'Wr
-    cap_total = np.einsum("bn,bnk->bk", c, X)                  # (B, K) industry caps
     active = used & is_industry
-    f0 = np.zeros((B, len(factors)))
+    f_all = np.full((B, K), np.nan)
+    t_all = np.full((B, K), np.nan)
+    cond_all = np.full(B, np.nan)
+    solved = np.zeros(B, dtype=bool)
+    n_free = np.zeros(B)
     fallback = []
     # Dates sharing the estimated columns and the eliminated industry are solved together.
     masked = np.where(active, cap_total, -np.inf)
@@ -229,6 +243,7 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
             fallback.append(i)   # undefined constraint: the reference path says why
             continue
         keys.setdefault((used[i].tobytes(), int(lead[i])), []).append(i)
+    var_all = np.full((B, K), np.nan)
     for (_, L), rows in keys.items():
         rows = np.array(rows)
         cols = np.flatnonzero(used[rows[0]])
@@ -251,46 +266,44 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
             Gs = G / (d[:, :, None] * d[:, None, :])
             eig = np.linalg.eigvalsh(G)
             cond = np.sqrt(eig[:, -1] / eig[:, 0])
-        good = np.isfinite(cond) & (eig[:, 0] > 0) & (cond < NORMAL_EQUATIONS_MAX_COND) & np.isfinite(Gs).all(axis=(1, 2))
+        good = (np.isfinite(cond) & (eig[:, 0] > 0) & (cond < NORMAL_EQUATIONS_MAX_COND)
+                & np.isfinite(Gs).all(axis=(1, 2)))
         fallback.extend(rows[~good])
-        rows, G, Gs, q, d, cond = rows[good], G[good], Gs[good], q[good], d[good], cond[good]
-        if L >= 0:
-            rho = rho[good]
-        if rows.size == 0:
+        if not good.any():
             continue
+        rows, Gs, q, d = rows[good], Gs[good], q[good], d[good]
         inv_s = np.linalg.inv(Gs)
         g = np.einsum("bij,bj->bi", inv_s, q / d) / d
         cov_unit = inv_s / (d[:, :, None] * d[:, None, :])    # (R'X'WXR)⁻¹
-        f_free = g
-        var_free = np.einsum("bii->bi", cov_unit)
-        f_rows = np.full((rows.size, len(factors)), np.nan)
-        var_rows = np.full((rows.size, len(factors)), np.nan)
-        f_rows[:, free], var_rows[:, free] = f_free, var_free
+        f_all[np.ix_(rows, free)] = g
+        var_all[np.ix_(rows, free)] = np.einsum("bii->bi", cov_unit)
         if L >= 0:
-            f_rows[:, L] = -np.einsum("bi,bi->b", rho, g)
-            var_rows[:, L] = np.einsum("bi,bij,bj->b", rho, cov_unit, rho)
-        f0[rows] = np.nan_to_num(f_rows)
-        fitted = np.einsum("bnk,bk->bn", X[rows], f0[rows])
-        e = r[rows] - fitted
+            rho = rho[good]
+            f_all[rows, L] = -np.einsum("bi,bi->b", rho, g)
+            var_all[rows, L] = np.einsum("bi,bij,bj->b", rho, cov_unit, rho)
+        cond_all[rows], solved[rows], n_free[rows] = cond[good], True, free.size
+    if solved.any():
+        rows = np.flatnonzero(solved)
+        f0 = np.zeros((B, K + 3))
+        f0[:, :K] = np.nan_to_num(f_all)
+        e = r - np.matmul(A, f0[..., None])[..., 0]             # r − X·f over the used names
         okr = ok[rows]
-        n = okr.sum(axis=1)
-        wss = np.einsum("bn,bn->b", w[rows], e * e)
-        dof = n - free.size
-        sigma2 = np.where(dof > 0, wss / np.where(dof > 0, dof, 1), np.nan)
+        e, wr, rr = e[rows], w[rows], r[rows]
+        wss = np.einsum("bn,bn->b", wr, e * e)
+        dof = okr.sum(axis=1) - n_free[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
-            var_f = sigma2[:, None] * var_rows
-            t_rows = np.where(var_f > 0, f_rows / np.sqrt(var_f), np.nan)
-            wsum = w[rows].sum(axis=1)
-            rbar = np.einsum("bn,bn->b", w[rows], r[rows]) / wsum
-            tss = np.einsum("bn,bn->b", w[rows], np.where(okr, r[rows] - rbar[:, None], 0.0) ** 2)
+            sigma2 = np.where(dof > 0, wss / np.where(dof > 0, dof, 1), np.nan)
+            var_f = sigma2[:, None] * var_all[rows]
+            t_all[rows] = np.where(var_f > 0, f_all[rows] / np.sqrt(var_f), np.nan)
+            rbar = np.einsum("bn,bn->b", wr, rr) / wr.sum(axis=1)
+            tss = np.einsum("bn,bn->b", wr, np.where(okr, rr - rbar[:, None], 0.0) ** 2)
             r2 = np.where(tss > 0, 1.0 - wss / tss, np.nan)
-        act = active[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
+            act = active[rows]
             share = np.where(act, cap_total[rows], 0.0)
             share = share / share.sum(axis=1, keepdims=True)
-        resid = np.where(act.any(axis=1), np.abs(np.einsum("bk,bk->b", share, np.where(act, f_rows, 0.0))), 0.0)
+        resid = np.where(act.any(axis=1), np.abs(np.einsum("bk,bk->b", share, np.where(act, f_all[rows], 0.0))), 0.0)
         ts = a + rows
-        out.f[ts], out.t[ts], out.r2[ts], out.cond[ts], out.resid[ts] = f_rows, t_rows, r2, cond, resid
+        out.f[ts], out.t[ts], out.r2[ts], out.cond[ts], out.resid[ts] = f_all[rows], t_all[rows], r2, cond_all[rows], resid
         out.specific[ts] = np.where(okr, e, np.nan)
     for i in sorted(fallback):
         t, m = a + i, ok[i]
