@@ -260,3 +260,26 @@ def test_vectorised_etf_exposures_equal_the_cell_by_cell_rule():
         for level in ("L1", "L2", "L3", "lstar"):
             pd.testing.assert_frame_equal(etf_exposures(pos, level, "SPY"), _exposures_cell_by_cell(pos, level, "SPY"),
                                           check_exact=True)
+
+
+def test_the_held_covariance_and_netting_helpers_equal_pandas_bit_for_bit():
+    """_sample_cov is DataFrame.cov (complete rows, rows with gaps, fewer rows than min_periods, one
+    column, none); _frame_of_columns is DataFrame(dict).fillna(0) (same or different labels)."""
+    rng = np.random.default_rng(8)
+    for rows, cols, gaps in ((300, 7, False), (300, 7, True), (30, 4, False), (120, 1, False), (50, 0, False)):
+        mat = rng.normal(scale=0.01, size=(rows, cols))
+        if gaps:
+            mat[rng.random(mat.shape) < 0.05] = np.nan
+        names = [f"E{j}" for j in range(cols)]
+        # A frame whose values are C-ordered, as the store path's pivot hands them to DataFrame.cov
+        # (np.cov's rounding depends on the layout).
+        frame = pd.DataFrame(np.ascontiguousarray(mat), columns=names, copy=False)
+        assert frame.to_numpy().flags.c_contiguous
+        expected = frame.cov(min_periods=63)
+        pd.testing.assert_frame_equal(svc._sample_cov(np.ascontiguousarray(mat), names, 63), expected,
+                                      check_exact=True)
+    same = {k: pd.Series(rng.normal(size=3), index=["SPY", "XLK", "IGV"]) for k in ("L1", "L2")}
+    mixed = {"L1": pd.Series([0.5], index=["SPY"]), "L3": pd.Series([1.0, -2.0, 3.0], index=["XLK", "SPY", "IGV"])}
+    for columns in (same, mixed):
+        pd.testing.assert_frame_equal(svc._frame_of_columns(columns), pd.DataFrame(columns).fillna(0.0),
+                                      check_exact=True)

@@ -116,7 +116,9 @@ class PortfolioContext:
         cols = np.array([col_of[sid] for sid, _ in chosen], dtype=np.intp)
         window = int(self.meta["params"]["window"])
         keep = np.flatnonzero(rows[:, cols].any(axis=1))[-window:]
-        return _sample_cov(returns[np.ix_(keep, cols)], [e for _, e in chosen], max(20, window // 4))
+        cov = _sample_cov(returns[np.ix_(keep, cols)], [e for _, e in chosen], max(20, window // 4))
+        cov.index.name = cov.columns.name = self.etf_returns.columns.name  # as the store path's pivot names them
+        return cov
 
 
 def portfolio_context(store: Store, version: str | None = None, snapshot: pd.DataFrame | None = None,
