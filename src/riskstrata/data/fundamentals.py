@@ -681,7 +681,11 @@ def fundamentals_panel(
     long = _load_long(source, field, dates.min() - pd.Timedelta(days=max_age_days), dates.max(), derive)
     columns = ("value", "price_day") if roll else ("value",)
     out = {c: np.full((t, n), np.nan) for c in columns}
-    if master is not None:
+    if master is not None and is_sid.all() and not names.has_duplicates:
+        # Every column is a security id (Model B's panels): no per-day resolution to do.
+        for c in columns:
+            out[c] = _asof_panel(long, "security_id", dates, names, max_age_days, c)
+    elif master is not None:
         # One security per (day, column): the column's own id, or the ticker's holder that day.
         sid = np.repeat(names.to_numpy(dtype=object)[None, :], t, axis=0)
         if (~is_sid).any():

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.ingest import load_returns
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
@@ -131,6 +130,43 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     return PointInTimePanels(cap, price, shares, fund)
 
 
+def _price_panels(store: Store, stocks: set, start: object | None,
+                  end: object | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(returns, adjusted closes, volume) of the stocks, wide, from one read of the prices table.
+
+    returns: (T × N) exactly :func:`~riskstrata.data.ingest.load_returns` restricted to the
+    stocks (dates: every priced date in [start, end]; columns: the stocks priced there, sorted);
+    adjusted closes: the whole history of those stocks (a snapshot in force may predate
+    ``start``); volume: (T × N) on the returns' dates. Pivoted by integer codes: a pandas pivot
+    of ~7 M rows by string id costs seconds each, three times over.
+    """
+    long = store.read_table("prices", columns=["date", "security_id", "ret", "adj_close", "volume"])
+    day = pd.DatetimeIndex(long["date"])
+    in_range = np.ones(len(long), dtype=bool)
+    if start is not None:
+        in_range &= day >= pd.Timestamp(start)
+    if end is not None:
+        in_range &= day <= pd.Timestamp(end)
+    sid_code, sids = pd.factorize(long["security_id"])
+    ids = sorted(set(sids[np.unique(sid_code[in_range])]) & stocks) if in_range.any() else []
+    col = np.full(len(sids), -1)
+    col[sids.get_indexer(ids)] = np.arange(len(ids))
+    col = col[sid_code]                                         # (rows,) stock column, −1 = not a stock
+    stock_rows = col >= 0
+    dates = pd.DatetimeIndex(np.unique(day[in_range]), name="date")
+    ids_index = pd.Index(ids, name="security_id")
+
+    def wide(rows: np.ndarray, index: pd.DatetimeIndex, field: str) -> pd.DataFrame:
+        out = np.full((len(index), len(ids)), np.nan)
+        out[index.get_indexer(day[rows]), col[rows]] = long[field].to_numpy(dtype="float64", na_value=np.nan)[rows]
+        return pd.DataFrame(out, index=index, columns=ids_index)
+
+    returns = wide(in_range & stock_rows, dates, "ret")
+    adj = wide(stock_rows, pd.DatetimeIndex(np.unique(day[stock_rows]), name="date"), "adj_close")
+    volume = wide(in_range & stock_rows, dates, "volume")
+    return returns, adj, volume
+
+
 def load_factor_inputs(store: Store, start: object | None = None, end: object | None = None) -> FactorInputs:
     """Panels for the stocks in the store, keyed by security_id (T × N).
 
@@ -143,16 +179,10 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     master = SecurityMaster.from_store(store)
     records = master.records
     stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
-    returns = load_returns(store, start, end)
-    returns = returns[[c for c in returns.columns if c in stocks]]
+    returns, adj, volume = _price_panels(store, stocks, start, end)
     if returns.shape[1] < 10:
         raise StoreError("fewer than 10 stocks with prices in the store; ingest prices first")
     ids = list(returns.columns)
-    prices = store.read_table("prices", columns=["security_id", "date", "adj_close", "volume"],
-                              where=f"security_id IN ({', '.join('?' for _ in ids)})", params=ids)
-    # The whole history of adjusted closes: a snapshot in force may predate ``start``.
-    adj = prices.pivot(index="date", columns="security_id", values="adj_close").reindex(columns=ids).sort_index()
-    volume = prices.pivot(index="date", columns="security_id", values="volume").reindex(index=returns.index, columns=ids)
     if not volume.notna().any().any():
         volume = None
     if not store.has_table("fundamentals"):
