@@ -446,3 +446,15 @@ def test_no_hot_path_regression_the_metrics_get_reads_no_body(store, key, ticker
     status, body, asked = run_coroutine(scenario())
     assert status == 200 and body["ticker"] == ticker and not asked
     time.sleep(0)  # (no timing asserted: see benchmarks/bench_api.py)
+
+
+def test_concurrent_first_requests_with_an_old_key_run_scrypt_once_and_all_pass(store, monkeypatch):
+    """Issue 15: requests that all saw the old scrypt row (check() said LEGACY) queue for the one
+    scrypt; the first verifies and upgrades the row, the others are then answered by the HMAC
+    row (before: they found no scrypt row left and were refused, 401 for a valid key)."""
+    old = _legacy_key(store, "raced-yesterday")
+    ring = KeyRing(store)
+    assert ring.check(old) is auth.LEGACY and ring.check(old) is auth.LEGACY  # two requests, before either verifies
+    scrypt = _Counter(monkeypatch, auth, "_scrypt")
+    assert [ring.verify_legacy(old), ring.verify_legacy(old)] == ["raced-yesterday", "raced-yesterday"]
+    assert scrypt.calls == 1

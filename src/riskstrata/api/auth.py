@@ -297,6 +297,9 @@ class KeyRing:
             return None
         with self._scrypt_lock:
             self._refresh()
+            settled = self.check(key)  # a request that waited here: another one may have verified it
+            if settled is not LEGACY:
+                return settled  # type: ignore[return-value]
             candidates = self._legacy.get(match.group(1), ())
             name = None
             for candidate, salt, stored in candidates:
