@@ -100,3 +100,28 @@ def test_lstar_level_uses_each_names_own_level(model):
     e = etf_exposures(rows, "lstar")
     assert e.loc["T00", "SPY"] == rows.loc["T00", "l1_mkt_hr"] and e.loc["T00", "SOXX"] == 0
     assert e.loc["T01", "SOXX"] == rows.loc["T01", "l3_sub_hr"]
+
+
+def test_trade_list_orders_as_pandas_sort_values_ties_included():
+    """trade_list sorts on arrays; the rows, their order (ties too) and dtypes are those of the
+    DataFrame.sort_values rule it replaced."""
+    import numpy as np
+    import pandas as pd
+
+    from riskstrata.portfolio.risk import describe_trades, trade_list
+
+    def by_pandas(hr: pd.Series, value: float) -> pd.DataFrame:
+        dollars = hr[hr.abs() > 1e-12] * value
+        out = pd.DataFrame({"etf": dollars.index, "side": np.where(dollars < 0, "short", "long"),
+                            "notional_usd": dollars.abs().to_numpy(), "hedge_ratio": hr[dollars.index].to_numpy()})
+        return out.sort_values("notional_usd", ascending=False).reset_index(drop=True)
+
+    rng = np.random.default_rng(4)
+    for k in range(200):
+        n = int(rng.integers(0, 20))
+        v = rng.choice([0.0, 1e-13, -0.5, 0.5, 0.25, -0.25], n) if k % 2 else rng.normal(size=n)
+        hr = pd.Series(v, index=[f"E{i}" for i in range(n)])
+        ours = trade_list(hr, 2e6)
+        pd.testing.assert_frame_equal(ours, by_pandas(hr, 2e6), check_exact=True)
+        assert describe_trades(ours) == (", ".join(f"{r.side} ${r.notional_usd:,.0f} {r.etf}" for r in ours.itertuples())
+                                         or "no trades")

@@ -230,15 +230,21 @@ def trade_list(portfolio_hr: pd.Series, value: float) -> pd.DataFrame:
     """Hedge trades in dollars for a portfolio of ``value`` USD: side, ETF, notional (USD)."""
     if not np.isfinite(value) or value <= 0:
         raise DataValidationError(f"portfolio value must be a positive number of USD, got {value!r}")
-    dollars = portfolio_hr[portfolio_hr.abs() > 1e-12] * value
-    out = pd.DataFrame({"etf": dollars.index, "side": np.where(dollars < 0, "short", "long"),
-                        "notional_usd": dollars.abs().to_numpy(), "hedge_ratio": portfolio_hr[dollars.index].to_numpy()})
-    return out.sort_values("notional_usd", ascending=False).reset_index(drop=True)
+    hr = portfolio_hr.to_numpy(dtype=float)
+    keep = np.abs(hr) > 1e-12
+    dollars = hr[keep] * value
+    notional = np.abs(dollars)
+    # Largest first, in the order DataFrame.sort_values(ascending=False) gives (ties included):
+    # pandas sorts the reversed values and reverses the result (NaN, which cannot occur here, last).
+    order = np.arange(len(notional))[::-1][notional[::-1].argsort(kind="quicksort")][::-1]
+    return pd.DataFrame({"etf": portfolio_hr.index[keep][order], "side": np.where(dollars[order] < 0, "short", "long"),
+                         "notional_usd": notional[order], "hedge_ratio": hr[keep][order]})
 
 
 def describe_trades(trades: pd.DataFrame) -> str:
     """'short $X SPY, short $Y XLK, …' as a person would say it."""
-    return ", ".join(f"{row.side} ${row.notional_usd:,.0f} {row.etf}" for row in trades.itertuples()) or "no trades"
+    return ", ".join(f"{side} ${notional:,.0f} {etf}" for side, notional, etf
+                     in zip(trades["side"], trades["notional_usd"], trades["etf"])) or "no trades"
 
 
 def market_beta(exposures: pd.Series, etf_cov: pd.DataFrame, market_etf: str = "SPY") -> float:

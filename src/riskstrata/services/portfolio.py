@@ -548,8 +548,8 @@ def book_exposure_report(store: Store, holdings: Holdings | object, as_of: objec
     hedges = {}
     for lvl in HEDGE_LEVELS:
         trades = trade_list(a.hedge_ratios[lvl], book.gross)
-        hedges[lvl] = {"trades_usd": {r.etf: (-1.0 if r.side == "short" else 1.0) * float(r.notional_usd)
-                                      for r in trades.itertuples()},
+        hedges[lvl] = {"trades_usd": {etf: (-1.0 if side == "short" else 1.0) * float(notional) for etf, side, notional
+                                      in zip(trades["etf"], trades["side"], trades["notional_usd"])},
                        "description": describe_trades(trades)}
     by_name = (a.inputs.values * -a.inputs.positions["l1_mkt_hr"].astype(float).fillna(0.0))
     warnings = [f"line {r.line} ({r.ticker if isinstance(r.ticker, str) else r.cusip}): {r.reason}"
