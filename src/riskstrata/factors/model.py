@@ -483,9 +483,10 @@ class FactorBlock:
 def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, bool]]:
     """Exposures of dates a … b − 1 from their descriptors (computed on the trailing data they need).
 
-    Returns (exposures (B, N, K), imputed (B, N, K) bool, coverage (B, K), has_data) over the
-    design's K factors; a style not estimated on a date (coverage below the spec's threshold)
-    has NaN exposures that date.
+    Returns (exposures (B + 1, N, K), imputed (B, N, K) bool, coverage (B, K), has_data) over
+    the design's K factors: row 0 of the exposures is left NaN for the caller's date a − 1, so
+    that rows 1 … B (the block) and rows 0 … B − 1 (what explains it) are both views. A style not
+    estimated on a date (coverage below the spec's threshold) has NaN exposures that date.
     """
     spec, inp = mf.spec, mf.inp
     lo = lookback_start(mf.dates, a)
@@ -497,7 +498,8 @@ def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         log_cap = np.log(np.where(cap > 0, cap, np.nan))
     thr = spec.min_coverage
-    x = np.full((B, N, K), np.nan)
+    x_ext = np.full((B + 1, N, K), np.nan)
+    x = x_ext[1:]
     imputed = np.zeros((B, N, K), dtype=bool)
     coverage = np.full((B, K), np.nan)
     coverage[:, 0] = _cap_share(np.ones((B, N), bool), universe, cap)
@@ -521,7 +523,7 @@ def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndar
     x[:, :, 0] = np.where(in_model, 1.0, np.nan)
     n_ind = K - first_ind
     x[:, :, first_ind:] = np.where(in_model[..., None], industry_dummies(codes, n_ind), np.nan)
-    return x, imputed, coverage, has_data
+    return x_ext, imputed, coverage, has_data
 
 
 def block_regression(mf: ModelFrame, a: int, b: int, lagged: np.ndarray, coverage_lag: np.ndarray,
@@ -563,14 +565,14 @@ def factor_block(mf: ModelFrame, a: int, b: int, carry: BlockCarry | None = None
     before the first date). The descriptors read the panels' rows from
     :func:`lookback_start` on, so a block equals the same dates of a one-block build.
     """
-    x, imputed, coverage, has_data = block_exposures(mf, a, b)
-    K = x.shape[2]
-    prev_x = carry.exposures if carry is not None else np.full(x.shape[1:], np.nan)
+    x_ext, imputed, coverage, has_data = block_exposures(mf, a, b)
+    K = x_ext.shape[2]
+    if carry is not None:
+        x_ext[0] = carry.exposures
     prev_c = carry.coverage if carry is not None else np.full(K, np.nan)
-    lagged = np.concatenate([prev_x[None], x[:-1]])
     coverage_lag = np.concatenate([prev_c[None], coverage[:-1]])
-    reg, specific = block_regression(mf, a, b, lagged, coverage_lag, spec_var_lag)
-    return FactorBlock(a, b, x, imputed, coverage, has_data, reg, specific)
+    reg, specific = block_regression(mf, a, b, x_ext[:-1], coverage_lag, spec_var_lag)
+    return FactorBlock(a, b, x_ext[1:], imputed, coverage, has_data, reg, specific)
 
 
 def block_bounds(T: int, block_dates: int | None) -> list[tuple[int, int]]:
