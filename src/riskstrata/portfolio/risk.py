@@ -146,13 +146,12 @@ def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd
     E = exposures if aligned else exposures.reindex(index=w.index).fillna(0.0)
     etfs = list(dict.fromkeys([market_etf, *E.columns]))
     E = E.reindex(columns=etfs, fill_value=0.0)
-    cov = etf_cov.reindex(index=etfs, columns=etfs)
+    cov = _aligned_cov(etf_cov, etfs)
     used = np.abs(E.to_numpy()).sum(axis=0) > 0
-    diag = np.diag(cov.to_numpy(dtype=float, na_value=np.nan))
-    missing = [e for e, u, d in zip(etfs, used, diag) if (u or e == market_etf) and not np.isfinite(d)]
+    missing = [e for e, u, d in zip(etfs, used, np.diag(cov)) if (u or e == market_etf) and not np.isfinite(d)]
     if missing:
         raise DataValidationError(f"no return history in the window for ETF(s) {missing}")
-    C = cov.fillna(0.0).to_numpy()
+    C = np.where(np.isnan(cov), 0.0, cov)
     x = w.to_numpy() @ E.to_numpy()                       # (K,) portfolio ETF exposures
     Cx = C @ x
     s2 = (residual_var if residual_var.index.equals(w.index) else residual_var.reindex(w.index)).to_numpy(dtype=float)
@@ -164,12 +163,14 @@ def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd
     resid_pos = w.to_numpy() ** 2 * s2
     total = float(x @ Cx + resid_pos.sum())
     var_m = float(C[0, 0])
-    by_position = pd.DataFrame({"weight": w, "factor": factor_pos, "residual": resid_pos,
-                                "total": factor_pos + resid_pos}, index=w.index)
-    by_position["share"] = by_position["total"] / total if total > 0 else np.nan
-    by_etf = pd.DataFrame({"exposure": x, "role": roles.reindex(etfs).fillna("subsector").to_numpy(),
-                           "contribution": x * Cx}, index=etfs)
-    by_etf["share"] = by_etf["contribution"] / total if total > 0 else np.nan
+    pos_total = factor_pos + resid_pos
+    by_position = pd.DataFrame({"weight": w.to_numpy(), "factor": factor_pos, "residual": resid_pos, "total": pos_total,
+                                "share": pos_total / total if total > 0 else np.nan}, index=w.index)
+    role_of = dict(zip(roles.index, roles.to_numpy(dtype=object)))
+    contribution = x * Cx
+    by_etf = pd.DataFrame({"exposure": x, "role": [role_of.get(e, "subsector") for e in etfs],
+                           "contribution": contribution, "share": contribution / total if total > 0 else np.nan},
+                          index=etfs)
     by_role = by_etf.groupby("role")["contribution"].sum().reindex(ROLES, fill_value=0.0)
     by_role["residual"] = resid_pos.sum()
     by_role = by_role / total if total > 0 else by_role * np.nan
@@ -177,6 +178,18 @@ def portfolio_risk(weights: pd.Series, exposures: pd.DataFrame, residual_var: pd
         risk_index=100.0 * np.sqrt(total / var_m), vol_ann=float(np.sqrt(total * 252)),
         market_vol_ann=float(np.sqrt(var_m * 252)), variance=total,
         exposures=pd.Series(x, index=etfs), by_position=by_position, by_etf=by_etf, by_role=by_role, notes=notes)
+
+
+def _aligned_cov(etf_cov: pd.DataFrame, etfs: list[str]) -> np.ndarray:
+    """``etf_cov.reindex(index=etfs, columns=etfs).to_numpy()`` (NaN where an ETF is absent)."""
+    if not (etf_cov.index.is_unique and etf_cov.index.equals(etf_cov.columns)):
+        return etf_cov.reindex(index=etfs, columns=etfs).to_numpy(dtype=float, na_value=np.nan)
+    at = {e: i for i, e in enumerate(etf_cov.index)}
+    pos = np.array([at.get(e, -1) for e in etfs], dtype=np.intp)
+    out = etf_cov.to_numpy(dtype=float, na_value=np.nan)[np.ix_(np.maximum(pos, 0), np.maximum(pos, 0))]
+    out[pos < 0, :] = np.nan
+    out[:, pos < 0] = np.nan
+    return out
 
 
 @dataclass
