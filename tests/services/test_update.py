@@ -159,6 +159,41 @@ def test_with_exponential_weights_too(market: Market, tmp_path: Path) -> None:
                      KEY)
 
 
+def test_inferred_etfs_are_kept_and_check_inferred_refuses_when_a_rebuild_would_move_them(tmp_path: Path) -> None:
+    """NEWCO has no classification and 125 returns at the build: too few to infer its ETFs
+    ('unassigned', market only). Five new days take it past the 126 the inference needs, so a
+    rebuild would infer ETFs and rewrite all its rows. The default update keeps the build's
+    choice and says so; --check-inferred refuses; every other security equals the rebuild."""
+    m = synthetic_market(n_stocks=12, n_days=300, seed=4)
+    prices = m.prices()
+    dates = np.sort(prices["date"].unique())
+    recent = prices[prices["date"] >= dates[-131]]  # 131 prices: 125 returns before the new days, 130 after
+    full = recent.groupby("ticker")["date"].count()
+    twin = recent[recent["ticker"] == full[full == 131].index.intersection(m.classifications["ticker"])[0]]
+    rng = np.random.default_rng(1)
+    prices = pd.concat([prices, twin.assign(ticker="NEWCO", adj_close=twin["adj_close"].to_numpy()
+                                            * np.exp(rng.normal(0, 0.004, len(twin)).cumsum()))])
+    store = Store(tmp_path / "store")
+    _ingest(store, prices[prices["date"] < dates[-NEW_DAYS]], tmp_path / "old.parquet")
+    m.classifications[["ticker", "gics_sector", "gics_sub_industry"]].to_csv(tmp_path / "gics.csv", index=False)
+    ingest_classifications(store, tmp_path / "gics.csv")
+    build_cascade(store, window=WINDOW)
+    assert store.read_table("cascade_assignments").set_index("security_id").filter(like="NEWCO", axis=0)[
+        "assignment_source"].eq("unassigned").all()
+    _ingest(store, prices[prices["date"] >= dates[-NEW_DAYS]], tmp_path / "new.parquet")
+    assert_refused_inferred = pytest.raises(DataValidationError, match="inferred from returns change for 1 securities.*NEWCO")
+    with assert_refused_inferred:
+        update_cascade(store, check_inferred=True)
+    summary = update_cascade(store)
+    assert any("keep the ETFs inferred from returns" in note for note in summary.notes)
+    updated = store.read_model(MODEL, version=summary.version)
+    rebuilt = store.read_model(MODEL, version=build_cascade(store, window=WINDOW).version)
+    newco = lambda f: f[f["ticker"].astype(str) == "NEWCO"]  # noqa: E731
+    assert newco(rebuilt)["sector_etf"].notna().any() and newco(updated)["sector_etf"].isna().all()
+    others = lambda f: f[f["ticker"].astype(str) != "NEWCO"]  # noqa: E731
+    assert_same_rows(others(updated), others(rebuilt), KEY)
+
+
 def test_no_new_day_is_a_no_op(market: Market, tmp_path: Path) -> None:
     store = _copy(market, tmp_path, ingest_new=False)
     before = store.current_version(MODEL)

@@ -20,6 +20,9 @@ def update(
         help="The ETF registry CSV the cascade was built with, if not the packaged one.")] = None,
     allow_gap: Annotated[bool, typer.Option(
         "--allow-gap", help="Append even after a week or more without prices (as a rebuild would).")] = False,
+    check_inferred: Annotated[bool, typer.Option(
+        "--check-inferred", help="Re-run the inference of ETFs for unclassified securities on the whole history "
+                                 "(as a rebuild would) and refuse if any would change (slower).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Append the newest day(s) to Model A from its trailing window and publish a new version.
@@ -34,6 +37,7 @@ def update(
     with progress_bar() as bar:
         task = bar.add_task("update", total=None)
         summaries = run_update(open_store(store), registry=etf_registry, allow_gap=allow_gap,
+                               check_inferred=check_inferred,
                                progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         print_json([s.__dict__ for s in summaries])

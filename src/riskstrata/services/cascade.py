@@ -115,7 +115,8 @@ def _assignments(store: Store, registry: EtfRegistry, records: pd.DataFrame, ret
         if len(kept):
             frames.append(kept)
             notes.append(f"{kept['security_id'].nunique()} securities without a classification keep the ETFs "
-                         "inferred at the last full build")
+                         "inferred from returns at the last build (a rebuild re-infers them from the longer "
+                         "history; `update --check-inferred` refuses if any would move)")
             known = pd.concat(frames, ignore_index=True)
             unclassified = unclassified.difference(pd.Index(kept["security_id"].unique()))
     if len(unclassified) and any(e in etf_returns.columns for e in registry.sector_etfs()):
@@ -226,6 +227,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
         raise DateOutOfRange(f"no trading days on or after {start}")
     total = len(prepared.tickers)
     meta = model_meta(params, prepared.dates[keep], inputs.notes + prepared.diagnostics, registry)
+    meta["loaded_from"] = str(prepared.dates[0].date())  # the range inferred ETFs were fitted on
     with store.begin_version(LINK_MODEL) as links:
         lb = engine.link_betas()
         links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))

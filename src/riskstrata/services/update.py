@@ -16,8 +16,12 @@ publish a row a rebuild would not give:
   the same returns (a corrected or backfilled price inside it, or a new security whose
   history starts before the new days, needs a rebuild, because older rows change too);
 - the ETF assignments must be the published ones, except rows taking effect on a new day
-  (a reclassification from tomorrow changes only new rows); securities whose ETFs were
-  inferred from returns keep them (re-inferring needs the whole history: a rebuild does that);
+  (a reclassification from tomorrow changes only new rows);
+- securities with no classification keep the ETFs the last build inferred from their returns.
+  A rebuild re-infers them from the longer history and, for a few marginal names, may choose
+  other ETFs (and then changes all their rows): on the real broad universe, 4 of 2,923 inferred
+  names for one new day. ``check_inferred`` re-runs the build's inference (it reads the whole
+  history, as a build does) and refuses when any would move; the default says how many kept;
 - the parameters and the ETF registry are the version's own;
 - more than ``MAX_GAP_WEEKDAYS`` weekdays without any price between the model's last day and
   the first new one is refused unless ``allow_gap`` (a gap is usually a missed ingest).
@@ -70,7 +74,8 @@ class UpdateSummary:
 
 
 def update(store: Store, *, registry: EtfRegistry | None = None, allow_gap: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> list[UpdateSummary]:
+           check_inferred: bool = False, progress: Callable[[int, int], None] | None = None
+           ) -> list[UpdateSummary]:
     """Update every built model of the store: Model A incrementally, then each Model B spec.
 
     Raises ModelNotBuilt when no model is built at all (there is nothing to update).
@@ -82,7 +87,8 @@ def update(store: Store, *, registry: EtfRegistry | None = None, allow_gap: bool
     if store.current_version(MODEL) is None:
         out = [UpdateSummary(MODEL, "not built", "Model A is not built: run `riskstrata build cascade`")]
     else:
-        out = [update_cascade(store, registry=registry, allow_gap=allow_gap, progress=progress)]
+        out = [update_cascade(store, registry=registry, allow_gap=allow_gap, check_inferred=check_inferred,
+                              progress=progress)]
     return out + [update_factors(store, spec) for spec in factor_specs]
 
 
@@ -113,7 +119,8 @@ def update_factors(store: Store, spec: str) -> UpdateSummary:
 
 
 def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_gap: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> UpdateSummary:
+                   check_inferred: bool = False, progress: Callable[[int, int], None] | None = None
+                   ) -> UpdateSummary:
     """Append the store's trading days after the current cascade version's last date.
 
     Publishes a new version of the cascade and of its link betas (the old rows carried over, the
@@ -146,6 +153,8 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     stored_assignments = store.read_table("cascade_assignments") if store.has_table("cascade_assignments") \
         else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
     inferred = stored_assignments[stored_assignments["assignment_source"].isin(["inferred", "unassigned"])]
+    if check_inferred and len(inferred):
+        _check_inferred(store, registry, meta, inferred)
     inputs = load_market_inputs(store, registry, tail_start, None, keep_inferred=inferred)
     merged, assignment_notes = _check_assignments(stored_assignments, inputs.assignments, end)
     _repair_leading_etf_holes(store, inputs.etf_returns, tail_start, params.market_etf)
@@ -211,6 +220,23 @@ def _params(meta: dict) -> CascadeParams:
                            halflife=p.get("halflife"), min_obs=int(p["min_obs"]))
     params.validate()
     return params
+
+
+def _check_inferred(store: Store, registry: EtfRegistry, meta: dict, inferred: pd.DataFrame) -> None:
+    """Re-run the build's inference on the range it read (meta ``loaded_from``) up to the newest
+    day; refuse if any inferred security would get other ETFs (a rebuild would rewrite its rows)."""
+    fresh = load_market_inputs(store, registry, meta.get("loaded_from"), None).assignments
+    old, new = _norm_assignments(inferred), _norm_assignments(fresh[fresh["security_id"].isin(inferred["security_id"])])
+    both = old.merge(new, on="security_id", suffixes=("", "_new"))
+    moved = both[(both["sector_etf"].fillna("") != both["sector_etf_new"].fillna(""))
+                 | (both["subsector_etf"].fillna("") != both["subsector_etf_new"].fillna(""))]
+    if len(moved):
+        names = [f"{r.security_id} ({r.sector_etf}/{r.subsector_etf} → {r.sector_etf_new}/{r.subsector_etf_new})"
+                 for r in moved.head(5).itertuples()]
+        raise DataValidationError(
+            f"with the new data, the ETFs inferred from returns change for {len(moved)} securities "
+            f"({'; '.join(names)}{' …' if len(moved) > 5 else ''}): a rebuild rewrites all their rows; "
+            "run `riskstrata build cascade`")
 
 
 def _check_registry(meta: dict, registry: EtfRegistry | None) -> None:
@@ -349,6 +375,8 @@ def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, reg
                                      make_current=False)
     full = pd.DatetimeIndex([pd.Timestamp(meta["start"]), new_days[-1]])
     new_meta = model_meta(params, full, meta.get("notes", []), registry)
+    if "loaded_from" in meta:
+        new_meta["loaded_from"] = meta["loaded_from"]
     n_rows = 0 if rows is None else len(rows)
     with store.begin_version(MODEL) as writer:
         for part in meta["parts"]:
