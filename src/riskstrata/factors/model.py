@@ -623,6 +623,8 @@ class _Exposures:
             arr = self.x if name == "x" else self.imputed
             return arr if columns is None or len(columns) == arr.shape[2] else arr[:, :, columns]
         dtype = np.float64 if name == "x" else np.bool_
+        if columns is not None and np.array_equal(columns, np.arange(self.shape[2])):
+            columns = None  # every stored column, in order: blocks are read as they are, not copied
         return BlockArray(self.bounds, self.paths[name], self.shape[1:], dtype, columns)
 
 

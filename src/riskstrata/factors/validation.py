@@ -330,19 +330,32 @@ def _random_active(f: np.ndarray, cov: np.ndarray, u: np.ndarray, s2: np.ndarray
     x'f_t + w'u_t with x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}, both over
     the factors estimated on t (a day with an estimated factor that has no forecast is skipped).
     """
+    return _random_active_risk(_random_portfolios(f, u, s2, X, n_portfolios, seed), f, cov)
+
+
+@dataclass
+class _RandomPortfolios:
+    """What the random portfolios' risk needs beyond the covariance (it is the same for any)."""
+
+    days: list[int]             # t with portfolios (row t − 1 of the outputs)
+    use: list[np.ndarray]       # (K,) bool, the factors estimated on t
+    x: list[np.ndarray]         # (K_use, P) factor exposures X_{t−1}'w
+    specific_ret: list[np.ndarray]  # (P,) w'u_t
+    specific_var: list[np.ndarray]  # (P,) Σ w² s²_{t−1}
+    shape: tuple[int, int]      # (T − 1, P)
+
+
+def _random_portfolios(f: np.ndarray, u: np.ndarray, s2: np.ndarray, X: np.ndarray, n_portfolios: int,
+                       seed: int) -> _RandomPortfolios:
     T, N, _ = X.shape
     scores = np.random.default_rng(seed).standard_normal((N, n_portfolios))
-    ret = np.full((T - 1, n_portfolios), np.nan)
-    var = np.full((T - 1, n_portfolios), np.nan)
+    out = _RandomPortfolios([], [], [], [], [], (T - 1, n_portfolios))
     for t in range(1, T):
         # The factors estimated on t; one not estimated (NaN) is out of that day's model and
         # its effect is in the specific returns, as in the regression.
         use = np.isfinite(f[t])
         if not use.any():
             continue
-        sigma, ft = cov[t - 1][np.ix_(use, use)], f[t, use]
-        if not np.isfinite(sigma).all():
-            continue  # an estimated factor without a forecast: nothing to judge the day by
         Xp, sp = X[t - 1][:, use], s2[t - 1]
         avail = np.isfinite(Xp).all(axis=1) & np.isfinite(sp) & (sp > 0) & np.isfinite(u[t])
         n = int(avail.sum())
@@ -352,9 +365,23 @@ def _random_active(f: np.ndarray, cov: np.ndarray, u: np.ndarray, s2: np.ndarray
         w = scores[idx]
         w = w - w.mean(axis=0)
         w /= np.abs(w).sum(axis=0) / 2.0
-        x = Xp[idx].T @ w                                     # (K, P) factor exposures
-        ret[t - 1] = ft @ x + u[t, idx] @ w
-        var[t - 1] = np.sum(x * (sigma @ x), axis=0) + sp[idx] @ (w * w)
+        out.days.append(t)
+        out.use.append(use)
+        out.x.append(Xp[idx].T @ w)                            # (K, P) factor exposures
+        out.specific_ret.append(u[t, idx] @ w)
+        out.specific_var.append(sp[idx] @ (w * w))
+    return out
+
+
+def _random_active_risk(rp: _RandomPortfolios, f: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ret = np.full(rp.shape, np.nan)
+    var = np.full(rp.shape, np.nan)
+    for t, use, x, sr, sv in zip(rp.days, rp.use, rp.x, rp.specific_ret, rp.specific_var):
+        sigma = cov[t - 1][np.ix_(use, use)]
+        if not np.isfinite(sigma).all():
+            continue  # an estimated factor without a forecast: nothing to judge the day by
+        ret[t - 1] = f[t, use] @ x + sr
+        var[t - 1] = np.sum(x * (sigma @ x), axis=0) + sv
     return ret, var
 
 
@@ -433,6 +460,21 @@ def validation_report(
     rolling window of MRAD in days. min_obs: a name's minimum days to count among the
     specific portfolios.
     """
+    return validation_reports(factor_returns, {"": factor_cov}, specific_returns, specific_var, exposures, caps,
+                              n_random_portfolios=n_random_portfolios, seed=seed, r2=r2, window=window,
+                              min_obs=min_obs)[""]
+
+
+def validation_reports(factor_returns: pd.DataFrame, factor_covs: dict[str, object],
+                       specific_returns: pd.DataFrame | np.ndarray, specific_var: pd.DataFrame | np.ndarray,
+                       exposures: np.ndarray, caps: pd.DataFrame | np.ndarray, *, n_random_portfolios: int = 100,
+                       seed: int = 7, r2: pd.Series | None = None, window: int = 252,
+                       min_obs: int = 20) -> dict[str, ValidationReport]:
+    """:func:`validation_report` for several covariance forecasts of one model, label → report
+    (e.g. the eigenfactor adjustment on and off). The work on the exposures — stability, VIF,
+    the random portfolios' exposures, by far the largest part at thousands of names — is done
+    once, not once per forecast; the numbers are those of one :func:`validation_report` each.
+    """
     if not isinstance(factor_returns, pd.DataFrame):
         raise DataValidationError("factor_returns must be a DataFrame (T × K) with factor names as columns")
     dates, factors = factor_returns.index, list(factor_returns.columns)
@@ -445,15 +487,24 @@ def validation_report(
         raise DataValidationError(f"exposures must be (T, N, K) with T={T}, K={K}, got {X.shape}")
     N = X.shape[1]
     f = factor_returns.to_numpy(dtype=np.float64)
-    cov = _covariance_stack(factor_cov, dates, K)
+    covs = {label: _covariance_stack(cov, dates, K) for label, cov in factor_covs.items()}
     u = _panel(specific_returns, (T, N), "specific_returns")
     s2 = _panel(specific_var, (T, N), "specific_var")
     v = _panel(caps, (T, N), "caps")
+    names = specific_returns.columns if isinstance(specific_returns, pd.DataFrame) else pd.RangeIndex(N)
+    stability, vifs = _exposure_diagnostics(X, v, dates)
+    portfolios = _random_portfolios(f, u, s2, X, n_random_portfolios, seed)
+    return {label: _report(f, factors, cov, u, s2, names, stability, vifs, portfolios, r2=r2, window=window,
+                           min_obs=min_obs) for label, cov in covs.items()}
 
+
+def _report(f: np.ndarray, factors: list[str], cov: np.ndarray, u: np.ndarray, s2: np.ndarray, names: pd.Index,
+            stability: np.ndarray, vifs: np.ndarray, portfolios: _RandomPortfolios, *, r2: pd.Series | None,
+            window: int, min_obs: int) -> ValidationReport:
+    """One covariance forecast's report, given the exposure-dependent parts."""
     # Pure factor portfolios: f_k,t against √Σ_kk forecast at t − 1.
     factor_var = np.diagonal(cov[:-1], axis1=1, axis2=2)
     per_factor = _per_portfolio(f[1:], factor_var, window, pd.Index(factors))
-    stability, vifs = _exposure_diagnostics(X, v, dates)
     rows = []
     for k, name in enumerate(factors):
         p = per_factor.iloc[k]
@@ -465,12 +516,11 @@ def validation_report(
                      "share_inside": float(p["inside_band"]) if judged else np.nan,
                      "mrad": p["mrad"], "qlike": p["qlike"], "stability": stability[k], "vif": vifs[k]})
 
-    ra_ret, ra_var = _random_active(f, cov, u, s2, X, n_random_portfolios, seed)
-    random_active = _per_portfolio(ra_ret, ra_var, window, pd.RangeIndex(n_random_portfolios, name="portfolio"))
+    ra_ret, ra_var = _random_active_risk(portfolios, f, cov)
+    random_active = _per_portfolio(ra_ret, ra_var, window, pd.RangeIndex(ra_ret.shape[1], name="portfolio"))
     rows.append(_summary_row("random_active", random_active))
 
     # Specific portfolios: one name each, u_t against s_{t−1}.
-    names = specific_returns.columns if isinstance(specific_returns, pd.DataFrame) else pd.RangeIndex(N)
     specific = _per_portfolio(u[1:], s2[:-1], window, pd.Index(names, name="name"))
     specific = specific[specific["n_obs"] >= min_obs]
     rows.append(_summary_row("specific", specific))

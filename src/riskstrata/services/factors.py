@@ -229,19 +229,18 @@ def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] 
     """Bias statistics, MRAD, QLIKE, stability, VIF of a fitted model, with the eigenfactor
     adjustment on (the published forecast) and off (raw EWMA + Newey–West), stacked; column
     ``covariance`` says which."""
-    from riskstrata.factors.validation import validation_report
+    from riskstrata.factors.validation import validation_reports
 
-    frames = []
-    for i, (label, cov) in enumerate((("eigen on", result.covariance.adjusted), ("eigen off", result.covariance.raw))):
-        if tick is not None:
-            tick(i, 2)
-        report = validation_report(result.factor_returns, cov, result.regression.specific_returns,
-                                   result.specific_var, result.exposures, result.market_cap,
-                                   r2=result.regression.r2)
-        frames.append(report.table.assign(covariance=label))
     if tick is not None:
-        tick(2, 2)
-    return pd.concat(frames, ignore_index=True)
+        tick(0, 1)
+    # One pass over the exposures for both forecasts (they differ only in the covariance).
+    reports = validation_reports(result.factor_returns,
+                                 {"eigen on": result.covariance.adjusted, "eigen off": result.covariance.raw},
+                                 result.regression.specific_returns, result.specific_var, result.exposures,
+                                 result.market_cap, r2=result.regression.r2)
+    if tick is not None:
+        tick(1, 1)
+    return pd.concat([r.table.assign(covariance=label) for label, r in reports.items()], ignore_index=True)
 
 
 def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | None = None) -> dict:
