@@ -20,7 +20,7 @@ from riskstrata.api.errors import ApiError
 from riskstrata.api.ours_schemas import (AnalyzeRequest, HedgeRequest, LookthroughRequest, ScaleRequest, iso, records,
                                          respond)
 from riskstrata.api.state import AppState
-from riskstrata.portfolio.risk import NEGATIVE_SHARE_NOTE, PortfolioRisk
+from riskstrata.portfolio.risk import NEGATIVE_SHARE_NOTE, PortfolioRisk, nonzero_by_column
 from riskstrata.services import portfolio as svc
 
 router = APIRouter(prefix="/portfolio", tags=["portfolio"])
@@ -48,7 +48,7 @@ def analyze(body: AnalyzeRequest, state: State) -> JSONResponse:
         "as_of": iso(a.match.as_of), "holdings_analyzed": a.match.summary(), "analyzed": a.match.analyzed,
         "total": a.match.total_lines, "excluded": records(a.match.excluded), **_risk(a.risk),
         "by_position": records(a.risk.by_position, index="ticker"), "by_etf": records(a.risk.by_etf, index="etf"),
-        "hedge_ratios": {lvl: {str(k): float(v) for k, v in hrs[lvl][hrs[lvl] != 0].items()} for lvl in hrs},
+        "hedge_ratios": nonzero_by_column(hrs),
         "book": a.book.as_dict(),
         "factor_model": None if a.factor_risk is None else {k: a.factor_risk[k] for k in ("date", "vol_ann", "shares")},
         "notes": a.notes})

@@ -216,9 +216,15 @@ class BookExposure:
         return {"unit": self.unit, "long": self.long, "short": self.short, "gross": self.gross, "net": self.net,
                 "net_over_gross": self.net / self.gross if self.gross > 0 else None,
                 "beta_dollars": self.beta_dollars, "beta_over_gross": self.beta,
-                "hedge_dollars": {lvl: {str(k): float(v) for k, v in col[col != 0].items()}
-                                  for lvl, col in self.hedge_dollars.items()},
+                "hedge_dollars": nonzero_by_column(self.hedge_dollars),
                 "convention": "weights are value / gross (Σ|value|); long-only books sum to 1"}
+
+
+def nonzero_by_column(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{column: {row label: value}} of a float frame's non-zero cells (JSON-ready; NaN kept)."""
+    labels = [str(k) for k in frame.index]
+    values = frame.to_numpy(dtype=float)
+    return {col: {k: float(v) for k, v in zip(labels, values[:, j]) if v != 0} for j, col in enumerate(frame.columns)}
 
 
 def book_exposure(values: pd.Series, positions: pd.DataFrame, hedge_per_gross: pd.DataFrame, unit: str) -> BookExposure:
