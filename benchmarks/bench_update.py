@@ -66,6 +66,31 @@ def make_store(root: Path, broad: bool) -> tuple[str, pd.Timestamp]:
     return f"real: {names} series of {'core + broad' if broad else 'core'}.parquet, 2014-06 … {last.date()}", last
 
 
+def compare(store, version: str, last: pd.Timestamp, kept: pd.DataFrame) -> dict:
+    """The updated version's last day against the rebuild's (the current version): the securities
+    whose inferred ETFs the rebuild changed (``moved``) apart, every other row field by field."""
+    from riskstrata.services.cascade import MODEL
+
+    rebuilt = store.read_table("cascade_assignments")
+    pair = lambda f: f.set_index("security_id")[["sector_etf", "subsector_etf"]].astype(object).fillna("-")  # noqa: E731
+    joined = pair(kept).merge(pair(rebuilt), left_index=True, right_index=True, suffixes=("", "_new"))
+    moved = joined.index[(joined["sector_etf"] != joined["sector_etf_new"])
+                         | (joined["subsector_etf"] != joined["subsector_etf_new"])].astype(str)
+    key = ["security_id", "date"]
+    a = store.read_model(MODEL, version=version, where="date = ?", params=[last.to_pydatetime()])
+    b = store.read_model(MODEL, where="date = ?", params=[last.to_pydatetime()])
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    floats = [c for c in b.columns if pd.api.types.is_float_dtype(b[c])]
+    same = ~a["security_id"].astype(str).isin(moved).to_numpy()
+    x, y = a[floats].to_numpy(np.float64), b[floats].to_numpy(np.float64)
+    diff = np.abs(x - y)
+    return {"rows": len(a), "rows_rebuild": len(b), "fields": len(floats),
+            "inferred_moved_by_rebuild": len(moved), "moved": sorted(moved)[:10],
+            "max_abs_diff_other_rows": float(np.nanmax(diff[same], initial=0.0)),
+            "max_abs_diff_moved_rows": float(np.nanmax(diff[~same], initial=0.0)),
+            "nan_pattern_equal_other_rows": bool((np.isnan(x[same]) == np.isnan(y[same])).all())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--broad", action="store_true")
@@ -76,7 +101,8 @@ def main() -> None:
     from riskstrata.data.ingest import ingest_prices
     from riskstrata.data.registry import EtfRegistry
     from riskstrata.data.store import Store
-    from riskstrata.services.cascade import MODEL, build_cascade
+    from riskstrata.errors import DataValidationError
+    from riskstrata.services.cascade import build_cascade
     from riskstrata.services.update import update_cascade
 
     work = Path(tempfile.mkdtemp(prefix="bench_update_"))
@@ -86,27 +112,29 @@ def main() -> None:
         setup_s = time.perf_counter() - t
         base = work / "store"
         updates, rebuilds, check = [], [], None
-        for i in range(args.repeat):  # each repeat on a fresh copy of the built store
+        for i in range(args.repeat + 1):  # each run on a fresh copy of the built store; the last: --check-inferred
             root = work / f"copy{i}"
             shutil.copytree(base, root)
             store = Store(root)
             ingest_prices(store, [work / "new.parquet"], etf_tickers=set(EtfRegistry.default().known_etfs()))
+            if i == args.repeat:
+                w, c = time.perf_counter(), time.process_time()
+                try:
+                    outcome = update_cascade(store, check_inferred=True).status
+                except DataValidationError as exc:
+                    outcome = f"refused: {exc}"
+                checked = {"wall_s": round(time.perf_counter() - w, 3), "cpu_s": round(time.process_time() - c, 3),
+                           "outcome": outcome[:400]}
+                shutil.rmtree(root)
+                break
+            kept = store.read_table("cascade_assignments")
             summary, wall, cpu = clock(lambda: update_cascade(store))
             assert summary.status == "updated" and summary.new_dates == [str(last.date())], summary
             updates.append({"wall_s": wall, "cpu_s": cpu, "rows": summary.rows})
             rebuilt, wall, cpu = clock(lambda: build_cascade(store, start="2016-01-01"))
             rebuilds.append({"wall_s": wall, "cpu_s": cpu, "rows": rebuilt.rows})
             if check is None:
-                key = ["security_id", "date"]
-                a = store.read_model(MODEL, version=summary.version, where="date = ?", params=[last.to_pydatetime()])
-                b = store.read_model(MODEL, where="date = ?", params=[last.to_pydatetime()])
-                a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
-                floats = [c for c in b.columns if pd.api.types.is_float_dtype(b[c])]
-                diff = np.abs(a[floats].to_numpy(np.float64) - b[floats].to_numpy(np.float64))
-                check = {"rows": len(a), "rows_rebuild": len(b), "fields": len(floats),
-                         "max_abs_diff": float(np.nanmax(diff)) if diff.size else 0.0,
-                         "nan_pattern_equal": bool((np.isnan(a[floats].to_numpy(np.float64))
-                                                    == np.isnan(b[floats].to_numpy(np.float64))).all())}
+                check = compare(store, summary.version, last, kept)
             shutil.rmtree(root)
         med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
         result = {
@@ -125,6 +153,7 @@ def main() -> None:
                                       for r in rebuilds]},
             "speedup_wall": round(med(rebuilds, "wall_s") / med(updates, "wall_s"), 1),
             "new_day_vs_rebuild": check,
+            "update_check_inferred": checked,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -145,8 +174,15 @@ def main() -> None:
         f"{r['cpu_s_median']} s CPU** (median of {len(r['runs'])})",
         f"- update / rebuild: **{result['speedup_wall']}×** faster",
         f"- the new day's rows against the rebuild's: {c['rows']:,} rows (rebuild {c['rows_rebuild']:,}), "
-        f"{c['fields']} float fields, max |difference| {c['max_abs_diff']:.1e}, missing values in the same "
-        f"places: {c['nan_pattern_equal']}",
+        f"{c['fields']} float fields: max |difference| **{c['max_abs_diff_other_rows']:.1e}**, missing values in "
+        f"the same places: {c['nan_pattern_equal_other_rows']}" + (
+            f" — except the {c['inferred_moved_by_rebuild']} unclassified securities whose ETFs the rebuild "
+            f"re-inferred differently from the longer history ({', '.join(c['moved'])}; their rows differ by up to "
+            f"{c['max_abs_diff_moved_rows']:.1e}): the update keeps the build's inferred ETFs"
+            if c["inferred_moved_by_rebuild"] else "; no inferred ETFs moved"),
+        f"- `update --check-inferred` (re-runs the inference on the whole history, as a rebuild does): "
+        f"{result['update_check_inferred']['cpu_s']} s CPU, {result['update_check_inferred']['wall_s']} s wall → "
+        f"{result['update_check_inferred']['outcome'][:160]}",
         "",
         f"Reproduce: `python benchmarks/bench_update.py{' --broad' if args.broad else ''}` "
         "(needs ../shared/data).",
