@@ -328,13 +328,15 @@ def _weights(matched: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         at = int(np.argmax(~np.isfinite(values) | (np.abs(values) > MAX_QUANTITY)))
         raise ValueOverflow(f"line {int(matched['line'].iloc[at])} ({matched['ticker'].iloc[at]}): value "
                             f"{values[at]:.4g} is beyond {MAX_QUANTITY:.0e}: too large to be a position")
-    matched["weight"] = matched["value"] / gross if len(matched) and gross > 0 else np.nan
-    matched["side"] = np.where(matched["value"] < 0, "short", "long")
     if (values < 0).any():
         net = float(values.sum())
         notes.append(f"long/short book: weights are value / gross (Σ|value| = {gross:,.6g}), so Σ|weight| = 1 "
                      f"and the net is {net / gross:+.4%} of gross")
-    return matched[MATCHED_COLUMNS].reset_index(drop=True)
+    # One constructor for the final table (column inserts and a column selection cost ~0.5 ms).
+    columns = {c: matched[c].reset_index(drop=True) for c in MATCHED_COLUMNS if c not in ("weight", "side")}
+    columns["weight"] = pd.Series(values / gross if len(matched) and gross > 0 else np.full(len(values), np.nan))
+    columns["side"] = pd.Series(np.where(values < 0, "short", "long"))
+    return pd.DataFrame({c: columns[c] for c in MATCHED_COLUMNS})
 
 
 def _as_types(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:

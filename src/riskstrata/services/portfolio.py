@@ -242,7 +242,8 @@ def risk_inputs(store: Store, match: MatchResult, held: PortfolioContext | None 
         raise DataValidationError("the same security appears on several matched lines; merge them first")
     meta = store.model_meta(MODEL) if held is None else held.meta
     market = meta["params"]["market_etf"]
-    etfs = sorted({market, *positions["sector_etf"].dropna(), *positions["subsector_etf"].dropna()})
+    etfs = sorted({market, *(e for c in ("sector_etf", "subsector_etf")
+                             for e in positions[c].to_numpy(dtype=object) if isinstance(e, str))})
     cov = (_etf_covariance(store, etfs, match.as_of, int(meta["params"]["window"])) if held is None
            else held.etf_covariance(etfs))
     weights = pd.Series(match.matched["weight"].to_numpy(dtype=float), index=positions.index)
