@@ -109,3 +109,7 @@ def test_only_the_regression_outputs_are_held_the_rest_is_derived_once(market):
     assert all(a is got[0] for a in got) and "lstar_rr" in values.held()
     with pytest.raises(KeyError):
         values["nope"]
+    import pickle
+
+    again = pickle.loads(pickle.dumps(fresh))  # derived fields still derive after a round trip
+    np.testing.assert_array_equal(again.values["l3_cfr"], fresh.values["l3_cfr"])

@@ -116,6 +116,15 @@ class FieldMap(Mapping[str, np.ndarray]):
         arr = self._held_or_none(name)
         return arr if arr is not None else self._derive(name, self._held.get)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]  # a result pickles (to a cache, another process) with its recipes, not its lock
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def held(self) -> list[str]:
         """Names of the fields in memory now (held from the fit or derived since)."""
         return [k for k in self._keys if k in self._held]
