@@ -157,7 +157,9 @@ def match_holdings(
             excluded.append({"line": row.line, "ticker": row.ticker, "cusip": row.cusip,
                              "value": _value_excluded(row, basis, close, scale), "weight_in": row.weight,
                              "reason": reason, "note": row.note})
-    matched_frame = _weights(_combine(pd.DataFrame(matched, columns=[*MATCHED_COLUMNS[:6], "basis"]), notes), notes)
+    ids = [row["security_id"] for row in matched]
+    matched_frame = _weights(matched if len(set(ids)) == len(ids) else
+                             _combine(pd.DataFrame(matched, columns=[*MATCHED_COLUMNS[:6], "basis"]), notes), notes)
     excluded_frame = (_as_types(pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS),
                                 {"value": "float64", "weight_in": "float64"}) if excluded
                       else _NO_EXCLUDED.copy(deep=False))
@@ -317,26 +319,37 @@ def _combine(matched: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     )[[*MATCHED_COLUMNS[:6], "basis"]]
 
 
-def _weights(matched: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """weight = value / gross Σ|value| (see the module docstring); refuses values too large to sum."""
-    matched = _as_types(matched, {"line": "int64", "shares": "float64", "price": "float64", "value": "float64"})
-    values = matched["value"].to_numpy()
+def _weights(matched: pd.DataFrame | list[dict[str, object]], notes: list[str]) -> pd.DataFrame:
+    """weight = value / gross Σ|value| (see the module docstring); refuses values too large to sum.
+
+    matched: one row per security, as a frame or (the usual case, no line combined) as the rows'
+    dicts, turned into the table by one constructor (a frame's column inserts and selection cost
+    ~1 ms): line int64, shares / price / value / weight float64, text columns inferred as pandas does.
+    """
+    if isinstance(matched, pd.DataFrame):
+        cols = {c: matched[c].tolist() for c in MATCHED_COLUMNS if c in matched.columns}
+    else:
+        cols = {c: [row[c] for row in matched] for c in MATCHED_COLUMNS if c not in ("weight", "side")}
+    n = len(cols["line"])
+    values = np.array(cols["value"], dtype=np.float64)
     with np.errstate(over="ignore"):
         gross = float(np.abs(values).sum())
-    if len(matched) and (not np.isfinite(values).all() or np.abs(values).max() > MAX_QUANTITY
-                         or not np.isfinite(gross)):
+    if n and (not np.isfinite(values).all() or np.abs(values).max() > MAX_QUANTITY or not np.isfinite(gross)):
         at = int(np.argmax(~np.isfinite(values) | (np.abs(values) > MAX_QUANTITY)))
-        raise ValueOverflow(f"line {int(matched['line'].iloc[at])} ({matched['ticker'].iloc[at]}): value "
+        raise ValueOverflow(f"line {int(cols['line'][at])} ({cols['ticker'][at]}): value "
                             f"{values[at]:.4g} is beyond {MAX_QUANTITY:.0e}: too large to be a position")
     if (values < 0).any():
         net = float(values.sum())
         notes.append(f"long/short book: weights are value / gross (Σ|value| = {gross:,.6g}), so Σ|weight| = 1 "
                      f"and the net is {net / gross:+.4%} of gross")
-    # One constructor for the final table (column inserts and a column selection cost ~0.5 ms).
-    columns = {c: matched[c].reset_index(drop=True) for c in MATCHED_COLUMNS if c not in ("weight", "side")}
-    columns["weight"] = pd.Series(values / gross if len(matched) and gross > 0 else np.full(len(values), np.nan))
-    columns["side"] = pd.Series(np.where(values < 0, "short", "long"))
-    return pd.DataFrame({c: columns[c] for c in MATCHED_COLUMNS})
+    def text(c: str) -> object:  # strings as pandas infers them; no rows: object, as an empty frame has
+        return cols[c] if n else pd.Series([], dtype=object)
+
+    table = {"line": np.array(cols["line"], dtype=np.int64), "ticker": text("ticker"), "security_id": text("security_id"),
+             **{c: np.array(cols[c], dtype=np.float64) for c in ("shares", "price")}, "value": values,
+             "weight": values / gross if n and gross > 0 else np.full(n, np.nan),
+             "side": np.where(values < 0, "short", "long"), "basis": text("basis")}
+    return pd.DataFrame(table)
 
 
 def _as_types(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
