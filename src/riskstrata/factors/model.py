@@ -7,7 +7,9 @@ function of the modules next to this one (see docs/model_b.md).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -565,7 +567,14 @@ def factor_block(mf: ModelFrame, a: int, b: int, carry: BlockCarry | None = None
     before the first date). The descriptors read the panels' rows from
     :func:`lookback_start` on, so a block equals the same dates of a one-block build.
     """
-    x_ext, imputed, coverage, has_data = block_exposures(mf, a, b)
+    return finish_block(mf, a, b, block_exposures(mf, a, b), carry, spec_var_lag)
+
+
+def finish_block(mf: ModelFrame, a: int, b: int, made: tuple, carry: BlockCarry | None = None,
+                 spec_var_lag: np.ndarray | None = None) -> FactorBlock:
+    """:func:`factor_block` given the block's :func:`block_exposures` (``made``): the regression
+    and specific returns, which need the previous block's last exposures (``carry``)."""
+    x_ext, imputed, coverage, has_data = made
     K = x_ext.shape[2]
     if carry is not None:
         x_ext[0] = carry.exposures
@@ -630,7 +639,7 @@ class _Exposures:
 
 def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
                      tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
-                     spill_dir: str | Path | None = None) -> FactorModelResult:
+                     spill_dir: str | Path | None = None, workers: int = 2) -> FactorModelResult:
     """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk.
 
     A style is estimated on a date only when its coverage (the share of the estimation
@@ -645,6 +654,7 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     directory where each block's exposures are written as they are produced; the result then
     holds them as a :class:`~riskstrata.factors.blocks.BlockArray` read back block by block
     (peak memory independent of T × N × K). Without it they are held as (T, N, K) arrays.
+    ``workers``: blocks whose exposures are made at once (threads; 1 = strictly one at a time).
     Results do not depend on the block size beyond floating-point rounding (≲ 1e-13).
     """
     say = progress or (lambda _msg: None)
@@ -676,16 +686,34 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
 
     bounds = block_bounds(T, block_dates)
     carry = None
-    for i, (a, b) in enumerate(bounds):
-        count("exposures", i, len(bounds))
-        blk = factor_block(mf, a, b, carry)
-        carry = blk.carry
-        store.put(a, b, blk.exposures, blk.imputed)
-        coverage[a:b] = blk.coverage
-        for d, seen in blk.has_data.items():
-            has_data[d] = has_data.get(d, False) or seen
-        keep(a, b, blk.regression, blk.specific)
-        del blk
+    # Blocks' exposures need nothing from each other (each reads its own trailing panels): up
+    # to ``workers`` are made at once in threads (numpy releases the GIL), while this thread
+    # runs the regression of the block before, which needs its predecessor's last row.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque = deque()
+        ahead = iter(bounds)
+
+        def submit() -> None:
+            nxt = next(ahead, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(block_exposures, mf, *nxt)))
+
+        for _ in range(max(1, workers)):
+            submit()
+        i = 0
+        while pending:
+            (a, b), made = pending.popleft()
+            count("exposures", i, len(bounds))
+            blk = finish_block(mf, a, b, made.result(), carry)
+            submit()
+            carry = blk.carry
+            store.put(a, b, blk.exposures, blk.imputed)
+            coverage[a:b] = blk.coverage
+            for d, seen in blk.has_data.items():
+                has_data[d] = has_data.get(d, False) or seen
+            keep(a, b, blk.regression, blk.specific)
+            del blk, made
+            i += 1
     count("exposures", len(bounds), len(bounds))
     say("regression")
     risk = spec.risk

@@ -204,8 +204,11 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     r = np.where(ok, returns[a:b], 0.0)
     # One design per date with three more columns — r, c / w and 1 — so that one batched product
     # A'WA gives X'WX, X'Wr, the industry caps X'c, Σw·r and Σw at once (one pass over the data).
-    A = np.zeros((B, w.shape[1], K + 3))
-    np.copyto(A[..., :K], exposures[a:b], where=ok[..., None] & ~sk[:, None, :])  # 0 off the design
+    A = np.empty((B, w.shape[1], K + 3))
+    A[..., :K] = exposures[a:b]
+    A[~ok] = 0.0                                               # names not used that day: out
+    for i, k in np.argwhere(sk):                               # factors not estimated that day: out
+        A[i, :, k] = 0.0
     A[..., K] = r
     with np.errstate(divide="ignore", invalid="ignore"):
         A[..., K + 1] = np.where(ok, caps[a:b] / np.where(ok, w, 1.0), 0.0)
@@ -215,7 +218,11 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     # Names exposed: counted on the industries (fractions allowed); a style is unexposed when
     # Σw·x² = 0, i.e. every x = 0.
     members = np.zeros((B, K), dtype=np.int64)
-    members[:, is_industry] = np.count_nonzero(A[..., :K][..., is_industry], axis=1)
+    ind = np.flatnonzero(is_industry)
+    if ind.size and ind[-1] - ind[0] + 1 == ind.size:         # contiguous (Model B's layout): a view
+        members[:, is_industry] = np.count_nonzero(A[..., ind[0]:ind[-1] + 1], axis=1)
+    elif ind.size:
+        members[:, is_industry] = np.count_nonzero(A[..., ind], axis=1)
     members[:, ~is_industry] = np.where(np.einsum("bii->bi", gram)[:, ~is_industry] > 0, 1, 0)
     thin = is_industry & (members < min_industry_names) & ~sk
     empty = ~is_industry & (members == 0) & ~sk
