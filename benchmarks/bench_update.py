@@ -84,7 +84,11 @@ def compare(store, version: str, last: pd.Timestamp, kept: pd.DataFrame) -> dict
     same = ~a["security_id"].astype(str).isin(moved).to_numpy()
     x, y = a[floats].to_numpy(np.float64), b[floats].to_numpy(np.float64)
     diff = np.abs(x - y)
-    return {"rows": len(a), "rows_rebuild": len(b), "fields": len(floats),
+    masked = np.where(same[:, None] & np.isfinite(diff), diff, -1.0)
+    row, col = np.unravel_index(np.argmax(masked), masked.shape)
+    worst = {"security_id": str(a["security_id"].iloc[row]), "field": floats[col],
+             "update": float(x[row, col]), "rebuild": float(y[row, col])}
+    return {"worst_other_row": worst,"rows": len(a), "rows_rebuild": len(b), "fields": len(floats),
             "inferred_moved_by_rebuild": len(moved), "moved": sorted(moved)[:10],
             "max_abs_diff_other_rows": float(np.nanmax(diff[same], initial=0.0)),
             "max_abs_diff_moved_rows": float(np.nanmax(diff[~same], initial=0.0)),
@@ -180,6 +184,8 @@ def main() -> None:
             f"re-inferred differently from the longer history ({', '.join(c['moved'])}; their rows differ by up to "
             f"{c['max_abs_diff_moved_rows']:.1e}): the update keeps the build's inferred ETFs"
             if c["inferred_moved_by_rebuild"] else "; no inferred ETFs moved"),
+        f"  - largest difference: {c['worst_other_row']['field']} of {c['worst_other_row']['security_id']} "
+        f"(update {c['worst_other_row']['update']:.12g}, rebuild {c['worst_other_row']['rebuild']:.12g})",
         f"- `update --check-inferred` (re-runs the inference on the whole history, as a rebuild does): "
         f"{result['update_check_inferred']['cpu_s']} s CPU, {result['update_check_inferred']['wall_s']} s wall → "
         f"{result['update_check_inferred']['outcome'][:160]}",

@@ -136,26 +136,22 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     params = _params(meta)
     _check_registry(meta, registry)
     end = pd.Timestamp(meta["end"])
-    dates = store.query("SELECT DISTINCT date FROM prices ORDER BY date")["date"] if store.has_table("prices") \
-        else pd.Series(dtype="datetime64[ns]")
-    dates = pd.DatetimeIndex(dates)
-    new = dates[dates > end]
+    if not store.has_table("prices"):
+        raise StoreError(f"no prices in store {store.root}")
+    new = pd.DatetimeIndex(store.read_table("prices", columns=["date"], where="date > ?",
+                                            params=[end.to_pydatetime()])["date"].unique()).sort_values()
     if not len(new):
         return UpdateSummary(MODEL, "up to date", f"Model A is up to date: the store has no trading day after "
                                                   f"{end.date()} (version {previous}); nothing published",
                              previous=previous, seconds=time.perf_counter() - began)
     _check_gap(end, new[0], allow_gap)
-    # The trailing window: enough old rows for every new day's window, the day before's (the
-    # time-safe returns use its hedge ratios) and the 252-day volatility.
-    before = dates[dates <= end]
-    tail_start = before[max(0, len(before) - max(params.window, VOL_LONG_WINDOW))] if len(before) else new[0]
 
     stored_assignments = store.read_table("cascade_assignments") if store.has_table("cascade_assignments") \
         else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
     inferred = stored_assignments[stored_assignments["assignment_source"].isin(["inferred", "unassigned"])]
     if check_inferred and len(inferred):
         _check_inferred(store, registry, meta, inferred)
-    inputs = load_market_inputs(store, registry, tail_start, None, keep_inferred=inferred)
+    inputs, tail_start = _load_tail(store, registry, end, max(params.window, VOL_LONG_WINDOW), inferred)
     merged, assignment_notes = _check_assignments(stored_assignments, inputs.assignments, end)
     _repair_leading_etf_holes(store, inputs.etf_returns, tail_start, params.market_etf)
     by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
@@ -184,6 +180,26 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
                                            f"{days[0]} … {days[-1]} ({n_rows:,} rows) as version {version}",
                          version=version, previous=previous, new_dates=days, rows=n_rows,
                          seconds=time.perf_counter() - began, notes=notes)
+
+
+def _load_tail(store: Store, registry: EtfRegistry, end: pd.Timestamp, need: int, inferred: pd.DataFrame):
+    """The store's inputs from the ``need``-th trading day up to ``end`` through the newest day:
+    enough old rows for every new day's window, the day before's (the time-safe returns use its
+    hedge ratios) and the 252-day volatility. Returns (inputs, the tail's first day).
+
+    One read from a calendar guess (trading days ≈ 5/7 of calendar days; 1.6× covers long
+    holidays and halts), trimmed to the tail; a store too sparse for the guess is read whole.
+    """
+    guess = end - pd.Timedelta(days=int(need * 1.6) + 30)
+    inputs = load_market_inputs(store, registry, guess, None, keep_inferred=inferred)
+    before = inputs.returns.index[inputs.returns.index <= end]
+    if len(before) < need:
+        inputs = load_market_inputs(store, registry, None, None, keep_inferred=inferred)
+        before = inputs.returns.index[inputs.returns.index <= end]
+    tail_start = before[max(0, len(before) - need)] if len(before) else inputs.returns.index[0]
+    inputs.returns = inputs.returns.loc[tail_start:]
+    inputs.etf_returns = inputs.etf_returns.loc[tail_start:].copy()  # repaired in place below
+    return inputs, tail_start
 
 
 def _new_rows(engine: CascadeEngine, keep: np.ndarray, tickers: pd.DataFrame,
@@ -335,7 +351,11 @@ def _check_overlap(store: Store, prepared, check_from: pd.Timestamp, end: pd.Tim
             "the trading days the cascade covers changed since it was built "
             f"({len(extra)} new: {[str(d.date()) for d in extra[:3]]}, {len(gone)} gone: "
             f"{[str(d.date()) for d in gone[:3]]}): run `riskstrata build cascade`")
-    wide = stored.pivot(index="date", columns="security_id", values="returns_gross").reindex(days)
+    # (days × securities) of the published returns, scattered from the long rows (a pivot sorts).
+    sid = pd.Categorical(stored["security_id"])
+    published = np.full((len(days), len(sid.categories)), np.nan)
+    published[days.get_indexer(stored["date"]), sid.codes] = stored["returns_gross"].to_numpy(np.float64)
+    wide = pd.DataFrame(published, index=days, columns=sid.categories.astype(str))
     loaded = pd.DataFrame(prepared.returns[in_window], index=days, columns=prepared.tickers.astype(str))
     known = set(wide.columns)
     traded = loaded.columns[loaded.notna().any().to_numpy()]
