@@ -158,9 +158,9 @@ def _regress_one_day(r: np.ndarray, X: np.ndarray, w: np.ndarray, c: np.ndarray,
     return _DayFit(f, t, r2, cond, residual, e, thin, notes)
 
 
-# Dates solved together: few enough that the (dates, N, K) temporaries stay in cache (8 × 3,000 × 24
-# floats ≈ 4.6 MB); larger chunks stream through memory and are slower, not faster.
-CHUNK_DATES = 8
+# Dates solved together: as many as keep the (dates, N, K + 3) design near 4 MB (8 dates at 3,000
+# names): it stays in cache; larger chunks stream through memory and are slower, not faster.
+CHUNK_ELEMENTS = 1 << 19
 # Above this condition number a date is solved by the SVD least squares (its rank decision and
 # minimum-norm answer); below it the normal equations agree with it to ~1e-13 (error ≈ ε·cond²).
 NORMAL_EQUATIONS_MAX_COND = 1e5
@@ -185,7 +185,7 @@ class _Outputs:
 def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, weights: np.ndarray,
                    caps: np.ndarray, usable: np.ndarray, skip: np.ndarray, is_industry: np.ndarray,
                    factors: list[str], min_industry_names: int, dates: pd.DatetimeIndex, out: _Outputs,
-                   notes: dict) -> None:
+                   notes: dict, buffer: np.ndarray) -> None:
     """Dates a … b − 1 by the normal equations of the substituted design, all dates at once.
 
     The same estimator as :func:`_regress_one_day` (which stays the reference and handles the
@@ -194,7 +194,7 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     diagonal before solving (Jacobi), so the error is ε·cond² of the scaled design.
     """
     B = b - a
-    ok = usable[a:b]                                           # (B, N); dates with < min_names: none
+    ok = usable                                                # (B, N); dates with < min_names: none
     days = np.flatnonzero(ok.any(axis=1))
     if days.size == 0:
         return
@@ -202,18 +202,17 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     K = len(factors)
     w = np.where(ok, weights[a:b], 0.0)
     r = np.where(ok, returns[a:b], 0.0)
-    # One design per date with three more columns — r, c / w and 1 — so that one batched product
-    # A'WA gives X'WX, X'Wr, the industry caps X'c, Σw·r and Σw at once (one pass over the data).
-    A = np.empty((B, w.shape[1], K + 3))
-    A[..., :K] = exposures[a:b]
+    sw = np.sqrt(w)
+    # The √w-scaled design (the caller has copied the exposures in) with three more columns —
+    # r, c / w and 1, each × √w — so that one batched product A'A gives X'WX, X'Wr, the
+    # industry caps X'c, Σw·r and Σw at once.
+    A = buffer[:B]
     A[~ok] = 0.0                                               # names not used that day: out
-    for i, k in np.argwhere(sk):                               # factors not estimated that day: out
-        A[i, :, k] = 0.0
-    A[..., K] = r
+    A[..., K] = r * sw
     with np.errstate(divide="ignore", invalid="ignore"):
-        A[..., K + 1] = np.where(ok, caps[a:b] / np.where(ok, w, 1.0), 0.0)
-    A[..., K + 2] = ok
-    aug = np.matmul((A * w[..., None]).transpose(0, 2, 1), A)   # (B, K + 3, K + 3)
+        A[..., K + 1] = np.where(ok, caps[a:b] / np.where(ok, sw, 1.0), 0.0)
+    A[..., K + 2] = sw
+    aug = np.matmul(A.transpose(0, 2, 1), A)                  # (B, K + 3, K + 3)
     gram, xwr, cap_total = aug[:, :K, :K], aug[:, :K, K], aug[:, :K, K + 1]
     # Names exposed: counted on the industries (fractions allowed); a style is unexposed when
     # Σw·x² = 0, i.e. every x = 0.
@@ -237,19 +236,23 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     # Dates sharing the estimated columns and the eliminated industry are solved together.
     masked = np.where(active, cap_total, -np.inf)
     lead = np.where(active.any(axis=1), np.argmax(masked, axis=1), -1)
-    keys: dict[tuple, list[int]] = {}
-    for i in days:
+    out.thin[a + days] = thin[days]
+    for i in days[(thin[days] | empty[days]).any(axis=1)]:
         t = a + i
         for j in np.flatnonzero(thin[i]):
             notes.setdefault(dates[t], []).append(f"{factors[j]}: {members[i, j]} name(s) < {min_industry_names}, "
                                                   "not estimated")
         for j in np.flatnonzero(empty[i]):
             notes.setdefault(dates[t], []).append(f"{factors[j]}: no name has a non-zero exposure, not estimated")
-        out.thin[t] = thin[i]
-        if lead[i] >= 0 and not cap_total[i, lead[i]] > 0:
-            fallback.append(i)   # undefined constraint: the reference path says why
-            continue
-        keys.setdefault((used[i].tobytes(), int(lead[i])), []).append(i)
+    undefined = (lead[days] >= 0) & ~(cap_total[days, np.maximum(lead[days], 0)] > 0)
+    fallback.extend(days[undefined])   # undefined constraint: the reference path says why
+    solvable = days[~undefined]
+    keys: dict[tuple, list[int]] = {}
+    if solvable.size:
+        pattern = np.column_stack([used[solvable], lead[solvable]])
+        _, first, inverse = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+        for g, i0 in enumerate(first):
+            keys[(g, int(lead[solvable[i0]]))] = list(solvable[inverse.ravel() == g])
     var_all = np.full((B, K), np.nan)
     for (_, L), rows in keys.items():
         rows = np.array(rows)
@@ -293,7 +296,8 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
         rows = np.flatnonzero(solved)
         f0 = np.zeros((B, K + 3))
         f0[:, :K] = np.nan_to_num(f_all)
-        e = r - np.matmul(A, f0[..., None])[..., 0]             # r − X·f over the used names
+        with np.errstate(divide="ignore", invalid="ignore"):   # r − X·f over the used names
+            e = r - np.matmul(A, f0[..., None])[..., 0] / np.where(ok, sw, 1.0)
         okr = ok[rows]
         e, wr, rr = e[rows], w[rows], r[rows]
         wss = np.einsum("bn,bn->b", wr, e * e)
@@ -385,25 +389,35 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
         raise DataValidationError(f"cross_sectional_regression: not_estimated must be (T, K) = ({T}, {K}); "
                                   f"got {skip.shape}")
 
-    # Usable names, all dates at once: a finite return, a full row of the estimated exposures,
-    # a positive weight.
-    usable = (np.isfinite(returns) & (np.isfinite(exposures) | skip[:, None, :]).all(axis=2)
-              & np.isfinite(weights) & (weights > 0))
     c_all = weights if caps is None else caps
     c_all = np.where(np.isfinite(c_all) & (c_all > 0), c_all, 0.0)
+    finite_rw = np.isfinite(returns) & np.isfinite(weights) & (weights > 0)
 
     out = _Outputs(T, N, K)
-    n_names = usable.sum(axis=1)
+    n_names = np.zeros(T, dtype=np.int64)
     notes: dict[pd.Timestamp, list[str]] = {}
-    for t in np.flatnonzero((n_names < min_names) & (n_names > 0)):
-        # An empty date (e.g. the first, with no lagged exposures) is expected: no note.
-        notes[dates[t]] = [f"{n_names[t]} usable names < min_names={min_names}: not estimated"]
-    for a in range(0, T, CHUNK_DATES):
-        b = min(a + CHUNK_DATES, T)
+    chunk = int(np.clip(CHUNK_ELEMENTS // max(N * (K + 3), 1), 4, 512))
+    buffer = np.empty((chunk, N, K + 3))   # reused: no fresh pages per chunk
+    for a in range(0, T, chunk):
+        b = min(a + chunk, T)
         if tick is not None:
             tick(b, T)
-        _regress_chunk(a, b, returns, exposures, weights, c_all, usable & (n_names >= min_names)[:, None], skip,
-                       is_industry, factors, min_industry_names, dates, out, notes)
+        # The √w-scaled exposures, copied in once; a factor not estimated that day is out.
+        A = buffer[:b - a]
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.multiply(exposures[a:b], np.sqrt(np.where(finite_rw[a:b], weights[a:b], 0.0))[..., None],
+                        out=A[..., :K])
+            for i, k in np.argwhere(skip[a:b]):
+                A[i, :, k] = 0.0
+            # Usable names: a finite return, a positive weight and a full row of the estimated
+            # exposures (a NaN anywhere in the row makes its sum NaN).
+            usable = finite_rw[a:b] & np.isfinite(A[..., :K].sum(axis=2))
+        n_names[a:b] = usable.sum(axis=1)
+        for t in a + np.flatnonzero((n_names[a:b] < min_names) & (n_names[a:b] > 0)):
+            # An empty date (e.g. the first, with no lagged exposures) is expected: no note.
+            notes[dates[t]] = [f"{n_names[t]} usable names < min_names={min_names}: not estimated"]
+        _regress_chunk(a, b, returns, exposures, weights, c_all, usable & (n_names[a:b] >= min_names)[:, None], skip,
+                       is_industry, factors, min_industry_names, dates, out, notes, buffer)
     f, tst, r2, cond, resid, specific, thin = out.f, out.t, out.r2, out.cond, out.resid, out.specific, out.thin
     notes = dict(sorted(notes.items()))
 
