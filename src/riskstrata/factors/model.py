@@ -740,14 +740,16 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     cols = np.array([0, *[1 + i for i, s in enumerate(spec.styles) if s.name in kept],
                      *range(1 + n_styles, K)])
     factors = [mf.design[k] for k in cols]
-    frame = (lambda a, c: pd.DataFrame(a[:, cols], index=dates, columns=factors))
-    reg = RegressionResult(factors=factors, factor_returns=frame(f, cols), t_stats=frame(tst, cols),
+    def frame(values: np.ndarray) -> pd.DataFrame:  # the kept factors' columns
+        return pd.DataFrame(values[:, cols], index=dates, columns=factors)
+
+    reg = RegressionResult(factors=factors, factor_returns=frame(f), t_stats=frame(tst),
                            r2=pd.Series(r2, index=dates, name="r2"),
                            n_names=pd.Series(n_names.astype(int), index=dates, name="n_names"),
                            condition_number=pd.Series(cond, index=dates, name="condition_number"),
                            constraint_residual=pd.Series(resid, index=dates, name="constraint_residual"),
                            specific_returns=pd.DataFrame(reg_specific, index=dates, columns=tickers),
-                           thin_industries=frame(thin, cols), notes=reg_notes)
+                           thin_industries=frame(thin), notes=reg_notes)
     say("factor covariance")
     cp = CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
                           vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
