@@ -88,9 +88,10 @@ def test_a_block_of_mixed_pairs_matches_the_usual_blocks(market):
         np.testing.assert_array_equal(mixed.values[key], arr[:, cols], err_msg=key)
 
 
-def test_only_the_regression_outputs_are_held_the_rest_is_derived_once(market):
+def test_only_the_regression_outputs_are_held_the_rest_is_derived_once(market, fitted):
     """A fresh result holds HELD_FIELDS (and the inputs' returns); every other field is derived on
-    first read, kept, equal to the engine's (test above), and peek() / to_long() keep nothing."""
+    first read, kept, equal to the engine's (test above); peek(), to_long(), snapshot() and
+    history() keep nothing."""
     from concurrent.futures import ThreadPoolExecutor
 
     from riskstrata.cascade.fit import HELD_FIELDS
@@ -109,6 +110,18 @@ def test_only_the_regression_outputs_are_held_the_rest_is_derived_once(market):
     assert all(a is got[0] for a in got) and "lstar_rr" in values.held()
     with pytest.raises(KeyError):
         values["nope"]
+    # A snapshot or a history derives only its cells (the same bits as the whole arrays; moved
+    # stocks included) and keeps nothing.
+    before = values.held()
+    for i in (0, 1, 150, 151, 171, len(fresh.dates) - 1):
+        snap = fresh.snapshot(fresh.dates[i])
+        for f in fresh.fields:
+            np.testing.assert_array_equal(snap[f].to_numpy(), fitted.values[f][i], err_msg=f"{f} on row {i}")
+    for ticker in (fresh.tickers[0], fresh.tickers[5], fresh.tickers[-1]):  # unassigned, moved, static
+        hist = fresh.history(ticker)
+        for f in fresh.fields:
+            np.testing.assert_array_equal(hist[f].to_numpy(), fitted[f][ticker].to_numpy(), err_msg=f"{f} of {ticker}")
+    assert values.held() == before
     import pickle
 
     again = pickle.loads(pickle.dumps(fresh))  # derived fields still derive after a round trip

@@ -446,15 +446,12 @@ def factor_return(level: int, hr_lagged: Callable[[str], np.ndarray], m: np.ndar
     return np.where(r_ok, f, np.nan)
 
 
-def _volatility(r: np.ndarray, names: tuple[str, ...] = ("vol_23d", "vol_252d_ann")) -> dict[str, np.ndarray]:
-    """vol_23d and vol_252d_ann (or those of ``names``): sample std of the last 23 / 252
-    trading days × √252, for returns r (T, n)."""
+def _volatility(r: np.ndarray) -> dict[str, np.ndarray]:
+    """vol_23d and vol_252d_ann: sample std of the last 23 / 252 trading days × √252."""
     ok = np.isfinite(r)
     x = np.where(ok, center(r), 0.0)
     out = {}
     for name, window, need in (("vol_23d", VOL_SHORT_WINDOW, 15), ("vol_252d_ann", VOL_LONG_WINDOW, 126)):
-        if name not in names:
-            continue
         n = window_sums(ok.astype(np.float64), window)
         s1, s2 = window_sums(x, window), window_sums(x * x, window)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -500,14 +497,15 @@ def check_result_identities(values: dict[str, np.ndarray], etf_raw: dict[str, np
 # sector leg: solve_cascade fills them from one array, and nulling and reclassification treat
 # them alike): a fitted result holds one array for each group.
 SAME_AS = {"l2_mkt_er": "l1_mkt_er", "l3_mkt_er": "l1_mkt_er", "l3_sec_er": "l2_sec_er"}
-# What a fitted result holds: the fields the regressions produce that nothing cheaper recovers.
+# What a fitted result holds: the fields the regressions produce that nothing cheaper recovers,
+# and the volatilities (a rolling sum over the whole history: no date of them is cheap alone).
 # Every other field is elementwise arithmetic on these, the inputs and the assignment codes
 # (hedge ratios from betas and link betas, residual shares, time-safe factor and residual
-# returns, L*), or a rolling count / volatility of the returns: it is derived, stock block by
-# stock block, by the very functions the engine uses (same bits), when first read. On 2,870 ×
-# 2,520 that holds 11 arrays (0.6 GB) instead of 29 (1.65 GB) and skips copying 18.
+# returns, L*) or a window count: it is derived, stock block by stock block, by the very
+# functions the engine uses (same bits), when first read; a snapshot or a history derives only
+# its cells. On 2,870 × 2,520 that holds 13 arrays (0.7 GB) instead of 29 (1.65 GB).
 HELD_FIELDS = ("l1_mkt_beta", "l2_sec_beta", "l3_sub_beta", "lambda_sm", "lambda_um", "lambda_us",
-               "l1_mkt_er", "l2_sec_er", "l3_sub_er", "stock_var", "flags")
+               "l1_mkt_er", "l2_sec_er", "l3_sub_er", "stock_var", "flags", "vol_23d", "vol_252d_ann")
 # Stocks per block when fitting in memory. Every stock's numbers are computed column by column,
 # so the block size changes no result; smaller blocks hold fewer (T, n) temporaries next to the
 # full result (peak −0.5 GB on 2,870 × 2,520 against the engine's default of 1,024).
@@ -542,9 +540,10 @@ def _put_rows(dest: np.ndarray, cols: np.ndarray, arr: np.ndarray, step: int = 1
 class _Recipes:
     """Derives a fitted result's fields that are not held (see HELD_FIELDS), block by block.
 
-    Blocks are the engine's own (the same stock columns in the same order), so a field that
-    reduces over a block's columns (the volatilities' full-sample mean) sums exactly as the
-    engine did; every other recipe is elementwise per stock and date.
+    Every recipe is elementwise per stock and date, or looks back along one stock's dates (the
+    hedge held over day t, L* chosen at t−1, the window count), so a field can be derived for
+    all stocks on a few dates (a snapshot) or for one stock (a history) at the cost of those
+    cells, with the same bits as the whole array.
     """
 
     def __init__(self, engine: CascadeEngine, blocks: list[np.ndarray]) -> None:
@@ -565,25 +564,38 @@ class _Recipes:
                         for i, key in enumerate(("s", "u"))}
         self.codes = inputs.assignment.codes
 
-    def __call__(self, name: str, held: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    def __call__(self, name: str, held: Callable[[str], np.ndarray | None],
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Field ``name`` for every stock: (T, N), or (stop − start, N) for ``rows`` = (start, stop)."""
         T, N = self.returns.shape
-        rows: np.ndarray | None = None  # stock-major storage, as _assemble holds fields
+        span = rows or (0, T)
+        out: np.ndarray | None = None  # stock-major storage, as _assemble holds fields
         for cols in self.blocks:
-            part = self._part(name, cols, held)
-            if rows is None:
-                rows = _fresh_rows(N, T, part.dtype)
-            _put_rows(rows, cols, part)
-        assert rows is not None
-        return rows.T
+            part = self._part(name, cols, held, span)
+            if out is None:
+                out = _fresh_rows(N, span[1] - span[0], part.dtype)
+            _put_rows(out, cols, part)
+        assert out is not None
+        return out.T
 
-    def _part(self, name: str, cols: np.ndarray, held: Callable[[str], np.ndarray | None]) -> np.ndarray:
-        """Field ``name`` on stock columns ``cols``: (T, len(cols))."""
+    def column(self, name: str, held: Callable[[str], np.ndarray | None], j: int) -> np.ndarray:
+        """Field ``name`` for stock column ``j`` only: (T,)."""
+        return self._part(name, np.array([j]), held, (0, self.returns.shape[0]))[:, 0]
+
+    def _part(self, name: str, cols: np.ndarray, held: Callable[[str], np.ndarray | None],
+              rows: tuple[int, int]) -> np.ndarray:
+        """Field ``name`` on stock columns ``cols`` and dates rows[0] ≤ t < rows[1]."""
+        start, stop = rows
         arr = held(name)
         if arr is not None:
-            return arr[:, cols]
+            return arr[start:stop, cols]
 
-        def get(field_name: str) -> np.ndarray:
-            return self._part(field_name, cols, held)
+        def get(field_name: str, span: tuple[int, int] = rows) -> np.ndarray:
+            return self._part(field_name, cols, held, span)
+
+        def from_previous_row(make: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
+            """make() over rows that start one date earlier (what day t needs of t−1), cut back."""
+            return make(rows) if start == 0 else make((start - 1, stop))[1:]
 
         if name in HR_NAMES:
             return hedge_ratio(name, get)
@@ -592,25 +604,28 @@ class _Recipes:
         if name in SAME_AS:
             return get(SAME_AS[name])
         if name in ("l1_cfr", "l2_cfr", "l3_cfr"):
-            level = int(name[1])
-            lagged = np.vstack([self.codes[:1, cols], self.codes[:-1, cols]])  # the pair held over day t
-            s, u = (np.take_along_axis(self.etf_raw, self.etf_col[k][lagged], axis=1) for k in ("s", "u"))
-            return factor_return(level, lambda f: _lag(get(f)), self.market, s, u,
-                                 np.isfinite(self.returns[:, cols]))
+            lagged = self.codes[np.maximum(np.arange(start, stop) - 1, 0)][:, cols]  # the pair held over day t
+            s, u = (np.take_along_axis(self.etf_raw[start:stop], self.etf_col[k][lagged], axis=1) for k in ("s", "u"))
+
+            def hr_lagged(f: str) -> np.ndarray:
+                return from_previous_row(lambda span: _lag(get(f, span)))
+
+            return factor_return(int(name[1]), hr_lagged, self.market[start:stop], s, u,
+                                 np.isfinite(self.returns[start:stop, cols]))
         if name in ("l1_rr", "l2_rr", "l3_rr"):
-            return self.returns[:, cols] - get(f"l{name[1]}_cfr")
+            return self.returns[start:stop, cols] - get(f"l{name[1]}_cfr")
         if name == "lstar_level":
             return lstar_level(get("l2_sec_er"), get("l3_sub_er"), self.lstar_threshold)
         if name == "lstar_rr":
             need = ("l2_sec_er", "l3_sub_er", "l1_rr", "l2_rr", "l3_rr")
-            return lstar({f: get(f) for f in need}, self.lstar_threshold)["lstar_rr"]
-        if name == "n_obs":
-            valid = np.isfinite(self.returns[:, cols]) & self.market_ok[:, None]
-            return window_sums(valid.astype(np.float64), self.window)
-        if name in ("vol_23d", "vol_252d_ann"):
-            return _volatility(self.returns[:, cols], (name,))[name]
+            return from_previous_row(lambda span: lstar({f: get(f, span) for f in need},
+                                                        self.lstar_threshold)["lstar_rr"])
+        if name == "n_obs":  # a count of whole days: exact from any row a full window back
+            first = max(0, start - self.window + 1)
+            valid = np.isfinite(self.returns[first:stop, cols]) & self.market_ok[first:stop, None]
+            return window_sums(valid.astype(np.float64), self.window)[start - first:]
         if name == "returns_gross":
-            return self.returns[:, cols]
+            return self.returns[start:stop, cols]
         raise KeyError(name)
 
 
@@ -663,8 +678,8 @@ def fit_cascade(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments: p
     check: assert the share and replication identities; a violation raises IdentityViolation.
 
     Returns a :class:`~riskstrata.cascade.result.CascadeResult`. Its ``values`` hold the
-    regression outputs (HELD_FIELDS); hedge ratios, residual shares, time-safe returns, L*,
-    n_obs and volatilities are derived from them, exactly, when first read, then kept.
+    regression outputs and volatilities (HELD_FIELDS); hedge ratios, residual shares, time-safe returns, L*
+    and n_obs are derived from them, exactly, when first read, then kept.
     """
     from riskstrata.cascade.result import CascadeResult
 

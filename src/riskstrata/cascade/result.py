@@ -8,8 +8,9 @@ long table the store keeps.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,15 +80,15 @@ def long_frame(dates: pd.DatetimeIndex, tickers: pd.Index, values: dict[str, np.
 class FieldMap(Mapping[str, np.ndarray]):
     """A result's fields: arrays held, plus fields derived from them on first read and kept.
 
-    ``derive(name, held)`` computes field ``name`` from the fields held so far (``held(f)``: the
-    array, or None when ``f`` is not yet computed); it is only ever asked for a name in ``keys``
-    that is not held. Reading a field is ``values[name]`` as with a dict; :meth:`peek` computes
+    ``derive(name, held, rows=None)`` computes field ``name`` from the fields held so far
+    (``held(f)``: the array, or None when ``f`` is not yet computed), on every date or on dates
+    ``rows`` = (start, stop); ``derive.column(name, held, j)`` for one stock. It is only ever asked
+    for a name in ``keys`` that is not held. Reading a field is ``values[name]`` as with a dict; :meth:`peek` computes
     a field without keeping it (the store write reads every field once). Thread-safe: a field is
     derived once even when requests race for it. Derived arrays are read-only like held ones.
     """
 
-    def __init__(self, keys: list[str], held: dict[str, np.ndarray],
-                 derive: Callable[[str, Callable[[str], np.ndarray | None]], np.ndarray]) -> None:
+    def __init__(self, keys: list[str], held: dict[str, np.ndarray], derive: Any) -> None:
         self._keys = list(keys)
         self._known = frozenset(self._keys)
         self._held = dict(held)
@@ -115,6 +116,17 @@ class FieldMap(Mapping[str, np.ndarray]):
         """The field, computed if need be but not kept."""
         arr = self._held_or_none(name)
         return arr if arr is not None else self._derive(name, self._held.get)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """The field on dates start ≤ t < stop, (stop − start, N): a derived field is computed on
+        those dates only (the same bits) and not kept."""
+        arr = self._held_or_none(name)
+        return arr[start:stop] if arr is not None else self._derive(name, self._held.get, (start, stop))
+
+    def column(self, name: str, j: int) -> np.ndarray:
+        """The field for stock column ``j``, (T,): a derived field is computed for that stock only."""
+        arr = self._held_or_none(name)
+        return arr[:, j] if arr is not None else self._derive.column(name, self._held.get, j)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -178,10 +190,16 @@ class CascadeResult:
     def _row(self, date: object | None) -> int:
         return row_on_or_before(self.dates, date)
 
+    def _field_row(self, name: str, i: int) -> np.ndarray:
+        """(N,) values of field ``name`` on date row ``i`` (a FieldMap derives that row only)."""
+        if isinstance(self.values, FieldMap):
+            return self.values.rows(name, i, i + 1)[0]
+        return self.values[name][i]
+
     def snapshot(self, date: object | None = None) -> pd.DataFrame:
         """One date (default: the last) as a (tickers × fields) frame, with ETFs used and reasons."""
         i = self._row(date)
-        frame = pd.DataFrame({f: self.values[f][i] for f in self.fields}, index=self.tickers)
+        frame = pd.DataFrame({f: self._field_row(f, i) for f in self.fields}, index=self.tickers)
         sec, sub = etf_used(self.pairs, self.codes[i:i + 1], self.values["flags"][i:i + 1])
         frame["sector_etf"], frame["subsector_etf"] = sec[0], sub[0]
         frame["notes"] = ["; ".join(describe_flags(f)) for f in frame["flags"]]
@@ -192,7 +210,9 @@ class CascadeResult:
         """One stock's fields over time (dates × fields)."""
         j = self._col(ticker)
         names = fields or self.fields
-        return pd.DataFrame({f: self.values[f][:, j] for f in names}, index=self.dates)
+        values = self.values
+        column = values.column if isinstance(values, FieldMap) else (lambda f, k: values[f][:, k])
+        return pd.DataFrame({f: column(f, j) for f in names}, index=self.dates)
 
     def to_long(self) -> pd.DataFrame:
         """Long table (date, ticker, fields…, sector_etf, subsector_etf), one row per stock-day with data."""
