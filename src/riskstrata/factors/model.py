@@ -705,7 +705,6 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
             (a, b), made = pending.popleft()
             count("exposures", i, len(bounds))
             blk = finish_block(mf, a, b, made.result(), carry)
-            submit()
             carry = blk.carry
             store.put(a, b, blk.exposures, blk.imputed)
             coverage[a:b] = blk.coverage
@@ -713,6 +712,7 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
                 has_data[d] = has_data.get(d, False) or seen
             keep(a, b, blk.regression, blk.specific)
             del blk, made
+            submit()  # only now: at most ``workers`` blocks are held at any time
             i += 1
     count("exposures", len(bounds), len(bounds))
     say("regression")

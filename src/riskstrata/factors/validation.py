@@ -494,13 +494,15 @@ def validation_reports(factor_returns: pd.DataFrame, factor_covs: dict[str, obje
     names = specific_returns.columns if isinstance(specific_returns, pd.DataFrame) else pd.RangeIndex(N)
     stability, vifs = _exposure_diagnostics(X, v, dates)
     portfolios = _random_portfolios(f, u, s2, X, n_random_portfolios, seed)
-    return {label: _report(f, factors, cov, u, s2, names, stability, vifs, portfolios, r2=r2, window=window,
-                           min_obs=min_obs) for label, cov in covs.items()}
+    # Specific portfolios: one name each, u_t against s_{t−1} (the same for every forecast).
+    specific = _per_portfolio(u[1:], s2[:-1], window, pd.Index(names, name="name"))
+    specific = specific[specific["n_obs"] >= min_obs]
+    return {label: _report(f, factors, cov, specific, stability, vifs, portfolios, r2=r2, window=window)
+            for label, cov in covs.items()}
 
 
-def _report(f: np.ndarray, factors: list[str], cov: np.ndarray, u: np.ndarray, s2: np.ndarray, names: pd.Index,
-            stability: np.ndarray, vifs: np.ndarray, portfolios: _RandomPortfolios, *, r2: pd.Series | None,
-            window: int, min_obs: int) -> ValidationReport:
+def _report(f: np.ndarray, factors: list[str], cov: np.ndarray, specific: pd.DataFrame, stability: np.ndarray,
+            vifs: np.ndarray, portfolios: _RandomPortfolios, *, r2: pd.Series | None, window: int) -> ValidationReport:
     """One covariance forecast's report, given the exposure-dependent parts."""
     # Pure factor portfolios: f_k,t against √Σ_kk forecast at t − 1.
     factor_var = np.diagonal(cov[:-1], axis1=1, axis2=2)
@@ -520,9 +522,6 @@ def _report(f: np.ndarray, factors: list[str], cov: np.ndarray, u: np.ndarray, s
     random_active = _per_portfolio(ra_ret, ra_var, window, pd.RangeIndex(ra_ret.shape[1], name="portfolio"))
     rows.append(_summary_row("random_active", random_active))
 
-    # Specific portfolios: one name each, u_t against s_{t−1}.
-    specific = _per_portfolio(u[1:], s2[:-1], window, pd.Index(names, name="name"))
-    specific = specific[specific["n_obs"] >= min_obs]
     rows.append(_summary_row("specific", specific))
 
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
