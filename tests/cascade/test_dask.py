@@ -43,6 +43,14 @@ def cluster():
         yield local
 
 
+@pytest.fixture(scope="module")
+def built(market, tmp_path_factory):
+    """A store of the market with the cascade built locally: (store, the local version)."""
+    store = Store(tmp_path_factory.mktemp("dask") / "store")
+    load_synthetic_into_store(store, market)
+    return store, build_cascade(store, window=WINDOW)
+
+
 def test_partitions_carry_their_stocks_and_only_the_etfs_they_need(market) -> None:
     params = CascadeParams(window=WINDOW)
     inputs = prepare_inputs(market.returns, market.etf_returns, market.assignments, params)
@@ -69,10 +77,8 @@ def test_partitions_carry_their_stocks_and_only_the_etfs_they_need(market) -> No
                                            err_msg=key)
 
 
-def test_a_cluster_build_equals_the_local_build(market, cluster, tmp_path) -> None:
-    store = Store(tmp_path / "store")
-    load_synthetic_into_store(store, market)
-    local = build_cascade(store, window=WINDOW)
+def test_a_cluster_build_equals_the_local_build(built, cluster) -> None:
+    store, local = built
     on_cluster = build_cascade(store, window=WINDOW, cluster=cluster.scheduler_address)
     assert store.current_version(MODEL) == on_cluster.version and on_cluster.rows == local.rows
     assert_same_rows(store.read_model(MODEL, version=on_cluster.version), store.read_model(MODEL, version=local.version),
@@ -90,14 +96,13 @@ def test_a_cluster_build_equals_the_local_build(market, cluster, tmp_path) -> No
     assert store.model_meta(MODEL)["cluster"]["cluster"] == cluster.scheduler_address
 
 
-def test_a_failing_task_publishes_nothing(market, cluster, tmp_path, monkeypatch) -> None:
+def test_a_failing_task_publishes_nothing(built, cluster, monkeypatch) -> None:
     """A worker whose part write fails (a full disk, injected on the third part) fails the build:
     the error reaches the caller, the last version stays current and the build directory is gone."""
     import riskstrata.services.distributed as dist
 
-    store = Store(tmp_path / "store")
-    load_synthetic_into_store(store, market)
-    before = build_cascade(store, window=WINDOW).version
+    store, _ = built
+    before, versions = store.current_version(MODEL), store.versions(MODEL)
     real, calls = dist.write_part_file, []
 
     def disk_full(directory, name, df):
@@ -109,7 +114,7 @@ def test_a_failing_task_publishes_nothing(market, cluster, tmp_path, monkeypatch
     monkeypatch.setattr(dist, "write_part_file", disk_full)  # the workers are threads of this process
     with pytest.raises(OSError, match="No space left"):
         build_cascade(store, window=WINDOW, cluster=cluster.scheduler_address)
-    assert store.current_version(MODEL) == before and store.versions(MODEL) == [before]
+    assert store.current_version(MODEL) == before and store.versions(MODEL) == versions
     assert not list(store.model_dir(MODEL).glob(".tmp-*"))
 
 
