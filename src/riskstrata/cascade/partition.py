@@ -51,11 +51,18 @@ class Partition:
 
 def partition_inputs(inputs: PreparedInputs, market_etf: str, max_stocks: int = PARTITION_STOCKS) -> list[Partition]:
     """Partitions of ≤ ``max_stocks`` stocks that share their last-date ETF pair (pure)."""
+    return list(iter_partitions(inputs, market_etf, max_stocks))
+
+
+def iter_partitions(inputs: PreparedInputs, market_etf: str, max_stocks: int = PARTITION_STOCKS
+                    ) -> Iterator[Partition]:
+    """:func:`partition_inputs` one at a time: a caller that ships each partition away never holds
+    a second copy of the whole (T, N) returns."""
     if max_stocks < 1:
         raise ValueError(f"max_stocks must be ≥ 1, got {max_stocks}")
     codes, pairs = inputs.assignment.codes, inputs.assignment.pairs
     home = codes[-1] if len(codes) else np.zeros(codes.shape[1], dtype=np.int32)
-    out: list[Partition] = []
+    index = 0
     for code in np.unique(home):
         members = np.flatnonzero(home == code)
         for start in range(0, len(members), max_stocks):
@@ -68,8 +75,8 @@ def partition_inputs(inputs: PreparedInputs, market_etf: str, max_stocks: int = 
                 returns=np.ascontiguousarray(inputs.returns[:, cols]),
                 etfs=inputs.etfs[etf_cols], etf_returns=np.ascontiguousarray(inputs.etf_returns[:, etf_cols]),
                 assignment=AssignmentCodes(np.ascontiguousarray(held), pairs))
-            out.append(Partition(len(out), cols, part))
-    return out
+            yield Partition(index, cols, part)
+            index += 1
 
 
 def fit_partition(part: Partition, params: CascadeParams, check: bool = True,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.cascade.fit import CascadeParams, PreparedInputs
-from riskstrata.cascade.partition import Partition, fit_partition, partition_inputs
+from riskstrata.cascade.partition import Partition, fit_partition, iter_partitions
 from riskstrata.data.store import VersionWriter, write_part_file
 from riskstrata.errors import DataValidationError, StoreError
 
@@ -101,7 +101,6 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
     Returns (rows written, a summary for the version's meta: address, workers, partitions,
     bytes shipped, per-partition figures). Any failed task raises here, before anything is published.
     """
-    parts = partition_inputs(prepared, params.market_etf)
     client, local = connect(cluster)
     began = time.perf_counter()
     try:
@@ -110,9 +109,10 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
             raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
         ids = tickers.assign(security_id=tickers["security_id"].astype(str))
         futures = []
-        for part in parts:
+        for part in iter_partitions(prepared, params.market_etf):
             records = ids[ids["security_id"].isin(part.inputs.tickers.astype(str))]
-            # Scattered first: the data travels to one worker once, not inside the task graph.
+            # Scattered first: the data travels to one worker once, not inside the task graph
+            # (and this process keeps no copy of it).
             data = client.scatter(part, hash=False)
             futures.append(client.submit(run_partition, data, params, keep, records, str(writer.tmp_dir),
                                          key=f"cascade-partition-{part.index}-{os.urandom(4).hex()}", pure=False))
@@ -140,7 +140,7 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
             local.close()
     results.sort(key=lambda r: r["partition"])
     shipped = [r["input_bytes"] for r in results]
-    info = {"cluster": cluster, "workers": workers, "partitions": len(parts), "bytes_shipped": int(sum(shipped)),
+    info = {"cluster": cluster, "workers": workers, "partitions": len(futures), "bytes_shipped": int(sum(shipped)),
             "bytes_per_partition_median": int(np.median(shipped)) if shipped else 0,
             "bytes_per_partition_max": int(max(shipped, default=0)),
             "seconds": round(time.perf_counter() - began, 3),
