@@ -26,7 +26,7 @@ from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, Un
 from riskstrata.factors import summary as S
 from riskstrata.factors.blocks import BlockArray
 from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, FactorInputs, FactorModelResult, Tick, block_bounds,
-                                      factor_groups, fit_factor_model)
+                                      factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 
 Progress = Callable[[str], None]
@@ -234,10 +234,11 @@ def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] 
     if tick is not None:
         tick(0, 1)
     # One pass over the exposures for both forecasts (they differ only in the covariance).
-    reports = validation_reports(result.factor_returns,
-                                 {"eigen on": result.covariance.adjusted, "eigen off": result.covariance.raw},
-                                 result.regression.specific_returns, result.specific_var, result.exposures,
-                                 result.market_cap, r2=result.regression.r2)
+    with one_blas_thread():
+        reports = validation_reports(result.factor_returns,
+                                     {"eigen on": result.covariance.adjusted, "eigen off": result.covariance.raw},
+                                     result.regression.specific_returns, result.specific_var, result.exposures,
+                                     result.market_cap, r2=result.regression.r2)
     if tick is not None:
         tick(1, 1)
     return pd.concat([r.table.assign(covariance=label) for label, r in reports.items()], ignore_index=True)
