@@ -27,7 +27,8 @@ the names missing each day), by N ∈ {500, 1500, 3000} and T ∈ {630, 2520}:
   or N = 500: it takes ~30 ms a day at 3,000 names.
 
 The machine has 2 cores shared with other work: the load average before and after each part is
-in the results, and every figure is the minimum over ``--rounds`` (default 1).
+in the results, and every figure is the minimum over ``--rounds`` (default 1). The regression
+part holds BLAS to one thread for every contender (as the build does).
 
 Usage: python benchmarks/bench_factors_scale.py [--part build|regression|all] [--before SRC]
 Writes benchmarks/results/factors_scale.json and benchmarks/results/factors_scale.md.
@@ -88,10 +89,26 @@ def timed_command(cmd: list[str], env: dict | None = None) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024), "output": json.loads(out)}
 
 
+CHILD = """
+import json, sys, time
+from riskstrata.data.store import Store
+from riskstrata.services.factors import build_factor_model
+t0 = time.perf_counter()
+stages = []
+info = build_factor_model(Store(sys.argv[1]), "US21", progress=lambda s: stages.append((s, time.perf_counter() - t0)))
+end = time.perf_counter() - t0
+seconds = {}
+for (s, a), (_, b) in zip(stages, stages[1:] + [("end", end)]):
+    seconds[s] = round(seconds.get(s, 0.0) + b - a, 2)
+print(json.dumps({"dates": info["dates"], "names": info["names"], "factors": info["factors"], "stages_s": seconds}))
+"""
+
+
 def bench_build(rounds: int, before: str | None) -> dict:
+    """``build_factor_model(store, "US21")`` — what ``riskstrata factors build`` runs — in a fresh
+    process per build, with the seconds of each stage it reports."""
     store = ensure_store()
-    cli = [str(ROOT / ".venv" / "bin" / "riskstrata"), "factors", "build", "--store", str(store), "--model", "US21",
-           "--json"]
+    cli = [sys.executable, "-c", CHILD, str(store)]
     trees = {"after": None, **({"before": before} if before else {})}
     runs: dict[str, list[dict]] = {k: [] for k in trees}
     load = {"load_before": conditions()}
@@ -102,12 +119,13 @@ def bench_build(rounds: int, before: str | None) -> dict:
                 env["PYTHONPATH"] = str(Path(src).resolve())
             r = timed_command(cli, env)
             info = r.pop("output")
-            r.update(dates=info["dates"], names=info["names"], factors=info["factors"])
+            r.update(info)
             runs[label].append(r)
             print(label, r, flush=True)
     load["load_after"] = conditions()
     best = {k: min(v, key=lambda r: r["wall_s"]) for k, v in runs.items()}
-    return {"command": " ".join(cli[1:]), "store": f"synthetic {N_STOCKS} × {N_DAYS}, seed 7, styles=True",
+    return {"command": "build_factor_model(Store(STORE), 'US21') (what `riskstrata factors build --model US21` runs)",
+            "store": f"synthetic {N_STOCKS} × {N_DAYS}, seed 7, styles=True ({store.relative_to(ROOT)})",
             "runs": runs, "best": best, **load}
 
 
@@ -230,6 +248,15 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bench_regression(rounds: int) -> dict:
+    """Every contender with BLAS held to one thread (threadpoolctl), as the build holds it: on 2
+    shared cores a multi-threaded BLAS slows the per-day products of all of them erratically."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _bench_regression(rounds)
+
+
+def _bench_regression(rounds: int) -> dict:
     rows = []
     load = {"load_before": conditions()}
     for T in GRID_T:
@@ -291,7 +318,7 @@ def write(result: dict) -> None:
              "(load averages below); `python benchmarks/bench_factors_scale.py`.", ""]
     if "build" in old:
         b = old["build"]
-        lines += [f"## Full build: `riskstrata {b['command']}`", "",
+        lines += [f"## Full build: {b['command']}", "",
                   f"Store: {b['store']}. Fresh process per build; wall, CPU (user + sys) and peak RSS from `wait4`. "
                   f"Load average before/after: {b['load_before']['load_avg_1_5_15']} / "
                   f"{b['load_after']['load_avg_1_5_15']}.", "",
@@ -299,13 +326,17 @@ def write(result: dict) -> None:
         for label, r in b["best"].items():
             lines.append(f"| {label} | {r['dates']} × {r['names']} | {r['factors']} | {r['wall_s']} | {r['cpu_s']} | "
                          f"{r['peak_rss_mb']:,} |")
+        lines += ["", "Seconds (wall) by the stages the build reports:", ""]
+        for label, r in b["best"].items():
+            if r.get("stages_s"):
+                lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in r["stages_s"].items()))
         lines.append("")
     if "regression" in old:
         g = old["regression"]
         lines += ["## Regression stage, same returns and exposures (K = 21)", "",
                   f"Load average before/after: {g['load_before']['load_avg_1_5_15']} / "
-                  f"{g['load_after']['load_avg_1_5_15']}. Seconds (wall); ratio = riskstrata / peer "
-                  "(< 1: riskstrata faster).", "",
+                  f"{g['load_after']['load_avg_1_5_15']}. Seconds (wall), BLAS held to one thread for every "
+                  "contender; ratio = riskstrata / peer (< 1: riskstrata faster).", "",
                   "| T | N | riskstrata | numpy KKT | ratio | skfolio CSLinearRegression | ratio | toraniko | ratio | "
                   "max rel. diff vs numpy | vs skfolio f |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
