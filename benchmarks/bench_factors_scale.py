@@ -93,14 +93,23 @@ CHILD = """
 import json, sys, time
 from riskstrata.data.store import Store
 from riskstrata.services.factors import build_factor_model
+
+def hwm():  # peak RSS so far, MB (VmHWM)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
 t0 = time.perf_counter()
 stages = []
-info = build_factor_model(Store(sys.argv[1]), "US21", progress=lambda s: stages.append((s, time.perf_counter() - t0)))
+info = build_factor_model(Store(sys.argv[1]), "US21",
+                          progress=lambda s: stages.append((s, time.perf_counter() - t0, hwm())))
 end = time.perf_counter() - t0
-seconds = {}
-for (s, a), (_, b) in zip(stages, stages[1:] + [("end", end)]):
+seconds, peak = {}, {}
+for (s, a, _), (_, b, m) in zip(stages, stages[1:] + [("end", end, hwm())]):
     seconds[s] = round(seconds.get(s, 0.0) + b - a, 2)
-print(json.dumps({"dates": info["dates"], "names": info["names"], "factors": info["factors"], "stages_s": seconds}))
+    peak[s] = max(peak.get(s, 0), m)   # the peak RSS reached by the end of the stage
+print(json.dumps({"dates": info["dates"], "names": info["names"], "factors": info["factors"], "stages_s": seconds,
+                  "peak_rss_mb_by_stage_end": peak}))
 """
 
 

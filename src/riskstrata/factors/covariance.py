@@ -198,6 +198,9 @@ def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int) -> n
     return cov
 
 
+VARIANCE_COLUMNS = 512  # series per pass of ewma_newey_west_variance
+
+
 def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int) -> np.ndarray:
     """The diagonal of :func:`ewma_newey_west`, for many series at once in O(T·N·L).
 
@@ -207,6 +210,14 @@ def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int) ->
     decay = decay_for(halflife)
     if lags < 0:
         raise ValueError(f"lags must be ≥ 0, got {lags}")
+    returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim == 2 and returns.shape[1] > VARIANCE_COLUMNS:
+        # Every series is filtered on its own: a few hundred at a time give the same numbers
+        # with a dozen (T, columns) temporaries instead of a dozen (T, N) ones.
+        out = np.empty(returns.shape)
+        for j in range(0, returns.shape[1], VARIANCE_COLUMNS):
+            out[:, j:j + VARIANCE_COLUMNS] = ewma_newey_west_variance(returns[:, j:j + VARIANCE_COLUMNS], halflife, lags)
+        return out
     x0, m = _centred(returns)
     w = _ew_sum(m, decay)
     with np.errstate(invalid="ignore", divide="ignore"):

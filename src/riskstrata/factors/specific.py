@@ -56,6 +56,9 @@ class SpecificParams:
             raise ValueError("need nw_lags ≥ 0, shrink_q ≥ 0, deciles ≥ 1, min_obs ≥ 2")
 
 
+SHRINK_ROWS = 256  # dates per pass of shrink_to_size_deciles
+
+
 def shrink_to_size_deciles(sigma: np.ndarray, caps: np.ndarray, q: float, deciles: int) -> np.ndarray:
     """Bayesian shrinkage of vols toward their size decile's cap-weighted mean (USE4).
 
@@ -65,6 +68,11 @@ def shrink_to_size_deciles(sigma: np.ndarray, caps: np.ndarray, q: float, decile
     """
     sigma = np.asarray(sigma, dtype=np.float64)
     caps = np.asarray(caps, dtype=np.float64)
+    if sigma.ndim == 2 and sigma.shape[0] > SHRINK_ROWS:
+        # Dates are independent: a few hundred at a time give the same numbers with a dozen
+        # (rows, N) temporaries instead of a dozen (T, N) ones.
+        return np.concatenate([shrink_to_size_deciles(sigma[a:a + SHRINK_ROWS], caps[a:a + SHRINK_ROWS], q, deciles)
+                               for a in range(0, sigma.shape[0], SHRINK_ROWS)])
     ok = np.isfinite(sigma) & np.isfinite(caps) & (caps > 0)
     n_ok = ok.sum(axis=1, keepdims=True)
     # rank by cap within each date among eligible names (others sorted last, never used)
