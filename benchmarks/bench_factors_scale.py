@@ -344,15 +344,23 @@ def write(result: dict) -> None:
         g = old["regression"]
         lines += ["## Regression stage, same returns and exposures (K = 21)", "",
                   f"Load average before/after: {g['load_before']['load_avg_1_5_15']} / "
-                  f"{g['load_after']['load_avg_1_5_15']}. Seconds (wall), BLAS held to one thread for every "
-                  "contender; ratio = riskstrata / peer (< 1: riskstrata faster).", "",
+                  f"{g['load_after']['load_avg_1_5_15']}. BLAS held to one thread for every contender. Each "
+                  "cell: wall s / CPU s; ratio = riskstrata / peer on wall / on CPU (< 1: riskstrata faster; CPU "
+                  "is the steadier figure on a loaded machine).", "",
                   "| T | N | riskstrata | numpy KKT | ratio | skfolio CSLinearRegression | ratio | toraniko | ratio | "
-                  "max rel. diff vs numpy | vs skfolio f |",
+                  "max rel. diff vs numpy (f, t, R², u) | vs skfolio (f) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def cell(r: dict, name: str) -> str:
+            if f"{name}_s" not in r:
+                return "not run | –"
+            ratio = (f"{r['riskstrata_s'] / r[f'{name}_s']:.2f} / {r['riskstrata_cpu_s'] / r[f'{name}_cpu_s']:.2f}"
+                     if name != "riskstrata" else "")
+            return f"{r[f'{name}_s']:.2f} / {r[f'{name}_cpu_s']:.2f}" + (f" | {ratio}" if ratio else "")
+
         for r in g["grid"]:
-            tor = (f"{r['toraniko_s']} | {r['ratio_toraniko']}" if "toraniko_s" in r else "not run | –")
-            lines.append(f"| {r['T']} | {r['N']:,} | {r['riskstrata_s']} | {r['numpy_kkt_s']} | {r['ratio_numpy_kkt']} | "
-                         f"{r['skfolio_s']} | {r['ratio_skfolio']} | {tor} | {r['max_rel_diff_vs_numpy']:.1e} | "
+            lines.append(f"| {r['T']} | {r['N']:,} | {cell(r, 'riskstrata')} | {cell(r, 'numpy_kkt')} | "
+                         f"{cell(r, 'skfolio')} | {cell(r, 'toraniko')} | {r['max_rel_diff_vs_numpy']:.1e} | "
                          f"{r['max_rel_diff_skfolio_f']:.1e} |")
         lines.append("")
     lines += [f"Versions: {old.get('versions')}", ""]
