@@ -126,7 +126,8 @@ def test_invalid_key_is_401_with_the_check_key_hint(anon, headers):
 
 
 def test_a_right_id_with_a_wrong_secret_is_refused(anon, key):
-    forged = key[: key.rindex("_") + 1] + ("A" if key[-1] != "A" else "B") * len(key.rsplit("_", 1)[1])
+    prefix, key_id, secret = key.split("_", 2)  # rs_<id>_<secret>: the secret itself may contain "_"
+    forged = f"{prefix}_{key_id}_" + ("A" if secret[0] != "A" else "B") * len(secret)
     assert_error(anon.get("/api/metrics/AAA", headers={"Authorization": f"Bearer {forged}"}), 401)
     assert_error(anon.get("/api/metrics/AAA", headers={"Authorization": f"Bearer {key[:-1]}"}), 401)
 
@@ -205,7 +206,7 @@ def test_no_auth_mode_opens_every_route(store, tickers):
 
 def test_keys_are_stored_only_as_hmacs_under_the_store_secret(store, key):
     """Issue 12 §2: HMAC-SHA-256 under a per-store secret (a file only its owner reads), not scrypt."""
-    secret = key.rsplit("_", 1)[1]
+    secret = key.split("_", 2)[2]  # rs_<id>_<secret>: the secret itself may contain "_"
     raw = store.table_path(TABLE).read_bytes()
     assert key.encode() not in raw and secret.encode() not in raw
     table = store.read_table(TABLE)
@@ -448,7 +449,7 @@ def test_keys_holdings_and_query_strings_never_reach_the_logs(store, tmp_path):
     assert "riskstrata API on" in text and "/api/portfolio/analyze" in text, text  # it did log the requests…
     assert "key=log-check" in text, text  # …by key name
     assert "Traceback" not in text, text
-    secret = key.rsplit("_", 1)[1]
+    secret = key.split("_", 2)[2]  # rs_<id>_<secret>: the secret itself may contain "_"
     for leaked in (key, secret, MARKER, "73019468", "037833100", "QSECRET"):  # 8+ digits: no chance match
         assert leaked not in text, f"{leaked!r} found in the server log"
 
