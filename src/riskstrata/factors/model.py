@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,9 @@ from riskstrata.timeindex import row_on_or_before
 
 Progress = Callable[[str], None]          # called with a stage's name when it starts
 Tick = Callable[[str, int, int], None]     # (stage, done, total) within a stage, for counts and an ETA
+# (ModelFrame, [(a, b), …]) → each block's FactorBlock in date order, computed elsewhere (e.g.
+# on a dask cluster, :mod:`riskstrata.services.factors_cluster`); the build consumes them as its own.
+BlockSource = Callable[["ModelFrame", list[tuple[int, int]]], Iterator["FactorBlock"]]
 
 # Why a descriptor has no value at all: the reason a style that needs it is not estimated.
 DESCRIPTOR_INPUTS = {
@@ -651,7 +654,8 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
 
 def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
                      tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
-                     spill_dir: str | Path | None = None, workers: int = 2) -> FactorModelResult:
+                     spill_dir: str | Path | None = None, workers: int = 2,
+                     block_source: BlockSource | None = None) -> FactorModelResult:
     """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk.
 
     A style is estimated on a date only when its coverage (the share of the estimation
@@ -668,13 +672,16 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     (peak memory independent of T × N × K). Without it they are held as (T, N, K) arrays.
     ``workers``: blocks whose exposures are made at once (threads; 1 = strictly one at a time).
     Results do not depend on the block size beyond floating-point rounding (≲ 1e-13).
+    ``block_source``: where the blocks are made instead of this process's threads (a cluster);
+    everything after the blocks (specific risk, covariance, status) runs here as usual.
     """
     with one_blas_thread():
-        return _fit(inputs, spec, progress, tick, block_dates, spill_dir, workers)
+        return _fit(inputs, spec, progress, tick, block_dates, spill_dir, workers, block_source)
 
 
 def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick: Tick | None,
-         block_dates: int | None, spill_dir: str | Path | None, workers: int) -> FactorModelResult:
+         block_dates: int | None, spill_dir: str | Path | None, workers: int,
+         block_source: BlockSource | None = None) -> FactorModelResult:
     say = progress or (lambda _msg: None)
     count = tick or (lambda _stage, _done, _total: None)
     say("descriptors")
@@ -704,12 +711,25 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
 
     bounds = block_bounds(T, block_dates)
     carry = None
+
+    def take(i: int, a: int, b: int, blk: FactorBlock) -> None:
+        count("exposures", i, len(bounds))
+        store.put(a, b, blk.exposures, blk.imputed)
+        coverage[a:b] = blk.coverage
+        for d, seen in blk.has_data.items():
+            has_data[d] = has_data.get(d, False) or seen
+        keep(a, b, blk.regression, blk.specific)
+
+    if block_source is not None:  # every block from elsewhere, in order (strict: none missing)
+        for i, ((a, b), blk) in enumerate(zip(bounds, block_source(mf, bounds), strict=True)):
+            take(i, a, b, blk)
+            del blk
     # Blocks' exposures need nothing from each other (each reads its own trailing panels): up
     # to ``workers`` are made at once in threads (numpy releases the GIL), while this thread
     # runs the regression of the block before, which needs its predecessor's last row.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque = deque()
-        ahead = iter(bounds)
+        ahead = iter(bounds if block_source is None else ())
 
         def submit() -> None:
             nxt = next(ahead, None)
@@ -721,14 +741,9 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
         i = 0
         while pending:
             (a, b), made = pending.popleft()
-            count("exposures", i, len(bounds))
             blk = finish_block(mf, a, b, made.result(), carry)
             carry = blk.carry
-            store.put(a, b, blk.exposures, blk.imputed)
-            coverage[a:b] = blk.coverage
-            for d, seen in blk.has_data.items():
-                has_data[d] = has_data.get(d, False) or seen
-            keep(a, b, blk.regression, blk.specific)
+            take(i, a, b, blk)
             del blk, made
             submit()  # only now: at most ``workers`` blocks are held at any time
             i += 1

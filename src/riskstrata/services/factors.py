@@ -25,8 +25,8 @@ from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
 from riskstrata.factors import summary as S
 from riskstrata.factors.blocks import BlockArray
-from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, FactorInputs, FactorModelResult, Tick, block_bounds,
-                                      factor_groups, fit_factor_model, one_blas_thread)
+from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockSource, FactorInputs, FactorModelResult, Tick,
+                                      block_bounds, factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 
 Progress = Callable[[str], None]
@@ -199,13 +199,15 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
 
 def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: object | None = None,
                        end: object | None = None, progress: Progress | None = None,
-                       tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES) -> dict:
+                       tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
+                       block_source: BlockSource | None = None) -> dict:
     """Fit a spec on the store's data, validate it and publish it (the module docstring has the
     layout). progress(stage) as each stage starts; tick(stage, done, total) within stages —
     by default ``progress.tick`` when the progress object has one (so auto-builds show counts).
 
     block_dates: dates per block of the streamed build (:func:`fit_factor_model`); the
     exposures of a block wait in a scratch directory (``TMPDIR``) until published.
+    block_source: where the date blocks are made (a dask cluster: :mod:`.factors_cluster`).
     """
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     say = progress or (lambda _m: None)
@@ -217,7 +219,8 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
     # read back a block at a time by validation and publishing, so peak memory is the panels'
     # (T × N) plus one block's (B × N × K), never the whole (T × N × K).
     with tempfile.TemporaryDirectory(prefix="riskstrata-factors-") as spill:
-        result = fit_factor_model(inputs, spec, progress=say, tick=tick, block_dates=block_dates, spill_dir=spill)
+        result = fit_factor_model(inputs, spec, progress=say, tick=tick, block_dates=block_dates, spill_dir=spill,
+                                  block_source=block_source)
         del inputs
         say("validation")
         validation = validate_result(result, tick=lambda d, t: count("validation", d, t))
