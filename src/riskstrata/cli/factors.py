@@ -88,11 +88,20 @@ def models(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 @factors_app.command("build")
 def build(store: StoreOpt = None, model: ModelOpt = "US21",
           start: Annotated[Optional[str], typer.Option()] = None, end: Annotated[Optional[str], typer.Option()] = None,
+          cluster: Annotated[Optional[str], typer.Option(
+              help="Make the date blocks on dask.distributed: a scheduler address (tcp://host:8786) or local:N "
+                   "for N local worker processes; covariance, validation and publishing stay here.")] = None,
           as_json: JsonOpt = False) -> None:
     """Fit a spec on the store's prices, classifications and fundamentals; publish a version."""
     from riskstrata.services.factors import build_factor_model
 
-    info = _with_progress(build_factor_model, open_store(store), model, parse_date(start), parse_date(end))
+    args = (open_store(store), model, parse_date(start), parse_date(end))
+    if cluster:
+        from riskstrata.services.factors_cluster import build_factor_model_on_cluster
+
+        info = _with_progress(build_factor_model_on_cluster, *args, cluster=cluster)
+    else:
+        info = _with_progress(build_factor_model, *args)
     if as_json:
         print_json(info)
         return
