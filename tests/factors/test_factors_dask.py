@@ -4,7 +4,8 @@ A LocalCluster of 2 in-process workers makes the date blocks (each shipped only 
 reads); the build that consumes them publishes a version equal to the single-process build's
 to 1e-12 on every stored field (exposures, factor returns and diagnostics, covariance, specific
 risk, validation), for √cap weights and for inv_specific_var weights (whose regression the
-client re-runs); the CLI's ``--cluster`` runs the same path; a failing block publishes nothing.
+client re-runs); the CLI's ``--cluster local:2`` starts worker processes of its own; a failing
+block publishes nothing.
 """
 
 from __future__ import annotations
@@ -86,13 +87,6 @@ def test_a_cluster_build_equals_the_local_build(built, cluster) -> None:
     own = {"companions", "version", "started_at", "committed_at"}  # the rest (status, notes…) the same
     meta = {k: v for k, v in store.model_meta("factors_US21", local).items() if k not in own}
     assert {k: v for k, v in store.model_meta("factors_US21", info["version"]).items() if k not in own} == meta
-    # The CLI's --cluster: the same path from the command line.
-    from tests.cli.test_every_command import assert_ran, invoke
-
-    args = ["factors", "build", "--model", "US21", "--cluster", cluster.scheduler_address, "--json",
-            "--store", str(store.root)]
-    assert_ran(invoke(args), args)
-    assert store.current_version("factors_US21") not in (local, info["version"])
 
 
 def test_inv_specific_var_weights_regress_on_the_client(built, cluster) -> None:
@@ -123,3 +117,14 @@ def test_a_failing_block_publishes_nothing(built, cluster, monkeypatch) -> None:
     with pytest.raises(MemoryError, match="out of memory"):
         build_factor_model_on_cluster(store, "US21", cluster=cluster.scheduler_address, block_dates=BLOCK)
     assert store.current_version("factors_US21") == before and store.versions("factors_US21") == versions
+
+
+def test_the_cli_starts_a_local_cluster_of_worker_processes(built) -> None:
+    """``--cluster local:2``: two worker processes of its own, closed when the build ends."""
+    from tests.cli.test_every_command import assert_ran, invoke
+
+    store, local = built
+    args = ["factors", "build", "--model", "US21", "--cluster", "local:2", "--json", "--store", str(store.root)]
+    result = invoke(args)
+    assert_ran(result, args)
+    assert '"workers": 2' in result.stdout and store.current_version("factors_US21") != local
