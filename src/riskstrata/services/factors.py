@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,11 +117,16 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
         return fundamentals_panel(source, field, dates, names, **kw)
 
     long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
-    fund = {f: panel(f, adj_close=adj, **long_age) for f in ROLLED_LEVEL_FIELDS}
-    fund.update({f: panel(f, adj_close=adj) for f in ROLLED_RATIO_FIELDS})
-    fund.update({f: panel(f) for f in PLAIN_FIELDS})
+    asks = {f: {"adj_close": adj, **long_age} for f in ROLLED_LEVEL_FIELDS}
+    asks.update({f: {"adj_close": adj} for f in ROLLED_RATIO_FIELDS})
+    asks.update({f: {} for f in PLAIN_FIELDS})
     # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
-    shares = panel("shares_outstanding", **long_age)
+    asks["shares_outstanding"] = dict(long_age)
+    # The panels are independent: two at a time (their forward fills and pivots release the GIL).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        made = {f: pool.submit(panel, f, **kw) for f, kw in asks.items()}
+        fund = {f: made[f].result() for f in asks if f != "shares_outstanding"}
+        shares = made["shares_outstanding"].result()
     raw = raw_close.reindex(index=dates, columns=names) if raw_close is not None else None
     # Raw close × shares only with share counts the data state (never cap / price of an older
     # snapshot: across a split that count is on the old basis while the raw close is not).
