@@ -335,7 +335,8 @@ def write(result: dict) -> None:
         for label, r in b["best"].items():
             lines.append(f"| {label} | {r['dates']} × {r['names']} | {r['factors']} | {r['wall_s']} | {r['cpu_s']} | "
                          f"{r['peak_rss_mb']:,} |")
-        lines += ["", "Seconds (wall) by the stages the build reports:", ""]
+        lines += ["", "Seconds (wall) by the stages the build reports (now, each date block's regression and specific "
+                  "returns run inside `exposures`; peak RSS by stage in the .json):", ""]
         for label, r in b["best"].items():
             if r.get("stages_s"):
                 lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in r["stages_s"].items()))
