@@ -8,6 +8,10 @@ and the closed-form imputation must equal the per-date least squares they replac
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,11 +96,19 @@ def test_one_block_step_given_the_previous_block_equals_the_same_dates_of_a_buil
     assert (np.isfinite(last.specific) >= in_reg).all() and in_reg.any()
 
 
-def test_the_store_build_publishes_the_streamed_exposures_block_by_block(tmp_path):
+def test_the_store_build_publishes_the_streamed_exposures_block_by_block(tmp_path, monkeypatch):
     market = synthetic_market(n_stocks=60, n_days=330, seed=23, styles=True)
     store = Store(tmp_path / "store")
     load_synthetic_into_store(store, market)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = scratch / f"{svc.SPILL_PREFIX}{int(gone.stdout)}-abc"   # a killed build's scratch
+    stale.mkdir()
+    (stale / "x_000000_000100.npy").write_bytes(b"0" * 1000)
     info = svc.build_factor_model(store, "US21", block_dates=100)
+    assert not stale.exists() and list(scratch.iterdir()) == []   # the stale one and its own: removed
     inputs = svc.load_factor_inputs(store)
     want = fit_factor_model(inputs, load_spec("US21"), block_dates=None)
     files = store.model_files("factors_US21", info["version"])

@@ -13,10 +13,13 @@ with a finished one. Asking for an unbuilt spec builds it first (auto-build).
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -203,6 +206,24 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
                         pit.price, master.issuers(ids))
 
 
+SPILL_PREFIX = "riskstrata-factors-"   # scratch directories of streamed builds: <prefix><pid>-<random>
+
+
+def _remove_stale_spills() -> None:
+    """Delete the scratch directories of builds whose process is gone (killed before it could
+    clean up: a 3,000-name build leaves ~1.3 GB), so a crash never fills the disk build by build."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*-*"):
+        pid = path.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive under another user (EPERM): not ours to delete
+            continue
+
+
 def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: object | None = None,
                        end: object | None = None, progress: Progress | None = None,
                        tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
@@ -224,7 +245,8 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
     # Streamed: each date block's exposures go to a scratch directory as they are made and are
     # read back a block at a time by validation and publishing, so peak memory is the panels'
     # (T × N) plus one block's (B × N × K), never the whole (T × N × K).
-    with tempfile.TemporaryDirectory(prefix="riskstrata-factors-") as spill:
+    _remove_stale_spills()
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as spill:
         result = fit_factor_model(inputs, spec, progress=say, tick=tick, block_dates=block_dates, spill_dir=spill,
                                   block_source=block_source)
         del inputs
