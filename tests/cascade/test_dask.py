@@ -23,6 +23,7 @@ from riskstrata.services.cascade import MODEL, build_cascade
 from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services.distributed import parse_cluster
 from tests.services.test_update import KEY, assert_same_rows
+from tests.cli.test_every_command import assert_ran, invoke
 
 WINDOW = 63
 
@@ -87,7 +88,6 @@ def test_a_cluster_build_equals_the_local_build(built, cluster) -> None:
     assert info["workers"] == 2 and info["partitions"] >= 2
     assert info["bytes_shipped"] >= 8 * 320 * 40  # every stock's returns travelled once
     # The CLI's --cluster ADDRESS: the same path from the command line.
-    from tests.cli.test_every_command import assert_ran, invoke
 
     args = ["build", "cascade", "--window", str(WINDOW), "--cluster", cluster.scheduler_address, "--json",
             "--store", str(store.root)]

@@ -24,6 +24,7 @@ from riskstrata.services import factors as svc
 from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services.factors_cluster import ClusterBlocks, block_frame, build_factor_model_on_cluster
 from tests.factors.test_blocks import same_model
+from tests.cli.test_every_command import assert_ran, invoke
 
 distributed = pytest.importorskip("distributed")
 
@@ -121,7 +122,6 @@ def test_a_failing_block_publishes_nothing(built, cluster, monkeypatch) -> None:
 
 def test_the_cli_starts_a_local_cluster_of_worker_processes(built) -> None:
     """``--cluster local:2``: two worker processes of its own, closed when the build ends."""
-    from tests.cli.test_every_command import assert_ran, invoke
 
     store, local = built
     args = ["factors", "build", "--model", "US21", "--cluster", "local:2", "--json", "--store", str(store.root)]

@@ -26,6 +26,8 @@ from riskstrata.data.synthetic import synthetic_market
 from riskstrata.errors import DataValidationError, ModelNotBuilt
 from riskstrata.services.cascade import LINK_MODEL, MODEL, build_cascade
 from riskstrata.services.update import update, update_cascade
+from tests.api.test_ours import _client, wait_for
+from tests.cli.test_every_command import assert_ran, invoke
 
 WINDOW = 63  # a short window keeps the market small; the update re-reads max(window, 252) + k days
 NEW_DAYS = 5
@@ -252,8 +254,6 @@ def test_update_says_plainly_that_model_b_needs_its_build(market: Market, tmp_pa
 
 
 def test_post_update_runs_as_a_job(market: Market, tmp_path: Path) -> None:
-    from tests.api.test_ours import _client, wait_for
-
     store = _copy(market, tmp_path)
     with _client(store) as client:
         started = client.post("/api/update")
@@ -266,7 +266,6 @@ def test_post_update_runs_as_a_job(market: Market, tmp_path: Path) -> None:
 
 
 def test_cli_update_twice_updates_then_says_up_to_date(market: Market, tmp_path: Path) -> None:
-    from tests.cli.test_every_command import assert_ran, invoke
 
     store = _copy(market, tmp_path)
     args = ["update", "--store", str(store.root)]
