@@ -187,6 +187,7 @@ class FactorModelResult:
     notes: list[str] = field(default_factory=list)
     coverage: pd.DataFrame | None = None   # (T × spec factors) see :func:`factor_coverage`
     status: list[dict] = field(default_factory=list)  # one entry per spec factor, see :func:`factor_status`
+    has_data: dict[str, bool] = field(default_factory=dict)  # descriptor → any value on any date (status reasons)
 
     @property
     def factor_returns(self) -> pd.DataFrame:
@@ -802,7 +803,7 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
     status = factor_status(spec, factors, cov_lag, estimated, has_data, ran, reg.notes)
     notes += _status_notes(status)
     return FactorModelResult(spec, dates, tickers, factors, store.result("x", cols), store.result("imputed", cols),
-                             mf.universe, reg, cov, spec_var, mf.inp.market_cap, notes, cov_lag, status)
+                             mf.universe, reg, cov, spec_var, mf.inp.market_cap, notes, cov_lag, status, has_data)
 
 
 def _specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray) -> np.ndarray:

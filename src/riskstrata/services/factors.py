@@ -275,8 +275,11 @@ def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] 
     return pd.concat([r.table.assign(covariance=label) for label, r in reports.items()], ignore_index=True)
 
 
-def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | None = None) -> dict:
-    """Write a fitted model to the store: companions first, the exposures model last."""
+def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | None = None,
+            extra_meta: dict | None = None) -> dict:
+    """Write a fitted model to the store: companions first, the exposures model last.
+
+    extra_meta: added to the exposures version's meta.json (an update records what it updated from)."""
     names = model_names(result.spec.name)
     master = SecurityMaster.from_store(store)
     tickers = master.records.sort_values("valid_from").groupby("security_id")["ticker"].last()
@@ -285,7 +288,9 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
     meta = {"spec": result.spec.name, "factors": result.factors, "start": str(result.dates[0].date()),
             "end": str(result.dates[-1].date()), "notes": result.notes, "source": result.spec.source,
             "spec_factors": result.spec.factors, "groups": factor_groups(result.spec),
-            "min_coverage": result.spec.min_coverage, "status": result.status}
+            "min_coverage": result.spec.min_coverage, "status": result.status,
+            # what a daily update needs to carry (services.factors_update): which descriptors had data
+            "has_data": {d: bool(v) for d, v in sorted(result.has_data.items())}}
     versions = {}
     fr = reg.factor_returns.rename_axis("date").reset_index()
     ts = reg.t_stats.add_prefix("t_").rename_axis("date").reset_index(drop=True)
@@ -314,7 +319,7 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
     with store.begin_version(names["factors"]) as w:
         for part in _exposure_parts(result, label):   # one part per date block, in date order
             w.write_part(part)
-        version = w.commit({**meta, "companions": versions})
+        version = w.commit({**meta, "companions": versions, **(extra_meta or {})})
     return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
             "estimated": sum(s["estimated"] for s in result.status) if result.status else K,
             "dates": T, "names": N, "notes": result.notes,
@@ -616,3 +621,7 @@ def validate_model(store: Store, spec: str = "US21", progress: Progress | None =
         raise ModelNotBuilt(f"the stored build of {spec} predates stored validation: rebuild it "
                             f"(`riskstrata factors build --model {spec}`)")
     return m.read(store, "factor_validation")
+
+
+# The daily update (issue 13 §2) lives in its own module; offered here, where `riskstrata update` looks.
+from riskstrata.services.factors_update import update_factor_model  # noqa: E402,F401

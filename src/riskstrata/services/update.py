@@ -29,8 +29,9 @@ publish a row a rebuild would not give:
 Corrections older than the trailing window are not seen: run ``riskstrata build cascade``
 after a backfill. Each update adds one part file; a build starts a version afresh.
 
-Model B (the factor model) is not updated incrementally yet: :func:`update` says so and names
-the command to run, unless :mod:`riskstrata.services.factors` provides ``update_factor_model``.
+Model B (the factor model, each built spec) is updated by
+:func:`riskstrata.services.factors_update.update_factor_model` (new dates' exposures only; the
+rest recomputed from the whole history, equal to a rebuild), offered by :mod:`riskstrata.services.factors`.
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ def update_factors(store: Store, spec: str) -> UpdateSummary:
     began = time.perf_counter()
     info = incremental(store, spec)
     version = info.get("version") if isinstance(info, dict) else None
+    message = info.get("message") if isinstance(info, dict) else None
     return UpdateSummary(f"factors_{spec}", "updated" if version else "up to date",
-                         f"Model B ({spec}): " + (f"published {version}" if version else "nothing to update"),
-                         version=version, seconds=time.perf_counter() - began)
+                         message or f"Model B ({spec}): " + (f"published {version}" if version else "nothing to update"),
+                         version=version, previous=info.get("previous") if isinstance(info, dict) else None,
+                         new_dates=list(info.get("new_dates", [])) if isinstance(info, dict) else [],
+                         seconds=time.perf_counter() - began)
 
 
 # ---------------------------------------------------------------------------------------------

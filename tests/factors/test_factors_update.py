@@ -1,0 +1,136 @@
+"""Model B's daily update (issue 13 §2): appending the last days equals a full rebuild.
+
+A small synthetic market with fundamentals and volume is loaded; US21 is built on all but its last
+five days (the build's ``end``), then updated, and compared with a full build of the same store
+in another copy: every stored part (exposures, factor returns with t-stats, diagnostics and
+coverage, covariance, specific risk, validation) equal to 1e-10, labels and meta identical. No new
+day publishes nothing; data changed under the published model is refused with the command to run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrata.data.store import Store
+from riskstrata.data.synthetic import synthetic_market
+from riskstrata.errors import DataValidationError
+from riskstrata.services import factors as svc
+from riskstrata.services.demo import load_synthetic_into_store
+from riskstrata.services.factors_update import update_factor_model
+from tests.cli.test_every_command import assert_ran, invoke
+
+NEW_DAYS = 5
+PARTS = ["factors", "factor_returns", "factor_cov", "specific_risk", "factor_validation"]
+KEYS = {"factors": ["date", "security_id"], "factor_returns": ["date"], "factor_cov": ["date"],
+        "specific_risk": ["date", "ticker"]}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """(loaded store, the last old day, the full rebuild's store and version)."""
+    tmp = tmp_path_factory.mktemp("factors-update")
+    loaded = Store(tmp / "loaded")
+    load_synthetic_into_store(loaded, synthetic_market(n_stocks=60, n_days=330, seed=29, styles=True))
+    days = pd.DatetimeIndex(loaded.read_table("prices", columns=["date"])["date"].unique()).sort_values()
+    shutil.copytree(loaded.root, tmp / "full")
+    full = Store(tmp / "full")
+    version = svc.build_factor_model(full, "US21")["version"]
+    return loaded.root, days[-NEW_DAYS - 1], full, version
+
+
+def _built_before(stores, tmp_path) -> Store:
+    root, last_old, _, _ = stores
+    shutil.copytree(root, tmp_path / "store")
+    store = Store(tmp_path / "store")
+    svc.build_factor_model(store, "US21", end=last_old)
+    return store
+
+
+def _parts(store: Store, version: str) -> dict[str, pd.DataFrame]:
+    m = svc.BuiltModel("US21", store.model_meta("factors_US21", version), version)
+    out = {}
+    for part in PARTS:
+        frame = m.read(store, part)
+        key = KEYS.get(part)
+        out[part] = frame.sort_values(key).reset_index(drop=True) if key else frame
+    return out
+
+
+def _same(x: pd.DataFrame, y: pd.DataFrame, what: str) -> None:
+    """Same columns and rows; floats to 1e-10 (relative above 1, NaN where NaN), the rest exactly."""
+    assert list(x.columns) == list(y.columns) and len(x) == len(y), what
+    for col in y.columns:
+        a, b = x[col], y[col]
+        if pd.api.types.is_float_dtype(b):
+            a, b = a.to_numpy(np.float64), b.to_numpy(np.float64)
+            assert (np.isnan(a) == np.isnan(b)).all(), f"{what}.{col}: NaN pattern"
+            scale = np.maximum(np.abs(b), 1.0)
+            assert np.nanmax(np.abs(a - b) / scale, initial=0.0) <= 1e-10, f"{what}.{col}"
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), f"{what}.{col}"
+
+
+def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path) -> None:
+    _, last_old, full, full_version = stores
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    info = update_factor_model(store, "US21")
+    assert info["previous"] == before and len(info["new_dates"]) == NEW_DAYS
+    assert pd.Timestamp(info["new_dates"][0]) > last_old
+    version = store.current_version("factors_US21")
+    assert version == info["version"] != before
+    got, want = _parts(store, version), _parts(full, full_version)
+    assert len(got["factor_returns"]) == len(want["factor_returns"]) > NEW_DAYS
+    for part in PARTS:
+        _same(got[part], want[part], part)
+    meta, ref = store.model_meta("factors_US21", version), full.model_meta("factors_US21", full_version)
+    assert meta["updated_from"] == before and meta["update"]["new_dates"] == info["new_dates"]
+    for key in ("factors", "start", "end", "notes", "status", "spec_factors", "groups", "has_data"):
+        assert meta[key] == ref[key], key
+    # Nothing new: a no-op that publishes nothing.
+    again = update_factor_model(store, "US21")
+    assert again["version"] is None and store.current_version("factors_US21") == version
+
+
+def test_changed_data_under_the_model_is_refused(stores, tmp_path) -> None:
+    _, last_old, _, _ = stores
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    # A corrected price inside the published history: the old dates' regressions no longer hold.
+    prices = store.read_table("prices")
+    day = np.sort(prices["date"].unique())[200]
+    prices.loc[prices["date"] == day, "ret"] += 0.05
+    store.write_table("prices", prices)
+    with pytest.raises(DataValidationError, match="riskstrata factors build --model US21"):
+        update_factor_model(store, "US21")
+    assert store.current_version("factors_US21") == before
+
+
+def test_a_version_built_before_updates_is_refused(stores, tmp_path) -> None:
+    store = _built_before(stores, tmp_path)
+    version = store.current_version("factors_US21")
+    path = store.model_dir("factors_US21") / version / "meta.json"
+    meta = json.loads(path.read_text())
+    del meta["has_data"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataValidationError, match="older riskstrata"):
+        update_factor_model(store, "US21")
+    assert store.current_version("factors_US21") == version
+
+
+def test_the_cli_updates_model_b(stores, tmp_path) -> None:
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    args = ["update", "--store", str(store.root)]
+    result = invoke(args)
+    assert_ran(result, args)
+    assert "Model B (US21): appended 5 trading day(s)" in result.output
+    assert store.current_version("factors_US21") != before
+    result = invoke(args)
+    assert_ran(result, args)
+    assert "Model B (US21) is up to date" in result.output
