@@ -20,7 +20,9 @@ from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.errors import DataValidationError
 from riskstrata.services import factors as svc
+from riskstrata.services.cascade import MODEL, build_cascade
 from riskstrata.services.demo import load_synthetic_into_store
+from riskstrata.services import factors_update as fu
 from riskstrata.services.factors_update import update_factor_model
 from tests.cli.test_every_command import assert_ran, invoke
 
@@ -32,7 +34,7 @@ KEYS = {"factors": ["date", "security_id"], "factor_returns": ["date"], "factor_
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """(loaded store, the last old day, the full rebuild's store and version)."""
+    """(store built on all but the last days, the last old day, the full rebuild's store and version)."""
     tmp = tmp_path_factory.mktemp("factors-update")
     loaded = Store(tmp / "loaded")
     load_synthetic_into_store(loaded, synthetic_market(n_stocks=60, n_days=330, seed=29, styles=True))
@@ -40,15 +42,14 @@ def stores(tmp_path_factory):
     shutil.copytree(loaded.root, tmp / "full")
     full = Store(tmp / "full")
     version = svc.build_factor_model(full, "US21")["version"]
+    svc.build_factor_model(loaded, "US21", end=days[-NEW_DAYS - 1])  # each test updates a copy
     return loaded.root, days[-NEW_DAYS - 1], full, version
 
 
 def _built_before(stores, tmp_path) -> Store:
-    root, last_old, _, _ = stores
-    shutil.copytree(root, tmp_path / "store")
-    store = Store(tmp_path / "store")
-    svc.build_factor_model(store, "US21", end=last_old)
-    return store
+    """A copy of the store with US21 built on all but the last NEW_DAYS days."""
+    shutil.copytree(stores[0], tmp_path / "store")
+    return Store(tmp_path / "store")
 
 
 def _parts(store: Store, version: str) -> dict[str, pd.DataFrame]:
@@ -97,16 +98,21 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path) -> None:
     assert again["version"] is None and store.current_version("factors_US21") == version
 
 
-def test_changed_data_under_the_model_is_refused(stores, tmp_path) -> None:
-    _, last_old, _, _ = stores
+@pytest.mark.parametrize("row, reason", [(-NEW_DAYS - 3, "exposures on the model's last date"),
+                                          (150, "published dates' factor returns come out differently")])
+def test_changed_data_under_the_model_is_refused(stores, tmp_path, monkeypatch, row, reason) -> None:
     store = _built_before(stores, tmp_path)
     before = store.current_version("factors_US21")
-    # A corrected price inside the published history: the old dates' regressions no longer hold.
+    # A corrected price inside the published history: the last date's descriptors move (checked
+    # first); and, that check switched off, the old dates' regressions no longer hold (the second
+    # check; on its own it catches what the last date's 252-day lookback does not reach).
+    if row == 150:
+        monkeypatch.setattr(fu._StoredBlocks, "_check_last", lambda self, mf, fresh: None)
     prices = store.read_table("prices")
-    day = np.sort(prices["date"].unique())[200]
+    day = np.sort(prices["date"].unique())[row]
     prices.loc[prices["date"] == day, "ret"] += 0.05
     store.write_table("prices", prices)
-    with pytest.raises(DataValidationError, match="riskstrata factors build --model US21"):
+    with pytest.raises(DataValidationError, match=f"{reason}.*riskstrata factors build --model US21"):
         update_factor_model(store, "US21")
     assert store.current_version("factors_US21") == before
 
@@ -123,14 +129,17 @@ def test_a_version_built_before_updates_is_refused(stores, tmp_path) -> None:
     assert store.current_version("factors_US21") == version
 
 
-def test_the_cli_updates_model_b(stores, tmp_path) -> None:
+def test_the_cli_updates_both_models(stores, tmp_path) -> None:
+    _, last_old, _, _ = stores
     store = _built_before(stores, tmp_path)
-    before = store.current_version("factors_US21")
+    build_cascade(store, window=63, end=last_old)
+    before = {m: store.current_version(m) for m in ("factors_US21", MODEL)}
     args = ["update", "--store", str(store.root)]
     result = invoke(args)
     assert_ran(result, args)
-    assert "Model B (US21): appended 5 trading day(s)" in result.output
-    assert store.current_version("factors_US21") != before
+    assert "Model A: appended 5 trading day(s)" in result.output, result.output
+    assert "Model B (US21): appended 5 trading day(s)" in result.output, result.output
+    assert all(store.current_version(m) != v for m, v in before.items())
     result = invoke(args)
     assert_ran(result, args)
-    assert "Model B (US21) is up to date" in result.output
+    assert "Model A is up to date" in result.output and "Model B (US21) is up to date" in result.output, result.output
