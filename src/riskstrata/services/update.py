@@ -61,7 +61,8 @@ KEY = ["security_id", "valid_from", "sector_etf", "subsector_etf"]
 @dataclass
 class UpdateSummary:
     """What an update of one model did. status: 'updated' | 'up to date' | 'not built' |
-    'not incremental' (Model B today); version is the new version (None when nothing was published)."""
+    'not incremental' (a Model B version only a rebuild brings up to date; the message says why);
+    version is the new version (None when nothing was published)."""
 
     model: str
     status: str
@@ -108,13 +109,17 @@ def update_factors(store: Store, spec: str) -> UpdateSummary:
                              f"Model B ({spec}) is not updated incrementally yet: run "
                              f"`riskstrata factors build --model {spec}` to bring it up to date")
     began = time.perf_counter()
-    info = incremental(store, spec)
-    version = info.get("version") if isinstance(info, dict) else None
-    message = info.get("message") if isinstance(info, dict) else None
-    return UpdateSummary(f"factors_{spec}", "updated" if version else "up to date",
-                         message or f"Model B ({spec}): " + (f"published {version}" if version else "nothing to update"),
-                         version=version, previous=info.get("previous") if isinstance(info, dict) else None,
-                         new_dates=list(info.get("new_dates", [])) if isinstance(info, dict) else [],
+    try:
+        info = incremental(store, spec)
+    except DataValidationError as exc:  # this version cannot be updated exactly: say why and what to run
+        return UpdateSummary(f"factors_{spec}", "not incremental",
+                             f"Model B ({spec}) is not updated incrementally: {exc}",
+                             seconds=time.perf_counter() - began)
+    info = info if isinstance(info, dict) else {}
+    version = info.get("version")
+    message = info.get("message") or f"Model B ({spec}): " + (f"published {version}" if version else "nothing to update")
+    return UpdateSummary(f"factors_{spec}", "updated" if version else "up to date", message, version=version,
+                         previous=info.get("previous"), new_dates=list(info.get("new_dates", [])),
                          seconds=time.perf_counter() - began)
 
 
