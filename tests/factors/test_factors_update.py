@@ -9,6 +9,7 @@ day publishes nothing; data changed under the published model is refused with th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -19,6 +20,7 @@ import pytest
 from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.errors import DataValidationError
+from riskstrata.factors.spec import load_spec
 from riskstrata.services import factors as svc
 from riskstrata.services.cascade import MODEL, build_cascade
 from riskstrata.services.demo import load_synthetic_into_store
@@ -96,6 +98,22 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path) -> None:
     # Nothing new: a no-op that publishes nothing.
     again = update_factor_model(store, "US21")
     assert again["version"] is None and store.current_version("factors_US21") == version
+
+
+def test_inv_specific_var_weights_update_exactly_too(stores, tmp_path) -> None:
+    """Weights from the specific variances: the build regresses every date twice; so does the update."""
+    base = load_spec("US21")
+    spec = dataclasses.replace(base, regression={**base.regression, "weights": "inv_specific_var"})
+    store = _built_before(stores, tmp_path)
+    svc.build_factor_model(store, spec, end=stores[1])
+    version = update_factor_model(store, spec)["version"]
+    shutil.copytree(stores[2].root, tmp_path / "full")
+    full = Store(tmp_path / "full")
+    full_version = svc.build_factor_model(full, spec)["version"]
+    got, want = _parts(store, version), _parts(full, full_version)
+    for part in PARTS:
+        _same(got[part], want[part], part)
+    assert not np.allclose(got["factor_returns"]["MARKET"], _parts(*stores[2:])["factor_returns"]["MARKET"])
 
 
 @pytest.mark.parametrize("row, reason", [(-NEW_DAYS - 3, "exposures on the model's last date"),

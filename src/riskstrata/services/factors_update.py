@@ -27,15 +27,16 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
-from riskstrata.factors.model import (BlockCarry, FactorBlock, ModelFrame, block_exposures, finish_block,
+from riskstrata.factors.model import (BlockCarry, FactorBlock, ModelFrame, Progress, block_exposures, finish_block,
                                       fit_factor_model)
-from riskstrata.factors.spec import load_spec, packaged_specs
+from riskstrata.factors.spec import ModelSpec, load_spec
 
 TOLERANCE = 1e-10  # a recomputed published number differing by more (relative above 1): data changed
 
@@ -53,8 +54,12 @@ def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return far | (np.isnan(a) != np.isnan(b))
 
 
-def update_factor_model(store: Store, spec: str = "US21", progress=None) -> dict:
+def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: Progress | None = None) -> dict:
     """Append the store's trading days after the current version of ``factors_<spec>``.
+
+    spec: a spec's name (the version's own spec file is re-read: a packaged spec, or the TOML it
+    was built from) or the ModelSpec itself (as :func:`~riskstrata.services.factors.build_factor_model`
+    takes it); progress(stage) as each stage starts.
 
     Returns the build's summary (:func:`~riskstrata.services.factors.publish`) with ``version``,
     ``previous`` and ``new_dates``; with no new day, ``version`` None and nothing published.
@@ -64,6 +69,8 @@ def update_factor_model(store: Store, spec: str = "US21", progress=None) -> dict
                                              publish, validate_result)
 
     say = progress or (lambda _m: None)
+    given = spec if isinstance(spec, ModelSpec) else None
+    spec = spec.name if isinstance(spec, ModelSpec) else spec
     names = model_names(spec)
     previous = store.current_version(names["factors"])
     if previous is None:
@@ -72,7 +79,8 @@ def update_factor_model(store: Store, spec: str = "US21", progress=None) -> dict
     if "has_data" not in meta:
         raise _rebuild(spec, "the published version was built by an older riskstrata (it does not record "
                              "which descriptors had data); build once, then updates work")
-    model_spec = load_spec(spec if spec in packaged_specs() else meta.get("source", spec))
+    source = meta.get("source")
+    model_spec = given or load_spec(source if source and Path(source).is_file() else spec)
     if model_spec.factors != meta.get("spec_factors"):
         raise _rebuild(spec, "the spec's factors are not the published version's")
     end = pd.Timestamp(meta["end"])
