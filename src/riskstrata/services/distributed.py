@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def connect(cluster: str):
     if kind == "local":
         # One thread per worker process: a partition is one numpy-bound task, and N processes
         # on N cores is what a cluster of N single-core workers would do.
-        local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # The scheduler binds an HTTP port (8787 by default) even with no dashboard; when that port
+        # is taken it moves to a free one and warns, which is noise for a cluster this process owns.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+            local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(local), local
     try:
         return Client(cluster, timeout=CONNECT_TIMEOUT), None
