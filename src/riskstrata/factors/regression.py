@@ -182,6 +182,25 @@ class _Outputs:
         self.thin[t] = day.thin
 
 
+def _count_nonzero_names(x: np.ndarray) -> np.ndarray:
+    """(B, K) int: how many of the N names have a non-zero value, for x (B, N, K).
+
+    ``np.count_nonzero(x, axis=1)`` on a strided slice of the design is a slow reduce; summing a
+    0/1 float copy is ~30 % faster and exact (counts ≪ 2⁵³)."""
+    return np.einsum("bnk->bk", (x != 0).astype(np.float64)).astype(np.int64)
+
+
+def _pattern_codes(used: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """One key per date for grouping dates that share the estimated columns and the eliminated
+    industry: (n,) int64 packing the (n, K) bools and the lead index when K ≤ 48 (a 1-D unique
+    is ~20× faster than a unique over rows), else the (n, K + 1) rows themselves."""
+    K = used.shape[1]
+    if K > 48:
+        return np.column_stack([used, lead])
+    bits = (used.astype(np.int64) << np.arange(K, dtype=np.int64)).sum(axis=1)
+    return bits + ((lead.astype(np.int64) + 1) << K)
+
+
 def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, weights: np.ndarray,
                    caps: np.ndarray, usable: np.ndarray, skip: np.ndarray, is_industry: np.ndarray,
                    factors: list[str], min_industry_names: int, dates: pd.DatetimeIndex, out: _Outputs,
@@ -219,9 +238,9 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     members = np.zeros((B, K), dtype=np.int64)
     ind = np.flatnonzero(is_industry)
     if ind.size and ind[-1] - ind[0] + 1 == ind.size:         # contiguous (Model B's layout): a view
-        members[:, is_industry] = np.count_nonzero(A[..., ind[0]:ind[-1] + 1], axis=1)
+        members[:, is_industry] = _count_nonzero_names(A[..., ind[0]:ind[-1] + 1])
     elif ind.size:
-        members[:, is_industry] = np.count_nonzero(A[..., ind], axis=1)
+        members[:, is_industry] = _count_nonzero_names(A[..., ind])
     members[:, ~is_industry] = np.where(np.einsum("bii->bi", gram)[:, ~is_industry] > 0, 1, 0)
     thin = is_industry & (members < min_industry_names) & ~sk
     empty = ~is_industry & (members == 0) & ~sk
@@ -249,8 +268,9 @@ def _regress_chunk(a: int, b: int, returns: np.ndarray, exposures: np.ndarray, w
     solvable = days[~undefined]
     keys: dict[tuple, list[int]] = {}
     if solvable.size:
-        pattern = np.column_stack([used[solvable], lead[solvable]])
-        _, first, inverse = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+        codes = _pattern_codes(used[solvable], lead[solvable])
+        _, first, inverse = np.unique(codes, axis=0 if codes.ndim == 2 else None, return_index=True,
+                                      return_inverse=True)
         for g, i0 in enumerate(first):
             keys[(g, int(lead[solvable[i0]]))] = list(solvable[inverse.ravel() == g])
     var_all = np.full((B, K), np.nan)
@@ -411,7 +431,7 @@ def cross_sectional_regression(returns: np.ndarray, exposures: np.ndarray, weigh
                 A[i, :, k] = 0.0
             # Usable names: a finite return, a positive weight and a full row of the estimated
             # exposures (a NaN anywhere in the row makes its sum NaN).
-            usable = finite_rw[a:b] & np.isfinite(A[..., :K].sum(axis=2))
+            usable = finite_rw[a:b] & np.isfinite(A[..., :K] @ np.ones(K))  # a BLAS row sum: 2.5× a reduce
         n_names[a:b] = usable.sum(axis=1)
         for t in a + np.flatnonzero((n_names[a:b] < min_names) & (n_names[a:b] > 0)):
             # An empty date (e.g. the first, with no lagged exposures) is expected: no note.
