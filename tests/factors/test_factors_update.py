@@ -20,6 +20,7 @@ import pytest
 from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.errors import DataValidationError
+from riskstrata.factors import covariance
 from riskstrata.factors.spec import load_spec
 from riskstrata.services import factors as svc
 from riskstrata.services.cascade import MODEL, build_cascade
@@ -78,11 +79,15 @@ def _same(x: pd.DataFrame, y: pd.DataFrame, what: str) -> None:
             assert a.astype(str).tolist() == b.astype(str).tolist(), f"{what}.{col}"
 
 
-def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path) -> None:
+def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypatch) -> None:
     _, last_old, full, full_version = stores
     store = _built_before(stores, tmp_path)
     before = store.current_version("factors_US21")
+    simulated = []  # the eigen simulations the update runs: only on new dates (the rest are stored)
+    real = covariance.eigen_bias
+    monkeypatch.setattr(covariance, "eigen_bias", lambda *a: simulated.append(1) or real(*a))
     info = update_factor_model(store, "US21")
+    assert 0 < len(simulated) <= 2, len(simulated)
     assert info["previous"] == before and len(info["new_dates"]) == NEW_DAYS
     assert pd.Timestamp(info["new_dates"][0]) > last_old
     version = store.current_version("factors_US21")

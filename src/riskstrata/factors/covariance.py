@@ -469,7 +469,8 @@ def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int) -> list[int]:
 
 def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams(),
                       groups: list[str] | None = None,
-                      tick: Callable[[int, int], None] | None = None) -> FactorCovariance:
+                      tick: Callable[[int, int], None] | None = None,
+                      known_biases: dict[int, np.ndarray] | None = None) -> FactorCovariance:
     """Daily factor covariance forecasts with eigenfactor and volatility-regime adjustments.
 
     factor_returns: (T × K) daily factor returns, decimal, indexed by ascending dates; NaN =
@@ -481,7 +482,9 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
 
     The simulation runs every ``eigen_every`` dates (and when the set of forecastable factors
     changes); in between, its bias v(k) — by eigenvalue rank — is applied to each date's own
-    eigendecomposition. Cost: ~(T / eigen_every)·eigen_sims eigendecompositions of K × K
+    eigendecomposition. known_biases: row → the bias a previous run simulated on that row (a
+    daily update: the same returns up to it give the same bias, common random numbers), reused
+    instead of simulated when the row is on the schedule and the bias fits its factor set. Cost: ~(T / eigen_every)·eigen_sims eigendecompositions of K × K
     (≈ 35 µs each at K = 21), spread over ``workers`` threads; everything else is O(T·K²·L).
     """
     p = params
@@ -512,7 +515,10 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     workers = p.workers or _cores()
     count = tick or (lambda _done, _total: None)
     every = max(1, len(runs) // 50)
-    biases = {}
+    known = known_biases or {}
+    biases = {t: np.asarray(known[t], dtype=np.float64) for t in runs
+              if t in known and np.size(known[t]) == int(ok[t].sum())}
+    runs = [t for t in runs if t not in biases]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, (t, bias) in enumerate(zip(runs, pool.map(simulate, runs) if workers > 1 else map(simulate, runs))):
             biases[t] = bias

@@ -656,7 +656,8 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
 def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
                      tick: Tick | None = None, *, block_dates: int | None = DEFAULT_BLOCK_DATES,
                      spill_dir: str | Path | None = None, workers: int = 2,
-                     block_source: BlockSource | None = None) -> FactorModelResult:
+                     block_source: BlockSource | None = None,
+                     eigen_biases: tuple[list[str], dict[pd.Timestamp, np.ndarray]] | None = None) -> FactorModelResult:
     """Fit the spec on point-in-time panels: exposures, factor returns, covariance, specific risk.
 
     A style is estimated on a date only when its coverage (the share of the estimation
@@ -675,14 +676,17 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
     Results do not depend on the block size beyond floating-point rounding (≲ 1e-13).
     ``block_source``: where the blocks are made instead of this process's threads (a cluster);
     everything after the blocks (specific risk, covariance, status) runs here as usual.
+    ``eigen_biases``: (factors, date → bias) the eigen simulations of a previous fit of the same
+    data (a daily update), reused when the factors are this fit's (:func:`factor_covariance`).
     """
     with one_blas_thread():
-        return _fit(inputs, spec, progress, tick, block_dates, spill_dir, workers, block_source)
+        return _fit(inputs, spec, progress, tick, block_dates, spill_dir, workers, block_source, eigen_biases)
 
 
 def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick: Tick | None,
          block_dates: int | None, spill_dir: str | Path | None, workers: int,
-         block_source: BlockSource | None = None) -> FactorModelResult:
+         block_source: BlockSource | None = None,
+         eigen_biases: tuple[list[str], dict[pd.Timestamp, np.ndarray]] | None = None) -> FactorModelResult:
     say = progress or (lambda _msg: None)
     count = tick or (lambda _stage, _done, _total: None)
     say("descriptors")
@@ -792,8 +796,11 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
                           restart_gap=risk.get("restart_gap_days", 63),
                           restart_prior_obs=risk.get("restart_prior_days", 21))
     groups = factor_groups(spec, factors)
+    known = None
+    if eigen_biases is not None and list(eigen_biases[0]) == factors:
+        known = {int(i): v for d, v in eigen_biases[1].items() if (i := dates.get_indexer([d])[0]) >= 0}
     cov = factor_covariance(reg.factor_returns, cp, groups=[groups[g] for g in factors],
-                            tick=lambda done, total: count("factor covariance", done, total))
+                            tick=lambda done, total: count("factor covariance", done, total), known_biases=known)
     # Row t of the regression uses the exposures of t − 1: so does its coverage.
     cov_lag = pd.DataFrame(lag_one_day(coverage), index=dates, columns=spec.factors)
     fr = reg.factor_returns

@@ -308,6 +308,13 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
     T, K = len(result.dates), len(result.factors)
     cov = result.covariance.adjusted.reshape(T, K * K)
     cov_long = pd.DataFrame(cov, index=result.dates, columns=[f"{a}|{b}" for a in result.factors for b in result.factors])
+    # The eigen simulation's bias v(k) on each date it ran (ascending eigenvalue rank; NaN
+    # elsewhere): a daily update reuses them instead of re-simulating the whole history.
+    fc = result.covariance
+    if len(fc.eigen_recomputed) == T:
+        bias = np.where(fc.eigen_recomputed[:, None], fc.eigen_bias, np.nan)
+        cov_long = pd.concat([cov_long, pd.DataFrame(bias, index=result.dates,
+                                                     columns=[f"eigen_bias_{i}" for i in range(bias.shape[1])])], axis=1)
     with store.begin_version(names["factor_cov"]) as w:
         w.write_part(cov_long.rename_axis("date").reset_index())
         versions["factor_cov"] = w.commit(meta)

@@ -103,7 +103,8 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
 
     _remove_stale_spills()
     with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as spill:
-        result = fit_factor_model(inputs, model_spec, progress=say, spill_dir=spill, block_source=source)
+        result = fit_factor_model(inputs, model_spec, progress=say, spill_dir=spill, block_source=source,
+                                  eigen_biases=_stored_biases(store, names["factor_cov"], meta))
         del inputs
         _check_old_returns(result, stored_fr, T_old, spec)
         say("validation")
@@ -116,6 +117,20 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     return {**out, "previous": previous, "new_dates": new_dates,
             "message": f"Model B ({spec}): appended {len(new_dates)} trading day(s) {new_dates[0]} … "
                        f"{new_dates[-1]} as version {out['version']}"}
+
+
+def _stored_biases(store: Store, model: str, meta: dict) -> tuple[list[str], dict[pd.Timestamp, np.ndarray]] | None:
+    """(factors, date → eigen bias) of the published covariance's simulation dates (its factor
+    set's size each), or None when the version does not store them (the update then simulates
+    every date again: slower, the same numbers)."""
+    cov = store.read_model(model, version=meta["companions"]["factor_cov"])
+    cols = [c for c in cov.columns if c.startswith("eigen_bias_")]
+    if not cols:
+        return None
+    values = cov[cols].to_numpy(dtype=float)
+    ran = np.isfinite(values).any(axis=1)
+    dates = pd.DatetimeIndex(cov["date"])
+    return list(meta["factors"]), {dates[i]: values[i][np.isfinite(values[i])] for i in np.flatnonzero(ran)}
 
 
 def _check_old_returns(result, stored_fr: pd.DataFrame, T_old: int, spec: str) -> None:
