@@ -8,8 +8,8 @@ absolute difference). The update computes descriptors for the new day and the mo
 only; the regression, specific risk, covariance (eigen adjustment), validation and publishing
 run over the whole history, as in a build.
 
-Usage: python benchmarks/bench_factors_update.py [--names 500] [--days 1260]
-Writes benchmarks/results/factors_update.json and benchmarks/results/factors_update.md.
+Usage: python benchmarks/bench_factors_update.py [--names 500] [--days 1260] [--tag _3000]
+Writes benchmarks/results/factors_update<TAG>.json and .md.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--names", type=int, default=500)
     ap.add_argument("--days", type=int, default=1260)
+    ap.add_argument("--tag", default="", help="suffix of the result files (factors_update<TAG>.md)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "a")
@@ -72,7 +73,7 @@ def main() -> None:
               "machine": f"{platform.machine()}, Python {platform.python_version()}",
               "conditions": {**conditions(), "note": "2 cores shared with other helpers' work during the run: noisy"}}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "factors_update.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"factors_update{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Model B: a one-day update against a full rebuild (same run)", "",
           f"- data: synthetic market with fundamentals and volume, US21: {shape}; new day {info['new_dates']}",
           f"- update: {up_wall:.2f} s wall, {up_cpu:.2f} s CPU; full rebuild: {re_wall:.2f} s wall, "
@@ -82,8 +83,8 @@ def main() -> None:
           f"- machine: {result['machine']}; load average (1/5/15 min) {result['conditions']['load_avg_1_5_15']} "
           f"on {result['conditions']['cpus']} cores shared with other work: noisy",
           "- command: `python benchmarks/bench_factors_update.py "
-          f"--names {args.names} --days {args.days}`"]
-    (RESULTS / "factors_update.md").write_text("\n".join(md) + "\n")
+          f"--names {args.names} --days {args.days}" + (f" --tag {args.tag}" if args.tag else "") + "`"]
+    (RESULTS / f"factors_update{args.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
