@@ -7,7 +7,9 @@ lookback_start`), and takes every older date's exposures from the published vers
 downstream is then computed from the whole history, exactly as a build does, by the same code:
 the regression of every date (from the exposures: cheap next to the descriptors, and it gives the
 factor returns, the specific returns and the regression notes a build has), specific risk, the
-factor covariance with its eigen adjustment, the factor status and validation. The update is the
+factor covariance with its eigen adjustment (whose costly simulations are reused from the
+published version on the dates it ran them: the same returns give the same bias, common random
+numbers; only new dates simulate), the factor status and validation. The update is the
 build's :func:`~riskstrata.factors.model.fit_factor_model` with a ``block_source`` that reads old
 dates from the store, so it equals a full rebuild of the same data up to floating-point rounding
 (≲ 1e-13; the tests hold it to 1e-10 on every stored field). It publishes a new version of every
