@@ -42,6 +42,11 @@ def stores(tmp_path_factory):
     loaded = Store(tmp / "loaded")
     load_synthetic_into_store(loaded, synthetic_market(n_stocks=60, n_days=330, seed=29, styles=True))
     days = pd.DatetimeIndex(loaded.read_table("prices", columns=["date"])["date"].unique()).sort_values()
+    # A stock that lists on the second new day: a column the old version has no row for (too
+    # young for exposures on the new days, in the update as in the rebuild).
+    prices = loaded.read_table("prices")
+    newcomer = sorted(loaded.read_table("fundamentals", columns=["security_id"])["security_id"].unique())[0]
+    loaded.write_table("prices", prices[~((prices["security_id"] == newcomer) & (prices["date"] < days[-NEW_DAYS + 1]))])
     shutil.copytree(loaded.root, tmp / "full")
     full = Store(tmp / "full")
     version = svc.build_factor_model(full, "US21")["version"]
