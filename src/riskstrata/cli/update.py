@@ -28,7 +28,8 @@ def update(
     """Append the newest day(s) to Model A from its trailing window and publish a new version.
 
     Equal to a full rebuild of the same data; refuses (with the reason and the command to run)
-    when only a rebuild is right. No new day: nothing is published. Model B says what to run.
+    when only a rebuild is right. No new day: nothing is published. Then each built Model B spec,
+    the same way (new dates' exposures only; a version only a rebuild can bring up to date says why).
     """
     from riskstrata.data.registry import EtfRegistry
     from riskstrata.services.update import update as run_update
