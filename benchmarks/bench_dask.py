@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 
-from timing import conditions  # noqa: E402
+from timing import conditions, max_float_difference  # noqa: E402
 
 MODES = ("local build", "local:1", "local:2")
 
@@ -79,16 +78,7 @@ def max_difference(store_root: Path, a: str, b: str) -> float:
     key = ["security_id", "date"]
     x = store.read_model(MODEL, version=a).sort_values(key).reset_index(drop=True)
     y = store.read_model(MODEL, version=b).sort_values(key).reset_index(drop=True)
-    if len(x) != len(y):
-        return float("inf")
-    floats = [c for c in x.columns if pd.api.types.is_float_dtype(x[c])]
-    worst = 0.0
-    for c in floats:
-        u, v = x[c].to_numpy(np.float64), y[c].to_numpy(np.float64)
-        if not (np.isnan(u) == np.isnan(v)).all():
-            return float("inf")
-        worst = max(worst, float(np.nanmax(np.abs(u - v), initial=0.0)))
-    return worst
+    return max_float_difference(x, y)
 
 
 def main() -> None:

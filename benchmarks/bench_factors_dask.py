@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 
-from timing import conditions  # noqa: E402
+from timing import conditions, max_float_difference  # noqa: E402
 
 MODES = ("local build", "local:1", "local:2")
 PARTS = ("factors", "factor_returns", "factor_cov", "specific_risk", "factor_validation")
@@ -66,14 +65,7 @@ def max_difference(store_root: Path, a: str, b: str) -> float:
     worst = 0.0
     for part in PARTS:
         x, y = (BuiltModel("US21", store.model_meta("factors_US21", v), v).read(store, part) for v in (a, b))
-        if len(x) != len(y) or list(x.columns) != list(y.columns):
-            return float("inf")
-        for c in x.columns:
-            if pd.api.types.is_float_dtype(x[c]):
-                u, v = x[c].to_numpy(np.float64), y[c].to_numpy(np.float64)
-                if not (np.isnan(u) == np.isnan(v)).all():
-                    return float("inf")
-                worst = max(worst, float(np.nanmax(np.abs(u - v), initial=0.0)))
+        worst = max(worst, max_float_difference(x, y))
     return worst
 
 

@@ -66,6 +66,14 @@ def connect(cluster: str):
         raise DataValidationError(f"cannot reach the Dask scheduler at {cluster!r}: {exc}") from None
 
 
+def worker_count(client, cluster: str) -> int:
+    """How many workers the connected cluster has; a clear error for none (tasks would wait forever)."""
+    workers = len(client.scheduler_info()["workers"])
+    if workers == 0:
+        raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
+    return workers
+
+
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory (VmHWM), MB; None where /proc is absent."""
     try:
@@ -109,9 +117,7 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
     client, local = connect(cluster)
     began = time.perf_counter()
     try:
-        workers = len(client.scheduler_info()["workers"])
-        if workers == 0:
-            raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
+        workers = worker_count(client, cluster)
         ids = tickers.assign(security_id=tickers["security_id"].astype(str))
         futures = []
         for part in iter_partitions(prepared, params.market_etf):

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from riskstrata.data.store import Store
-from riskstrata.errors import StoreError
 from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockCarry, FactorBlock, ModelFrame, Tick, _rows,
                                       block_exposures, finish_block, lookback_start, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec
-from riskstrata.services.distributed import connect, peak_rss_mb
+from riskstrata.services.distributed import connect, peak_rss_mb, worker_count
 from riskstrata.services.factors import build_factor_model
 
 
@@ -152,9 +151,7 @@ def build_factor_model_on_cluster(store: Store, spec: str | ModelSpec = "US21", 
     client, local = connect(cluster)
     began = time.perf_counter()
     try:
-        workers = len(client.scheduler_info()["workers"])
-        if workers == 0:
-            raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
+        workers = worker_count(client, cluster)
         source = ClusterBlocks(client, ahead=2 * workers)
         info = build_factor_model(store, spec, start, end, progress, tick, block_dates=block_dates,
                                   block_source=source)
