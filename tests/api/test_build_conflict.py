@@ -12,7 +12,7 @@ import pytest
 from riskstrata.api.jobs import JobConflict, JobRegistry, StoreClaim
 from riskstrata.api.state import HeldModel
 from riskstrata.data.store import Store
-from tests.api.test_ours import _client, assert_error
+from tests.api.test_ours import _client, assert_error, wait_for
 
 
 def _wait(job, seconds: float = 30) -> None:
@@ -50,11 +50,7 @@ def test_post_build_while_building_is_409_with_the_job_id(tmp_path) -> None:
         store.release_build("factors_US21", "build-7-elsewhere")
         started = client.post("/api/factors/US21/build")
         assert started.status_code == 202, started.text
-        job_id = started.json()["job_id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/api/jobs/{job_id}").json()["status"] not in ("done", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(client, started.json()["job_id"])
     assert not (store.model_dir("factors_US21") / ".build-claim").exists()  # released when the job ended
 
 
