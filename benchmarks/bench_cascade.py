@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from riskstrata.memory import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "prices"
@@ -78,18 +79,6 @@ def load_frame(name: str) -> pd.DataFrame:
     dates = pd.DatetimeIndex(pd.read_parquet(WORK / f"{name}.dates.parquet")["date"])
     cols = pd.read_parquet(WORK / f"{name}.columns.parquet")["ticker"].to_list()
     return pd.DataFrame(np.load(WORK / f"{name}.npy"), index=dates, columns=cols)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM). getrusage's ru_maxrss is not used: it is
-    carried across fork/exec on Linux, so it would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child_build() -> None:

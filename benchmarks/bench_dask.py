@@ -41,7 +41,7 @@ def child(store_root: str, mode: str) -> None:
     """One build in this fresh process; prints a JSON line."""
     from riskstrata.data.store import Store, _dir_bytes
     from riskstrata.services.cascade import MODEL, build_cascade
-    from riskstrata.services.distributed import peak_rss_mb
+    from riskstrata.memory import peak_rss_mb
 
     store = Store(store_root)
     t = time.perf_counter()
@@ -61,7 +61,7 @@ def idle_worker_rss_mb() -> float:
 
     def probe() -> float:
         import riskstrata.services.cascade  # noqa: F401 - what run_partition imports
-        from riskstrata.services.distributed import peak_rss_mb
+        from riskstrata.memory import peak_rss_mb
 
         return peak_rss_mb()
 

@@ -41,7 +41,7 @@ PARTS = ("factors", "factor_returns", "factor_cov", "specific_risk", "factor_val
 def child(store_root: str, mode: str, block: int) -> None:
     """One build in this fresh process; prints a JSON line."""
     from riskstrata.data.store import Store
-    from riskstrata.services.distributed import peak_rss_mb
+    from riskstrata.memory import peak_rss_mb
     from riskstrata.services.factors import build_factor_model
     from riskstrata.services.factors_cluster import build_factor_model_on_cluster
 

@@ -18,7 +18,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ from riskstrata.cascade.fit import CascadeParams, PreparedInputs
 from riskstrata.cascade.partition import Partition, fit_partition, iter_partitions
 from riskstrata.data.store import VersionWriter, write_part_file
 from riskstrata.errors import DataValidationError, StoreError
+from riskstrata.memory import peak_rss_mb
 
 CONNECT_TIMEOUT = "20s"
 
@@ -72,17 +72,6 @@ def worker_count(client, cluster: str) -> int:
     if workers == 0:
         raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
     return workers
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (VmHWM), MB; None where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def run_partition(part: Partition, params: CascadeParams, keep: np.ndarray, tickers: pd.DataFrame,

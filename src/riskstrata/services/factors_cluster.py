@@ -31,7 +31,8 @@ from riskstrata.data.store import Store
 from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockCarry, FactorBlock, ModelFrame, Tick, _rows,
                                       block_exposures, finish_block, lookback_start, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec
-from riskstrata.services.distributed import connect, peak_rss_mb, worker_count
+from riskstrata.memory import peak_rss_mb
+from riskstrata.services.distributed import connect, worker_count
 from riskstrata.services.factors import build_factor_model
 
 
