@@ -23,6 +23,7 @@ from riskstrata.factors.spec import load_spec
 from riskstrata.services import factors as svc
 from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services.factors_cluster import ClusterBlocks, block_frame, build_factor_model_on_cluster
+from tests.factors.frames import assert_same_frames
 from tests.factors.test_blocks import same_model
 from tests.cli.test_every_command import assert_ran, invoke
 
@@ -50,19 +51,6 @@ def built(tmp_path_factory):
 def stored(store: Store, version: str) -> dict[str, pd.DataFrame]:
     m = svc.BuiltModel("US21", store.model_meta("factors_US21", version), version)
     return {part: m.read(store, part) for part in PARTS}
-
-
-def assert_same_frames(x: pd.DataFrame, y: pd.DataFrame, what: str) -> None:
-    """Same columns and rows in the same order; floats to 1e-12 (NaN where NaN), the rest exactly."""
-    assert list(x.columns) == list(y.columns) and len(x) == len(y), what
-    for col in y.columns:
-        a, b = x[col], y[col]
-        if pd.api.types.is_float_dtype(b):
-            a, b = a.to_numpy(np.float64), b.to_numpy(np.float64)
-            assert (np.isnan(a) == np.isnan(b)).all(), f"{what}.{col}: NaN pattern"
-            assert np.nanmax(np.abs(a - b), initial=0.0) <= 1e-12, f"{what}.{col}"
-        else:
-            assert a.astype(str).tolist() == b.astype(str).tolist(), f"{what}.{col}"
 
 
 def test_a_block_ships_only_the_rows_it_reads(built) -> None:

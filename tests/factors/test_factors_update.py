@@ -28,6 +28,7 @@ from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services import factors_update as fu
 from riskstrata.services.factors_update import update_factor_model
 from tests.cli.test_every_command import assert_ran, invoke
+from tests.factors.frames import assert_same_frames
 
 NEW_DAYS = 5
 PARTS = ["factors", "factor_returns", "factor_cov", "specific_risk", "factor_validation"]
@@ -70,20 +71,6 @@ def _parts(store: Store, version: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _same(x: pd.DataFrame, y: pd.DataFrame, what: str) -> None:
-    """Same columns and rows; floats to 1e-10 (relative above 1, NaN where NaN), the rest exactly."""
-    assert list(x.columns) == list(y.columns) and len(x) == len(y), what
-    for col in y.columns:
-        a, b = x[col], y[col]
-        if pd.api.types.is_float_dtype(b):
-            a, b = a.to_numpy(np.float64), b.to_numpy(np.float64)
-            assert (np.isnan(a) == np.isnan(b)).all(), f"{what}.{col}: NaN pattern"
-            scale = np.maximum(np.abs(b), 1.0)
-            assert np.nanmax(np.abs(a - b) / scale, initial=0.0) <= 1e-10, f"{what}.{col}"
-        else:
-            assert a.astype(str).tolist() == b.astype(str).tolist(), f"{what}.{col}"
-
-
 def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypatch) -> None:
     _, last_old, full, full_version = stores
     store = _built_before(stores, tmp_path)
@@ -100,7 +87,7 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypa
     got, want = _parts(store, version), _parts(full, full_version)
     assert len(got["factor_returns"]) == len(want["factor_returns"]) > NEW_DAYS
     for part in PARTS:
-        _same(got[part], want[part], part)
+        assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
     meta, ref = store.model_meta("factors_US21", version), full.model_meta("factors_US21", full_version)
     assert meta["updated_from"] == before and meta["update"]["new_dates"] == info["new_dates"]
     for key in ("factors", "start", "end", "notes", "status", "spec_factors", "groups", "has_data"):
@@ -122,7 +109,7 @@ def test_inv_specific_var_weights_update_exactly_too(stores, tmp_path) -> None:
     full_version = svc.build_factor_model(full, spec)["version"]
     got, want = _parts(store, version), _parts(full, full_version)
     for part in PARTS:
-        _same(got[part], want[part], part)
+        assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
     assert not np.allclose(got["factor_returns"]["MARKET"], _parts(*stores[2:])["factor_returns"]["MARKET"])
 
 
