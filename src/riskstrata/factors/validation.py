@@ -13,10 +13,10 @@ that one-day lag itself.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import pairwise
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -296,19 +296,6 @@ def _panel(x: pd.DataFrame | np.ndarray, shape: tuple[int, ...], name: str) -> n
     return a
 
 
-def _per_portfolio(returns: np.ndarray, var: np.ndarray, window: int, index: pd.Index) -> pd.DataFrame:
-    """Bias, band flag, MRAD and QLIKE for each column of aligned (T', P) returns / variances."""
-    vol = np.sqrt(np.where(var >= 0, var, np.nan))  # a negative variance is no forecast
-    b = _standardised(returns, vol)
-    n = np.sum(np.isfinite(b), axis=0)
-    bias = _nanstd_cols(b)
-    half = np.sqrt(2.0 / np.maximum(n, 1))
-    return pd.DataFrame({
-        "n_obs": n, "bias": bias, "inside_band": np.abs(bias - 1.0) <= half,
-        "mrad": _mrad_cols(returns, vol, window), "qlike": _qlike_cols(returns, var),
-    }, index=index)
-
-
 def _summary_row(group: str, per: pd.DataFrame) -> dict:
     judged = per[per["bias"].notna()]
     if judged.empty:
@@ -321,69 +308,163 @@ def _summary_row(group: str, per: pd.DataFrame) -> dict:
             "mrad": float(judged["mrad"].median()), "qlike": float(judged["qlike"].median())}
 
 
-def _random_active(f: np.ndarray, cov: np.ndarray, u: np.ndarray, s2: np.ndarray, X: np.ndarray,
-                   n_portfolios: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns and forecast variances, (T − 1, P), of random dollar-neutral portfolios.
-
-    Each portfolio draws one N(0, 1) score per name (seeded); each day the scores of the names
-    that can be priced are demeaned and scaled to 100 % long / 100 % short. Return on t:
-    x'f_t + w'u_t with x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}, both over
-    the factors estimated on t (a day with an estimated factor that has no forecast is skipped).
-    """
-    return _random_active_risk(_random_portfolios(f, u, s2, X, n_portfolios, seed), f, cov)
-
+# ---------------------------------------------------------------------------------------------
+# Per-portfolio statistics as running sums
+# ---------------------------------------------------------------------------------------------
 
 @dataclass
-class _RandomPortfolios:
-    """What the random portfolios' risk needs beyond the covariance (it is the same for any)."""
+class _Moments:
+    """Everything the bias, band flag, MRAD and QLIKE of P portfolios need, as running sums.
 
-    days: list[int]             # t with portfolios (row t − 1 of the outputs)
-    use: list[np.ndarray]       # (K,) bool, the factors estimated on t
-    x: list[np.ndarray]         # (K_use, P) factor exposures X_{t−1}'w
-    specific_ret: list[np.ndarray]  # (P,) w'u_t
-    specific_var: list[np.ndarray]  # (P,) Σ w² s²_{t−1}
-    shape: tuple[int, int]      # (T − 1, P)
+    Fed aligned (B, P) rows of returns and forecast variances a batch at a time; after any
+    sequence of batches the statistics equal those of all rows at once (to rounding). The
+    bias statistic's mean and sum of squared deviations are merged batch by batch (Chan et
+    al. 1979), which keeps the two-pass accuracy of ``np.nanstd`` rather than the
+    cancellation of Σb² − (Σb)²/n.
+    """
+
+    n: np.ndarray          # (P,) int64, usable pairs (finite b)
+    mean: np.ndarray       # (P,) mean of b = r / σ
+    m2: np.ndarray         # (P,) Σ (b − mean)²
+    qlike_sum: np.ndarray  # (P,) Σ QLIKE terms
+    qlike_n: np.ndarray    # (P,) int64, their count
+    dev_sum: np.ndarray    # (P,) Σ |B_t − 1| over rows whose rolling window is full enough
+    dev_n: np.ndarray      # (P,) int64, their count
+    tail: np.ndarray       # (window − 1, P) the last standardised values, NaN = none / no row yet
+
+    FIELDS = ("n", "mean", "m2", "qlike_sum", "qlike_n", "dev_sum", "dev_n", "tail")
+
+    @classmethod
+    def empty(cls, P: int, window: int) -> _Moments:
+        zi, zf = np.zeros(P, dtype=np.int64), np.zeros(P)
+        return cls(zi, zf, zf.copy(), zf.copy(), zi.copy(), zf.copy(), zi.copy(), np.full((window - 1, P), np.nan))
+
+    def add(self, returns: np.ndarray, var: np.ndarray) -> None:
+        """Append aligned rows: returns (B, P) decimal, var (B, P) their forecast variances."""
+        vol = np.sqrt(np.where(var >= 0, var, np.nan))  # a negative variance is no forecast
+        b = _standardised(returns, vol)
+        n_new = np.sum(np.isfinite(b), axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # columns without a usable pair
+            mean_new = np.where(n_new > 0, np.nanmean(b, axis=0), 0.0)
+        m2_new = np.nansum((b - mean_new) ** 2, axis=0)
+        n = self.n + n_new
+        share = n_new / np.maximum(n, 1)
+        delta = mean_new - self.mean
+        self.mean = self.mean + delta * share
+        self.m2 = self.m2 + m2_new + delta * delta * (self.n * share)
+        self.n = n
+
+        terms = _qlike_terms(returns, var, QLIKE_FLOOR)
+        self.qlike_sum = self.qlike_sum + np.nansum(terms, axis=0)
+        self.qlike_n = self.qlike_n + np.sum(~np.isnan(terms), axis=0)
+
+        # The rolling bias of a new row needs only the window − 1 rows before it.
+        window = self.tail.shape[0] + 1
+        stacked = np.concatenate([self.tail, b])
+        rolled = pd.DataFrame(stacked).rolling(window, min_periods=max(2, window // 2)).std(ddof=1).to_numpy()
+        dev = np.abs(rolled[self.tail.shape[0]:] - 1.0)
+        self.dev_sum = self.dev_sum + np.nansum(dev, axis=0)
+        self.dev_n = self.dev_n + np.sum(~np.isnan(dev), axis=0)
+        self.tail = np.ascontiguousarray(stacked[len(stacked) - self.tail.shape[0]:])
+
+    def frame(self, index: pd.Index) -> pd.DataFrame:
+        """n_obs, bias, inside_band, mrad, qlike of each portfolio (rows = ``index``)."""
+        n = self.n
+        bias = np.where(n >= 2, np.sqrt(self.m2 / np.maximum(n - 1, 1)), np.nan)
+        half = np.sqrt(2.0 / np.maximum(n, 1))
+        return pd.DataFrame({
+            "n_obs": n, "bias": bias, "inside_band": np.abs(bias - 1.0) <= half,
+            "mrad": np.where(self.dev_n > 0, self.dev_sum / np.maximum(self.dev_n, 1), np.nan),
+            "qlike": np.where(self.qlike_n > 0, self.qlike_sum / np.maximum(self.qlike_n, 1), np.nan),
+        }, index=index)
+
+    def take(self, pos: np.ndarray) -> _Moments:
+        """The portfolios at positions ``pos`` (−1 = a new, empty one), as a copy."""
+        window = self.tail.shape[0] + 1
+        fresh = _Moments.empty(len(pos), window)
+        old = pos >= 0
+        for name in self.FIELDS:
+            mine, out = getattr(self, name), getattr(fresh, name)
+            if name == "tail":
+                out[:, old] = mine[:, pos[old]]
+            else:
+                out[old] = mine[pos[old]]
+        return fresh
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}{name}": np.array(getattr(self, name)) for name in self.FIELDS}
+
+    @classmethod
+    def from_arrays(cls, d: dict[str, np.ndarray], prefix: str) -> _Moments:
+        return cls(**{name: np.array(d[f"{prefix}{name}"]) for name in cls.FIELDS})
 
 
-def _random_portfolios(f: np.ndarray, u: np.ndarray, s2: np.ndarray, X: np.ndarray, n_portfolios: int,
-                       seed: int) -> _RandomPortfolios:
-    T, N, _ = X.shape
-    scores = np.random.default_rng(seed).standard_normal((N, n_portfolios))
-    out = _RandomPortfolios([], [], [], [], [], (T - 1, n_portfolios))
-    for t in range(1, T):
-        # The factors estimated on t; one not estimated (NaN) is out of that day's model and
-        # its effect is in the specific returns, as in the regression.
-        use = np.isfinite(f[t])
-        if not use.any():
-            continue
-        Xp, sp = X[t - 1][:, use], s2[t - 1]
-        avail = np.isfinite(Xp).all(axis=1) & np.isfinite(sp) & (sp > 0) & np.isfinite(u[t])
-        n = int(avail.sum())
-        if n < 2:
-            continue
-        idx = np.flatnonzero(avail)
-        w = scores[idx]
-        w = w - w.mean(axis=0)
-        w /= np.abs(w).sum(axis=0) / 2.0
-        out.days.append(t)
-        out.use.append(use)
-        out.x.append(Xp[idx].T @ w)                            # (K, P) factor exposures
-        out.specific_ret.append(u[t, idx] @ w)
-        out.specific_var.append(sp[idx] @ (w * w))
+# ---------------------------------------------------------------------------------------------
+# Random active portfolios
+# ---------------------------------------------------------------------------------------------
+
+def _name_key(name: object) -> int:
+    """A stable 64-bit key of a name (blake2b; crc32 would give two of 10,000 tickers the
+    same scores about once in a hundred universes)."""
+    return int.from_bytes(hashlib.blake2b(str(name).encode(), digest_size=8).digest(), "little")
+
+
+def random_scores(names: Sequence[object] | pd.Index, n_portfolios: int, seed: int) -> np.ndarray:
+    """(N, P) N(0, 1) scores of the random active portfolios, one row per name.
+
+    Row i is drawn from (seed, a hash of str(names[i])) alone, so the scores of a name do not
+    depend on which other names exist or in what order: a newly listed name leaves every other
+    name's scores, and so a resumed validation's portfolios, unchanged.
+    """
+    out = np.empty((len(names), n_portfolios))
+    for i, name in enumerate(names):
+        out[i] = np.random.default_rng([int(seed), _name_key(name)]).standard_normal(n_portfolios)
     return out
 
 
-def _random_active_risk(rp: _RandomPortfolios, f: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ret = np.full(rp.shape, np.nan)
-    var = np.full(rp.shape, np.nan)
-    for t, use, x, sr, sv in zip(rp.days, rp.use, rp.x, rp.specific_ret, rp.specific_var):
-        sigma = cov[t - 1][np.ix_(use, use)]
+def _random_day(f_t: np.ndarray, u_t: np.ndarray, X_prev: np.ndarray, s2_prev: np.ndarray,
+                covs_prev: Sequence[np.ndarray], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One day's returns and forecast variances, (L, P) each, of the random active portfolios.
+
+    f_t: (K,) factor returns on t; u_t: (N,) specific returns on t; X_prev: (N, K) exposures,
+    s2_prev: (N,) specific variances and covs_prev: L (K, K) covariances, all as of t − 1;
+    scores: (N, P) from :func:`random_scores`. Each day the scores of the names that can be
+    priced are demeaned and scaled to 100 % long / 100 % short. Return x'f_t + w'u_t with
+    x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}, both over the factors
+    estimated on t. NaN rows: no factor estimated, fewer than 2 names, or (per covariance) an
+    estimated factor without a forecast.
+    """
+    L, P = len(covs_prev), scores.shape[1]
+    ret, var = np.full((L, P), np.nan), np.full((L, P), np.nan)
+    # The factors estimated on t; one not estimated (NaN) is out of that day's model and its
+    # effect is in the specific returns, as in the regression.
+    use = np.isfinite(f_t)
+    if not use.any():
+        return ret, var
+    Xp = X_prev[:, use]
+    avail = np.isfinite(Xp).all(axis=1) & np.isfinite(s2_prev) & (s2_prev > 0) & np.isfinite(u_t)
+    idx = np.flatnonzero(avail)
+    if len(idx) < 2:
+        return ret, var
+    w = scores[idx]
+    w = w - w.mean(axis=0)
+    w /= np.abs(w).sum(axis=0) / 2.0
+    x = Xp[idx].T @ w                                          # (K_use, P) factor exposures
+    specific_ret = u_t[idx] @ w
+    specific_var = s2_prev[idx] @ (w * w)
+    for i, cov in enumerate(covs_prev):
+        sigma = cov[np.ix_(use, use)]
         if not np.isfinite(sigma).all():
             continue  # an estimated factor without a forecast: nothing to judge the day by
-        ret[t - 1] = f[t, use] @ x + sr
-        var[t - 1] = np.sum(x * (sigma @ x), axis=0) + sv
+        ret[i] = f_t[use] @ x + specific_ret
+        var[i] = np.sum(x * (sigma @ x), axis=0) + specific_var
     return ret, var
 
+
+# ---------------------------------------------------------------------------------------------
+# Month-end exposure diagnostics (stability, VIF)
+# ---------------------------------------------------------------------------------------------
 
 def _month_end_rows(dates: pd.Index) -> np.ndarray:
     if not isinstance(dates, pd.DatetimeIndex) or len(dates) == 0:
@@ -393,46 +474,267 @@ def _month_end_rows(dates: pd.Index) -> np.ndarray:
     return np.flatnonzero(last)
 
 
-def _exposure_diagnostics(X: np.ndarray, caps: np.ndarray, dates: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """(K,) mean month-to-month stability coefficient and mean month-end VIF (NaN without dates).
+def _vif_weights(caps: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.where(caps > 0, caps, np.nan))  # √cap: the regression's default weights
 
-    VIF is computed among the style columns only — those neither constant (the market) nor
-    0/1 dummies (industries): with an intercept, the market column and a full set of
-    industries are collinear by construction, which says nothing about the styles.
+
+def _stability_row(X_a: np.ndarray, X_b: np.ndarray, caps_a: np.ndarray) -> np.ndarray:
+    """(K,) stability coefficient of each column between two month ends (N, K)."""
+    return np.array([stability_coefficient(X_a[:, k], X_b[:, k], caps_a) for k in range(X_a.shape[1])])
+
+
+def _column_summary(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column k of X (..., K): count of finite values, their min (+∞ if none), max (−∞ if
+    none), and whether all of them are 0 or 1."""
+    Z = X.reshape(-1, X.shape[-1])
+    fin = np.isfinite(Z)
+    return (fin.sum(axis=0), np.where(fin, Z, np.inf).min(axis=0), np.where(fin, Z, -np.inf).max(axis=0),
+            np.all(~fin | (Z == 0.0) | (Z == 1.0), axis=0))
+
+
+def _style_mask(n: np.ndarray, lo: np.ndarray, hi: np.ndarray, all01: np.ndarray) -> np.ndarray:
+    """(K,) bool: the VIF's style columns — varying over the month ends (not empty, not a
+    constant such as the market) and not 0/1 dummies (industries)."""
+    return (n > 0) & (hi > lo) & ~all01
+
+
+class StaleValidationState(DataValidationError):
+    """The new dates changed which columns count as styles for the VIF (a column that was
+    constant, 0/1 or empty at every month end now varies, or the reverse): the VIF of every
+    past month end changes, which the compact state cannot redo. Rebuild the state with
+    :func:`validation_reports_with_state` on the whole history."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The resumable state
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ValidationState:
+    """What :func:`advance_validation` needs to extend a validation by new dates, and no more.
+
+    Sizes: N names, K factors, L covariance labels, P random portfolios, W = window. Nothing
+    grows with the number of dates: the largest parts are the specific portfolios' rolling
+    tails, (W − 1, N), and the random scores, (N, P).
+
+    Month ends: the last row is always treated as a month end (as :func:`_month_end_rows`
+    does). It is *provisional*: a new date in the same month replaces it. ``me_*``, ``stab_*``
+    and ``vif_*`` cover the month ends before the last row only ("complete" ones); ``pme_*``
+    is the last complete month end, the partner of the last row in the stability pair.
     """
-    K = X.shape[2]
-    rows = _month_end_rows(dates)
-    stability = np.full(K, np.nan)
-    vifs = np.full(K, np.nan)
-    if len(rows) == 0:
-        return stability, vifs
-    month_ends = X[rows]                                      # (M, N, K)
-    style = np.zeros(K, dtype=bool)
-    for k in range(K):
-        vals = month_ends[..., k][np.isfinite(month_ends[..., k])]
-        if vals.size == 0 or np.ptp(vals) == 0:
-            continue  # no data, or a constant such as the market: no correlation to speak of
-        style[k] = not np.isin(vals, (0.0, 1.0)).all()
-        coefs = [stability_coefficient(month_ends[i, :, k], month_ends[i + 1, :, k], caps[a])
-                 for i, (a, _) in enumerate(pairwise(rows))]
-        coefs = [c for c in coefs if np.isfinite(c)]
-        stability[k] = float(np.mean(coefs)) if coefs else np.nan
-    if style.any():
-        # √cap: the regression's default weights.
-        per_month = np.array([vif(month_ends[i][:, style], np.sqrt(np.where(caps[m] > 0, caps[m], np.nan)))
-                              for i, m in enumerate(rows)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            vifs[style] = np.nanmean(per_month, axis=0)
-    return stability, vifs
 
+    names: pd.Index             # (N,) names, the specific portfolios' and the scores' row order
+    factors: list[str]          # (K,) factor names
+    labels: list[str]           # (L,) covariance labels, in the reports' order
+    seed: int
+    n_portfolios: int
+    window: int
+    min_obs: int
+    scores: np.ndarray          # (N, P) random_scores(names, P, seed)
+    factor: list[_Moments]      # L × (K portfolios): pure factor portfolios per label
+    random: list[_Moments]      # L × (P portfolios): random active portfolios per label
+    specific: _Moments          # N portfolios: one name each
+    last_date: pd.Timestamp | None  # None: the dates are not a DatetimeIndex (no month ends)
+    last_cov: np.ndarray        # (L, K, K) covariances as of the last date (decimal²)
+    last_s2: np.ndarray         # (N,) specific variances as of the last date (decimal²)
+    last_X: np.ndarray          # (N, K) exposures on the last date
+    last_caps: np.ndarray       # (N,) caps on the last date (USD)
+    has_pme: bool               # a complete month end exists
+    pme_X: np.ndarray           # (N, K) exposures of the last complete month end
+    pme_caps: np.ndarray        # (N,) its caps
+    me_n: np.ndarray            # (K,) int64 finite exposures over the complete month ends
+    me_min: np.ndarray          # (K,) their minimum (+∞ when none)
+    me_max: np.ndarray          # (K,) their maximum (−∞ when none)
+    me_all01: np.ndarray        # (K,) bool, all of them 0 or 1 (an industry dummy)
+    stab_sum: np.ndarray        # (K,) Σ finite stability coefficients of consecutive complete month ends
+    stab_n: np.ndarray          # (K,) int64, their count
+    vif_mask: np.ndarray        # (K,) bool, the style columns the VIF sums were computed over
+    vif_sum: np.ndarray         # (K,) Σ non-NaN VIF over complete month ends (0 off the mask)
+    vif_n: np.ndarray           # (K,) int64, their count
+    has_r2: bool                # R² was given: the reports carry mean_r2
+    r2_sum: float
+    r2_n: int
+
+    # -- the reports ---------------------------------------------------------------------------
+
+    def _masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K,) bool: columns that vary over the month ends (stability is defined) and, of
+        those, the styles (not 0/1 dummies; the VIF's columns). The last row counts."""
+        n, lo, hi, all01 = _column_summary(self.last_X)
+        n, lo, hi = self.me_n + n, np.minimum(self.me_min, lo), np.maximum(self.me_max, hi)
+        all01 = self.me_all01 & all01
+        return (n > 0) & (hi > lo), _style_mask(n, lo, hi, all01)
+
+    def _diagnostics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K,) mean month-to-month stability coefficient and mean month-end VIF.
+
+        VIF is computed among the style columns only — those neither constant (the market) nor
+        0/1 dummies (industries): with an intercept, the market column and a full set of
+        industries are collinear by construction, which says nothing about the styles.
+        """
+        K = len(self.factors)
+        stability, vifs = np.full(K, np.nan), np.full(K, np.nan)
+        if self.last_date is None:
+            return stability, vifs
+        varying, style = self._masks()
+        if not np.array_equal(style, self.vif_mask):
+            raise StaleValidationState(
+                f"the VIF's style columns changed from {list(np.array(self.factors)[self.vif_mask])} to "
+                f"{list(np.array(self.factors)[style])}: rebuild the validation state on the whole history")
+        s_sum, s_n = self.stab_sum.copy(), self.stab_n.copy()
+        if self.has_pme:
+            c = _stability_row(self.pme_X, self.last_X, self.pme_caps)
+            s_sum += np.where(np.isfinite(c), c, 0.0)
+            s_n += np.isfinite(c)
+        stability[varying] = np.where(s_n > 0, s_sum / np.maximum(s_n, 1), np.nan)[varying]
+        if style.any():
+            v = vif(self.last_X[:, style], _vif_weights(self.last_caps))
+            total = self.vif_sum[style] + np.where(np.isnan(v), 0.0, v)
+            n = self.vif_n[style] + ~np.isnan(v)
+            vifs[style] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        return stability, vifs
+
+    def reports(self) -> dict[str, ValidationReport]:
+        """label → :class:`ValidationReport` of all the dates the state has seen."""
+        stability, vifs = self._diagnostics()
+        specific = self.specific.frame(pd.Index(self.names, name="name"))
+        specific = specific[specific["n_obs"] >= self.min_obs]
+        mean_r2 = (self.r2_sum / self.r2_n if self.r2_n else float("nan")) if self.has_r2 else None
+        out = {}
+        for i, label in enumerate(self.labels):
+            per_factor = self.factor[i].frame(pd.Index(self.factors))
+            rows = []
+            for k, name in enumerate(self.factors):
+                p = per_factor.iloc[k]
+                n = int(p["n_obs"])
+                lo, hi = bias_band(n) if n >= 1 else (np.nan, np.nan)
+                judged = bool(np.isfinite(p["bias"]))
+                rows.append({"group": "factor", "name": name, "n_obs": n, "bias": p["bias"], "band_lo": lo,
+                             "band_hi": hi, "inside_band": judged and bool(p["inside_band"]),
+                             "share_inside": float(p["inside_band"]) if judged else np.nan,
+                             "mrad": p["mrad"], "qlike": p["qlike"], "stability": stability[k], "vif": vifs[k]})
+            random_active = self.random[i].frame(pd.RangeIndex(self.n_portfolios, name="portfolio"))
+            rows.append(_summary_row("random_active", random_active))
+            rows.append(_summary_row("specific", specific))
+            table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+            table["n_obs"] = table["n_obs"].fillna(0).astype(int)
+            table["inside_band"] = table["inside_band"].fillna(False).astype(bool)
+            out[label] = ValidationReport(table=table, random_active=random_active, specific=specific,
+                                          mean_r2=mean_r2)
+        return out
+
+    # -- month ends, one new date at a time ------------------------------------------------------
+
+    def _complete_last_row(self) -> None:
+        """The last row has become a month end for good: fold it into the complete ones."""
+        X, caps = self.last_X, self.last_caps
+        n, lo, hi, all01 = _column_summary(X)
+        self.me_n, self.me_all01 = self.me_n + n, self.me_all01 & all01
+        self.me_min, self.me_max = np.minimum(self.me_min, lo), np.maximum(self.me_max, hi)
+        if self.has_pme:
+            c = _stability_row(self.pme_X, X, self.pme_caps)
+            self.stab_sum = self.stab_sum + np.where(np.isfinite(c), c, 0.0)
+            self.stab_n = self.stab_n + np.isfinite(c)
+        if self.vif_mask.any():
+            v = vif(X[:, self.vif_mask], _vif_weights(caps))
+            self.vif_sum[self.vif_mask] += np.where(np.isnan(v), 0.0, v)
+            self.vif_n[self.vif_mask] += ~np.isnan(v)
+        self.has_pme, self.pme_X, self.pme_caps = True, X, caps
+
+    def _step_date(self, date: pd.Timestamp | None, X: np.ndarray, caps: np.ndarray) -> None:
+        """Make (date, X, caps) the last row; the previous last row stays a month end only if
+        the month changed."""
+        if self.last_date is not None and date.to_period("M") != self.last_date.to_period("M"):
+            self._complete_last_row()
+        self.last_date, self.last_X, self.last_caps = date, X, caps
+
+    # -- names -----------------------------------------------------------------------------------
+
+    def _for_names(self, names: pd.Index) -> ValidationState:
+        """A copy whose per-name arrays follow ``names`` (a superset of the state's names, any
+        order); a new name has no history (NaN exposures, caps and variance, empty moments)."""
+        if not names.is_unique:
+            raise DataValidationError("specific_returns_new has duplicate names")
+        pos = self.names.get_indexer(names)
+        if np.isin(np.arange(len(self.names)), pos, invert=True).any():
+            gone = list(self.names[np.isin(np.arange(len(self.names)), pos, invert=True)][:5])
+            raise DataValidationError(f"names never drop out of a validation state; missing now: {gone} …")
+
+        def take(a: np.ndarray) -> np.ndarray:
+            out = np.full((len(pos), *a.shape[1:]), np.nan)
+            out[pos >= 0] = a[pos[pos >= 0]]
+            return out
+
+        scores = take(self.scores)
+        new = pos < 0
+        if new.any():
+            scores[new] = random_scores(names[new], self.n_portfolios, self.seed)
+        return replace(self, names=names, scores=scores, specific=self.specific.take(pos), last_s2=take(self.last_s2),
+                       last_X=take(self.last_X), last_caps=take(self.last_caps), pme_X=take(self.pme_X),
+                       pme_caps=take(self.pme_caps), factor=[m.take(np.arange(len(self.factors))) for m in self.factor],
+                       random=[m.take(np.arange(self.n_portfolios)) for m in self.random],
+                       last_cov=self.last_cov.copy(), me_n=self.me_n.copy(), me_min=self.me_min.copy(),
+                       me_max=self.me_max.copy(), me_all01=self.me_all01.copy(), stab_sum=self.stab_sum.copy(),
+                       stab_n=self.stab_n.copy(), vif_mask=self.vif_mask.copy(), vif_sum=self.vif_sum.copy(),
+                       vif_n=self.vif_n.copy())
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays for ``np.savez(path, **arrays)`` (``allow_pickle=False``):
+        numbers, booleans, and fixed-width unicode for names, factors and labels only."""
+        out = {
+            "format": np.array(1), "names": np.array([str(n) for n in self.names], dtype=str),
+            "factors": np.array(self.factors, dtype=str), "labels": np.array(self.labels, dtype=str),
+            "params": np.array([self.seed, self.n_portfolios, self.window, self.min_obs], dtype=np.int64),
+            "last_date_ns": np.array(-1 if self.last_date is None else self.last_date.value, dtype=np.int64),
+            "flags": np.array([self.last_date is not None, self.has_pme, self.has_r2]),
+            "r2": np.array([self.r2_sum, self.r2_n], dtype=np.float64),
+        }
+        for name in ("scores", "last_cov", "last_s2", "last_X", "last_caps", "pme_X", "pme_caps", "me_n", "me_min",
+                     "me_max", "me_all01", "stab_sum", "stab_n", "vif_mask", "vif_sum", "vif_n"):
+            out[name] = np.array(getattr(self, name))
+        for i, m in enumerate(self.factor):
+            out.update(m.to_arrays(f"factor{i}_"))
+        for i, m in enumerate(self.random):
+            out.update(m.to_arrays(f"random{i}_"))
+        out.update(self.specific.to_arrays("specific_"))
+        return out
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, np.ndarray]) -> ValidationState:
+        """The inverse of :meth:`to_arrays` (accepts the ``np.load`` of a saved ``.npz``). Names
+        come back as strings."""
+        if int(d["format"]) != 1:
+            raise DataValidationError(f"unknown validation state format {int(d['format'])}")
+        seed, n_portfolios, window, min_obs = (int(v) for v in d["params"])
+        has_dates, has_pme, has_r2 = (bool(v) for v in d["flags"])
+        labels = [str(x) for x in d["labels"]]
+        return cls(
+            names=pd.Index([str(x) for x in d["names"]]), factors=[str(x) for x in d["factors"]], labels=labels,
+            seed=seed, n_portfolios=n_portfolios, window=window, min_obs=min_obs, scores=np.array(d["scores"]),
+            factor=[_Moments.from_arrays(d, f"factor{i}_") for i in range(len(labels))],
+            random=[_Moments.from_arrays(d, f"random{i}_") for i in range(len(labels))],
+            specific=_Moments.from_arrays(d, "specific_"),
+            last_date=pd.Timestamp(int(d["last_date_ns"])) if has_dates else None,
+            last_cov=np.array(d["last_cov"]), last_s2=np.array(d["last_s2"]), last_X=np.array(d["last_X"]),
+            last_caps=np.array(d["last_caps"]), has_pme=has_pme, pme_X=np.array(d["pme_X"]),
+            pme_caps=np.array(d["pme_caps"]), me_n=np.array(d["me_n"]), me_min=np.array(d["me_min"]),
+            me_max=np.array(d["me_max"]), me_all01=np.array(d["me_all01"]), stab_sum=np.array(d["stab_sum"]),
+            stab_n=np.array(d["stab_n"]), vif_mask=np.array(d["vif_mask"]), vif_sum=np.array(d["vif_sum"]),
+            vif_n=np.array(d["vif_n"]), has_r2=has_r2, r2_sum=float(d["r2"][0]), r2_n=int(d["r2"][1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points
+# ---------------------------------------------------------------------------------------------
 
 def validation_report(
     factor_returns: pd.DataFrame,
     factor_cov: Callable[[pd.Timestamp], np.ndarray | None] | np.ndarray,
     specific_returns: pd.DataFrame | np.ndarray,
     specific_var: pd.DataFrame | np.ndarray,
-    exposures: np.ndarray,
+    exposures: np.ndarray | BlockArray,
     caps: pd.DataFrame | np.ndarray,
     *,
     n_random_portfolios: int = 100,
@@ -446,17 +748,20 @@ def validation_report(
     Outcomes, row t = realised on date t:
       factor_returns: (T × K) daily factor returns f_t, decimal, columns = factor names, index =
         dates (a DatetimeIndex enables the month-end stability and VIF).
-      specific_returns: (T × N) specific returns u_t, decimal.
+      specific_returns: (T × N) specific returns u_t, decimal. Its columns name the names: the
+        random portfolios' scores are keyed by them (see :func:`random_scores`); a bare array's
+        names are 0 … N − 1.
     Forecasts, row t = as of the close of t (they forecast t + 1):
       factor_cov: (T, K, K) daily factor covariance (decimal²), or a callable date → (K, K)
         (None before the first forecast).
       specific_var: (T × N) daily specific variance s² (decimal²).
-      exposures: (T, N, K) exposures (NaN outside the universe), in factor_returns' column order.
+      exposures: (T, N, K) exposures (NaN outside the universe), in factor_returns' column order;
+        a streamed build's BlockArray is read a date block at a time.
       caps: (T × N) market caps in USD (stability weights; √cap are the VIF weights).
     Every outcome on t is judged against the forecasts of t − 1, never of t.
 
     n_random_portfolios / seed: the random dollar-neutral active portfolios (see
-    :func:`_random_active`). r2: the regression's daily R², reported as its mean. window: the
+    :func:`_random_day`). r2: the regression's daily R², reported as its mean. window: the
     rolling window of MRAD in days. min_obs: a name's minimum days to count among the
     specific portfolios.
     """
@@ -467,65 +772,196 @@ def validation_report(
 
 def validation_reports(factor_returns: pd.DataFrame, factor_covs: dict[str, object],
                        specific_returns: pd.DataFrame | np.ndarray, specific_var: pd.DataFrame | np.ndarray,
-                       exposures: np.ndarray, caps: pd.DataFrame | np.ndarray, *, n_random_portfolios: int = 100,
-                       seed: int = 7, r2: pd.Series | None = None, window: int = 252,
-                       min_obs: int = 20) -> dict[str, ValidationReport]:
+                       exposures: np.ndarray | BlockArray, caps: pd.DataFrame | np.ndarray, *,
+                       n_random_portfolios: int = 100, seed: int = 7, r2: pd.Series | None = None,
+                       window: int = 252, min_obs: int = 20) -> dict[str, ValidationReport]:
     """:func:`validation_report` for several covariance forecasts of one model, label → report
     (e.g. the eigenfactor adjustment on and off). The work on the exposures — stability, VIF,
     the random portfolios' exposures, by far the largest part at thousands of names — is done
     once, not once per forecast; the numbers are those of one :func:`validation_report` each.
     """
+    return validation_reports_with_state(factor_returns, factor_covs, specific_returns, specific_var, exposures, caps,
+                                         n_random_portfolios=n_random_portfolios, seed=seed, r2=r2, window=window,
+                                         min_obs=min_obs)[0]
+
+
+def _date_rows(X: np.ndarray | BlockArray) -> Iterator[tuple[int, np.ndarray]]:
+    """(t, X[t] as float64 (N, K)) in date order; a BlockArray is read one block at a time."""
+    if isinstance(X, BlockArray):
+        for a, b, block in X.blocks():
+            for i in range(b - a):
+                yield a + i, np.asarray(block[i], dtype=np.float64)
+    else:
+        for t in range(X.shape[0]):
+            yield t, np.asarray(X[t], dtype=np.float64)
+
+
+def validation_reports_with_state(
+    factor_returns: pd.DataFrame,
+    factor_covs: dict[str, object],
+    specific_returns: pd.DataFrame | np.ndarray,
+    specific_var: pd.DataFrame | np.ndarray,
+    exposures: np.ndarray | BlockArray,
+    caps: pd.DataFrame | np.ndarray,
+    *,
+    n_random_portfolios: int = 100,
+    seed: int = 7,
+    r2: pd.Series | None = None,
+    window: int = 252,
+    min_obs: int = 20,
+) -> tuple[dict[str, ValidationReport], ValidationState]:
+    """:func:`validation_reports` (same inputs, same reports) and the :class:`ValidationState`
+    that :func:`advance_validation` extends by new dates, in one pass over the exposures."""
     if not isinstance(factor_returns, pd.DataFrame):
         raise DataValidationError("factor_returns must be a DataFrame (T × K) with factor names as columns")
-    dates, factors = factor_returns.index, list(factor_returns.columns)
+    if window < 2:
+        raise ValueError(f"window must be ≥ 2, got {window}")
+    dates, factors = factor_returns.index, [str(c) for c in factor_returns.columns]
     T, K = factor_returns.shape
     if T < 2:
         raise DataValidationError(f"validation needs at least 2 dates, got {T}")
-    # A streamed build's exposures (BlockArray) are read a date block at a time, never whole.
     X = exposures if isinstance(exposures, BlockArray) else np.asarray(exposures, dtype=np.float64)
     if X.ndim != 3 or X.shape[0] != T or X.shape[2] != K:
         raise DataValidationError(f"exposures must be (T, N, K) with T={T}, K={K}, got {X.shape}")
     N = X.shape[1]
     f = factor_returns.to_numpy(dtype=np.float64)
-    covs = {label: _covariance_stack(cov, dates, K) for label, cov in factor_covs.items()}
+    labels = [str(label) for label in factor_covs]
+    covs = [_covariance_stack(cov, dates, K) for cov in factor_covs.values()]
     u = _panel(specific_returns, (T, N), "specific_returns")
     s2 = _panel(specific_var, (T, N), "specific_var")
     v = _panel(caps, (T, N), "caps")
     names = specific_returns.columns if isinstance(specific_returns, pd.DataFrame) else pd.RangeIndex(N)
-    stability, vifs = _exposure_diagnostics(X, v, dates)
-    portfolios = _random_portfolios(f, u, s2, X, n_random_portfolios, seed)
+    if not names.is_unique:
+        raise DataValidationError("specific_returns has duplicate names")
+    scores = random_scores(names, n_random_portfolios, seed)
+
+    # One walk over the dates: each day's random portfolios need the exposures of the day
+    # before; the month ends are kept (M × N × K, as the VIF needs every one of them).
+    L = len(labels)
+    ra_ret = np.full((L, T - 1, n_random_portfolios), np.nan)
+    ra_var = np.full((L, T - 1, n_random_portfolios), np.nan)
+    month_end_rows = _month_end_rows(dates)
+    is_month_end = np.zeros(T, dtype=bool)
+    is_month_end[month_end_rows] = True
+    month_ends: list[np.ndarray] = []
+    X_prev = None
+    for t, X_t in _date_rows(X):
+        if t >= 1:
+            ra_ret[:, t - 1], ra_var[:, t - 1] = _random_day(f[t], u[t], X_prev, s2[t - 1],
+                                                             [c[t - 1] for c in covs], scores)
+        if is_month_end[t]:
+            month_ends.append(X_t.copy())
+        X_prev = X_t
+
+    factor_moments, random_moments = [], []
+    for i, cov in enumerate(covs):
+        # Pure factor portfolios: f_k,t against √Σ_kk forecast at t − 1.
+        m = _Moments.empty(K, window)
+        m.add(f[1:], np.diagonal(cov[:-1], axis1=1, axis2=2))
+        factor_moments.append(m)
+        m = _Moments.empty(n_random_portfolios, window)
+        m.add(ra_ret[i], ra_var[i])
+        random_moments.append(m)
     # Specific portfolios: one name each, u_t against s_{t−1} (the same for every forecast).
-    specific = _per_portfolio(u[1:], s2[:-1], window, pd.Index(names, name="name"))
-    specific = specific[specific["n_obs"] >= min_obs]
-    return {label: _report(f, factors, cov, specific, stability, vifs, portfolios, r2=r2, window=window)
-            for label, cov in covs.items()}
+    specific = _Moments.empty(N, window)
+    specific.add(u[1:], s2[:-1])
+
+    r2_values = None if r2 is None else pd.Series(r2, dtype=float).to_numpy()
+    nan_nk = np.full((N, K), np.nan)
+    state = ValidationState(
+        names=names, factors=factors, labels=labels, seed=int(seed), n_portfolios=int(n_random_portfolios),
+        window=int(window), min_obs=int(min_obs), scores=scores, factor=factor_moments, random=random_moments,
+        specific=specific, last_date=dates[-1] if isinstance(dates, pd.DatetimeIndex) else None,
+        last_cov=np.stack([c[-1] for c in covs]), last_s2=s2[-1].copy(), last_X=X_prev.copy(), last_caps=v[-1].copy(),
+        has_pme=False, pme_X=nan_nk, pme_caps=np.full(N, np.nan), me_n=np.zeros(K, dtype=np.int64),
+        me_min=np.full(K, np.inf), me_max=np.full(K, -np.inf), me_all01=np.ones(K, dtype=bool),
+        stab_sum=np.zeros(K), stab_n=np.zeros(K, dtype=np.int64), vif_mask=np.zeros(K, dtype=bool),
+        vif_sum=np.zeros(K), vif_n=np.zeros(K, dtype=np.int64), has_r2=r2 is not None,
+        r2_sum=0.0 if r2_values is None else float(np.nansum(r2_values)),
+        r2_n=0 if r2_values is None else int(np.sum(~np.isnan(r2_values))))
+    if state.last_date is not None:
+        # The style columns are known only once every month end (the last row included) is
+        # seen; the last row is the provisional month end and stays out of the complete ones.
+        state.vif_mask = _style_mask(*_column_summary(np.stack(month_ends)))
+        for X_me, row in zip(month_ends[:-1], month_end_rows[:-1], strict=True):
+            state.last_X, state.last_caps = X_me, v[row].copy()
+            state._complete_last_row()
+        state.last_X, state.last_caps = X_prev.copy(), v[-1].copy()
+    return state.reports(), state
 
 
-def _report(f: np.ndarray, factors: list[str], cov: np.ndarray, specific: pd.DataFrame, stability: np.ndarray,
-            vifs: np.ndarray, portfolios: _RandomPortfolios, *, r2: pd.Series | None, window: int) -> ValidationReport:
-    """One covariance forecast's report, given the exposure-dependent parts."""
-    # Pure factor portfolios: f_k,t against √Σ_kk forecast at t − 1.
-    factor_var = np.diagonal(cov[:-1], axis1=1, axis2=2)
-    per_factor = _per_portfolio(f[1:], factor_var, window, pd.Index(factors))
-    rows = []
-    for k, name in enumerate(factors):
-        p = per_factor.iloc[k]
-        n = int(p["n_obs"])
-        lo, hi = bias_band(n) if n >= 1 else (np.nan, np.nan)
-        judged = bool(np.isfinite(p["bias"]))
-        rows.append({"group": "factor", "name": name, "n_obs": n, "bias": p["bias"], "band_lo": lo, "band_hi": hi,
-                     "inside_band": judged and bool(p["inside_band"]),
-                     "share_inside": float(p["inside_band"]) if judged else np.nan,
-                     "mrad": p["mrad"], "qlike": p["qlike"], "stability": stability[k], "vif": vifs[k]})
+def advance_validation(
+    state: ValidationState,
+    factor_returns_new: pd.DataFrame,
+    factor_covs_new: dict[str, object],
+    specific_returns_new: pd.DataFrame,
+    specific_var_new: pd.DataFrame | np.ndarray,
+    exposures_new: np.ndarray | BlockArray,
+    caps_new: pd.DataFrame | np.ndarray,
+    *,
+    r2_new: pd.Series | np.ndarray | None = None,
+) -> tuple[dict[str, ValidationReport], ValidationState]:
+    """Extend a validation by B new dates: the reports of the whole history and the new state.
 
-    ra_ret, ra_var = _random_active_risk(portfolios, f, cov)
-    random_active = _per_portfolio(ra_ret, ra_var, window, pd.RangeIndex(ra_ret.shape[1], name="portfolio"))
-    rows.append(_summary_row("random_active", random_active))
+    The inputs are those of :func:`validation_reports` for the new dates only (rows = the new
+    dates, after the state's last date): factor_returns_new (B × K, the state's factors);
+    factor_covs_new {label: (B, K, K) or a callable}, the state's labels; specific_returns_new
+    (B × N') whose columns are the names — every name of the state plus any new ones, in any
+    order; specific_var_new and caps_new (B × N') and exposures_new (B, N', K) in that column
+    order; r2_new (B,) the regression's R² (counted only if the state was built with R²; None
+    = none on these dates). The first new date's outcomes are judged against the state's last
+    forecasts. The state passed in is not changed.
 
-    rows.append(_summary_row("specific", specific))
+    The reports equal :func:`validation_reports` over the whole extended history (a new name
+    has NaN on the dates before it) to rounding — 1e-12 relative in the tests — with the
+    specific portfolios in specific_returns_new's column order. Raises
+    :class:`StaleValidationState` in the rare case the new dates change the VIF's style columns.
+    """
+    if not isinstance(factor_returns_new, pd.DataFrame):
+        raise DataValidationError("factor_returns_new must be a DataFrame (B × K) with factor names as columns")
+    if not isinstance(specific_returns_new, pd.DataFrame):
+        raise DataValidationError("specific_returns_new must be a DataFrame (B × N) whose columns are the names")
+    if [str(c) for c in factor_returns_new.columns] != state.factors:
+        raise DataValidationError(f"factor_returns_new's columns must be the state's factors {state.factors}")
+    if sorted(str(label) for label in factor_covs_new) != sorted(state.labels):
+        raise DataValidationError(f"factor_covs_new must have the state's labels {state.labels}")
+    dates = factor_returns_new.index
+    B, K = factor_returns_new.shape
+    if B == 0:
+        return state.reports(), state
+    if state.last_date is not None:
+        if not isinstance(dates, pd.DatetimeIndex) or not dates.is_monotonic_increasing or dates[0] <= state.last_date:
+            raise DataValidationError(f"the new dates must be a rising DatetimeIndex after {state.last_date.date()}")
+    X = exposures_new if isinstance(exposures_new, BlockArray) else np.asarray(exposures_new, dtype=np.float64)
+    N = specific_returns_new.shape[1]
+    if X.ndim != 3 or X.shape != (B, N, K):
+        raise DataValidationError(f"exposures_new must be (B, N, K) = {(B, N, K)}, got {X.shape}")
+    by_label = {str(label): cov for label, cov in factor_covs_new.items()}
+    covs = [_covariance_stack(by_label[label], dates, K) for label in state.labels]
+    f = factor_returns_new.to_numpy(dtype=np.float64)
+    u = _panel(specific_returns_new, (B, N), "specific_returns_new")
+    s2 = _panel(specific_var_new, (B, N), "specific_var_new")
+    v = _panel(caps_new, (B, N), "caps_new")
 
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
-    table["n_obs"] = table["n_obs"].fillna(0).astype(int)
-    table["inside_band"] = table["inside_band"].fillna(False).astype(bool)
-    mean_r2 = float(pd.Series(r2, dtype=float).mean()) if r2 is not None else None
-    return ValidationReport(table=table, random_active=random_active, specific=specific, mean_r2=mean_r2)
+    st = state._for_names(specific_returns_new.columns)
+    L, P = len(covs), st.n_portfolios
+    ra_ret, ra_var = np.full((L, B, P), np.nan), np.full((L, B, P), np.nan)
+    for j, X_j in _date_rows(X):
+        # Row j is judged against the forecasts of the row before: the state's last for j = 0.
+        covs_prev = list(st.last_cov) if j == 0 else [c[j - 1] for c in covs]
+        s2_prev = st.last_s2 if j == 0 else s2[j - 1]
+        ra_ret[:, j], ra_var[:, j] = _random_day(f[j], u[j], st.last_X, s2_prev, covs_prev, st.scores)
+        st._step_date(dates[j] if st.last_date is not None else None, X_j.copy(), v[j].copy())
+
+    for i, cov in enumerate(covs):
+        prev = np.concatenate([st.last_cov[i][None], cov[:-1]])
+        st.factor[i].add(f, np.diagonal(prev, axis1=1, axis2=2))
+        st.random[i].add(ra_ret[i], ra_var[i])
+    st.specific.add(u, np.concatenate([st.last_s2[None], s2[:-1]]))
+    st.last_cov = np.stack([c[-1] for c in covs])
+    st.last_s2 = s2[-1].copy()
+    if st.has_r2 and r2_new is not None:
+        r2_values = np.asarray(r2_new, dtype=np.float64).reshape(-1)
+        st.r2_sum += float(np.nansum(r2_values))
+        st.r2_n += int(np.sum(~np.isnan(r2_values)))
+    return st.reports(), st
