@@ -234,3 +234,18 @@ def test_a_running_build_of_another_process_is_not_cleaned_up(store: Store) -> N
     assert other.tmp_dir.is_dir()
     other.abort()
 
+
+
+def test_a_version_keeps_arrays_beside_its_parts(store: Store) -> None:
+    import numpy as np
+
+    with store.begin_version("cascade") as w:
+        w.write_part(sample_frame())
+        w.write_arrays("update_state", {"sums": np.arange(6.0).reshape(2, 3), "names": np.array(["A", "BB"])})
+        version = w.commit()
+    got = store.read_arrays("cascade", "update_state", version)
+    assert got["sums"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] and got["names"].tolist() == ["A", "BB"]
+    assert store.read_arrays("cascade", "other_state", version) is None  # a version without them
+    assert len(store.model_files("cascade", version)) == 1                # arrays are not a part
+    with store.begin_version("cascade") as w, pytest.raises(StoreError, match="no pickled objects"):
+        w.write_arrays("update_state", {"names": np.array(["A", None], dtype=object)})

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -445,6 +446,18 @@ class Store:
         version = self._resolve_version(model, version)
         return sorted((self.model_dir(model) / version).glob("part-*.parquet"))
 
+    def read_arrays(self, model: str, name: str, version: str | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays a version keeps beside its parts (:meth:`VersionWriter.write_arrays`), or
+        None when it has none of that name (a version written before they existed)."""
+        path = self.model_dir(model) / self._resolve_version(model, version) / f"{_check_name('arrays', name)}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path} is unreadable: {exc}") from exc
+
     def model_meta(self, model: str, version: str | None = None) -> dict[str, Any]:
         """The ``meta.json`` of a version (default: current)."""
         version = self._resolve_version(model, version)
@@ -762,6 +775,21 @@ class VersionWriter:
         n = int(pq.ParquetFile(target).metadata.num_rows) if rows is None else int(rows)
         self._parts.append({"file": target.name, "rows": n})
         return target
+
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Keep named numpy arrays beside the parts (``<name>.npz``, no pickles): state a later
+        step continues from, such as a daily update's running sums. Read with :meth:`Store.read_arrays`."""
+        if self.version is not None:
+            raise StoreError(f"version {self.version} of {self.model!r} is already committed")
+        path = self.tmp_dir / f"{_check_name('arrays', name)}.npz"
+        arrays = {key: np.asarray(a) for key, a in arrays.items()}
+        if any(a.dtype.hasobject for a in arrays.values()):
+            raise StoreError("write_arrays keeps numeric and fixed-width string arrays only (no pickled objects)")
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
 
     def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True) -> str:
         """Publish the build: write ``meta.json``, rename the directory to the version name,

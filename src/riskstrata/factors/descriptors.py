@@ -205,7 +205,8 @@ def market_cap_panel(
     return _frame(cap, like)
 
 
-def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issuer: pd.Series | None) -> np.ndarray:
+def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issuer: pd.Series | None,
+                            eligible_before: np.ndarray | None = None) -> np.ndarray:
     """(T, N) bool: the share classes that must not count again, True on the days a name is a
     non-primary class of an issuer with several classes.
 
@@ -222,6 +223,9 @@ def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issu
     carry; and share classes are near-duplicate return series, so regressing both adds no
     information but doubles the issuer's pull. With assignment the issuer counts exactly once in
     the cap-weighted industry constraint, the cap-weighted standardisation and the √cap weights.
+
+    eligible_before: (N,) eligible days before the panel's first row (a daily update works on a
+    trailing panel: the history it does not hold still decides which class is primary).
     """
     T, N = market_cap.shape
     out = np.zeros((T, N), dtype=bool)
@@ -231,6 +235,8 @@ def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issu
     ids = ids.where(ids.notna(), pd.Series(market_cap.columns.astype(str), index=market_cap.columns)).astype(str)
     groups = ids.groupby(ids.to_numpy()).indices
     run = np.cumsum(eligible, axis=0)
+    if eligible_before is not None:
+        run = run + np.asarray(eligible_before)[None, :]
     for cols in groups.values():
         if len(cols) < 2:
             continue

@@ -24,7 +24,7 @@ from riskstrata.factors.covariance import CovarianceParams, FactorCovariance, fa
 from riskstrata.factors.exposures import industry_dummies, lag_one_day, style_exposure
 from riskstrata.factors.regression import RegressionResult, cross_sectional_regression
 from riskstrata.factors.spec import ModelSpec
-from riskstrata.factors.specific import SpecificParams, specific_risk
+from riskstrata.factors.specific import SpecificParams, SpecificState, specific_risk_with_state
 from riskstrata.timeindex import row_on_or_before
 
 Progress = Callable[[str], None]          # called with a stage's name when it starts
@@ -93,13 +93,43 @@ def _align(inp: FactorInputs) -> FactorInputs:
                         re(inp.shares_outstanding), re(inp.price), inp.issuer)
 
 
-def market_return(inp: FactorInputs) -> pd.Series:
+@dataclass
+class HistoryCounts:
+    """Per name (N,), what the rows before a panel's first row hold: the only history the masks
+    that look across dates (:func:`estimation_universe`, :func:`market_return`, ``in_model``)
+    read. A daily update prepares a trailing panel with the counts before it, so its masks equal
+    a full build's (:func:`history_counts` gives the counts through a frame's last row).
+
+    returns: days with a return; eligible: days eligible for the estimation universe before the
+    share-class rule (positive cap, history, price floor); positive_cap: days with a positive cap.
+    """
+
+    names: pd.Index
+    returns: np.ndarray
+    eligible: np.ndarray
+    positive_cap: np.ndarray
+
+    def on(self, names: pd.Index) -> HistoryCounts:
+        """The counts for ``names`` (0 for a name not held: it had no history)."""
+        at = self.names.get_indexer(names)
+        pick = (lambda a: np.where(at >= 0, np.asarray(a, dtype=np.int64)[np.maximum(at, 0)], 0))
+        return HistoryCounts(pd.Index(names), pick(self.returns), pick(self.eligible), pick(self.positive_cap))
+
+
+def _positive_cap(cap: pd.DataFrame) -> np.ndarray:
+    return (cap > 0).to_numpy()
+
+
+def market_return(inp: FactorInputs, before: HistoryCounts | None = None) -> pd.Series:
     """(T,) the cap-weighted market return (yesterday's caps) that BETA and residual vol regress on.
 
-    An issuer counts once: its other share classes weigh 0.
+    An issuer counts once: its other share classes weigh 0. before: the history before the
+    panel's first row (:class:`HistoryCounts`); the first row then has no market return (its
+    caps of the day before are not in the panel): a trailing panel starts a row early.
     """
     cap = inp.market_cap
-    once = cap.where(~D.secondary_share_classes(cap, (cap > 0).to_numpy(), inp.issuer)).shift(1)
+    prior = None if before is None else before.on(cap.columns).positive_cap
+    once = cap.where(~D.secondary_share_classes(cap, _positive_cap(cap), inp.issuer, prior)).shift(1)
     return (inp.returns * once).sum(axis=1, min_count=1) / once.where(inp.returns.notna()).sum(axis=1)
 
 
@@ -131,15 +161,28 @@ def compute_descriptors(inp: FactorInputs, needed: set[str], market: pd.Series |
     return {name: out.get(name, empty) for name in needed}
 
 
-def estimation_universe(inp: FactorInputs, spec: ModelSpec) -> np.ndarray:
-    """(T, N) bool: positive cap, enough history, price floor, and among the largest names."""
+def _eligible(inp: FactorInputs, spec: ModelSpec, before: HistoryCounts | None) -> np.ndarray:
+    """(T, N) bool: positive cap, enough history (days with a return) and the price floor."""
     u = spec.universe
     history = inp.returns.notna().cumsum().to_numpy()
+    if before is not None:
+        history = history + before.on(inp.returns.columns).returns[None, :]
     cap = inp.market_cap.to_numpy()
     ok = np.isfinite(cap) & (cap > 0) & (history >= u.get("min_history_days", 126))
     if inp.price is not None:
         ok &= ~(inp.price.to_numpy() < u.get("min_price", 1.0))
-    ok &= ~D.secondary_share_classes(inp.market_cap, ok, inp.issuer)  # an issuer counts once
+    return ok
+
+
+def estimation_universe(inp: FactorInputs, spec: ModelSpec, before: HistoryCounts | None = None) -> np.ndarray:
+    """(T, N) bool: positive cap, enough history, price floor, and among the largest names.
+
+    before: the history before the panel's first row (:class:`HistoryCounts`; None: none)."""
+    u = spec.universe
+    ok = _eligible(inp, spec, before)
+    prior = None if before is None else before.on(inp.returns.columns).eligible
+    ok &= ~D.secondary_share_classes(inp.market_cap, ok, inp.issuer, prior)  # an issuer counts once
+    cap = inp.market_cap.to_numpy()
     ranked = pd.DataFrame(np.where(ok, cap, np.nan)).rank(axis=1, ascending=False).to_numpy()
     return ok & (ranked <= u.get("estimation_size", 3000))
 
@@ -188,6 +231,10 @@ class FactorModelResult:
     coverage: pd.DataFrame | None = None   # (T × spec factors) see :func:`factor_coverage`
     status: list[dict] = field(default_factory=list)  # one entry per spec factor, see :func:`factor_status`
     has_data: dict[str, bool] = field(default_factory=dict)  # descriptor → any value on any date (status reasons)
+    # What a daily update goes on from (services.factors_state): the names' history through the
+    # last date and the specific-risk recursions there.
+    history: HistoryCounts | None = None
+    specific_state: SpecificState | None = None
 
     @property
     def factor_returns(self) -> pd.DataFrame:
@@ -363,7 +410,27 @@ def factor_status(spec: ModelSpec, factors: list[str], coverage: pd.DataFrame, e
     return out
 
 
-def _status_notes(status: list[dict]) -> list[str]:
+def kept_columns(spec: ModelSpec, coverage: np.ndarray) -> np.ndarray:
+    """The design columns a build keeps: the market, every style whose coverage reaches the
+    spec's threshold on some date (the others leave the design and are listed in the status),
+    every industry. coverage: (T, K) over the design (row t: the exposures of t)."""
+    n_styles = len(spec.styles)
+    kept = [1 + i for i in range(n_styles) if (coverage[:, 1 + i] >= spec.min_coverage).any()]
+    return np.array([0, *kept, *range(1 + n_styles, coverage.shape[1])])
+
+
+def model_status(spec: ModelSpec, factor_returns: pd.DataFrame, coverage_lag: pd.DataFrame,
+                 has_data: dict[str, bool], regression_notes: dict) -> list[dict]:
+    """:func:`factor_status` of a fitted model from its factor returns (T × kept factors; NaN =
+    not estimated) and its lagged coverage (T × spec factors)."""
+    factors = list(factor_returns.columns)
+    estimated = pd.DataFrame(False, index=factor_returns.index, columns=spec.factors)
+    estimated[factors] = factor_returns.notna().to_numpy()
+    ran = factor_returns.notna().any(axis=1).to_numpy()
+    return factor_status(spec, factors, coverage_lag, estimated, has_data, ran, regression_notes)
+
+
+def status_notes(status: list[dict]) -> list[str]:
     """Human-readable notes: each factor not estimated at all, and each gap of the others."""
     notes = []
     for s in status:
@@ -441,16 +508,52 @@ class ModelFrame:
         return list(range(1 + len(self.spec.styles), len(self.design)))
 
 
-def prepare_model(inputs: FactorInputs, spec: ModelSpec) -> ModelFrame:
-    """Align the panels and compute the masks every date block needs (O(T·N), no descriptors)."""
+def prepare_model(inputs: FactorInputs, spec: ModelSpec, before: HistoryCounts | None = None) -> ModelFrame:
+    """Align the panels and compute the masks every date block needs (O(T·N), no descriptors).
+
+    before: the history before the panels' first row, for a trailing panel (:class:`HistoryCounts`)."""
     inp = _align(inputs)
     needed = {d for s in spec.styles for d in s.descriptors}
-    universe = estimation_universe(inp, spec)
+    universe = estimation_universe(inp, spec, before)
     codes, _, notes = _industry_codes(inp, spec)
     cap = inp.market_cap.to_numpy()
-    in_model = np.isfinite(cap) & (cap > 0) & inp.returns.notna().cumsum().to_numpy().astype(bool)
-    market = market_return(inp) if needed & {"beta", "residual_vol"} else pd.Series(np.nan, index=inp.returns.index)
+    seen = inp.returns.notna().cumsum().to_numpy()
+    if before is not None:
+        seen = seen + before.on(inp.returns.columns).returns[None, :]
+    in_model = np.isfinite(cap) & (cap > 0) & (seen > 0)
+    market = (market_return(inp, before) if needed & {"beta", "residual_vol"}
+              else pd.Series(np.nan, index=inp.returns.index))
     return ModelFrame(inp, spec, universe, codes, in_model, market, needed, list(notes))
+
+
+def history_counts(mf: ModelFrame, before: HistoryCounts | None = None, through: int | None = None) -> HistoryCounts:
+    """The :class:`HistoryCounts` through row ``through`` of the frame (default its last), given
+    the counts before its first row: what a daily update starting after that row needs."""
+    inp, names = mf.inp, mf.tickers
+    rows = slice(0, (len(mf.dates) if through is None else through + 1))
+    prior = before.on(names) if before is not None else HistoryCounts(names, *(np.zeros(len(names), np.int64),) * 3)
+    return HistoryCounts(names, prior.returns + inp.returns.iloc[rows].notna().to_numpy().sum(axis=0),
+                         prior.eligible + _eligible(_rows(inp, rows.start, rows.stop), mf.spec, prior).sum(axis=0),
+                         prior.positive_cap + _positive_cap(inp.market_cap.iloc[rows]).sum(axis=0))
+
+
+def history_before(inputs: FactorInputs, spec: ModelSpec, through: HistoryCounts, last_row: int) -> HistoryCounts:
+    """The :class:`HistoryCounts` before the panels' first row, given those through row
+    ``last_row`` (what :func:`history_counts` gave there): a trailing panel's ``before``.
+
+    Raises DataValidationError when rows 0 … last_row hold more history than the counts: the
+    panels are not the data the counts were taken from.
+    """
+    inp = _align(_rows(inputs, 0, last_row + 1))
+    names = inp.returns.columns
+    at = through.on(names)
+    returns = at.returns - inp.returns.notna().to_numpy().sum(axis=0)
+    positive = at.positive_cap - _positive_cap(inp.market_cap).sum(axis=0)
+    partial = HistoryCounts(names, returns, np.zeros(len(names), np.int64), positive)
+    out = HistoryCounts(names, returns, at.eligible - _eligible(inp, spec, partial).sum(axis=0), positive)
+    if min(out.returns.min(), out.eligible.min(), out.positive_cap.min()) < 0:
+        raise DataValidationError("the panels hold more history than the model counted: the data changed")
+    return out
 
 
 @dataclass
@@ -683,6 +786,24 @@ def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress |
         return _fit(inputs, spec, progress, tick, block_dates, spill_dir, workers, block_source, eigen_biases)
 
 
+def specific_params(spec: ModelSpec) -> SpecificParams:
+    """The spec's ``[risk]`` settings of the specific-risk forecast (USE4 defaults)."""
+    risk = spec.risk
+    return SpecificParams(halflife=risk.get("specific_halflife", 84), nw_lags=risk.get("specific_nw_lags", 5),
+                          shrink_q=risk.get("shrink_q", 0.1), vra_halflife=risk.get("vra_halflife", 42))
+
+
+def covariance_params(spec: ModelSpec) -> CovarianceParams:
+    """The spec's ``[risk]`` settings of the factor covariance forecast (USE4 defaults)."""
+    risk = spec.risk
+    return CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
+                            vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
+                            eigen_sims=risk.get("eigen_sims", 300), eigen_scale=risk.get("eigen_scale", 1.4),
+                            eigen_every=risk.get("eigen_every", 5), vra_halflife=risk.get("vra_halflife", 42),
+                            restart_gap=risk.get("restart_gap_days", 63),
+                            restart_prior_obs=risk.get("restart_prior_days", 21))
+
+
 def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick: Tick | None,
          block_dates: int | None, spill_dir: str | Path | None, workers: int,
          block_source: BlockSource | None = None,
@@ -754,12 +875,11 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
             i += 1
     count("exposures", len(bounds), len(bounds))
     say("regression")
-    risk = spec.risk
-    sp = SpecificParams(halflife=risk.get("specific_halflife", 84), nw_lags=risk.get("specific_nw_lags", 5),
-                        shrink_q=risk.get("shrink_q", 0.1), vra_halflife=risk.get("vra_halflife", 42))
+    sp = specific_params(spec)
     say("specific risk")
     count("specific risk", 0, 1)
-    spec_var = specific_risk(pd.DataFrame(specific, index=dates, columns=tickers), mf.inp.market_cap, sp)
+    spec_var, spec_state = specific_risk_with_state(pd.DataFrame(specific, index=dates, columns=tickers),
+                                                    mf.inp.market_cap, sp)
     if spec.regression.get("weights", "sqrt_cap") == "inv_specific_var":
         say("regression")
         s2_lag = lag_one_day(spec_var.to_numpy())
@@ -768,15 +888,11 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
         for a, b in bounds:
             reg, u = block_regression(mf, a, b, store.lagged(a, b), coverage_lag[a:b], s2_lag[a:b])
             keep(a, b, reg, u)
-        spec_var = specific_risk(pd.DataFrame(specific, index=dates, columns=tickers), mf.inp.market_cap, sp)
+        spec_var, spec_state = specific_risk_with_state(pd.DataFrame(specific, index=dates, columns=tickers),
+                                                        mf.inp.market_cap, sp)
     count("specific risk", 1, 1)
 
-    # A style whose coverage never reaches the threshold leaves the design (listed in the status).
-    thr = spec.min_coverage
-    n_styles = len(spec.styles)
-    kept = [s.name for i, s in enumerate(spec.styles) if (coverage[:, 1 + i] >= thr).any()]
-    cols = np.array([0, *[1 + i for i, s in enumerate(spec.styles) if s.name in kept],
-                     *range(1 + n_styles, K)])
+    cols = kept_columns(spec, coverage)
     factors = [mf.design[k] for k in cols]
     def frame(values: np.ndarray) -> pd.DataFrame:  # the kept factors' columns
         return pd.DataFrame(values[:, cols], index=dates, columns=factors)
@@ -789,12 +905,7 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
                            specific_returns=pd.DataFrame(reg_specific, index=dates, columns=tickers),
                            thin_industries=frame(thin), notes=reg_notes)
     say("factor covariance")
-    cp = CovarianceParams(vol_halflife=risk.get("vol_halflife", 84), corr_halflife=risk.get("corr_halflife", 504),
-                          vol_nw_lags=risk.get("vol_nw_lags", 5), corr_nw_lags=risk.get("corr_nw_lags", 2),
-                          eigen_sims=risk.get("eigen_sims", 300), eigen_scale=risk.get("eigen_scale", 1.4),
-                          eigen_every=risk.get("eigen_every", 5), vra_halflife=risk.get("vra_halflife", 42),
-                          restart_gap=risk.get("restart_gap_days", 63),
-                          restart_prior_obs=risk.get("restart_prior_days", 21))
+    cp = covariance_params(spec)
     groups = factor_groups(spec, factors)
     known = None
     if eigen_biases is not None and list(eigen_biases[0]) == factors:
@@ -803,14 +914,11 @@ def _fit(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None, tick:
                             tick=lambda done, total: count("factor covariance", done, total), known_biases=known)
     # Row t of the regression uses the exposures of t − 1: so does its coverage.
     cov_lag = pd.DataFrame(lag_one_day(coverage), index=dates, columns=spec.factors)
-    fr = reg.factor_returns
-    estimated = pd.DataFrame(False, index=dates, columns=spec.factors)
-    estimated[factors] = fr.notna().to_numpy()
-    ran = fr.notna().any(axis=1).to_numpy()
-    status = factor_status(spec, factors, cov_lag, estimated, has_data, ran, reg.notes)
-    notes += _status_notes(status)
+    status = model_status(spec, reg.factor_returns, cov_lag, has_data, reg.notes)
+    notes += status_notes(status)
     return FactorModelResult(spec, dates, tickers, factors, store.result("x", cols), store.result("imputed", cols),
-                             mf.universe, reg, cov, spec_var, mf.inp.market_cap, notes, cov_lag, status, has_data)
+                             mf.universe, reg, cov, spec_var, mf.inp.market_cap, notes, cov_lag, status, has_data,
+                             history_counts(mf), spec_state)
 
 
 def _specific_returns(r: np.ndarray, lagged: np.ndarray, f: np.ndarray) -> np.ndarray:
