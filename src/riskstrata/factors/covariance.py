@@ -25,6 +25,14 @@ same group: styles, industries), decaying with the volatility half-life like rea
 the new data take over at the pace of the EWMA; its correlations continue from the long
 correlation EWMA, which a gap only thins.
 
+**Daily update** (:func:`extend_factor_covariance`). Every sum above on row t is a weighted
+sum δ^{t−s} over rows s ≤ t, so the rows a new day adds can be evaluated without filtering the
+history again: the sums on the last stored row are weighted Gram matrices of the whole
+history (BLAS products), then the recursion runs over the new rows. The eigen schedule, the
+simulated bias in use and λ² go on from what the store keeps of the old rows; only a new
+scheduled date runs a simulation (the same seeded draws as a rebuild: common random numbers).
+The result equals a rebuild of the extended history up to rounding.
+
 Default constants are USE4's (Menchero, Orr, Wang 2011, "The Barra US Equity Model (USE4)",
 Methodology Notes): half-lives 84 (volatility) / 504 (correlation) days, Newey–West 5 / 2 lags,
 eigen-adjustment scale a = 1.2–1.5 (1.4 here), VRA half-life 42 days.
@@ -36,6 +44,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -94,7 +103,9 @@ class FactorCovariance:
     eigen_bias: (T, K) simulated volatility bias v(k) in use, eigenfactors by ascending
         eigenvalue (NaN-padded when fewer than K factors have a forecast).
     vra_lambda: (T,) λ_t, the volatility-regime multiplier of the volatilities (matrix × λ_t²).
-    Rows/columns of factors with fewer than ``min_obs`` observations are NaN.
+    Rows/columns of factors with fewer than ``min_obs`` observations are NaN. A stored result
+    handed to :func:`extend_factor_covariance` as ``previous`` may leave ``raw`` and
+    ``eigen_applied`` empty (or None): the update does not read them.
     """
 
     dates: pd.DatetimeIndex
@@ -123,9 +134,61 @@ class FactorCovariance:
 # EWMA + Newey–West kernels
 
 
-def _ew_sum(z: np.ndarray, decay: float) -> np.ndarray:
-    """S_t = Σ_{s≤t} δ^{t−s}·z_s along axis 0 (a first-order recursive filter, O(T))."""
-    return lfilter([1.0], [1.0, -decay], z, axis=0)
+def _ew_filter(z: np.ndarray, decay: float, before: np.ndarray | None = None) -> np.ndarray:
+    """S_t = δ·S_{t−1} + z_t along axis 0 from S_{−1} = ``before`` (None: 0), a first-order
+    recursive filter, O(T): the one place the recursion of every EWMA sum here is computed."""
+    if before is None:
+        return lfilter([1.0], [1.0, -decay], z, axis=0)
+    sums, _ = lfilter([1.0], [1.0, -decay], z, axis=0, zi=decay * np.asarray(before, dtype=np.float64)[None])
+    return sums
+
+
+def _ew_sum(z: np.ndarray, decay: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """S_t = Σ_{s≤t} δ^{t−s}·z_s along axis 0: at every row (:func:`_ew_filter`, O(T)), or only
+    at ``rows`` (sorted, unique), shape (len(rows), …) — see :func:`_ew_at`."""
+    if rows is None:
+        return _ew_filter(z, decay)
+    return _ew_at(rows, decay, lambda w, a: np.tensordot(w, z[:a], axes=1), lambda a, b: z[a:b])
+
+
+def _ew_outer(u: np.ndarray, v: np.ndarray, decay: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """S_t[i, j] = Σ_{s≤t} δ^{t−s}·u_si·v_sj for u, v (T, K): (T, K, K), or (len(rows), K, K).
+
+    At given rows the products are formed on those rows only; the history before them is one
+    weighted Gram matrix (a BLAS product) instead of T outer products.
+    """
+    if rows is None:
+        return _ew_sum(u[:, :, None] * v[:, None, :], decay)
+    return _ew_at(rows, decay, lambda w, a: (u[:a] * w[:, None]).T @ v[:a],
+                  lambda a, b: u[a:b, :, None] * v[a:b, None, :])
+
+
+def _ew_at(rows: np.ndarray, decay: float, weighted_history: Callable[[np.ndarray, int], np.ndarray],
+           terms: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """The EWMA sums S_t = Σ_{s≤t} δ^{t−s} z_s at the sorted rows only.
+
+    Each contiguous run a..b−1 of rows starts from S_{a−1} = Σ_{s<a} δ^{a−1−s} z_s, a weighted
+    sum over the history (``weighted_history(weights, a)``), then follows the recursion
+    S_t = δ·S_{t−1} + z_t over its own terms (``terms(a, b)``, the z rows a..b−1) — the
+    filter's own arithmetic, so a few rows at the end of a long history cost one pass of
+    multiply-adds, and agree with the filter over all rows to rounding (~1e-15 relative).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    out = []
+    for run in np.split(rows, breaks):
+        a, b = int(run[0]), int(run[-1]) + 1
+        history = None if a == 0 else weighted_history(_history_weights(decay, a), a)  # S_{a−1}
+        out.append(_ew_filter(terms(a, b), decay, history))
+    return np.concatenate(out)
+
+
+@lru_cache(maxsize=32)
+def _history_weights(decay: float, a: int) -> np.ndarray:
+    """(a,) δ^{a−1−s} for s = 0..a−1, read-only: one power per row, shared by every sum of an update."""
+    weights = decay ** (a - 1.0 - np.arange(a))
+    weights.flags.writeable = False
+    return weights
 
 
 def _shift_down(a: np.ndarray, lag: int) -> np.ndarray:
@@ -157,12 +220,15 @@ def _bartlett(lag: int, lags: int) -> float:
     return 1.0 - lag / (lags + 1.0)
 
 
-def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int) -> np.ndarray:
+def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int,
+                    rows: np.ndarray | None = None) -> np.ndarray:
     """EWMA covariance with Newey–West autocovariance terms, for every date at once.
 
     factor_returns: (T, K) float64 daily returns, NaN = factor not estimated that day.
-    Returns (T, K, K): row t uses rows 0..t (weights δ^{t−s}, δ = 0.5^{1/halflife}) and is the
-    forecast of the covariance of day t+1, decimal² per day:
+    rows: sorted unique row numbers to evaluate (None: all T); e.g. the last few rows of a
+    daily update, O(T·K²·L) in BLAS products instead of filtering (T, K, K) arrays.
+    Returns (T, K, K), or (len(rows), K, K): row t uses rows 0..t (weights δ^{t−s},
+    δ = 0.5^{1/halflife}) and is the forecast of the covariance of day t+1, decimal² per day:
 
         μ_i = Σ_s w_s x_is / W_i                  (W_i = Σ w_s over the days i is observed)
         Γ_l[i, j] = Σ_s w_s (x_i,s − μ_i)(x_j,s−l − μ_j) / √(W_i W_j)   (pairs observed only)
@@ -176,19 +242,19 @@ def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int) -> n
     if lags < 0:
         raise ValueError(f"lags must be ≥ 0, got {lags}")
     x0, m = _centred(factor_returns)
-    w = _ew_sum(m, decay)                                        # (T, K)
+    w = _ew_sum(m, decay, rows)                                  # (T, K)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.where(w > 0, _ew_sum(x0, decay) / w, np.nan)     # (T, K)
+        mu = np.where(w > 0, _ew_sum(x0, decay, rows) / w, np.nan)  # (T, K)
         norm = np.sqrt(w[:, :, None] * w[:, None, :])
     mu_i, mu_j = mu[:, :, None], mu[:, None, :]
-    cov = np.zeros((x0.shape[0], x0.shape[1], x0.shape[1]))
+    cov = np.zeros((w.shape[0], x0.shape[1], x0.shape[1]))
     for lag in range(lags + 1):
         xl, ml = _shift_down(x0, lag), _shift_down(m, lag)
         # Σ w (x_i − μ_i)(x_jl − μ_j) expanded into running sums, all observed-pair masked:
-        cross = _ew_sum(x0[:, :, None] * xl[:, None, :], decay)
-        x_i = _ew_sum(x0[:, :, None] * ml[:, None, :], decay)
-        x_j = _ew_sum(m[:, :, None] * xl[:, None, :], decay)
-        both = _ew_sum(m[:, :, None] * ml[:, None, :], decay)
+        cross = _ew_outer(x0, xl, decay, rows)
+        x_i = _ew_outer(x0, ml, decay, rows)
+        x_j = _ew_outer(m, xl, decay, rows)
+        both = _ew_outer(m, ml, decay, rows)
         with np.errstate(invalid="ignore", divide="ignore"):
             gamma = (cross - mu_j * x_i - mu_i * x_j + mu_i * mu_j * both) / norm
         if lag == 0:
@@ -201,11 +267,15 @@ def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int) -> n
 VARIANCE_COLUMNS = 512  # series per pass of ewma_newey_west_variance
 
 
-def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int) -> np.ndarray:
-    """The diagonal of :func:`ewma_newey_west`, for many series at once in O(T·N·L).
+def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int,
+                             rows: np.ndarray | None = None) -> np.ndarray:
+    """The diagonal of :func:`ewma_newey_west` (the same numbers, bit for bit, at every row),
+    for many series at once in O(T·N·L).
 
-    returns: (T, N) float64, NaN = missing. Returns (T, N) daily variance forecasts, decimal²
-    (NaN before a series' first observation). Used for specific risk, where N is thousands.
+    returns: (T, N) float64, NaN = missing. rows: sorted unique rows to evaluate (None: all).
+    Returns (T, N) — or (len(rows), N) — daily variance forecasts, decimal² (NaN before a
+    series' first observation). Used for specific risk, where N is thousands, and for the
+    factor volatilities (only the diagonal of the volatility EWMA is ever used).
     """
     decay = decay_for(halflife)
     if lags < 0:
@@ -214,35 +284,38 @@ def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int) ->
     if returns.ndim == 2 and returns.shape[1] > VARIANCE_COLUMNS:
         # Every series is filtered on its own: a few hundred at a time give the same numbers
         # with a dozen (T, columns) temporaries instead of a dozen (T, N) ones.
-        out = np.empty(returns.shape)
+        out = np.empty((returns.shape[0] if rows is None else len(rows), returns.shape[1]))
         for j in range(0, returns.shape[1], VARIANCE_COLUMNS):
-            out[:, j:j + VARIANCE_COLUMNS] = ewma_newey_west_variance(returns[:, j:j + VARIANCE_COLUMNS], halflife, lags)
+            out[:, j:j + VARIANCE_COLUMNS] = ewma_newey_west_variance(returns[:, j:j + VARIANCE_COLUMNS], halflife,
+                                                                      lags, rows)
         return out
     x0, m = _centred(returns)
-    w = _ew_sum(m, decay)
+    w = _ew_sum(m, decay, rows)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.where(w > 0, _ew_sum(x0, decay) / w, np.nan)
-    var = np.zeros_like(x0)
+        mu = np.where(w > 0, _ew_sum(x0, decay, rows) / w, np.nan)
+    var = np.zeros_like(w)
     for lag in range(lags + 1):
         xl, ml = _shift_down(x0, lag), _shift_down(m, lag)
         with np.errstate(invalid="ignore", divide="ignore"):
-            gamma = (_ew_sum(x0 * xl, decay) - mu * _ew_sum(x0 * ml, decay) - mu * _ew_sum(m * xl, decay)
-                     + mu * mu * _ew_sum(m * ml, decay)) / w
+            gamma = (_ew_sum(x0 * xl, decay, rows) - mu * _ew_sum(x0 * ml, decay, rows)
+                     - mu * _ew_sum(m * xl, decay, rows) + mu * mu * _ew_sum(m * ml, decay, rows)) / w
         var += gamma if lag == 0 else 2.0 * _bartlett(lag, lags) * gamma
     return var
 
 
-def vra_lambda_squared(b2: np.ndarray, halflife: float) -> np.ndarray:
+def vra_lambda_squared(b2: np.ndarray, halflife: float, before: tuple[float, float] | None = None) -> np.ndarray:
     """λ_t² = EWMA (through t) of the bias statistic B_s², the mean squared standardised return.
 
     b2: (T,) float64, NaN on days without a standardised return. Returns (T,) λ²; 1.0 (no
     adjustment) until the first B² exists. λ² > 1 means recent returns were larger than the
     forecasts said: the regime got more volatile than the EWMA has caught up with (USE4).
+    before: (numerator, denominator) of λ² on the row before b2's first, Σ δ^{t−s} B_s² and
+    Σ δ^{t−s} over days with a B² (a daily update continuing a stored λ²); None = no history.
     """
     decay = decay_for(halflife)
     ok = np.isfinite(b2)
-    num = _ew_sum(np.where(ok, b2, 0.0), decay)
-    den = _ew_sum(ok.astype(np.float64), decay)
+    terms = np.stack([np.where(ok, b2, 0.0), ok.astype(np.float64)], axis=1)  # (T, 2): numerator, denominator
+    num, den = _ew_filter(terms, decay, None if before is None else np.asarray(before)).T
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, 1.0)
 
@@ -320,8 +393,8 @@ def _effective_obs(observed_rows: np.ndarray, halflife: float) -> np.ndarray:
     """(Σw)² / Σw² through each date: how many equally weighted days the EWMA is worth."""
     decay = decay_for(halflife)
     z = observed_rows.astype(np.float64)
-    s1 = lfilter([1.0], [1.0, -decay], z)
-    s2 = lfilter([1.0], [1.0, -decay**2], z)
+    s1 = _ew_filter(z, decay)
+    s2 = _ew_filter(z, decay**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(s2 > 0, s1**2 / s2, 0.0)
 
@@ -354,27 +427,31 @@ def _days_since_observed(observed: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, np.arange(T)[:, None] - last, np.inf)
 
 
-def _restarts(observed: np.ndarray, gap: int) -> list[tuple[int, int]]:
-    """(row, factor) of every first observation after ≥ ``gap`` unobserved rows, in row order."""
+def _restarts(observed: np.ndarray, gap: int) -> list[tuple[int, int, int]]:
+    """(row t0, factor k, end) of every first observation after ≥ ``gap`` unobserved rows, in
+    row order; rows t0..end−1 are the restarted segment (end: k's next restart, or T)."""
     since = _days_since_observed(observed)
     before = np.full_like(since, np.inf)
     before[1:] = since[:-1]
     hits = observed & np.isfinite(before) & (before >= gap)
-    return sorted(zip(*map(list, np.nonzero(hits))), key=lambda rk: rk)
+    starts = sorted(zip(*map(list, np.nonzero(hits))), key=lambda rk: rk)
+    return [(int(t0), int(k), min([r for r, j in starts if j == k and r > t0], default=observed.shape[0]))
+            for t0, k in starts]
 
 
-def _restart_prior(t0: int, k: int, var: np.ndarray, ok: np.ndarray, x: np.ndarray,
+def _restart_prior(t0: int, k: int, var_before: np.ndarray, ok_before: np.ndarray, x: np.ndarray,
                    groups: np.ndarray) -> float:
     """The prior daily variance of factor k restarting on row t0 (NaN if none can be formed).
 
-    The median variance forecast, on row t0 − 1 (known before t0), of the other factors of
-    its group that have one: the best current guess for a factor whose own recent history is
-    missing. Without such peers, its own variance over all its days before t0.
+    var_before, ok_before: (K,) every factor's variance forecast and forecastability on row
+    t0 − 1. The median variance forecast, on row t0 − 1 (known before t0), of the other factors
+    of its group that have one: the best current guess for a factor whose own recent history
+    is missing. Without such peers, its own variance over all its days before t0.
     """
-    peers = (groups == groups[k]) & ok[t0 - 1] & np.isfinite(var[t0 - 1])
+    peers = (groups == groups[k]) & ok_before & np.isfinite(var_before)
     peers[k] = False
     if peers.any():
-        return float(np.median(var[t0 - 1, peers]))
+        return float(np.median(var_before[peers]))
     own = x[:t0, k][np.isfinite(x[:t0, k])]
     return float(own.var(ddof=1)) if own.size >= 2 else float("nan")
 
@@ -412,50 +489,91 @@ def _restarted_variance(y: np.ndarray, t0: int, prior: float, p: CovarianceParam
     return np.where(np.arange(T) >= t0, v, np.nan)
 
 
-def _raw_covariance(x: np.ndarray, p: CovarianceParams,
-                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(T, K, K) volatility(vol half-life) × correlation(corr half-life); (T, K) forecastable.
+def _rows_with_priors(rows: np.ndarray, restarts: list[tuple[int, int, int]], p: CovarianceParams) -> np.ndarray:
+    """``rows`` plus the row t0 − 1 of every restart whose segment covers one of them (its prior
+    is read there), and so on back: the rows :func:`_forecastable` must evaluate."""
+    if p.restart_prior_obs <= 0:
+        return rows
+    need = set(rows.tolist())
+    for t0, _k, end in reversed(restarts):  # later restarts first: their t0 − 1 may lie in an earlier segment
+        if any(t0 <= r < end for r in need):
+            need.add(t0 - 1)
+    return np.array(sorted(need), dtype=np.int64)
+
+
+def _forecastable(x: np.ndarray, p: CovarianceParams, groups: np.ndarray, rows: np.ndarray | None,
+                  restarts: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R, K) each factor's variance (vol half-life), correlation-EWMA volatility, and whether it
+    has a forecast, on ``rows`` (None: all T rows).
 
     A factor unobserved for ``restart_gap`` rows has no forecast; when it is observed again
-    its volatility restarts from a prior (module docstring), its correlations carry on.
+    its volatility restarts from a prior (module docstring), its correlations carry on. rows
+    must hold t0 − 1 of every restart whose segment they touch (:func:`_rows_with_priors`).
+    """
+    T, _ = x.shape
+    at = np.arange(T) if rows is None else rows
+    var = np.maximum(ewma_newey_west_variance(x, p.vol_halflife, p.vol_nw_lags, rows), 0.0)
+    csd = np.sqrt(np.maximum(ewma_newey_west_variance(x, p.corr_halflife, p.corr_nw_lags, rows), 0.0))
+    observed = np.isfinite(x)
+    counts = np.cumsum(observed, axis=0)[at]
+    recent = (_days_since_observed(observed) < p.restart_gap)[at]  # after a long gap: no forecast, not a stale one
+    ok = (counts >= p.min_obs) & (var > 0) & (csd > 0) & recent
+    for t0, k, end in restarts:  # in row order: a prior may read a peer's restarted variance
+        sel = (at >= t0) & (at < end)
+        if not sel.any():
+            continue
+        prior = float("nan")
+        if p.restart_prior_obs > 0:
+            i = int(np.searchsorted(at, t0 - 1))
+            prior = _restart_prior(t0, k, var[i], ok[i], x, groups)
+        seg_rows = at[sel]
+        if np.isfinite(prior) and prior > 0:
+            seg = _restarted_variance(x[:, k], t0, prior, p)[seg_rows]
+            enough = np.ones(seg_rows.size, dtype=bool)
+        else:  # nothing to start from: the factor waits for min_obs new days, like a new one
+            fresh = np.where(np.arange(T) >= t0, x[:, k], np.nan)[:, None]
+            seg = ewma_newey_west_variance(fresh, p.vol_halflife, p.vol_nw_lags)[seg_rows, 0]
+            enough = (np.cumsum(observed[t0:end, k]) >= p.min_obs)[seg_rows - t0]
+        var[sel, k] = seg
+        with np.errstate(invalid="ignore"):
+            ok[sel, k] = enough & (seg > 0) & (csd[sel, k] > 0) & recent[sel, k]
+    return var, csd, ok
+
+
+def _raw_covariance(x: np.ndarray, p: CovarianceParams, groups: np.ndarray | None = None,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(R, K, K) volatility(vol half-life) × correlation(corr half-life); (R, K) forecastable.
+
+    On every row (rows None, R = T) or only on the sorted ``rows`` (a daily update's last few).
+    Only the diagonal of the volatility EWMA is used, so it is filtered as T × K variances.
     """
     T, K = x.shape
     groups = np.zeros(K, dtype=int) if groups is None else np.asarray(groups)
-    vol_cov = ewma_newey_west(x, p.vol_halflife, p.vol_nw_lags)
-    corr_cov = ewma_newey_west(x, p.corr_halflife, p.corr_nw_lags)
-    var = np.maximum(np.diagonal(vol_cov, axis1=1, axis2=2), 0.0).copy()
-    csd = np.sqrt(np.maximum(np.diagonal(corr_cov, axis1=1, axis2=2), 0.0))
-    observed = np.isfinite(x)
-    counts = np.cumsum(observed, axis=0)
-    recent = _days_since_observed(observed) < p.restart_gap  # after a long gap: no forecast, not a stale one
-    ok = (counts >= p.min_obs) & (var > 0) & (csd > 0) & recent
-    restarts = _restarts(observed, p.restart_gap)
-    for t0, k in restarts:
-        end = min([r for r, j in restarts if j == k and r > t0], default=T)
-        prior = _restart_prior(t0, k, var, ok, x, groups) if p.restart_prior_obs > 0 else float("nan")
-        if np.isfinite(prior) and prior > 0:
-            seg = _restarted_variance(x[:, k], t0, prior, p)[t0:end]
-            enough = np.ones(end - t0, dtype=bool)
-        else:  # nothing to start from: the factor waits for min_obs new days, like a new one
-            fresh = np.where(np.arange(T) >= t0, x[:, k], np.nan)[:, None]
-            seg = ewma_newey_west_variance(fresh, p.vol_halflife, p.vol_nw_lags)[t0:end, 0]
-            enough = np.cumsum(observed[t0:end, k]) >= p.min_obs
-        var[t0:end, k] = seg
-        with np.errstate(invalid="ignore"):
-            ok[t0:end, k] = enough & (seg > 0) & (csd[t0:end, k] > 0) & recent[t0:end, k]
-    vol = np.sqrt(var)
+    restarts = _restarts(np.isfinite(x), p.restart_gap)
+    if rows is None:
+        var, csd, ok = _forecastable(x, p, groups, None, restarts)
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        need = _rows_with_priors(rows, restarts, p)
+        pick = np.searchsorted(need, rows)
+        var, csd, ok = (a[pick] for a in _forecastable(x, p, groups, need, restarts))
+    corr_cov = ewma_newey_west(x, p.corr_halflife, p.corr_nw_lags, rows)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(ok, vol / csd, np.nan)
+        scale = np.where(ok, np.sqrt(var) / csd, np.nan)
     raw = corr_cov * scale[:, :, None] * scale[:, None, :]  # D_vol · R · D_vol, R from corr_cov
     raw[~(ok[:, :, None] & ok[:, None, :])] = np.nan
     return raw, ok
 
 
-def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int) -> list[int]:
-    """Dates that run the simulation: every ``every`` dates, and whenever the factor set changes."""
+def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int, after: int | None = None) -> list[int]:
+    """Dates that run the simulation: every ``every`` dates, and whenever the factor set changes.
+
+    after: a row known to have run it (a stored run's last): the schedule from there on is
+    decided by that row and the rows after it alone, so only those are scanned.
+    """
     runs: list[int] = []
-    last, last_set = -every, None
-    for t in range(ok.shape[0]):
+    last, last_set, first = (-every, None, 0) if after is None else (after, ok[after].tobytes(), after + 1)
+    for t in range(first, ok.shape[0]):
         k = int(ok[t].sum())
         if k == 0 or n_eff[t] < k + 2:  # a Wishart draw needs more observations than factors
             last_set = None
@@ -467,6 +585,108 @@ def _eigen_schedule(ok: np.ndarray, n_eff: np.ndarray, every: int) -> list[int]:
     return runs
 
 
+def _bias_source(ok: np.ndarray, runs: list[int], first: int, stop: int) -> np.ndarray:
+    """(stop − first,) the scheduled row whose simulated bias applies on rows first..stop−1; −1 = none.
+
+    A run's bias is applied from its row on, until the next run or until the factor set
+    changes (it was simulated for that set; by eigenvalue rank it means nothing for another).
+    A run resets the state, so the scan starts at the last run on or before ``first``.
+    """
+    scheduled = set(runs)
+    start = max([r for r in runs if r <= first], default=first)
+    source = np.full(stop - first, -1, dtype=np.int64)
+    current, current_set = -1, None
+    for t in range(start, stop):
+        if not ok[t].any():
+            continue
+        key = ok[t].tobytes()
+        if t in scheduled:
+            current, current_set = t, key
+        elif key != current_set:
+            current = -1  # the factor set changed and no simulation fits it yet
+        if t >= first:
+            source[t - first] = current
+    return source
+
+
+def _simulated_bias(raw_t: np.ndarray, ok_t: np.ndarray, n_eff_t: float, draws: WishartDraws) -> np.ndarray:
+    """(k,) the eigen simulation's bias v for one row's forecastable block (k = ok_t.sum())."""
+    d = np.linalg.eigvalsh(raw_t[np.ix_(ok_t, ok_t)])
+    if d.max() <= 0:
+        return np.ones_like(d)
+    return eigen_bias(d, float(n_eff_t), draws)
+
+
+def _simulate(runs: list[int], raw_of: Callable[[int], np.ndarray], ok: np.ndarray, n_eff: np.ndarray,
+              p: CovarianceParams, tick: Callable[[int, int], None] | None) -> dict[int, np.ndarray]:
+    """row → simulated bias for each row of ``runs``, over ``workers`` threads.
+
+    The rows are independent (numpy's eigh releases the GIL) and common random numbers make
+    the order irrelevant: one seeded :class:`WishartDraws` for all, the same in every run.
+    """
+    if not runs:
+        return {}
+    draws = WishartDraws(p.eigen_sims, ok.shape[1], p.seed)
+    workers = p.workers or _cores()
+    count = tick or (lambda _done, _total: None)
+    every = max(1, len(runs) // 50)
+    biases: dict[int, np.ndarray] = {}
+
+    def simulate(t: int) -> np.ndarray:
+        return _simulated_bias(raw_of(t), ok[t], n_eff[t], draws)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, (t, bias) in enumerate(zip(runs, pool.map(simulate, runs) if workers > 1 else map(simulate, runs))):
+            biases[t] = bias
+            if i % every == 0 or i == len(runs) - 1:
+                count(i + 1, len(runs))
+    return biases
+
+
+def _eigen_adjust(raw: np.ndarray, ok: np.ndarray, source: np.ndarray, biases: dict[int, np.ndarray],
+                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's own eigendecomposition with the bias of its source run (:func:`_bias_source`).
+
+    raw: (R, K, K); ok: (R, K); source: (R,) run row or −1. Returns (R, K, K) the eigen-adjusted
+    matrices (NaN off the forecastable block), (R,) bool applied, (R, K) the bias in use.
+    """
+    R, K = ok.shape
+    eig_adj = np.full((R, K, K), np.nan)
+    applied = np.zeros(R, bool)
+    bias_in_use = np.full((R, K), np.nan)
+    for i in range(R):
+        if not ok[i].any():
+            continue
+        idx = np.ix_(ok[i], ok[i])
+        gamma = None
+        if source[i] >= 0:
+            current = biases[int(source[i])]
+            gamma = scale * (current - 1.0) + 1.0  # MWO: v scaled by the empirical a
+            applied[i] = True
+            bias_in_use[i, : current.size] = current
+        eig_adj[i][idx] = _apply_eigen(raw[i][idx], gamma)
+    return eig_adj, applied, bias_in_use
+
+
+def _bias_statistic(x: np.ndarray, sigma_prev: np.ndarray) -> np.ndarray:
+    """(R,) VRA's B_t² = mean over factors of (f_k,t / σ_k,t−1)², NaN on days with none.
+
+    x: (R, K) the factor returns of the rows; sigma_prev: (R, K) the eigen-adjusted volatility
+    forecast made the day before (known at the close of t−1), so λ_t uses nothing after t.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z2 = (x / sigma_prev) ** 2
+    z2[~np.isfinite(z2)] = np.nan
+    n_z = np.isfinite(z2).sum(axis=1)
+    return np.where(n_z > 0, np.nansum(z2, axis=1) / np.maximum(n_z, 1), np.nan)
+
+
+def _group_codes(groups: list[str] | None, K: int) -> np.ndarray | None:
+    if groups is not None and len(groups) != K:
+        raise DataValidationError(f"groups must name one group per factor ({K}); got {len(groups)}")
+    return None if groups is None else pd.factorize(pd.Index(groups))[0]
+
+
 def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams(),
                       groups: list[str] | None = None,
                       tick: Callable[[int, int], None] | None = None,
@@ -476,88 +696,42 @@ def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = C
     factor_returns: (T × K) daily factor returns, decimal, indexed by ascending dates; NaN =
     factor not estimated that day. groups: (K,) a group label per factor (market, style,
     industry): a factor restarting after a gap takes its prior from its group (default: one
-    group). tick(done, total) is called as the eigen simulations finish (progress). See the module docstring for the method and
-    :class:`FactorCovariance` for the result. Raises :class:`InsufficientHistory` if no factor
-    ever reaches ``min_obs`` observations.
+    group). tick(done, total) is called as the eigen simulations finish (progress). See the
+    module docstring for the method and :class:`FactorCovariance` for the result. Raises
+    :class:`InsufficientHistory` if no factor ever reaches ``min_obs`` observations.
 
     The simulation runs every ``eigen_every`` dates (and when the set of forecastable factors
     changes); in between, its bias v(k) — by eigenvalue rank — is applied to each date's own
     eigendecomposition. known_biases: row → the bias a previous run simulated on that row (a
     daily update: the same returns up to it give the same bias, common random numbers), reused
-    instead of simulated when the row is on the schedule and the bias fits its factor set. Cost: ~(T / eigen_every)·eigen_sims eigendecompositions of K × K
-    (≈ 35 µs each at K = 21), spread over ``workers`` threads; everything else is O(T·K²·L).
+    instead of simulated when the row is on the schedule and the bias fits its factor set.
+    Cost: ~(T / eigen_every)·eigen_sims eigendecompositions of K × K (≈ 35 µs each at K = 21),
+    spread over ``workers`` threads; everything else is O(T·K²·L). To add days to a stored
+    result, :func:`extend_factor_covariance` computes only the new rows.
     """
     p = params
     x = _check_frame(factor_returns)
     T, K = x.shape
-    if groups is not None and len(groups) != K:
-        raise DataValidationError(f"groups must name one group per factor ({K}); got {len(groups)}")
-    codes = None if groups is None else pd.factorize(pd.Index(groups))[0]
+    codes = _group_codes(groups, K)
     raw, ok = _raw_covariance(x, p, codes)
     if not ok.any():
         raise InsufficientHistory(f"no factor has {p.min_obs} observed days (T = {T})")
     # The simulated window: the effective sample of the correlation EWMA, because the
     # eigenvectors (what sampling error scrambles) come from the correlations.
     n_eff = _effective_obs(np.isfinite(x).any(axis=1), p.corr_halflife)
-
-    # Eigen simulation on the schedule's dates; they are independent, so run them in parallel
-    # (numpy's eigh releases the GIL). Common random numbers make the order irrelevant.
     runs = _eigen_schedule(ok, n_eff, p.eigen_every) if p.eigen_sims > 0 else []
-    draws = WishartDraws(p.eigen_sims, K, p.seed) if runs else None
-
-    def simulate(t: int) -> np.ndarray:
-        sub = raw[t][np.ix_(ok[t], ok[t])]
-        d = np.linalg.eigvalsh(sub)
-        if d.max() <= 0:
-            return np.ones_like(d)
-        return eigen_bias(d, float(n_eff[t]), draws)
-
-    workers = p.workers or _cores()
-    count = tick or (lambda _done, _total: None)
-    every = max(1, len(runs) // 50)
     known = known_biases or {}
     biases = {t: np.asarray(known[t], dtype=np.float64) for t in runs
               if t in known and np.size(known[t]) == int(ok[t].sum())}
-    runs = [t for t in runs if t not in biases]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, (t, bias) in enumerate(zip(runs, pool.map(simulate, runs) if workers > 1 else map(simulate, runs))):
-            biases[t] = bias
-            if i % every == 0 or i == len(runs) - 1:
-                count(i + 1, len(runs))
-
-    eig_adj = np.full((T, K, K), np.nan)
-    eigen_applied = np.zeros(T, bool)
+    biases |= _simulate([t for t in runs if t not in biases], lambda t: raw[t], ok, n_eff, p, tick)
+    eig_adj, eigen_applied, eigen_bias_t = _eigen_adjust(raw, ok, _bias_source(ok, runs, 0, T), biases,
+                                                         p.eigen_scale)
     eigen_recomputed = np.zeros(T, bool)
-    eigen_bias_t = np.full((T, K), np.nan)
-    current: np.ndarray | None = None
-    current_set: bytes | None = None
-    for t in range(T):
-        if not ok[t].any():
-            continue
-        key = ok[t].tobytes()
-        if t in biases:
-            current, current_set = biases[t], key
-            eigen_recomputed[t] = True
-        elif key != current_set:
-            current = None  # the factor set changed and no simulation fits it yet
-        idx = np.ix_(ok[t], ok[t])
-        gamma = None
-        if current is not None:
-            gamma = p.eigen_scale * (current - 1.0) + 1.0  # MWO: v scaled by the empirical a
-            eigen_applied[t] = True
-            eigen_bias_t[t, : current.size] = current
-        eig_adj[t][idx] = _apply_eigen(raw[t][idx], gamma)
+    eigen_recomputed[runs] = True
 
-    # VRA: B_t² = mean over factors of (f_k,t / σ_k,t−1)², σ the eigen-adjusted forecast made
-    # the day before (known at the close of t−1), so λ_t uses nothing after t.
     sigma_prev = np.full((T, K), np.nan)
     sigma_prev[1:] = np.sqrt(np.diagonal(eig_adj, axis1=1, axis2=2)[:-1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z2 = (x / sigma_prev) ** 2
-    z2[~np.isfinite(z2)] = np.nan
-    n_z = np.isfinite(z2).sum(axis=1)
-    b2 = np.where(n_z > 0, np.nansum(z2, axis=1) / np.maximum(n_z, 1), np.nan)
-    lam2 = vra_lambda_squared(b2, p.vra_halflife)
+    lam2 = vra_lambda_squared(_bias_statistic(x, sigma_prev), p.vra_halflife)
     adjusted = eig_adj * lam2[:, None, None]
 
     _check_psd(adjusted, ok, factor_returns.index)
@@ -582,3 +756,141 @@ def _check_psd(adjusted: np.ndarray, ok: np.ndarray, dates: pd.DatetimeIndex) ->
             raise IdentityViolation(f"factor covariance on {dates[t].date()} is not finite and symmetric")
         if np.linalg.eigvalsh(sub).min() < -PSD_TOL * scale:
             raise IdentityViolation(f"factor covariance on {dates[t].date()} is not positive semi-definite")
+
+
+# ---------------------------------------------------------------------------------------------
+# The daily update: only the new rows
+
+# The recomputed last stored row must match the stored one to this, relative to its largest
+# |entry|: rounding (a rebuild's centring moves with the new days) stays below 1e-12; a changed
+# factor return, another spec or another data set shows far above it.
+UPDATE_TOL = 1e-9
+
+
+def extend_factor_covariance(factor_returns: pd.DataFrame, previous: FactorCovariance,
+                             params: CovarianceParams = CovarianceParams(), groups: list[str] | None = None,
+                             tick: Callable[[int, int], None] | None = None) -> FactorCovariance:
+    """The rows a :func:`factor_covariance` of the longer history adds, without recomputing the rest.
+
+    factor_returns: (T × K) the whole extended history (old and new dates), as for
+    :func:`factor_covariance`. previous: the result over its first T_old rows (1 ≤ T_old < T)
+    as the store keeps it — ``adjusted`` (T_old, K, K), ``vra_lambda`` (T_old,), ``eigen_bias``
+    (T_old, K) read on the rows where the simulation ran, ``eigen_recomputed`` (T_old,) bool
+    (empty: taken as the rows with a finite ``eigen_bias``); ``raw`` and ``eigen_applied`` are
+    not read (empty arrays will do). params and groups must be the ones that made previous.
+
+    Returns a :class:`FactorCovariance` over rows T_old − 1 … T − 1 (the last stored date again,
+    then the B = T − T_old new ones) equal to those rows of ``factor_covariance(factor_returns,
+    params, groups)`` up to rounding (≲ 1e-12 relative to each matrix's largest entry). Raises
+    :class:`IdentityViolation` when the recomputed last stored row is not previous's (the factor
+    returns, params or groups changed under it: rebuild), as well as :func:`factor_covariance`'s
+    errors.
+
+    How, in O(T·K²·L) products plus O(B) recursion steps (no filter over the history):
+    the EWMA sums on row T_old − 1 are weighted Gram matrices of the whole (re-centred) history,
+    continued day by day over the new rows (:func:`_ew_at`); a restart's prior is read on its
+    row t0 − 1, evaluated the same way; the eigen schedule goes on from the last stored run, the
+    bias in use comes from the store and only new scheduled rows are simulated (with the same
+    seeded draws: common random numbers); λ² goes on from its stored numerator and denominator.
+    tick(done, total) as for :func:`factor_covariance`, for the new simulations.
+    """
+    p = params
+    x = _check_frame(factor_returns)
+    T, K = x.shape
+    codes = _group_codes(groups, K)
+    T_old = _check_previous(previous, factor_returns)
+    first = T_old - 1
+    rows = np.arange(first, T)
+    raw, ok_rows = _raw_covariance(x, p, codes, rows)
+    old_diag = np.diagonal(previous.adjusted, axis1=1, axis2=2)  # (T_old, K), eigen-adjusted × λ²
+    ok = np.zeros((T, K), dtype=bool)
+    ok[:T_old] = np.isfinite(old_diag)  # a stored forecast exists exactly where the factor had one
+    if not np.array_equal(ok[first], ok_rows[0]):
+        raise IdentityViolation(f"factor covariance on {factor_returns.index[first].date()}: the factors with a "
+                                f"forecast differ from the stored ones — the factor returns changed; rebuild")
+    ok[first:] = ok_rows
+    if not ok.any():
+        raise InsufficientHistory(f"no factor has {p.min_obs} observed days (T = {T})")
+    n_eff = _effective_obs(np.isfinite(x).any(axis=1), p.corr_halflife)
+
+    # The eigen schedule from the last stored run on; the biases in use: stored, or simulated on new rows.
+    recomputed = previous.eigen_recomputed if len(previous.eigen_recomputed) == T_old \
+        else np.isfinite(previous.eigen_bias).any(axis=1)
+    stored_runs = [int(r) for r in np.flatnonzero(recomputed)]
+    runs: list[int] = []
+    if p.eigen_sims > 0:
+        later = _eigen_schedule(ok, n_eff, p.eigen_every, after=stored_runs[-1] if stored_runs else None)
+        if any(r < T_old for r in later):
+            missed = factor_returns.index[later[0]].date()
+            raise IdentityViolation(f"the stored eigen simulation did not run on {missed}, which the schedule of "
+                                    f"these params has: rebuild")
+        runs = stored_runs + later
+    elif stored_runs:
+        raise IdentityViolation("the stored covariance has eigen simulations but eigen_sims = 0: rebuild")
+    source = _bias_source(ok, runs, first, T)
+    biases = {}
+    for r in {int(s) for s in source if 0 <= s < T_old}:
+        bias = np.asarray(previous.eigen_bias[r, : int(ok[r].sum())], dtype=np.float64)
+        if not np.isfinite(bias).all():
+            raise IdentityViolation(f"the stored eigen bias of {factor_returns.index[r].date()} is missing")
+        biases[r] = bias
+    biases |= _simulate([r for r in runs if r >= T_old], lambda t: raw[t - first], ok, n_eff, p, tick)
+    eig_adj, eigen_applied, eigen_bias_t = _eigen_adjust(raw, ok_rows, source, biases, p.eigen_scale)
+
+    # VRA: λ² goes on from its stored value on row T_old − 2, whose denominator counts the days
+    # that had a B² (a factor return and a forecast the day before) and whose numerator is λ²
+    # times it; the eigen-adjusted forecasts of stored rows are the stored matrices / λ².
+    lam2_old = np.asarray(previous.vra_lambda, dtype=np.float64) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma_old = np.sqrt(old_diag / lam2_old[:, None])  # (T_old, K)
+    before = None
+    if first >= 1:
+        sigma_prev_old = np.full((first, K), np.nan)
+        sigma_prev_old[1:] = sigma_old[: first - 1]
+        had_b2 = np.isfinite(_bias_statistic(x[:first], sigma_prev_old)).astype(np.float64)
+        den = float(_ew_sum(had_b2, decay_for(p.vra_halflife))[-1])
+        before = (lam2_old[first - 1] * den, den)
+    sigma_prev = np.full((T - first, K), np.nan)
+    if first >= 1:
+        sigma_prev[0] = sigma_old[first - 1]
+    sigma_prev[1:] = np.sqrt(np.diagonal(eig_adj, axis1=1, axis2=2)[:-1])
+    lam2 = vra_lambda_squared(_bias_statistic(x[first:], sigma_prev), p.vra_halflife, before)
+    adjusted = eig_adj * lam2[:, None, None]
+
+    _check_same_row(adjusted[0], previous.adjusted[first], factor_returns.index[first])
+    dates = factor_returns.index[first:]
+    _check_psd(adjusted, ok_rows, dates)
+    return FactorCovariance(dates=dates, factors=[str(c) for c in factor_returns.columns], raw=raw,
+                            adjusted=adjusted, eigen_applied=eigen_applied, vra_lambda=np.sqrt(lam2),
+                            eigen_recomputed=np.isin(rows, runs), eigen_bias=eigen_bias_t, params=p)
+
+
+def _check_previous(previous: FactorCovariance, factor_returns: pd.DataFrame) -> int:
+    """T_old, after checking previous's shapes and labels against the extended frame."""
+    T, K = factor_returns.shape
+    adjusted = np.asarray(previous.adjusted)
+    T_old = adjusted.shape[0] if adjusted.ndim == 3 else -1
+    if adjusted.shape != (T_old, K, K) or not 1 <= T_old < T:
+        raise DataValidationError(f"previous.adjusted must be (T_old, {K}, {K}) with 1 ≤ T_old < {T}; "
+                                  f"got {adjusted.shape}")
+    if list(previous.factors) != [str(c) for c in factor_returns.columns]:
+        raise DataValidationError("previous covers other factors (or another order) than factor_returns")
+    if not pd.DatetimeIndex(previous.dates).equals(factor_returns.index[:T_old]):
+        raise DataValidationError(f"previous's dates are not the first {T_old} dates of factor_returns")
+    if np.shape(previous.vra_lambda) != (T_old,) or np.shape(previous.eigen_bias) != (T_old, K):
+        raise DataValidationError(f"previous must keep vra_lambda ({T_old},) and eigen_bias ({T_old}, {K})")
+    if len(previous.eigen_recomputed) not in (0, T_old):
+        raise DataValidationError(f"previous.eigen_recomputed must be ({T_old},) or empty")
+    return T_old
+
+
+def _check_same_row(recomputed: np.ndarray, stored: np.ndarray, date: pd.Timestamp) -> None:
+    """Refuse an update whose recomputed last stored row is not the stored one (NaNs included)."""
+    scale = max(float(np.nanmax(np.abs(stored), initial=0.0)), np.finfo(float).tiny)
+    with np.errstate(invalid="ignore"):
+        far = np.abs(recomputed - stored) > UPDATE_TOL * scale
+    if np.any(far) or not np.array_equal(np.isnan(recomputed), np.isnan(stored)):
+        worst = float(np.nanmax(np.abs(recomputed - stored), initial=0.0)) / scale
+        raise IdentityViolation(f"factor covariance on {date.date()} recomputed from the factor returns differs "
+                                f"from the stored one (largest difference {worst:.2e} of its largest entry): "
+                                f"the factor returns, params or groups changed since it was stored; rebuild")
