@@ -28,6 +28,7 @@ from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services import factors_update as fu
 from riskstrata.services.factors_update import update_factor_model
 from tests.cli.test_every_command import assert_ran, invoke
+from riskstrata.services.factors_state import STATE_ARRAYS
 from tests.factors.frames import assert_same_frames
 
 NEW_DAYS = 5
@@ -80,6 +81,7 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypa
     monkeypatch.setattr(covariance, "eigen_bias", lambda *a: simulated.append(1) or real(*a))
     info = update_factor_model(store, "US21")
     assert 0 < len(simulated) <= 2, len(simulated)
+    assert info["path"] == "state"  # from the published state, not the whole history again
     assert info["previous"] == before and len(info["new_dates"]) == NEW_DAYS
     assert pd.Timestamp(info["new_dates"][0]) > last_old
     version = store.current_version("factors_US21")
@@ -97,13 +99,32 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypa
     assert again["version"] is None and store.current_version("factors_US21") == version
 
 
+def test_five_daily_updates_in_a_row_equal_a_full_rebuild(stores, tmp_path) -> None:
+    """Each update goes on from the state the one before left: no drift across a week."""
+    _, _, full, full_version = stores
+    store = _built_before(stores, tmp_path)
+    prices = store.read_table("prices")
+    days = np.sort(prices["date"].unique())
+    for k in range(NEW_DAYS, 0, -1):  # the store as it was each evening
+        store.write_table("prices", prices[prices["date"] <= days[-k]])
+        info = update_factor_model(store, "US21")
+        assert info["path"] == "state" and info["new_dates"] == [str(pd.Timestamp(days[-k]).date())]
+    version = store.current_version("factors_US21")
+    got, want = _parts(store, version), _parts(full, full_version)
+    for part in PARTS:
+        assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
+    assert store.model_meta("factors_US21", version)["notes"] == full.model_meta("factors_US21", full_version)["notes"]
+
+
 def test_inv_specific_var_weights_update_exactly_too(stores, tmp_path) -> None:
     """Weights from the specific variances: the build regresses every date twice; so does the update."""
     base = load_spec("US21")
     spec = dataclasses.replace(base, regression={**base.regression, "weights": "inv_specific_var"})
     store = _built_before(stores, tmp_path)
     svc.build_factor_model(store, spec, end=stores[1])
-    version = update_factor_model(store, spec)["version"]
+    info = update_factor_model(store, spec)
+    assert info["path"] == "recomputed"  # every date's weights feed back: the long way (module docstring)
+    version = info["version"]
     shutil.copytree(stores[2].root, tmp_path / "full")
     full = Store(tmp_path / "full")
     full_version = svc.build_factor_model(full, spec)["version"]
@@ -113,20 +134,51 @@ def test_inv_specific_var_weights_update_exactly_too(stores, tmp_path) -> None:
     assert not np.allclose(got["factor_returns"]["MARKET"], _parts(*stores[2:])["factor_returns"]["MARKET"])
 
 
-@pytest.mark.parametrize("row, reason", [(-NEW_DAYS - 3, "exposures on the model's last date"),
-                                          (150, "published dates' factor returns come out differently")])
-def test_changed_data_under_the_model_is_refused(stores, tmp_path, monkeypatch, row, reason) -> None:
-    store = _built_before(stores, tmp_path)
-    before = store.current_version("factors_US21")
-    # A corrected price inside the published history: the last date's descriptors move (checked
-    # first); and, that check switched off, the old dates' regressions no longer hold (the second
-    # check; on its own it catches what the last date's 252-day lookback does not reach).
-    if row == 150:
-        monkeypatch.setattr(fu._StoredBlocks, "_check_last", lambda self, mf, fresh: None)
+def _correct_a_price(store: Store, row: int) -> None:
     prices = store.read_table("prices")
     day = np.sort(prices["date"].unique())[row]
     prices.loc[prices["date"] == day, "ret"] += 0.05
     store.write_table("prices", prices)
+
+
+@pytest.mark.parametrize("row", [-NEW_DAYS - 3, 150])
+def test_a_corrected_price_under_the_model_is_refused(stores, tmp_path, row) -> None:
+    """Any input row the published model read — inside the last date's lookback or long before
+    it — changes the inputs' fingerprint: only a rebuild is right."""
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    _correct_a_price(store, row)
+    with pytest.raises(DataValidationError, match="prices data through the model's last date .* changed"
+                                                  ".*riskstrata factors build --model US21"):
+        update_factor_model(store, "US21")
+    assert store.current_version("factors_US21") == before
+
+
+def test_a_fundamentals_backfill_of_old_dates_is_refused(stores, tmp_path) -> None:
+    """A snapshot corrected years back moves only old dates' exposures (no recomputed number
+    shows it): the fingerprint of the fundamentals rows does."""
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    fund = store.read_table("fundamentals").sort_values("available_date")
+    fund.loc[fund.index[3], "book_value_per_share"] *= 1.5
+    store.write_table("fundamentals", fund)
+    with pytest.raises(DataValidationError, match="fundamentals data .* changed"):
+        update_factor_model(store, "US21")
+    assert store.current_version("factors_US21") == before
+
+
+@pytest.mark.parametrize("path, reason", [("state", "exposures on the model's last date"),
+                                          ("recomputed", "published dates' factor returns come out differently")])
+def test_changed_data_the_fingerprint_misses_is_still_refused(stores, tmp_path, monkeypatch, path, reason) -> None:
+    """Behind the fingerprint, the recomputed numbers: the model's last date's exposures (both
+    paths) and, on the long path, every old date's factor returns."""
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    monkeypatch.setattr(fu, "_check_digest", lambda *a: None)
+    if path == "recomputed":  # a version without a state takes the long way
+        (store.model_dir("factors_US21") / before / f"{STATE_ARRAYS}.npz").unlink()
+        monkeypatch.setattr(fu, "_check_last", lambda *a: None)
+    _correct_a_price(store, -NEW_DAYS - 3 if path == "state" else 150)
     with pytest.raises(DataValidationError, match=f"{reason}.*riskstrata factors build --model US21"):
         update_factor_model(store, "US21")
     assert store.current_version("factors_US21") == before

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,7 +185,21 @@ ROLLED_RATIOS = ("book_to_price", "earnings_yield", "dividend_yield", "sales_to_
 PRICE_DATE_TOLERANCE_DAYS = 10  # the adjusted close used for a snapshot is at most this stale
 
 PathLike = str | os.PathLike[str]
-Source = Store | pd.DataFrame
+@dataclass(frozen=True)
+class StoredFundamentals:
+    """A store's fundamentals table and security master, read once: the source for many panels
+    (Model B asks for a dozen fields; as a :class:`Store` each would read both again). Panels
+    from it equal those from the store it was read from."""
+
+    master: SecurityMaster
+    table: pd.DataFrame
+
+    @classmethod
+    def read(cls, store: Store) -> StoredFundamentals:
+        return cls(SecurityMaster.from_store(store), store.read_table("fundamentals"))
+
+
+Source = Store | StoredFundamentals | pd.DataFrame
 
 
 # ---------------------------------------------------------------------- reading
@@ -555,18 +570,20 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
     """``security_id`` (if known), ``ticker``, ``available_date``, ``value``, ``price_day`` (the
     snapshot's price date as float days since the epoch): the rows with a value available in [lo, hi]."""
     inputs = _inputs_of(field, derive)
-    if isinstance(source, Store):
+    if isinstance(source, (Store, StoredFundamentals)):
         import pyarrow.parquet as pq
 
         # Tables written before ``price_date`` existed lack it: the availability date stands in.
-        stored = set(pq.read_schema(source.table_path("fundamentals")).names)
-        long = source.read_table(
-            "fundamentals",
-            columns=["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
-                     *(["price_date"] if "price_date" in stored else [])],
-            where="available_date >= ? AND available_date <= ?",
-            params=[lo.to_pydatetime(), hi.to_pydatetime()],
-        )
+        stored = (set(source.table.columns) if isinstance(source, StoredFundamentals)
+                  else set(pq.read_schema(source.table_path("fundamentals")).names))
+        columns = ["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
+                   *(["price_date"] if "price_date" in stored else [])]
+        if isinstance(source, StoredFundamentals):
+            day = pd.DatetimeIndex(source.table["available_date"])
+            long = source.table.loc[(day >= lo) & (day <= hi), columns].reset_index(drop=True)
+        else:
+            long = source.read_table("fundamentals", columns=columns, where="available_date >= ? AND available_date <= ?",
+                                     params=[lo.to_pydatetime(), hi.to_pydatetime()])
     else:
         if "available_date" not in source.columns or not {"ticker", "security_id"} & set(source.columns):
             raise DataValidationError(
@@ -665,16 +682,18 @@ def fundamentals_panel(
         raise DataValidationError(f"by must be 'auto', 'ticker' or 'security_id', got {by!r}")
     dates = pd.DatetimeIndex(dates)
     dates = (dates.tz_localize(None) if dates.tz is not None else dates).normalize()
-    is_store = isinstance(source, Store)
+    is_store = isinstance(source, (Store, StoredFundamentals))
     if names is None:
-        frame = source.read_table("fundamentals", columns=["ticker"]) if is_store else source
+        frame = (source.read_table("fundamentals", columns=["ticker"]) if isinstance(source, Store)
+                 else source.table if is_store else source)
         names, by = pd.Index(sorted(frame["ticker"].dropna().astype("str").unique())), "ticker"
     names = pd.Index([str(x).strip() for x in names])
     t, n = len(dates), len(names)
     if t == 0 or n == 0:
         return pd.DataFrame(np.full((t, n), np.nan), index=dates, columns=names, dtype="float64")
     roll = adj_close is not None and (field in ROLLED_LEVELS or field in ROLLED_RATIOS)
-    master = SecurityMaster.from_store(source) if is_store else None
+    master = (source.master if isinstance(source, StoredFundamentals) else SecurityMaster.from_store(source)
+              ) if is_store else None
     known_ids = master.records["security_id"] if master is not None else (
         source["security_id"] if "security_id" in source.columns else pd.Series([], dtype="str"))
     is_sid = np.full(n, by == "security_id") if by != "auto" else names.isin(known_ids.astype("str").unique())

@@ -24,14 +24,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from riskstrata.data.fundamentals import StoredFundamentals, fundamentals_input_columns, fundamentals_panel
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
 from riskstrata.factors import summary as S
 from riskstrata.factors.blocks import BlockArray
+from riskstrata.factors.covariance import FactorCovariance
+from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockSource, FactorInputs, FactorModelResult, Tick,
                                       block_bounds, factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
+from riskstrata.factors.validation import ValidationReport, ValidationState, validation_reports_with_state
+from riskstrata.services.factors_state import STATE_ARRAYS, UpdateState, input_digest
 
 Progress = Callable[[str], None]
 SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the panel default (400 days)
@@ -107,9 +112,10 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     elsewhere the rolled snapshot cap; within a snapshot its market_cap wins over
     price × shares_outstanding.
     """
-    from riskstrata.data.fundamentals import fundamentals_input_columns, fundamentals_panel
     from riskstrata.factors.descriptors import market_cap_panel
 
+    if isinstance(source, Store):  # read once for the dozen panels below
+        source = StoredFundamentals.read(source)
     dates = pd.DatetimeIndex(dates)
     adj = adj_close.reindex(columns=names)
 
@@ -176,8 +182,10 @@ def _price_panels(store: Store, stocks: set, start: object | None,
     return returns, adj, volume
 
 
-def load_factor_inputs(store: Store, start: object | None = None, end: object | None = None) -> FactorInputs:
-    """Panels for the stocks in the store, keyed by security_id (T × N).
+def load_factor_inputs(store: Store, start: object | None = None, end: object | None = None,
+                       also: list | None = None) -> FactorInputs:
+    """Panels for the stocks in the store, keyed by security_id (T × N): the stocks priced in
+    [start, end] and those in ``also`` (a daily update's: the model's names), sorted.
 
     Caps, raw prices and value ratios come from the fundamentals snapshots rolled by the
     adjusted-close relative (:func:`point_in_time_panels`; the prices table holds adjusted
@@ -189,6 +197,9 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     records = master.records
     stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
     returns, adj, volume = _price_panels(store, stocks, start, end)
+    if also is not None:
+        names = pd.Index(sorted(set(returns.columns) | set(also)), name=returns.columns.name)
+        returns, adj, volume = (frame.reindex(columns=names) for frame in (returns, adj, volume))
     if returns.shape[1] < 10:
         raise StoreError("fewer than 10 stocks with prices in the store; ingest prices first")
     ids = list(returns.columns)
@@ -196,7 +207,7 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
         volume = None
     if not store.has_table("fundamentals"):
         raise StoreError("no fundamentals in the store: run `riskstrata ingest fundamentals FILE` first")
-    pit = point_in_time_panels(store, adj, returns.index, ids)
+    pit = point_in_time_panels(StoredFundamentals(master, store.read_table("fundamentals")), adj, returns.index, ids)
     sector = pd.Series(dtype=object)
     if store.has_table("classifications"):
         cls = store.read_table("classifications", columns=["security_id", "valid_from", "gics_sector"])
@@ -256,77 +267,71 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
         return publish(store, result, validation)
 
 
-def validate_result(result: FactorModelResult, tick: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+def validate_result(result: FactorModelResult,
+                    tick: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, ValidationState]:
     """Bias statistics, MRAD, QLIKE, stability, VIF of a fitted model, with the eigenfactor
     adjustment on (the published forecast) and off (raw EWMA + Newey–West), stacked; column
-    ``covariance`` says which."""
-    from riskstrata.factors.validation import validation_reports
-
+    ``covariance`` says which. Also the validation's state, from which a daily update goes on."""
     if tick is not None:
         tick(0, 1)
     # One pass over the exposures for both forecasts (they differ only in the covariance).
     with one_blas_thread():
-        reports = validation_reports(result.factor_returns,
-                                     {"eigen on": result.covariance.adjusted, "eigen off": result.covariance.raw},
-                                     result.regression.specific_returns, result.specific_var, result.exposures,
-                                     result.market_cap, r2=result.regression.r2)
+        reports, state = validation_reports_with_state(
+            result.factor_returns, {"eigen on": result.covariance.adjusted, "eigen off": result.covariance.raw},
+            result.regression.specific_returns, result.specific_var, result.exposures, result.market_cap,
+            r2=result.regression.r2)
     if tick is not None:
         tick(1, 1)
+    return validation_table(reports), state
+
+
+def validation_table(reports: dict[str, ValidationReport]) -> pd.DataFrame:
+    """The stored validation part: each covariance label's table, stacked, labelled."""
     return pd.concat([r.table.assign(covariance=label) for label, r in reports.items()], ignore_index=True)
 
 
-def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | None = None,
+def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFrame, ValidationState] | None = None,
             extra_meta: dict | None = None) -> dict:
     """Write a fitted model to the store: companions first, the exposures model last.
 
-    extra_meta: added to the exposures version's meta.json (an update records what it updated from)."""
+    validation: :func:`validate_result`'s table and state. extra_meta: added to the exposures
+    version's meta.json (an update records what it updated from). Beside the exposures go the
+    state a daily update goes on from and the fingerprint of the inputs (:mod:`.factors_state`)."""
     names = model_names(result.spec.name)
-    master = SecurityMaster.from_store(store)
-    tickers = master.records.sort_values("valid_from").groupby("security_id")["ticker"].last()
-    label = pd.Index(tickers.reindex(result.tickers).fillna(pd.Series(result.tickers, index=result.tickers)))
+    label = security_labels(store, result.tickers)
     reg = result.regression
-    meta = {"spec": result.spec.name, "factors": result.factors, "start": str(result.dates[0].date()),
-            "end": str(result.dates[-1].date()), "notes": result.notes, "source": result.spec.source,
-            "spec_factors": result.spec.factors, "groups": factor_groups(result.spec),
-            "min_coverage": result.spec.min_coverage, "status": result.status,
-            # what a daily update needs to carry (services.factors_update): which descriptors had data
-            "has_data": {d: bool(v) for d, v in sorted(result.has_data.items())}}
+    meta = version_meta(result.spec, result.factors, result.dates, result.notes, result.status, result.has_data)
+    table, state = validation if validation is not None else (None, None)
     versions = {}
-    fr = reg.factor_returns.rename_axis("date").reset_index()
-    ts = reg.t_stats.add_prefix("t_").rename_axis("date").reset_index(drop=True)
-    diag = pd.DataFrame({"r2": reg.r2, "n_names": reg.n_names, "condition_number": reg.condition_number,
-                         "constraint_residual": reg.constraint_residual}).reset_index(drop=True)
-    cov_cols = (result.coverage if result.coverage is not None else pd.DataFrame(index=result.dates))
-    coverage = cov_cols.add_prefix("coverage_").reset_index(drop=True)
     with store.begin_version(names["factor_returns"]) as w:
-        w.write_part(pd.concat([fr, ts, diag, coverage], axis=1))
+        w.write_part(factor_return_rows(reg, result.coverage))
         versions["factor_returns"] = w.commit(meta)
-    if validation is not None:
+    if table is not None:
         with store.begin_version(names["factor_validation"]) as w:
-            w.write_part(validation)
+            w.write_part(table)
             versions["factor_validation"] = w.commit(meta)
     T, K = len(result.dates), len(result.factors)
-    cov = result.covariance.adjusted.reshape(T, K * K)
-    cov_long = pd.DataFrame(cov, index=result.dates, columns=[f"{a}|{b}" for a in result.factors for b in result.factors])
-    # The eigen simulation's bias v(k) on each date it ran (ascending eigenvalue rank; NaN
-    # elsewhere): a daily update reuses them instead of re-simulating the whole history.
-    fc = result.covariance
-    if len(fc.eigen_recomputed) == T:
-        bias = np.where(fc.eigen_recomputed[:, None], fc.eigen_bias, np.nan)
-        cov_long = pd.concat([cov_long, pd.DataFrame(bias, index=result.dates,
-                                                     columns=[f"eigen_bias_{i}" for i in range(bias.shape[1])])], axis=1)
     with store.begin_version(names["factor_cov"]) as w:
-        w.write_part(cov_long.rename_axis("date").reset_index())
+        w.write_part(covariance_rows(result.covariance))
         versions["factor_cov"] = w.commit(meta)
-    spec_long = _long_specific_var(result.specific_var, label)
     with store.begin_version(names["specific_risk"]) as w:
-        w.write_part(spec_long)
+        w.write_part(specific_risk_rows(result.specific_var, label))
         versions["specific_risk"] = w.commit(meta)
     N = len(result.tickers)
+    X, imputed = result.exposures, result.imputed
+    if isinstance(X, BlockArray):
+        pieces = ((a, x, imp) for (a, b, x), (_, _, imp) in zip(X.blocks(), imputed.blocks()))
+    else:
+        pieces = ((a, X[a:b], imputed[a:b]) for a, b in block_bounds(T, DEFAULT_BLOCK_DATES))
     with store.begin_version(names["factors"]) as w:
-        for part in _exposure_parts(result, label):   # one part per date block, in date order
-            w.write_part(part)
-        version = w.commit({**meta, "companions": versions, **(extra_meta or {})})
+        for a, x, imp in pieces:   # one part per date block, in date order
+            w.write_part(exposure_rows(result.dates[a:a + len(x)], result.tickers, label, result.factors, x, imp))
+        if state is not None and result.history is not None and result.specific_state is not None:
+            w.write_arrays(STATE_ARRAYS, UpdateState(result.history, result.specific_state, state,
+                                                     reg.notes).to_arrays())
+        version = w.commit({**meta, "companions": versions,
+                            "input_digest": input_digest(store, result.dates[-1], result.tickers),
+                            **(extra_meta or {})})
     return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
             "estimated": sum(s["estimated"] for s in result.status) if result.status else K,
             "dates": T, "names": N, "notes": result.notes,
@@ -334,7 +339,7 @@ def publish(store: Store, result: FactorModelResult, validation: pd.DataFrame | 
             "status": result.status}
 
 
-def _long_specific_var(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:
+def specific_risk_rows(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:
     """(date, ticker, specific_var) rows, name by name (the column order of a melt), NaN dropped."""
     T, N = spec_var.shape
     values = spec_var.to_numpy().T.ravel()    # name-major, like DataFrame.melt
@@ -344,26 +349,65 @@ def _long_specific_var(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:
                          "ticker": np.repeat(names, T)[keep], "specific_var": values[keep]})
 
 
-def _exposure_parts(result: FactorModelResult, label: pd.Index) -> Iterator[pd.DataFrame]:
-    """The long exposures table (date, security_id, ticker, factors…, imputed), one frame per
-    date block: rows date-major, names in column order, names with no exposure left out."""
-    X, imputed = result.exposures, result.imputed
-    if isinstance(X, BlockArray):
-        pieces = ((a, b, x, imp) for (a, b, x), (_, _, imp) in zip(X.blocks(), imputed.blocks()))
-    else:
-        pieces = ((a, b, X[a:b], imputed[a:b]) for a, b in block_bounds(len(result.dates), DEFAULT_BLOCK_DATES))
-    N, K = len(result.tickers), len(result.factors)
-    sids, names = np.asarray(result.tickers, dtype=object), np.asarray(label, dtype=object)
-    for a, b, x, imp in pieces:
-        B = b - a
-        flat = x.reshape(B * N, K)
-        keep = ~np.isnan(flat).all(axis=1)
-        part = pd.DataFrame(flat[keep], columns=result.factors)
-        part.insert(0, "date", np.repeat(result.dates.to_numpy()[a:b], N)[keep])
-        part.insert(1, "security_id", np.tile(sids, B)[keep])
-        part.insert(2, "ticker", np.tile(names, B)[keep])
-        part["imputed"] = imp.reshape(B * N, K)[keep].any(axis=1)
-        yield part
+def security_labels(store: Store, tickers: pd.Index) -> pd.Index:
+    """Each security id's latest ticker (the id itself where the master has none): the labels
+    the published rows carry beside the ids."""
+    master = SecurityMaster.from_store(store)
+    latest = master.records.sort_values("valid_from").groupby("security_id")["ticker"].last()
+    return pd.Index(latest.reindex(tickers).fillna(pd.Series(tickers, index=tickers)))
+
+
+def version_meta(spec: ModelSpec, factors: list[str], dates: pd.DatetimeIndex, notes: list[str], status: list[dict],
+                 has_data: dict[str, bool]) -> dict:
+    """The meta.json every part of a published version shares (the exposures' adds its companions)."""
+    return {"spec": spec.name, "factors": factors, "start": str(dates[0].date()), "end": str(dates[-1].date()),
+            "notes": notes, "source": spec.source, "spec_factors": spec.factors, "groups": factor_groups(spec),
+            "min_coverage": spec.min_coverage, "status": status,
+            # what a daily update needs to carry (services.factors_update): which descriptors had data
+            "has_data": {d: bool(v) for d, v in sorted(has_data.items())}}
+
+
+def factor_return_rows(reg: RegressionResult, coverage: pd.DataFrame | None) -> pd.DataFrame:
+    """The stored factor-return rows: date, factor returns, t_<factor>, the daily diagnostics
+    and coverage_<spec factor> (row t: the coverage of the exposures that explain t)."""
+    fr = reg.factor_returns.rename_axis("date").reset_index()
+    ts = reg.t_stats.add_prefix("t_").rename_axis("date").reset_index(drop=True)
+    diag = pd.DataFrame({"r2": reg.r2, "n_names": reg.n_names, "condition_number": reg.condition_number,
+                         "constraint_residual": reg.constraint_residual}).reset_index(drop=True)
+    cov_cols = coverage if coverage is not None else pd.DataFrame(index=reg.factor_returns.index)
+    return pd.concat([fr, ts, diag, cov_cols.add_prefix("coverage_").reset_index(drop=True)], axis=1)
+
+
+def exposure_rows(dates: pd.DatetimeIndex, tickers: pd.Index, label: pd.Index, factors: list[str], x: np.ndarray,
+                  imputed: np.ndarray) -> pd.DataFrame:
+    """The long exposures rows (date, security_id, ticker, factors…, imputed) of (B, N, K)
+    exposures: rows date-major, names in column order, names with no exposure left out."""
+    B, N, K = x.shape
+    flat = x.reshape(B * N, K)
+    keep = ~np.isnan(flat).all(axis=1)
+    part = pd.DataFrame(flat[keep], columns=factors)
+    part.insert(0, "date", np.repeat(dates.to_numpy(), N)[keep])
+    part.insert(1, "security_id", np.tile(np.asarray(tickers, dtype=object), B)[keep])
+    part.insert(2, "ticker", np.tile(np.asarray(label, dtype=object), B)[keep])
+    part["imputed"] = imputed.reshape(B * N, K)[keep].any(axis=1)
+    return part
+
+
+def covariance_rows(fc: FactorCovariance) -> pd.DataFrame:
+    """The stored covariance rows (date, "A|B" for every factor pair, eigen_bias_<rank>, vra_lambda).
+
+    The eigen simulation's bias v(k) shows on each date it ran (ascending eigenvalue rank; NaN
+    elsewhere) and λ on every date: a daily update goes on from them instead of re-simulating
+    the whole history."""
+    T, K = len(fc.dates), len(fc.factors)
+    out = pd.DataFrame(fc.adjusted.reshape(T, K * K), index=fc.dates,
+                       columns=[f"{a}|{b}" for a in fc.factors for b in fc.factors])
+    if len(fc.eigen_recomputed) == T:
+        bias = np.where(fc.eigen_recomputed[:, None], fc.eigen_bias, np.nan)
+        out = pd.concat([out, pd.DataFrame(bias, index=fc.dates, columns=[f"eigen_bias_{i}" for i in range(K)])],
+                        axis=1)
+    out["vra_lambda"] = fc.vra_lambda
+    return out.rename_axis("date").reset_index()
 
 
 @dataclass

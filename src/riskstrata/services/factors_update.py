@@ -1,27 +1,36 @@
-"""Daily update of Model B (a factor-model spec): the store's new days without recomputing old exposures.
+"""Daily update of Model B (a factor-model spec): the store's new days, from the published state.
 
-What a build spends its time on is the descriptors (252-day windows per name and date) behind the
-exposures. An update computes descriptors and exposures only for the new dates (and the model's
-last date, as a check), on the trailing panels they need (:func:`~riskstrata.factors.model.
-lookback_start`), and takes every older date's exposures from the published version. Everything
-downstream is then computed from the whole history, exactly as a build does, by the same code:
-the regression of every date (from the exposures: cheap next to the descriptors, and it gives the
-factor returns, the specific returns and the regression notes a build has), specific risk, the
-factor covariance with its eigen adjustment (whose costly simulations are reused from the
-published version on the dates it ran them: the same returns give the same bias, common random
-numbers; only new dates simulate), the factor status and validation. The update is the
-build's :func:`~riskstrata.factors.model.fit_factor_model` with a ``block_source`` that reads old
-dates from the store, so it equals a full rebuild of the same data up to floating-point rounding
-(≲ 1e-13; the tests hold it to 1e-10 on every stored field). It publishes a new version of every
-part, the exposures model last, like a build: readers never see a mix.
+A published version keeps, beside its parts, the state its recursions reached on its last date
+(:mod:`.factors_state`): the names' history counts, the specific-risk EWMA sums, the validation's
+accumulators, the regression's notes. An update of B new days reads the trailing panels the new
+dates' descriptors need (:func:`~riskstrata.factors.model.lookback_start`, one row more for the
+market return's lagged caps), with the history before them from the counts, and computes
+
+- the exposures of the model's last date (checked against the published row) and the new dates,
+- the new dates' regressions (the last date's exposures explain the first new date),
+- the specific risk by its recursions (:func:`~riskstrata.factors.specific.advance_specific_risk`),
+- the factor covariance of the new rows only (:func:`~riskstrata.factors.covariance.extend_factor_covariance`,
+  from the stored factor returns, covariances, eigen biases and λ),
+- the validation from its accumulators (:func:`~riskstrata.factors.validation.advance_validation`),
+- the factor status over the whole history (stored coverage and factor returns, the new rows),
+
+by the same functions a build runs, so it equals a full rebuild of the same data up to rounding
+(the tests hold every stored field to 1e-10). It publishes a new version of every part, the
+exposures model last, like a build: the old rows' part files are hard-linked into it (published
+parts are never modified), the new rows go in one new part, and readers never see a mix.
 
 It refuses (DataValidationError, naming ``riskstrata factors build --model SPEC``) what it cannot
-make equal to a rebuild: a version built before builds recorded what an update needs, another
-spec than the version's, trading days inside the model that changed, and data changed behind the
-published numbers — checked where a change shows: the model's last date's exposures recomputed
-from today's panels, and every old date's factor returns recomputed from today's returns and caps,
-must equal the published ones. A fundamentals correction whose effect stays in old dates'
-exposures only is not seen: rebuild after a backfill.
+make equal to a rebuild: a version built before versions kept what an update needs, another
+spec than the version's, and data changed under the published numbers — the fingerprint of
+every input row through the model's last date (:func:`~riskstrata.services.factors_state.input_digest`:
+prices, fundamentals, classifications, the model's securities) must be the build's, and the
+model's last date's exposures recomputed from today's panels must be the published ones.
+
+Two cases take the long way, recomputing the whole history with old dates' exposures read from
+the published version (the same numbers, at about a rebuild's cost): ``inv_specific_var``
+regression weights (each date's weights come from a specific risk that the regression's own
+residuals feed back into: the build regresses every date twice) and a new date that brings a
+style into the design (its coverage reaches the threshold for the first time).
 """
 
 from __future__ import annotations
@@ -36,9 +45,18 @@ import pandas as pd
 
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
-from riskstrata.factors.model import (BlockCarry, FactorBlock, ModelFrame, Progress, block_exposures, finish_block,
-                                      fit_factor_model)
+from riskstrata.factors.covariance import FactorCovariance, extend_factor_covariance
+from riskstrata.factors.exposures import lag_one_day
+from riskstrata.factors.model import (BlockCarry, FactorBlock, ModelFrame, Progress, block_exposures,
+                                      covariance_params, finish_block, fit_factor_model, history_before,
+                                      history_counts, kept_columns, lookback_start, model_status, prepare_model,
+                                      specific_params, status_notes)
+from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
+from riskstrata.factors.specific import advance_specific_risk
+from riskstrata.factors.validation import advance_validation
+from riskstrata.services.factors_state import (STATE_ARRAYS, UpdateState, extended_digest, input_digest,
+                                               read_update_state)
 
 TOLERANCE = 1e-10  # a recomputed published number differing by more (relative above 1): data changed
 
@@ -64,11 +82,12 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     takes it); progress(stage) as each stage starts.
 
     Returns the build's summary (:func:`~riskstrata.services.factors.publish`) with ``version``,
-    ``previous`` and ``new_dates``; with no new day, ``version`` None and nothing published.
-    Raises ModelNotBuilt when the spec is not built, DataValidationError when only a rebuild is right.
+    ``previous``, ``new_dates`` and ``path`` ("state": from the published state; "recomputed":
+    the whole history again, see the module docstring); with no new day, ``version`` None and
+    nothing published. Raises ModelNotBuilt when the spec is not built, DataValidationError when
+    only a rebuild is right.
     """
-    from riskstrata.services.factors import (SPILL_PREFIX, _remove_stale_spills, load_factor_inputs, model_names,
-                                             publish, validate_result)
+    from riskstrata.services.factors import model_names
 
     say = progress or (lambda _m: None)
     given = spec if isinstance(spec, ModelSpec) else None
@@ -86,23 +105,151 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     if model_spec.factors != meta.get("spec_factors"):
         raise _rebuild(spec, "the spec's factors are not the published version's")
     end = pd.Timestamp(meta["end"])
-    say("loading panels")
-    inputs = load_factor_inputs(store, meta["start"], None)
-    dates = inputs.returns.index
-    if not (dates > end).any():
-        return {"model": spec, "version": None, "previous": previous, "new_dates": [],
-                "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
     stored_fr = store.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
     stored_fr = stored_fr.sort_values("date").reset_index(drop=True)
     old_dates = pd.DatetimeIndex(stored_fr["date"])
-    T_old = len(old_dates)
-    if not dates[:T_old].equals(old_dates) or dates[T_old - 1] != end:
-        raise _rebuild(spec, "the trading days the model covers changed since it was built")
-    if T_old < 2:
+    if len(old_dates) < 2 or old_dates[-1] != end:
         raise _rebuild(spec, "the published model has fewer than two dates")
+    new_dates = _trading_days_after(store, end)
+    if not len(new_dates):
+        return {"model": spec, "version": None, "previous": previous, "new_dates": [],
+                "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
+    state = read_update_state(store, names["factors"], previous)
+    if state is not None and "input_digest" in meta:
+        say("checking inputs")
+        _check_digest(store, meta, end, state.history.names, spec)
+    out = None
+    if state is not None and model_spec.regression.get("weights", "sqrt_cap") != "inv_specific_var":
+        out = _advance(store, model_spec, names, previous, meta, stored_fr, new_dates, state, say)
+    if out is None:  # the long way (module docstring)
+        out = _recompute(store, model_spec, names, previous, meta, stored_fr, say)
+    new = out["new_dates"]
+    return {**out, "previous": previous,
+            "message": f"Model B ({spec}): appended {len(new)} trading day(s) {new[0]} … {new[-1]} as version "
+                       f"{out['version']}"}
+
+
+def _trading_days_after(store: Store, end: pd.Timestamp) -> pd.DatetimeIndex:
+    """The store's priced dates after ``end`` (the dates a build's panels would add)."""
+    days = store.query("SELECT DISTINCT date FROM prices WHERE date > ? ORDER BY date", [end.to_pydatetime()],
+                       models=False)
+    return pd.DatetimeIndex(days["date"])
+
+
+def _check_digest(store: Store, meta: dict, end: pd.Timestamp, names: pd.Index, spec: str) -> None:
+    """Every input row through ``end`` must be the build's (module docstring)."""
+    now = input_digest(store, end, names)
+    changed = [t for t, v in meta["input_digest"].items() if now.get(t) != v]
+    if changed:
+        raise _rebuild(spec, f"the {', '.join(changed)} data through the model's last date {end.date()} changed "
+                             "since it was built (a correction or a backfill under the published numbers)")
+
+
+def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: dict, stored_fr: pd.DataFrame,
+             new_dates: pd.DatetimeIndex, state: UpdateState, say: Progress) -> dict | None:
+    """The update from the published state (module docstring); None when it must take the long way."""
+    from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows, load_factor_inputs,
+                                             security_labels, validation_table, version_meta, specific_risk_rows)
+
+    old_dates = pd.DatetimeIndex(stored_fr["date"])
+    T_old, c = len(old_dates), len(old_dates) - 1
+    dates = old_dates.append(new_dates)
+    # The trailing rows the last date's descriptors read, and one more: the market return of a
+    # row needs the caps of the row before.
+    w = max(0, lookback_start(dates, c) - 1)
+    say("loading panels")
+    inputs = load_factor_inputs(store, dates[w], None, also=list(state.history.names))
+    tickers = inputs.returns.columns
+    if not inputs.returns.index.equals(dates[w:]):
+        raise _rebuild(spec.name, "the store's trading days inside the model changed since it was built")
+    before = history_before(inputs, spec, state.history, c - w)
+    mf = prepare_model(inputs, spec, before)
+    del inputs
+    say("exposures")
+    cw, Tw = c - w, len(dates) - w
+    x_ext, imputed, coverage, has_new = block_exposures(mf, cw, Tw)   # rows c … T − 1 (row 0: unused)
+    _check_last(store, names["factors"], previous, meta, mf, cw, x_ext[1], spec.name)
+    # Unlagged coverage of every date: the stored rows are lagged (row t: coverage of t − 1).
+    coverage_cols = [f"coverage_{f}" for f in spec.factors]
+    coverage_all = np.vstack([stored_fr[coverage_cols].to_numpy(dtype=float)[1:], coverage])
+    cols = kept_columns(spec, coverage_all)
+    factors = [spec.factors[k] for k in cols]
+    if factors != list(meta["factors"]):
+        return None  # a style enters the design: every date's regression changes
+    say("regression")
+    made = (x_ext[1:], imputed[1:], coverage[1:], has_new)
+    blk = finish_block(mf, cw + 1, Tw, made, BlockCarry(x_ext[1].copy(), coverage[0].copy()))
+    reg = _kept(blk.regression, cols, factors)
+    B = len(new_dates)
+    caps_new = mf.inp.market_cap.iloc[cw + 1:]
+    say("specific risk")
+    spec_var, spec_state = advance_specific_risk(
+        state.specific, pd.DataFrame(blk.specific, index=new_dates, columns=tickers), caps_new, specific_params(spec))
+    say("factor covariance")
+    fr_all = pd.concat([stored_fr.set_index("date")[factors], reg.factor_returns])
+    fr_all.index = dates
+    cov = extend_factor_covariance(fr_all, _stored_covariance(store, names, meta, factors, T_old),
+                                   covariance_params(spec), groups=[meta["groups"][f] for f in factors])
+    say("validation")
+    x_new = blk.exposures[:, :, cols]
+    reports, val_state = advance_validation(
+        state.validation, reg.factor_returns, {"eigen on": cov.adjusted[1:], "eigen off": cov.raw[1:]},
+        reg.specific_returns, spec_var, x_new, caps_new, r2_new=reg.r2)
+    coverage_lag = pd.DataFrame(lag_one_day(coverage_all), index=dates, columns=spec.factors)
+    has_data = {d: bool(meta["has_data"].get(d, False) or has_new.get(d, False))
+                for d in sorted(set(meta["has_data"]) | set(has_new))}
+    notes_by_date = {**state.regression_notes, **reg.notes}
+    status = model_status(spec, fr_all, coverage_lag, has_data, notes_by_date)
+    notes = list(mf.notes) + status_notes(status)
+
+    say("writing")
+    if store.current_version(names["factors"]) != previous:
+        raise StoreError(f"Model B ({spec.name}) was republished while this update ran: run `riskstrata update` again")
+    label = security_labels(store, tickers)
+    vmeta = version_meta(spec, factors, dates, notes, status, has_data)
+    versions = {}
+    new_rows = factor_return_rows(reg, coverage_lag.iloc[T_old:])
+    with store.begin_version(names["factor_returns"]) as wr:
+        wr.write_part(pd.concat([stored_fr, new_rows[list(stored_fr.columns)]], ignore_index=True))
+        versions["factor_returns"] = wr.commit(vmeta)
+    with store.begin_version(names["factor_validation"]) as wr:
+        wr.write_part(validation_table(reports))
+        versions["factor_validation"] = wr.commit(vmeta)
+    for part, rows in (("factor_cov", covariance_rows(_rows_after_first(cov))),
+                       ("specific_risk", specific_risk_rows(spec_var, label))):
+        with store.begin_version(names[part]) as wr:
+            wr.write_part(rows, _carry_parts(store, wr, names[part], meta["companions"][part]))
+            versions[part] = wr.commit(vmeta)
+    new_list = [str(d.date()) for d in new_dates]
+    with store.begin_version(names["factors"]) as wr:
+        name = _carry_parts(store, wr, names["factors"], previous)
+        wr.write_part(exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]), name)
+        wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
+                                                  val_state, notes_by_date).to_arrays())
+        digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers)
+        version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
+                             "updated_from": previous, "update": {"new_dates": new_list, "path": "state"}})
+    return {"model": spec.name, "version": version, "factors": len(factors), "spec_factors": len(spec.factors),
+            "estimated": sum(s["estimated"] for s in status), "dates": len(dates), "names": len(tickers),
+            "notes": notes, "not_estimated": [f"{s['factor']}: {s['reason']}" for s in status if not s["estimated"]],
+            "status": status, "new_dates": new_list, "path": "state"}
+
+
+def _recompute(store: Store, model_spec: ModelSpec, names: dict, previous: str, meta: dict,
+               stored_fr: pd.DataFrame, say: Progress) -> dict:
+    """The long way: every date again, old dates' exposures from the published version."""
+    from riskstrata.services.factors import SPILL_PREFIX, _remove_stale_spills, load_factor_inputs, publish, validate_result
+
+    spec = model_spec.name
+    say("loading panels")
+    inputs = load_factor_inputs(store, meta["start"], None)
+    dates = inputs.returns.index
+    old_dates = pd.DatetimeIndex(stored_fr["date"])
+    T_old = len(old_dates)
+    if not dates[:T_old].equals(old_dates):
+        raise _rebuild(spec, "the trading days the model covers changed since it was built")
     coverage_lag = stored_fr[[f"coverage_{f}" for f in model_spec.factors]].to_numpy(dtype=float)
     source = _StoredBlocks(store, names["factors"], previous, meta, coverage_lag, T_old, spec)
-
     _remove_stale_spills()
     with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as spill:
         result = fit_factor_model(inputs, model_spec, progress=say, spill_dir=spill, block_source=source,
@@ -115,10 +262,73 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
             raise StoreError(f"Model B ({spec}) was republished while this update ran: run `riskstrata update` again")
         say("writing")
         new_dates = [str(d.date()) for d in result.dates[T_old:]]
-        out = publish(store, result, validation, {"updated_from": previous, "update": {"new_dates": new_dates}})
-    return {**out, "previous": previous, "new_dates": new_dates,
-            "message": f"Model B ({spec}): appended {len(new_dates)} trading day(s) {new_dates[0]} … "
-                       f"{new_dates[-1]} as version {out['version']}"}
+        out = publish(store, result, validation,
+                      {"updated_from": previous, "update": {"new_dates": new_dates, "path": "recomputed"}})
+    return {**out, "new_dates": new_dates, "path": "recomputed"}
+
+
+def _kept(reg: RegressionResult, cols: np.ndarray, factors: list[str]) -> RegressionResult:
+    """The regression's outputs on the kept design columns, as a build publishes them."""
+    def pick(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(frame.to_numpy()[:, cols], index=frame.index, columns=factors)
+
+    return RegressionResult(factors=factors, factor_returns=pick(reg.factor_returns), t_stats=pick(reg.t_stats),
+                            r2=reg.r2, n_names=reg.n_names, condition_number=reg.condition_number,
+                            constraint_residual=reg.constraint_residual, specific_returns=reg.specific_returns,
+                            thin_industries=pick(reg.thin_industries), notes=reg.notes)
+
+
+def _stored_covariance(store: Store, names: dict, meta: dict, factors: list[str], T_old: int) -> FactorCovariance:
+    """The published covariance as the store keeps it: adjusted, eigen biases where simulated, λ."""
+    cov = store.read_model(names["factor_cov"], version=meta["companions"]["factor_cov"]).sort_values("date")
+    K = len(factors)
+    adjusted = cov[[f"{a}|{b}" for a in factors for b in factors]].to_numpy(dtype=float).reshape(len(cov), K, K)
+    bias = cov[[f"eigen_bias_{i}" for i in range(K)]].to_numpy(dtype=float)
+    recomputed = np.isfinite(bias).any(axis=1)
+    if "vra_lambda" not in cov.columns or len(cov) != T_old:
+        raise StoreError("the published covariance does not keep λ on every date")
+    return FactorCovariance(dates=pd.DatetimeIndex(cov["date"]), factors=factors, raw=np.empty((0, K, K)),
+                            adjusted=adjusted, eigen_applied=np.zeros(len(cov), bool),
+                            vra_lambda=cov["vra_lambda"].to_numpy(dtype=float), eigen_recomputed=recomputed,
+                            eigen_bias=bias)
+
+
+def _rows_after_first(fc: FactorCovariance) -> FactorCovariance:
+    """The extension's new rows (its first row is the model's last date, already published)."""
+    return FactorCovariance(dates=fc.dates[1:], factors=fc.factors, raw=fc.raw[1:], adjusted=fc.adjusted[1:],
+                            eigen_applied=fc.eigen_applied[1:], vra_lambda=fc.vra_lambda[1:],
+                            eigen_recomputed=fc.eigen_recomputed[1:], eigen_bias=fc.eigen_bias[1:], params=fc.params)
+
+
+def _carry_parts(store: Store, writer, model: str, version: str) -> str:
+    """Hard-link a published version's parts into the build; the name of the next part."""
+    numbers = []
+    for path in store.model_files(model, version):
+        writer.adopt_part(path)
+        stem = path.stem[len("part-"):]
+        numbers.append(int(stem) if stem.isdigit() else -1)
+    return f"{max(numbers, default=-1) + 1:05d}"
+
+
+def _check_last(store: Store, model: str, version: str, meta: dict, mf: ModelFrame, row: int, fresh: np.ndarray,
+                spec: str) -> None:
+    """The model's last date's exposures from today's panels must be the published ones."""
+    published = [f for f in mf.design if f in meta["factors"]]
+    day = mf.dates[row]
+    rows = store.read_model(model, version=version, columns=["security_id", *published], where="date = ?",
+                            params=[day.to_pydatetime()])
+    stored = np.full((len(mf.tickers), len(published)), np.nan)
+    j = mf.tickers.get_indexer(rows["security_id"].astype(str))
+    if (j < 0).any():
+        raise _rebuild(spec, "securities of the published exposures are no longer in the store's panels")
+    stored[j] = rows[published].to_numpy(dtype=float)
+    keep = [mf.design.index(f) for f in published]
+    bad = _differs(fresh[:, keep], stored)
+    if bad.any():
+        jj, k = np.argwhere(bad)[0]
+        raise _rebuild(spec, f"{int(bad.any(axis=1).sum())} names' exposures on the model's last date {day.date()} "
+                             f"come out differently from today's data (first: {mf.tickers[jj]} {published[k]}: "
+                             "fundamentals or prices changed inside the lookback since the build)")
 
 
 def _stored_biases(store: Store, model: str, meta: dict) -> tuple[list[str], dict[pd.Timestamp, np.ndarray]] | None:
@@ -210,14 +420,4 @@ class _StoredBlocks:
             yield blk
 
     def _check_last(self, mf: ModelFrame, fresh: np.ndarray) -> None:
-        """The model's last date's exposures from today's panels must be the published ones."""
-        c = self.T_old - 1
-        published, _ = self.stored(mf, c, c + 1)
-        keep = [k for k, f in enumerate(mf.design) if f in self.meta["factors"]]
-        bad = _differs(fresh[:, keep], published[0][:, keep])
-        if bad.any():
-            j, k = np.argwhere(bad)[0]
-            raise _rebuild(self.spec, f"{int(bad.any(axis=1).sum())} names' exposures on the model's last date "
-                                      f"{mf.dates[c].date()} come out differently from today's data (first: "
-                                      f"{mf.tickers[j]} {mf.design[keep[k]]}: fundamentals or prices changed "
-                                      "inside the lookback since the build)")
+        _check_last(self.store, self.model, self.version, self.meta, mf, self.T_old - 1, fresh, self.spec)
