@@ -122,7 +122,7 @@ def panel() -> dict:
 
 
 def _split_inside_a_month(dates: pd.DatetimeIndex) -> int:
-    """T_old with dates T_old − 1 … T_old + 4 in one month."""
+    """T_old with dates T_old − 1 … T_old + 5 in one month."""
     months = dates.to_period("M")
     return next(t for t in range(300, len(dates) - 6) if months[t - 1] == months[t + 5])
 
@@ -134,7 +134,7 @@ def _split_at_a_month_end(dates: pd.DatetimeIndex) -> int:
 
 
 @pytest.mark.parametrize("where", ["inside a month", "at a month end"])
-@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("B", [1, 5, 40])  # 40: past DIRECT_ROLLING_ROWS, and across a month end
 def test_state_of_the_first_dates_advanced_by_the_new_ones_equals_a_full_rebuild(panel, where, B):
     dates = panel["factor_returns"].index
     T_old = _split_inside_a_month(dates) if where == "inside a month" else _split_at_a_month_end(dates)

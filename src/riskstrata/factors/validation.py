@@ -9,6 +9,16 @@ The kernels here take forecasts that are *already aligned* with the outcomes: ``
 is the forecast for the return on row t (made at the close of t − 1). :func:`validation_report`
 works on the model's own arrays, whose forecast-side rows are as of each date's close, and does
 that one-day lag itself.
+
+Resuming (the daily update): every statistic of the report is a sum over dates — counts, means
+and squared deviations of b_t, QLIKE terms, |rolling bias − 1|, month-to-month stability
+coefficients, month-end VIFs, R². :func:`validation_reports_with_state` returns, beside the
+reports, a :class:`ValidationState` holding those sums and the little a new date's terms need
+(the last date's forecasts and exposures, the last window − 1 standardised values for the
+rolling bias, the last complete month end). :func:`advance_validation` adds new dates to it and
+gives the reports of the whole history, equal to a rebuild to rounding, at a cost that does not
+grow with the history. The random active portfolios' scores are keyed by name
+(:func:`random_scores`), so a newly listed name leaves the other names' portfolios as they were.
 """
 
 from __future__ import annotations
@@ -290,27 +300,60 @@ def _covariance_stack(factor_cov: Callable[[pd.Timestamp], np.ndarray | None] | 
 
 
 def _panel(x: pd.DataFrame | np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    """x as a C-ordered float64 array of ``shape``. A frame's values come out column-major;
+    the validation walks them date by date, and a row spread over N cache lines is slow."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
     if a.shape != shape:
         raise DataValidationError(f"{name} must have shape {shape}, got {a.shape}")
     return a
 
 
-def _summary_row(group: str, per: pd.DataFrame) -> dict:
-    judged = per[per["bias"].notna()]
-    if judged.empty:
+def _summary_row(group: str, per: dict[str, np.ndarray]) -> dict:
+    """The table row of a group of portfolios (per: :meth:`_Moments.columns`): medians over
+    the portfolios with a bias statistic, and the share of them inside their own band."""
+    judged = ~np.isnan(per["bias"])
+    if not judged.any():
         return {"group": group, "name": group, "n_obs": 0}
-    n = int(judged["n_obs"].median())
+    n = int(np.median(per["n_obs"][judged]))
     lo, hi = bias_band(n)
-    bias = float(judged["bias"].median())
+    bias = float(np.median(per["bias"][judged]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every MRAD or QLIKE missing: NaN
+        mrad_, qlike_ = float(np.nanmedian(per["mrad"][judged])), float(np.nanmedian(per["qlike"][judged]))
     return {"group": group, "name": group, "n_obs": n, "bias": bias, "band_lo": lo, "band_hi": hi,
-            "inside_band": lo <= bias <= hi, "share_inside": float(judged["inside_band"].mean()),
-            "mrad": float(judged["mrad"].median()), "qlike": float(judged["qlike"].median())}
+            "inside_band": lo <= bias <= hi, "share_inside": float(np.mean(per["inside_band"][judged])),
+            "mrad": mrad_, "qlike": qlike_}
 
 
 # ---------------------------------------------------------------------------------------------
 # Per-portfolio statistics as running sums
 # ---------------------------------------------------------------------------------------------
+
+# Up to this many new rows, their rolling windows are summed directly (a few ms for 3,000
+# columns a row); beyond it, pandas' rolling std, whose per-column cost (≈ 0.1 ms a column,
+# whatever the rows) wins for a long history. Both are :func:`rolling_bias`'s numbers to ≈ 1e-14.
+DIRECT_ROLLING_ROWS = 32
+
+
+def _rolling_std_of_last_rows(stacked: np.ndarray, B: int, window: int) -> np.ndarray:
+    """(B, P) rolling std (ddof = 1) of the last B rows of ``stacked`` ((window − 1 + B, P),
+    NaN = missing) over ``window`` rows, NaN below max(2, window // 2) values: the last B rows
+    of :func:`rolling_bias` on the same standardised values."""
+    min_periods = max(2, window // 2)
+    if B > DIRECT_ROLLING_ROWS:
+        rolled = pd.DataFrame(stacked).rolling(window, min_periods=min_periods).std(ddof=1).to_numpy()
+        return rolled[len(stacked) - B:]
+    out = np.full((B, stacked.shape[1]), np.nan)
+    for j in range(B):
+        win = stacked[j:j + window]
+        ok = ~np.isnan(win)
+        n = ok.sum(axis=0)
+        mean = np.where(ok, win, 0.0).sum(axis=0) / np.maximum(n, 1)
+        dev = np.where(ok, win - mean, 0.0)
+        var = (dev * dev).sum(axis=0) / np.maximum(n - 1, 1)
+        out[j] = np.where(n >= min_periods, np.sqrt(var), np.nan)
+    return out
+
 
 @dataclass
 class _Moments:
@@ -362,22 +405,19 @@ class _Moments:
         # The rolling bias of a new row needs only the window − 1 rows before it.
         window = self.tail.shape[0] + 1
         stacked = np.concatenate([self.tail, b])
-        rolled = pd.DataFrame(stacked).rolling(window, min_periods=max(2, window // 2)).std(ddof=1).to_numpy()
-        dev = np.abs(rolled[self.tail.shape[0]:] - 1.0)
+        dev = np.abs(_rolling_std_of_last_rows(stacked, len(b), window) - 1.0)
         self.dev_sum = self.dev_sum + np.nansum(dev, axis=0)
         self.dev_n = self.dev_n + np.sum(~np.isnan(dev), axis=0)
         self.tail = np.ascontiguousarray(stacked[len(stacked) - self.tail.shape[0]:])
 
-    def frame(self, index: pd.Index) -> pd.DataFrame:
-        """n_obs, bias, inside_band, mrad, qlike of each portfolio (rows = ``index``)."""
+    def columns(self) -> dict[str, np.ndarray]:
+        """n_obs, bias (NaN below 2 pairs), inside_band (|bias − 1| ≤ √(2/n)), mrad, qlike: (P,) each."""
         n = self.n
         bias = np.where(n >= 2, np.sqrt(self.m2 / np.maximum(n - 1, 1)), np.nan)
         half = np.sqrt(2.0 / np.maximum(n, 1))
-        return pd.DataFrame({
-            "n_obs": n, "bias": bias, "inside_band": np.abs(bias - 1.0) <= half,
-            "mrad": np.where(self.dev_n > 0, self.dev_sum / np.maximum(self.dev_n, 1), np.nan),
-            "qlike": np.where(self.qlike_n > 0, self.qlike_sum / np.maximum(self.qlike_n, 1), np.nan),
-        }, index=index)
+        return {"n_obs": n, "bias": bias, "inside_band": np.abs(bias - 1.0) <= half,
+                "mrad": np.where(self.dev_n > 0, self.dev_sum / np.maximum(self.dev_n, 1), np.nan),
+                "qlike": np.where(self.qlike_n > 0, self.qlike_sum / np.maximum(self.qlike_n, 1), np.nan)}
 
     def take(self, pos: np.ndarray) -> _Moments:
         """The portfolios at positions ``pos`` (−1 = a new, empty one), as a copy."""
@@ -423,36 +463,53 @@ def random_scores(names: Sequence[object] | pd.Index, n_portfolios: int, seed: i
     return out
 
 
+class _Workspace:
+    """Reused buffers for :func:`_random_day`'s (N, P) and (N, K) temporaries.
+
+    A fresh multi-megabyte array per day is, with glibc's malloc, a fresh ``mmap`` whose pages
+    fault in one by one and go back to the system at ``free``: at 3,000 names that tripled
+    the day's cost. The buffers are faulted in once.
+    """
+
+    def __init__(self, N: int, P: int, K: int) -> None:
+        self.w = np.empty((N, P))
+        self.tmp = np.empty((N, P))
+        self.x = np.empty((N, K))
+
+
 def _random_day(f_t: np.ndarray, u_t: np.ndarray, X_prev: np.ndarray, s2_prev: np.ndarray,
-                covs_prev: Sequence[np.ndarray], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                covs_prev: Sequence[np.ndarray], scores: np.ndarray,
+                work: _Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One day's returns and forecast variances, (L, P) each, of the random active portfolios.
 
     f_t: (K,) factor returns on t; u_t: (N,) specific returns on t; X_prev: (N, K) exposures,
     s2_prev: (N,) specific variances and covs_prev: L (K, K) covariances, all as of t − 1;
-    scores: (N, P) from :func:`random_scores`. Each day the scores of the names that can be
-    priced are demeaned and scaled to 100 % long / 100 % short. Return x'f_t + w'u_t with
-    x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1}, both over the factors
-    estimated on t. NaN rows: no factor estimated, fewer than 2 names, or (per covariance) an
-    estimated factor without a forecast.
+    scores: (N, P) from :func:`random_scores`; work: buffers to reuse across days. Each day
+    the scores of the names that can be priced are demeaned and scaled to 100 % long / 100 %
+    short. Return x'f_t + w'u_t with x = X_{t−1}'w; forecast variance x'Σ_{t−1}x + Σ w² s²_{t−1},
+    both over the factors estimated on t. NaN rows: no factor estimated, fewer than 2 names,
+    or (per covariance) an estimated factor without a forecast.
     """
-    L, P = len(covs_prev), scores.shape[1]
+    L, (N, P), K = len(covs_prev), scores.shape, len(f_t)
     ret, var = np.full((L, P), np.nan), np.full((L, P), np.nan)
     # The factors estimated on t; one not estimated (NaN) is out of that day's model and its
     # effect is in the specific returns, as in the regression.
     use = np.isfinite(f_t)
     if not use.any():
         return ret, var
-    Xp = X_prev[:, use]
+    Xp = X_prev if use.all() else X_prev[:, use]
     avail = np.isfinite(Xp).all(axis=1) & np.isfinite(s2_prev) & (s2_prev > 0) & np.isfinite(u_t)
     idx = np.flatnonzero(avail)
-    if len(idx) < 2:
+    n = len(idx)
+    if n < 2:
         return ret, var
-    w = scores[idx]
-    w = w - w.mean(axis=0)
-    w /= np.abs(w).sum(axis=0) / 2.0
-    x = Xp[idx].T @ w                                          # (K_use, P) factor exposures
+    work = work if work is not None else _Workspace(N, P, K)
+    w = np.take(scores, idx, axis=0, out=work.w[:n])
+    w -= w.mean(axis=0)
+    w /= np.abs(w, out=work.tmp[:n]).sum(axis=0) / 2.0
+    x = np.take(Xp, idx, axis=0, out=work.x[:n, :Xp.shape[1]]).T @ w    # (K_use, P) factor exposures
     specific_ret = u_t[idx] @ w
-    specific_var = s2_prev[idx] @ (w * w)
+    specific_var = s2_prev[idx] @ np.multiply(w, w, out=work.tmp[:n])
     for i, cov in enumerate(covs_prev):
         sigma = cov[np.ix_(use, use)]
         if not np.isfinite(sigma).all():
@@ -597,28 +654,32 @@ class ValidationState:
     def reports(self) -> dict[str, ValidationReport]:
         """label → :class:`ValidationReport` of all the dates the state has seen."""
         stability, vifs = self._diagnostics()
-        specific = self.specific.frame(pd.Index(self.names, name="name"))
-        specific = specific[specific["n_obs"] >= self.min_obs]
+        specific_cols = self.specific.columns()
+        keep = specific_cols["n_obs"] >= self.min_obs
+        specific_cols = {name: col[keep] for name, col in specific_cols.items()}
+        specific = pd.DataFrame(specific_cols, index=pd.Index(self.names, name="name")[keep])
+        specific_row = _summary_row("specific", specific_cols)
         mean_r2 = (self.r2_sum / self.r2_n if self.r2_n else float("nan")) if self.has_r2 else None
         out = {}
         for i, label in enumerate(self.labels):
-            per_factor = self.factor[i].frame(pd.Index(self.factors))
-            rows = []
-            for k, name in enumerate(self.factors):
-                p = per_factor.iloc[k]
-                n = int(p["n_obs"])
-                lo, hi = bias_band(n) if n >= 1 else (np.nan, np.nan)
-                judged = bool(np.isfinite(p["bias"]))
-                rows.append({"group": "factor", "name": name, "n_obs": n, "bias": p["bias"], "band_lo": lo,
-                             "band_hi": hi, "inside_band": judged and bool(p["inside_band"]),
-                             "share_inside": float(p["inside_band"]) if judged else np.nan,
-                             "mrad": p["mrad"], "qlike": p["qlike"], "stability": stability[k], "vif": vifs[k]})
-            random_active = self.random[i].frame(pd.RangeIndex(self.n_portfolios, name="portfolio"))
-            rows.append(_summary_row("random_active", random_active))
-            rows.append(_summary_row("specific", specific))
-            table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
-            table["n_obs"] = table["n_obs"].fillna(0).astype(int)
+            # Pure factor portfolios: one row each, judged against its own band.
+            per = self.factor[i].columns()
+            n = per["n_obs"]
+            half = np.sqrt(2.0 / np.maximum(n, 1))
+            judged = ~np.isnan(per["bias"])
+            factor_rows = {"group": ["factor"] * len(self.factors), "name": list(self.factors), "n_obs": n,
+                           "bias": per["bias"], "band_lo": np.where(n >= 1, 1.0 - half, np.nan),
+                           "band_hi": np.where(n >= 1, 1.0 + half, np.nan),
+                           "inside_band": judged & per["inside_band"],
+                           "share_inside": np.where(judged, per["inside_band"].astype(float), np.nan),
+                           "mrad": per["mrad"], "qlike": per["qlike"], "stability": stability, "vif": vifs}
+            random_cols = self.random[i].columns()
+            summaries = [_summary_row("random_active", random_cols), specific_row]
+            table = pd.DataFrame({
+                col: [*factor_rows[col], *(row.get(col, np.nan) for row in summaries)] for col in TABLE_COLUMNS})
+            table["n_obs"] = table["n_obs"].astype(int)
             table["inside_band"] = table["inside_band"].fillna(False).astype(bool)
+            random_active = pd.DataFrame(random_cols, index=pd.RangeIndex(self.n_portfolios, name="portfolio"))
             out[label] = ValidationReport(table=table, random_active=random_active, specific=specific,
                                           mean_r2=mean_r2)
         return out
@@ -637,6 +698,8 @@ class ValidationState:
             self.stab_n = self.stab_n + np.isfinite(c)
         if self.vif_mask.any():
             v = vif(X[:, self.vif_mask], _vif_weights(caps))
+            self.vif_sum = self.vif_sum.copy()
+            self.vif_n = self.vif_n.copy()
             self.vif_sum[self.vif_mask] += np.where(np.isnan(v), 0.0, v)
             self.vif_n[self.vif_mask] += ~np.isnan(v)
         self.has_pme, self.pme_X, self.pme_caps = True, X, caps
@@ -652,9 +715,15 @@ class ValidationState:
 
     def _for_names(self, names: pd.Index) -> ValidationState:
         """A copy whose per-name arrays follow ``names`` (a superset of the state's names, any
-        order); a new name has no history (NaN exposures, caps and variance, empty moments)."""
+        order); a new name has no history (NaN exposures, caps and variance, empty moments).
+        The copy's updates never write into the arrays of ``self``."""
         if not names.is_unique:
             raise DataValidationError("specific_returns_new has duplicate names")
+        if names.equals(self.names):
+            # The usual day: the same names. Nothing here is changed in place (every update
+            # assigns new arrays), so the copy may share the arrays.
+            return replace(self, names=names, factor=[replace(m) for m in self.factor],
+                           random=[replace(m) for m in self.random], specific=replace(self.specific))
         pos = self.names.get_indexer(names)
         if np.isin(np.arange(len(self.names)), pos, invert=True).any():
             gone = list(self.names[np.isin(np.arange(len(self.names)), pos, invert=True)][:5])
@@ -845,10 +914,11 @@ def validation_reports_with_state(
     is_month_end[month_end_rows] = True
     month_ends: list[np.ndarray] = []
     X_prev = None
+    work = _Workspace(N, n_random_portfolios, K)
     for t, X_t in _date_rows(X):
         if t >= 1:
             ra_ret[:, t - 1], ra_var[:, t - 1] = _random_day(f[t], u[t], X_prev, s2[t - 1],
-                                                             [c[t - 1] for c in covs], scores)
+                                                             [c[t - 1] for c in covs], scores, work)
         if is_month_end[t]:
             month_ends.append(X_t.copy())
         X_prev = X_t
@@ -946,11 +1016,12 @@ def advance_validation(
     st = state._for_names(specific_returns_new.columns)
     L, P = len(covs), st.n_portfolios
     ra_ret, ra_var = np.full((L, B, P), np.nan), np.full((L, B, P), np.nan)
+    work = _Workspace(N, P, K) if B > 1 else None
     for j, X_j in _date_rows(X):
         # Row j is judged against the forecasts of the row before: the state's last for j = 0.
         covs_prev = list(st.last_cov) if j == 0 else [c[j - 1] for c in covs]
         s2_prev = st.last_s2 if j == 0 else s2[j - 1]
-        ra_ret[:, j], ra_var[:, j] = _random_day(f[j], u[j], st.last_X, s2_prev, covs_prev, st.scores)
+        ra_ret[:, j], ra_var[:, j] = _random_day(f[j], u[j], st.last_X, s2_prev, covs_prev, st.scores, work)
         st._step_date(dates[j] if st.last_date is not None else None, X_j.copy(), v[j].copy())
 
     for i, cov in enumerate(covs):
