@@ -119,7 +119,7 @@ def test_other_params_are_extended_as_rebuilt(params):
 
 def test_a_store_without_raw_or_the_recomputed_flags_reads_them_from_the_biases():
     stored = as_stored(rebuild(595))
-    stored.raw, stored.eigen_applied, stored.eigen_recomputed = None, None, np.zeros(0, bool)
+    stored.raw, stored.eigen_applied, stored.eigen_recomputed = None, None, None
     assert_rows_equal(extend_factor_covariance(market(), stored, PARAMS, GROUPS), rebuild(T_ALL), 594)
 
 

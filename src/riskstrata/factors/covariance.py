@@ -776,8 +776,9 @@ def extend_factor_covariance(factor_returns: pd.DataFrame, previous: FactorCovar
     :func:`factor_covariance`. previous: the result over its first T_old rows (1 ≤ T_old < T)
     as the store keeps it — ``adjusted`` (T_old, K, K), ``vra_lambda`` (T_old,), ``eigen_bias``
     (T_old, K) read on the rows where the simulation ran, ``eigen_recomputed`` (T_old,) bool
-    (empty: taken as the rows with a finite ``eigen_bias``); ``raw`` and ``eigen_applied`` are
-    not read (empty arrays will do). params and groups must be the ones that made previous.
+    (empty or None: taken as the rows with a finite ``eigen_bias``); ``raw`` and
+    ``eigen_applied`` are not read (empty arrays or None will do). params and groups must be
+    the ones that made previous.
 
     Returns a :class:`FactorCovariance` over rows T_old − 1 … T − 1 (the last stored date again,
     then the B = T − T_old new ones) equal to those rows of ``factor_covariance(factor_returns,
@@ -814,8 +815,8 @@ def extend_factor_covariance(factor_returns: pd.DataFrame, previous: FactorCovar
     n_eff = _effective_obs(np.isfinite(x).any(axis=1), p.corr_halflife)
 
     # The eigen schedule from the last stored run on; the biases in use: stored, or simulated on new rows.
-    recomputed = previous.eigen_recomputed if len(previous.eigen_recomputed) == T_old \
-        else np.isfinite(previous.eigen_bias).any(axis=1)
+    recomputed = np.isfinite(previous.eigen_bias).any(axis=1) if previous.eigen_recomputed is None \
+        or len(previous.eigen_recomputed) == 0 else np.asarray(previous.eigen_recomputed, dtype=bool)
     stored_runs = [int(r) for r in np.flatnonzero(recomputed)]
     runs: list[int] = []
     if p.eigen_sims > 0:
@@ -837,24 +838,14 @@ def extend_factor_covariance(factor_returns: pd.DataFrame, previous: FactorCovar
     biases |= _simulate([r for r in runs if r >= T_old], lambda t: raw[t - first], ok, n_eff, p, tick)
     eig_adj, eigen_applied, eigen_bias_t = _eigen_adjust(raw, ok_rows, source, biases, p.eigen_scale)
 
-    # VRA: λ² goes on from its stored value on row T_old − 2, whose denominator counts the days
-    # that had a B² (a factor return and a forecast the day before) and whose numerator is λ²
-    # times it; the eigen-adjusted forecasts of stored rows are the stored matrices / λ².
-    lam2_old = np.asarray(previous.vra_lambda, dtype=np.float64) ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sigma_old = np.sqrt(old_diag / lam2_old[:, None])  # (T_old, K)
-    before = None
-    if first >= 1:
-        sigma_prev_old = np.full((first, K), np.nan)
-        sigma_prev_old[1:] = sigma_old[: first - 1]
-        had_b2 = np.isfinite(_bias_statistic(x[:first], sigma_prev_old)).astype(np.float64)
-        den = float(_ew_sum(had_b2, decay_for(p.vra_halflife))[-1])
-        before = (lam2_old[first - 1] * den, den)
+    # VRA: λ² goes on from the stored rows; row T_old − 1's B² reads the stored row before it.
+    sigma_old = _stored_eigen_volatility(old_diag, previous.vra_lambda)
     sigma_prev = np.full((T - first, K), np.nan)
     if first >= 1:
         sigma_prev[0] = sigma_old[first - 1]
     sigma_prev[1:] = np.sqrt(np.diagonal(eig_adj, axis1=1, axis2=2)[:-1])
-    lam2 = vra_lambda_squared(_bias_statistic(x[first:], sigma_prev), p.vra_halflife, before)
+    lam2 = vra_lambda_squared(_bias_statistic(x[first:], sigma_prev), p.vra_halflife,
+                              _stored_vra_sums(x[:first], sigma_old[:first], previous.vra_lambda[:first], p))
     adjusted = eig_adj * lam2[:, None, None]
 
     _check_same_row(adjusted[0], previous.adjusted[first], factor_returns.index[first])
@@ -863,6 +854,32 @@ def extend_factor_covariance(factor_returns: pd.DataFrame, previous: FactorCovar
     return FactorCovariance(dates=dates, factors=[str(c) for c in factor_returns.columns], raw=raw,
                             adjusted=adjusted, eigen_applied=eigen_applied, vra_lambda=np.sqrt(lam2),
                             eigen_recomputed=np.isin(rows, runs), eigen_bias=eigen_bias_t, params=p)
+
+
+def _stored_eigen_volatility(stored_diag: np.ndarray, vra_lambda: np.ndarray) -> np.ndarray:
+    """(T_old, K) the eigen-adjusted volatility forecasts of stored rows: the stored matrices are
+    them × λ², so √(diagonal / λ²) (NaN where a factor had none)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(stored_diag / np.asarray(vra_lambda, dtype=np.float64)[:, None] ** 2)
+
+
+def _stored_vra_sums(x: np.ndarray, sigma: np.ndarray, vra_lambda: np.ndarray,
+                     p: CovarianceParams) -> tuple[float, float] | None:
+    """(numerator, denominator) of λ² on the last of n stored rows (None if n = 0).
+
+    x: (n, K) their factor returns; sigma: (n, K) their eigen-adjusted volatility forecasts;
+    vra_lambda: (n,) their λ. The denominator Σ δ^{t−s} over the days with a B² (a factor
+    return and a forecast the day before) is recomputed exactly as a rebuild filters it; the
+    numerator is λ² times it.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return None
+    sigma_prev = np.full_like(sigma, np.nan)
+    sigma_prev[1:] = sigma[:-1]
+    had_b2 = np.isfinite(_bias_statistic(x, sigma_prev)).astype(np.float64)
+    den = float(_ew_sum(had_b2, decay_for(p.vra_halflife))[-1])
+    return float(vra_lambda[-1]) ** 2 * den, den
 
 
 def _check_previous(previous: FactorCovariance, factor_returns: pd.DataFrame) -> int:
@@ -879,7 +896,7 @@ def _check_previous(previous: FactorCovariance, factor_returns: pd.DataFrame) ->
         raise DataValidationError(f"previous's dates are not the first {T_old} dates of factor_returns")
     if np.shape(previous.vra_lambda) != (T_old,) or np.shape(previous.eigen_bias) != (T_old, K):
         raise DataValidationError(f"previous must keep vra_lambda ({T_old},) and eigen_bias ({T_old}, {K})")
-    if len(previous.eigen_recomputed) not in (0, T_old):
+    if previous.eigen_recomputed is not None and len(previous.eigen_recomputed) not in (0, T_old):
         raise DataValidationError(f"previous.eigen_recomputed must be ({T_old},) or empty")
     return T_old
 
