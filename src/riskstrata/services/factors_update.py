@@ -29,8 +29,9 @@ model's last date's exposures recomputed from today's panels must be the publish
 Two cases take the long way, recomputing the whole history with old dates' exposures read from
 the published version (the same numbers, at about a rebuild's cost): ``inv_specific_var``
 regression weights (each date's weights come from a specific risk that the regression's own
-residuals feed back into: the build regresses every date twice) and a new date that brings a
-style into the design (its coverage reaches the threshold for the first time).
+residuals feed back into: the build regresses every date twice), and a new date that changes what
+every old date's numbers depend on — a style entering the design (its coverage reaches the
+threshold for the first time) or a column turning into a style for the validation's VIF.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from riskstrata.factors.model import (BlockCarry, FactorBlock, ModelFrame, Progr
 from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
 from riskstrata.factors.specific import advance_specific_risk
-from riskstrata.factors.validation import advance_validation
+from riskstrata.factors.validation import StaleValidationState, advance_validation
 from riskstrata.services.factors_state import (STATE_ARRAYS, UpdateState, extended_digest, input_digest,
                                                read_update_state)
 
@@ -192,9 +193,12 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
                                    covariance_params(spec), groups=[meta["groups"][f] for f in factors])
     say("validation")
     x_new = blk.exposures[:, :, cols]
-    reports, val_state = advance_validation(
-        state.validation, reg.factor_returns, {"eigen on": cov.adjusted[1:], "eigen off": cov.raw[1:]},
-        reg.specific_returns, spec_var, x_new, caps_new, r2_new=reg.r2)
+    try:
+        reports, val_state = advance_validation(
+            state.validation, reg.factor_returns, {"eigen on": cov.adjusted[1:], "eigen off": cov.raw[1:]},
+            reg.specific_returns, spec_var, x_new, caps_new, r2_new=reg.r2)
+    except StaleValidationState:
+        return None  # a column turns into a style for the VIF: every past month end's VIF changes
     coverage_lag = pd.DataFrame(lag_one_day(coverage_all), index=dates, columns=spec.factors)
     has_data = {d: bool(meta["has_data"].get(d, False) or has_new.get(d, False))
                 for d in sorted(set(meta["has_data"]) | set(has_new))}
@@ -279,18 +283,28 @@ def _kept(reg: RegressionResult, cols: np.ndarray, factors: list[str]) -> Regres
 
 
 def _stored_covariance(store: Store, names: dict, meta: dict, factors: list[str], T_old: int) -> FactorCovariance:
-    """The published covariance as the store keeps it: adjusted, eigen biases where simulated, λ."""
-    cov = store.read_model(names["factor_cov"], version=meta["companions"]["factor_cov"]).sort_values("date")
+    """The published covariance as much as :func:`extend_factor_covariance` reads of it: every
+    date's variances (which factors had a forecast, the VRA's history), eigen biases where
+    simulated and λ, and the last date's whole matrix (its consistency check). The other
+    off-diagonal entries stay NaN: a tenth of the columns are read, not the whole table."""
+    model, version = names["factor_cov"], meta["companions"]["factor_cov"]
     K = len(factors)
-    adjusted = cov[[f"{a}|{b}" for a in factors for b in factors]].to_numpy(dtype=float).reshape(len(cov), K, K)
-    bias = cov[[f"eigen_bias_{i}" for i in range(K)]].to_numpy(dtype=float)
-    recomputed = np.isfinite(bias).any(axis=1)
-    if "vra_lambda" not in cov.columns or len(cov) != T_old:
-        raise StoreError("the published covariance does not keep λ on every date")
+    diagonal = [f"{f}|{f}" for f in factors]
+    bias_cols = [f"eigen_bias_{i}" for i in range(K)]
+    cov = store.read_model(model, version=version, columns=["date", *diagonal, *bias_cols, "vra_lambda"])
+    cov = cov.sort_values("date").reset_index(drop=True)
+    if len(cov) != T_old:
+        raise StoreError("the published covariance does not cover the model's dates")
+    adjusted = np.full((T_old, K, K), np.nan)
+    adjusted[:, np.arange(K), np.arange(K)] = cov[diagonal].to_numpy(dtype=float)
+    last = store.read_model(model, version=version, columns=[f"{a}|{b}" for a in factors for b in factors],
+                            where="date = ?", params=[pd.Timestamp(cov["date"].iloc[-1]).to_pydatetime()])
+    adjusted[-1] = last.to_numpy(dtype=float).reshape(K, K)
+    bias = cov[bias_cols].to_numpy(dtype=float)
     return FactorCovariance(dates=pd.DatetimeIndex(cov["date"]), factors=factors, raw=np.empty((0, K, K)),
-                            adjusted=adjusted, eigen_applied=np.zeros(len(cov), bool),
-                            vra_lambda=cov["vra_lambda"].to_numpy(dtype=float), eigen_recomputed=recomputed,
-                            eigen_bias=bias)
+                            adjusted=adjusted, eigen_applied=np.empty(0, bool),
+                            vra_lambda=cov["vra_lambda"].to_numpy(dtype=float),
+                            eigen_recomputed=np.isfinite(bias).any(axis=1), eigen_bias=bias)
 
 
 def _rows_after_first(fc: FactorCovariance) -> FactorCovariance:
