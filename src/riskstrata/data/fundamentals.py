@@ -639,7 +639,7 @@ def fundamentals_panel(
     by: Literal["auto", "ticker", "security_id"] = "auto",
     max_age_days: int = 400,
     derive: bool = True,
-    adj_close: pd.DataFrame | None = None,
+    adj_close: pd.DataFrame | CloseHistory | None = None,
 ) -> pd.DataFrame:
     """A point-in-time (T × N) panel of one fundamental field.
 
@@ -727,27 +727,49 @@ def fundamentals_panel(
                 out[c][:, ~is_sid] = _asof_panel(long, "ticker", dates, names[~is_sid].str.upper(), max_age_days, c)
     values = out["value"]
     if roll:
-        rel = price_relative(adj_close.reindex(columns=names), dates, out["price_day"])
+        if isinstance(adj_close, CloseHistory):
+            if not adj_close.frame.columns.equals(names):
+                raise DataValidationError("a CloseHistory's columns must be the panel's names, in order")
+            closes = adj_close
+        else:
+            closes = adj_close.reindex(columns=names)
+        rel = price_relative(closes, dates, out["price_day"])
         values = values * rel if field in ROLLED_LEVELS else values / rel
     return pd.DataFrame(values, index=dates, columns=names, dtype="float64")
 
 
-def price_relative(adj_close: pd.DataFrame, dates: pd.DatetimeIndex, price_day: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class CloseHistory:
+    """Adjusted closes made ready for :func:`price_relative`: each day's last close so far and
+    the day it is from (forward fills of the whole history), computed once for many panels."""
+
+    frame: pd.DataFrame      # (T', N) sorted, non-positive closes as NaN
+    days: np.ndarray         # (T',) float days since the epoch
+    filled: np.ndarray       # (T', N) the last close on or before each day
+    filled_day: np.ndarray   # (T', N) the day it is from
+
+    @classmethod
+    def of(cls, adj_close: pd.DataFrame) -> CloseHistory:
+        adj = adj_close.sort_index()
+        a = adj.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+        a[~(a > 0)] = np.nan
+        days = pd.DatetimeIndex(adj.index).to_numpy("datetime64[D]").astype("float64")
+        seen_day = np.where(np.isfinite(a), days[:, None], np.nan)
+        frame = pd.DataFrame(a, index=adj.index, columns=adj.columns)
+        return cls(frame, days, frame.ffill().to_numpy(), pd.DataFrame(seen_day).ffill().to_numpy())
+
+
+def price_relative(adj_close: pd.DataFrame | CloseHistory, dates: pd.DatetimeIndex, price_day: np.ndarray) -> np.ndarray:
     """(T, N) ``adj_close_t / adj_close_s``: the adjusted close on each of ``dates`` over the
     adjusted close of the last day on or before ``price_day[t, n]`` (float days since the epoch,
     NaN = none) that has one, if it is at most :data:`PRICE_DATE_TOLERANCE_DAYS` older.
 
-    adj_close: (T', N) on a sorted daily index that must reach back to the earliest price day;
-    non-positive closes count as missing. NaN where either close is unknown.
+    adj_close: (T', N) on a sorted daily index that must reach back to the earliest price day
+    (or its :class:`CloseHistory`); non-positive closes count as missing. NaN where either close
+    is unknown.
     """
-    adj = adj_close.sort_index()
-    a = adj.to_numpy(dtype="float64", na_value=np.nan, copy=True)
-    a[~(a > 0)] = np.nan
-    days = pd.DatetimeIndex(adj.index).to_numpy("datetime64[D]").astype("float64")
-    # The last day with a close, per column: forward fill the closes and the days they are from.
-    seen_day = np.where(np.isfinite(a), days[:, None], np.nan)
-    filled = pd.DataFrame(a).ffill().to_numpy()
-    filled_day = pd.DataFrame(seen_day).ffill().to_numpy()
+    history = adj_close if isinstance(adj_close, CloseHistory) else CloseHistory.of(adj_close)
+    adj, days, filled, filled_day = history.frame, history.days, history.filled, history.filled_day
     t, n = price_day.shape
     # Few distinct price days (one per snapshot): search each once, then map by code.
     codes, uniq = pd.factorize(price_day.ravel())

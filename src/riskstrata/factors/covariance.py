@@ -148,45 +148,53 @@ def _ew_sum(z: np.ndarray, decay: float, rows: np.ndarray | None = None) -> np.n
     at ``rows`` (sorted, unique), shape (len(rows), …) — see :func:`_ew_at`."""
     if rows is None:
         return _ew_filter(z, decay)
-    return _ew_at(rows, decay, lambda w, a: np.tensordot(w, z[:a], axes=1), lambda a, b: z[a:b])
+    return _ew_at(rows, decay, lambda w, lo, a: np.tensordot(w, z[lo:a], axes=1), lambda a, b: z[a:b])
 
 
 def _ew_outer(u: np.ndarray, v: np.ndarray, decay: float, rows: np.ndarray | None = None) -> np.ndarray:
     """S_t[i, j] = Σ_{s≤t} δ^{t−s}·u_si·v_sj for u, v (T, K): (T, K, K), or (len(rows), K, K).
 
-    At given rows the products are formed on those rows only; the history before them is one
-    weighted Gram matrix (a BLAS product) instead of T outer products.
+    At given rows the products are formed on those rows only; the history between them is one
+    weighted Gram matrix per gap (a BLAS product) instead of T outer products.
     """
     if rows is None:
         return _ew_sum(u[:, :, None] * v[:, None, :], decay)
-    return _ew_at(rows, decay, lambda w, a: (u[:a] * w[:, None]).T @ v[:a],
+    return _ew_at(rows, decay, lambda w, lo, a: (u[lo:a] * w[:, None]).T @ v[lo:a],
                   lambda a, b: u[a:b, :, None] * v[a:b, None, :])
 
 
-def _ew_at(rows: np.ndarray, decay: float, weighted_history: Callable[[np.ndarray, int], np.ndarray],
+def _ew_at(rows: np.ndarray, decay: float, weighted_history: Callable[[np.ndarray, int, int], np.ndarray],
            terms: Callable[[int, int], np.ndarray]) -> np.ndarray:
     """The EWMA sums S_t = Σ_{s≤t} δ^{t−s} z_s at the sorted rows only.
 
-    Each contiguous run a..b−1 of rows starts from S_{a−1} = Σ_{s<a} δ^{a−1−s} z_s, a weighted
-    sum over the history (``weighted_history(weights, a)``), then follows the recursion
-    S_t = δ·S_{t−1} + z_t over its own terms (``terms(a, b)``, the z rows a..b−1) — the
-    filter's own arithmetic, so a few rows at the end of a long history cost one pass of
-    multiply-adds, and agree with the filter over all rows to rounding (~1e-15 relative).
+    Each contiguous run a..b−1 of rows starts from S_{a−1}: the sum the previous run ended
+    with (at row e − 1), decayed by δ^{a−e}, plus the weighted sum of the rows e..a−1 between
+    them (``weighted_history(weights, e, a)``, weights δ^{a−1−s}); then it follows the recursion
+    S_t = δ·S_{t−1} + z_t over its own terms (``terms(a, b)``, the z rows a..b−1) — the filter's
+    own arithmetic. However many runs (a restart's prior row each), the history is read once:
+    O(T) multiply-adds in all, agreeing with the filter over all rows to rounding (~1e-15 relative).
     """
     rows = np.asarray(rows, dtype=np.int64)
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     out = []
+    carried, end = None, 0  # S_{end−1} (None: nothing summed yet)
     for run in np.split(rows, breaks):
         a, b = int(run[0]), int(run[-1]) + 1
-        history = None if a == 0 else weighted_history(_history_weights(decay, a), a)  # S_{a−1}
-        out.append(_ew_filter(terms(a, b), decay, history))
+        history = None if a == end else weighted_history(_history_weights(decay, a - end), end, a)
+        if carried is not None:
+            decayed = carried * decay ** (a - end)
+            history = decayed if history is None else decayed + history
+        sums = _ew_filter(terms(a, b), decay, history)
+        out.append(sums)
+        carried, end = sums[-1], b
     return np.concatenate(out)
 
 
 @lru_cache(maxsize=32)
-def _history_weights(decay: float, a: int) -> np.ndarray:
-    """(a,) δ^{a−1−s} for s = 0..a−1, read-only: one power per row, shared by every sum of an update."""
-    weights = decay ** (a - 1.0 - np.arange(a))
+def _history_weights(decay: float, n: int) -> np.ndarray:
+    """(n,) δ^{n−1−i} for i = 0..n−1 (the rows before a run, oldest first), read-only: shared
+    by every sum of an update."""
+    weights = decay ** (n - 1.0 - np.arange(n))
     weights.flags.writeable = False
     return weights
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.fundamentals import StoredFundamentals, fundamentals_input_columns, fundamentals_panel
+from riskstrata.data.fundamentals import (CloseHistory, StoredFundamentals, fundamentals_input_columns,
+                                         fundamentals_panel)
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
@@ -126,8 +127,9 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
         return fundamentals_panel(source, field, dates, names, **kw)
 
     long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
-    asks = {f: {"adj_close": adj, **long_age} for f in ROLLED_LEVEL_FIELDS}
-    asks.update({f: {"adj_close": adj} for f in ROLLED_RATIO_FIELDS})
+    closes = CloseHistory.of(adj)  # the forward-filled closes, once for the five rolled panels
+    asks = {f: {"adj_close": closes, **long_age} for f in ROLLED_LEVEL_FIELDS}
+    asks.update({f: {"adj_close": closes} for f in ROLLED_RATIO_FIELDS})
     asks.update({f: {} for f in PLAIN_FIELDS})
     # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
     asks["shares_outstanding"] = dict(long_age)
