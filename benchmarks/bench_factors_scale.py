@@ -26,11 +26,28 @@ the names missing each day), by N ∈ {500, 1500, 3000} and T ∈ {630, 2520}:
   an N × N weight matrix per day, so not compared number for number). Run where T·N ≤ 630·3000
   or N = 500: it takes ~30 ms a day at 3,000 names.
 
+Part ``regression`` also times the whole models on the same data (second table):
+
+- ``skfolio_model``: ``skfolio.prior.CharacteristicsFactorModel.fit`` — exposures (passthrough
+  styles, a global factor, one-hot industries from an integer-coded field), the cap-weighted
+  industry zero-sum basis, the √cap-weighted regression, expected factor returns (``EWMu``), the
+  latest factor covariance (``RegimeAdjustedEWCovariance``), idiosyncratic variances on every
+  date (``RegimeAdjustedEWVariance``), the N × N asset covariance and T × N asset return
+  scenarios. Its panel is built before the clock starts. skfolio lags exposures by at least one
+  observation, so the panel is shifted by one (observation s holds day s's exposures and caps and
+  day s − 1's returns): it regresses the same returns on the same exposures, with the same √cap
+  weights. Half-lives, Newey–West lags and regime half-life set to US21's (see :data:`SK_RISK`).
+- ``riskstrata_model``: riskstrata's regression + specific risk (:func:`specific_risk_with_state`,
+  what the build runs) + factor covariance (:func:`factor_covariance`, eigen adjustment
+  included) with US21's ``[risk]`` settings — the stages of the build that correspond to
+  skfolio's fit.
+
 The machine has 2 cores shared with other work: the load average before and after each part is
 in the results, and every figure is the minimum over ``--rounds`` (default 1). The regression
-part holds BLAS to one thread for every contender (as the build does).
+part holds BLAS to one thread for every contender (as the build does). Each part records when it
+ran and the commit it ran on; ``--part regression`` keeps the stored build rows (with their date).
 
-Usage: python benchmarks/bench_factors_scale.py [--part build|regression|all] [--before SRC]
+Usage: python benchmarks/bench_factors_scale.py [--part build|regression|all] [--rounds R] [--before SRC]
 Writes benchmarks/results/factors_scale.json and benchmarks/results/factors_scale.md.
 """
 
@@ -192,7 +209,7 @@ def ours(d: dict) -> dict:
     res = cross_sectional_regression(d["returns"], d["exposures"], d["weights"], d["factors"], d["industry_cols"],
                                      d["caps"], dates=d["dates"], tickers=d["tickers"])
     return {"f": res.factor_returns.to_numpy(), "t": res.t_stats.to_numpy(), "r2": res.r2.to_numpy(),
-            "u": res.specific_returns.to_numpy()}
+            "u": res.specific_returns.to_numpy(), "result": res}
 
 
 def substituted(d: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +260,98 @@ def toraniko_fit(frames) -> object:
     return estimate_factor_returns(*frames, winsor_factor=None)
 
 
+# ------------------------------------------------------------------------ whole models
+
+# skfolio's risk estimators set as close to US21's [risk] as their parameters allow: volatility
+# half-life 84, correlation half-life 504, Newey–West 5 lags (skfolio has one HAC lag count for
+# the whole matrix; US21 uses 5 for volatilities, 2 for correlations), regime (VRA) half-life 42.
+# No eigenfactor adjustment and no size-decile shrinkage exist in skfolio: not emulated.
+SK_RISK = {"half_life": 84, "corr_half_life": 504, "hac_lags": 5, "regime_half_life": 42}
+SK_IDIO = {"half_life": 84, "hac_lags": 5, "regime_half_life": 42}
+
+
+def skfolio_panel(d: dict):
+    """The benchmark's data as skfolio's ``AssetPanel`` of T + 1 observations, shifted by one.
+
+    ``CharacteristicsFactorModel`` regresses the returns of observation s on the exposures (and
+    √cap weights) of observation s − 1 (``exposure_lag`` ≥ 1). Observation s therefore holds day
+    s's styles, caps and industries and day s − 1's returns (observation 0: zero returns, never
+    regressed; observation T: day T − 1's exposures again, never used as a regressor), so its
+    regression s is ours of day s − 1. Styles are 2-D fields read back by ``Passthrough``;
+    industries an integer-coded field that ``OneHotCategoricalFactors`` expands.
+    """
+    from skfolio.containers import AssetPanel, Field2D, FieldCategorical
+
+    X, r, cap, industry = d["exposures"], d["returns"], d["caps"], d["industry"]
+    T, N, _ = X.shape
+
+    def ahead(a: np.ndarray) -> np.ndarray:  # (T, N) → (T + 1, N): day s at observation s
+        return np.concatenate([a, a[-1:]], axis=0)
+
+    fields = {"returns": Field2D(np.concatenate([np.zeros((1, N)), r], axis=0)),
+              "market_cap": Field2D(ahead(cap)),
+              "industry": FieldCategorical(np.broadcast_to(industry, (T + 1, N)).copy(),
+                                           levels=np.array([f"I{j}" for j in range(N_INDUSTRIES)]))}
+    for i in range(N_STYLES):
+        fields[f"S{i}"] = Field2D(ahead(X[..., 1 + i]))
+    dates = pd.bdate_range(d["dates"][0] - pd.offsets.BDay(1), periods=T + 1)
+    return AssetPanel(fields=fields, observations=dates.to_numpy(), asset_names=np.asarray(d["tickers"], dtype=str))
+
+
+def skfolio_model():
+    """``CharacteristicsFactorModel`` with our design: a global (market) factor, 10 styles passed
+    through untouched (no winsorising or re-scoring: the exposures are already standardised),
+    10 one-hot industries under a cap-weighted zero-sum constraint, √cap regression weights."""
+    from skfolio.descriptor import Passthrough
+    from skfolio.factor_exposure import FixedWeightedFactor, GlobalFactor, OneHotCategoricalFactors
+    from skfolio.moments import EWMu, RegimeAdjustedEWCovariance
+    from skfolio.moments.variance import RegimeAdjustedEWVariance
+    from skfolio.prior import CharacteristicsFactorModel, EmpiricalPrior
+
+    styles = [(f"S{i}", FixedWeightedFactor(descriptors=[(f"S{i}", Passthrough(f"S{i}"))],
+                                            outlier_transformer="passthrough", scoring_transformer="passthrough"))
+              for i in range(N_STYLES)]
+    return CharacteristicsFactorModel(
+        factors=[("MARKET", GlobalFactor()), ("industry", OneHotCategoricalFactors("industry", family="industry")),
+                 *styles],
+        constrained_families=[("industry", None)],   # benchmark-weighted zero sum: with power 1, cap-weighted
+        benchmark_mcap_power=1.0, regression_mcap_power=0.5,   # ours: cap constraint, √cap weights
+        factor_prior_estimator=EmpiricalPrior(mu_estimator=EWMu(), covariance_estimator=RegimeAdjustedEWCovariance(**SK_RISK)),
+        idio_variance_estimator=RegimeAdjustedEWVariance(**SK_IDIO), n_jobs=1)
+
+
+def skfolio_model_diffs(d: dict, ref: dict, fitted) -> dict:
+    """How far skfolio's fitted regression is from ours: specific returns, style returns, and the
+    market and industry returns. The last differ by design: skfolio's zero-sum weights are the
+    caps of the names with a return on the exposure date (observation s − 1), ours the names
+    with a return on the regression day, and 2 % of names are missing at random each day."""
+    fm = fitted.factor_model_
+    names = [str(n) for n in fm.factor_names]
+    f = fm.factor_returns[:, [names.index(n) for n in d["factors"]]]
+    style = slice(1, 1 + N_STYLES)
+    rest = [0, *range(1 + N_STYLES, len(d["factors"]))]
+    return {"max_abs_diff_u": float(np.nanmax(np.abs(ref["u"] - fm.idio_returns))),
+            "max_abs_diff_f_styles": float(np.nanmax(np.abs(ref["f"][:, style] - f[:, style]))),
+            "max_abs_diff_f_market_industries": float(np.nanmax(np.abs(ref["f"][:, rest] - f[:, rest]))),
+            "max_abs_f_market_industries": float(np.nanmax(np.abs(ref["f"][:, rest])))}
+
+
+def ours_risk(d: dict, res) -> dict[str, tuple[float, float]]:
+    """(wall s, CPU s) of riskstrata's specific risk and factor covariance on a regression result,
+    with US21's [risk] settings, as the build runs them."""
+    from riskstrata.factors.covariance import factor_covariance
+    from riskstrata.factors.model import covariance_params, specific_params
+    from riskstrata.factors.spec import load_spec
+    from riskstrata.factors.specific import specific_risk_with_state
+
+    spec = load_spec("US21")
+    caps = pd.DataFrame(d["caps"], index=d["dates"], columns=d["tickers"])
+    groups = ["market"] + ["style"] * N_STYLES + ["industry"] * N_INDUSTRIES
+    wall_s, cpu_s, _ = clock(lambda: specific_risk_with_state(res.specific_returns, caps, specific_params(spec)))
+    wall_c, cpu_c, _ = clock(lambda: factor_covariance(res.factor_returns, covariance_params(spec), groups=groups))
+    return {"specific_risk": (wall_s, cpu_s), "factor_covariance": (wall_c, cpu_c)}
+
+
 def clock(call) -> tuple[float, float, object]:
     c0, t0 = time.process_time(), time.perf_counter()
     out = call()
@@ -265,7 +374,22 @@ def bench_regression(rounds: int) -> dict:
         return _bench_regression(rounds)
 
 
+def warm_imports() -> None:
+    """Import every contender's modules before any clock starts: a first cell must not pay for
+    loading scikit-learn or polars."""
+    import riskstrata.factors.covariance  # noqa: F401
+    import riskstrata.factors.regression  # noqa: F401
+    import riskstrata.factors.specific  # noqa: F401
+    for peer in ("skfolio.linear_model", "skfolio.prior", "skfolio.factor_exposure", "skfolio.descriptor",
+                 "toraniko.model"):
+        try:
+            __import__(peer)
+        except ImportError:  # a peer not installed fails later, at its own call
+            pass
+
+
 def _bench_regression(rounds: int) -> dict:
+    warm_imports()
     rows = []
     load = {"load_before": conditions()}
     for T in GRID_T:
@@ -291,6 +415,7 @@ def _bench_regression(rounds: int) -> dict:
                 wall, cpu, _ = clock(lambda: toraniko_fit(frames))
                 best["toraniko"], row["toraniko_cpu_s"] = wall, round(cpu, 3)
                 del frames
+            whole_model_rows(d, ref, rounds, row, regression=(best["riskstrata"], row["riskstrata_cpu_s"]))
             for name, s in best.items():
                 row[f"{name}_s"] = round(s, 3)
             for name in ("numpy_kkt", "skfolio", "toraniko"):
@@ -303,11 +428,40 @@ def _bench_regression(rounds: int) -> dict:
     return {"grid": rows, **load}
 
 
+def whole_model_rows(d: dict, ref: dict, rounds: int, row: dict, regression: tuple[float, float]) -> None:
+    """Adds to ``row`` riskstrata's regression + specific risk + factor covariance and skfolio's
+    whole ``CharacteristicsFactorModel.fit`` (each the minimum wall over ``rounds``, with its CPU),
+    their ratio, and how far skfolio's regression is from ours. ``regression``: (wall s, CPU s)
+    of riskstrata's regression, already timed on the same data."""
+    stages: dict[str, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for stage, (wall, cpu) in ours_risk(d, ref["result"]).items():
+            if wall < stages.get(stage, (np.inf, np.inf))[0]:
+                stages[stage] = (wall, cpu)
+    for stage, (wall, cpu) in stages.items():
+        row[f"riskstrata_{stage}_s"], row[f"riskstrata_{stage}_cpu_s"] = round(wall, 3), round(cpu, 3)
+    reg_wall, reg_cpu = regression
+    row["riskstrata_model_s"] = round(reg_wall + sum(w for w, _ in stages.values()), 3)
+    row["riskstrata_model_cpu_s"] = round(reg_cpu + sum(c for _, c in stages.values()), 3)
+
+    panel, model = skfolio_panel(d), skfolio_model()
+    best = (np.inf, np.inf)
+    for _ in range(rounds):
+        wall, cpu, fitted = clock(lambda: model.fit(characteristics=panel))
+        if wall < best[0]:
+            best = (wall, cpu)
+            row.update({f"skfolio_model_{k}": v for k, v in skfolio_model_diffs(d, ref, fitted).items()})
+        del fitted
+    row["skfolio_model_s"], row["skfolio_model_cpu_s"] = round(best[0], 3), round(best[1], 3)
+    row["ratio_model_skfolio_model"] = round(row["riskstrata_model_s"] / row["skfolio_model_s"], 3)
+    row["ratio_model_skfolio_model_cpu"] = round(row["riskstrata_model_cpu_s"] / row["skfolio_model_cpu_s"], 3)
+
+
 # ---------------------------------------------------------------------------------- report
 
 def versions() -> dict:
     out = {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__}
-    for mod in ("skfolio", "toraniko", "polars"):
+    for mod in ("skfolio", "scikit-learn", "toraniko", "polars"):
         try:
             from importlib.metadata import version
             out[mod] = version(mod)
@@ -316,70 +470,201 @@ def versions() -> dict:
     return out
 
 
+def head_commit() -> str | None:
+    """The short commit the run measured (the code under test; uncommitted edits not shown)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def measured(part: dict) -> str:
+    commit = f" at commit {part['commit']}" if part.get("commit") else ""
+    return f"Measured {part.get('when', '(date not recorded)')}{commit}"
+
+
+def build_lines(b: dict) -> list[str]:
+    lines = [f"## Full build: {b['command']}", "",
+             f"{measured(b)}, `python benchmarks/bench_factors_scale.py --part build`. "
+             f"Store: {b['store']}. Fresh process per build; wall, CPU (user + sys) and peak RSS from `wait4`. "
+             f"Load average before/after: {b['load_before']['load_avg_1_5_15']} / "
+             f"{b['load_after']['load_avg_1_5_15']}.", "",
+             "| code | dates × names | factors | wall s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for label, r in b["best"].items():
+        lines.append(f"| {label} | {r['dates']} × {r['names']} | {r['factors']} | {r['wall_s']} | {r['cpu_s']} | "
+                     f"{r['peak_rss_mb']:,} |")
+    lines += ["", "Seconds (wall) by the stages the build reports (now, each date block's regression and specific "
+              "returns run inside `exposures`; peak RSS by stage in the .json):", ""]
+    for label, r in b["best"].items():
+        if r.get("stages_s"):
+            lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in r["stages_s"].items()))
+    return lines + [""]
+
+
+def pair(r: dict, name: str) -> str:
+    """'wall / CPU' seconds of a contender, or 'not run'."""
+    return f"{r[f'{name}_s']:.2f} / {r[f'{name}_cpu_s']:.2f}" if f"{name}_s" in r else "not run"
+
+
+def ratio(r: dict, num: str, den: str) -> str:
+    """num / den on wall and on CPU."""
+    if f"{num}_s" not in r or f"{den}_s" not in r:
+        return "–"
+    return f"{r[f'{num}_s'] / r[f'{den}_s']:.2f} / {r[f'{num}_cpu_s'] / r[f'{den}_cpu_s']:.2f}"
+
+
+def regression_lines(g: dict) -> list[str]:
+    lines = ["## Regression stage, same returns and exposures (K = 21)", "",
+             f"{measured(g)}, `python benchmarks/bench_factors_scale.py --part regression --rounds "
+             f"{g.get('rounds', 1)}`. Load average before/after: {g['load_before']['load_avg_1_5_15']} / "
+             f"{g['load_after']['load_avg_1_5_15']}. BLAS held to one thread for every contender. Each "
+             "cell: wall s / CPU s; ratio = riskstrata / peer on wall / on CPU (< 1: riskstrata faster; CPU "
+             "is the steadier figure on a loaded machine). riskstrata and numpy: the minimum of the rounds; "
+             "skfolio's regressor and toraniko: one run each. toraniko is not run on the two largest cells "
+             "(~30 ms a day at 3,000 names).", "",
+             "| T | N | riskstrata | numpy KKT | ratio | skfolio CSLinearRegression | ratio | toraniko | ratio | "
+             "max rel. diff vs numpy (f, t, R², u) | vs skfolio (f) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in g["grid"]:
+        lines.append(f"| {r['T']} | {r['N']:,} | {pair(r, 'riskstrata')} | {pair(r, 'numpy_kkt')} | "
+                     f"{ratio(r, 'riskstrata', 'numpy_kkt')} | {pair(r, 'skfolio')} | {ratio(r, 'riskstrata', 'skfolio')} | "
+                     f"{pair(r, 'toraniko')} | {ratio(r, 'riskstrata', 'toraniko')} | "
+                     f"{r['max_rel_diff_vs_numpy']:.1e} | {r['max_rel_diff_skfolio_f']:.1e} |")
+    return lines + [""]
+
+
+WHOLE_MODEL_NOTES = [
+    "What each side computes in the timed region:",
+    "",
+    "- **riskstrata** (the build's stages after the exposures, US21 `[risk]` settings): the regression "
+    "(factor returns, t-stats, R², condition numbers, constraint residuals, specific returns); specific risk "
+    "(`specific_risk_with_state`: EWMA + Newey–West 5 lags, half-life 84, Bayesian shrinkage to size deciles, "
+    "VRA half-life 42, a (T, N) daily forecast plus the daily-update state); factor covariance "
+    "(`factor_covariance`: EWMA + Newey–West, vol/corr half-lives 84/504, lags 5/2, eigenfactor adjustment with "
+    "300 simulations every 5 dates on 2 threads, VRA — a (T, K, K) daily forecast).",
+    "- **skfolio** `CharacteristicsFactorModel.fit`: the exposures from the panel (a global factor, 10 styles "
+    "through `Passthrough` without winsorising or re-scoring, 10 one-hot industries), the cap-weighted "
+    "industry zero-sum basis, the √cap-weighted regression (`CSLinearRegression`) and idiosyncratic returns, "
+    "expected factor returns (`EWMu`, half-life 40: riskstrata has no counterpart), the factor covariance "
+    "(`RegimeAdjustedEWCovariance(half_life=84, corr_half_life=504, hac_lags=5, regime_half_life=42)`: "
+    "EWMA + HAC + short-term volatility update, for the latest date only), idiosyncratic variances on every "
+    "date (`RegimeAdjustedEWVariance(half_life=84, hac_lags=5, regime_half_life=42)`, (T, N)), the N × N asset "
+    "covariance B F Bᵀ + D and T × N asset return scenarios (riskstrata forms neither in the build: a "
+    "portfolio's risk is computed from F and D on demand).",
+    "",
+    "What differs: skfolio has no eigenfactor adjustment, no size-decile shrinkage of specific vols, one HAC "
+    "lag count for the whole factor matrix (riskstrata: 5 for vols, 2 for correlations), and its factor "
+    "covariance is the latest date's while riskstrata's is every date's; its expected returns, asset "
+    "covariance and scenarios have no counterpart in riskstrata's stages. skfolio regresses observation s's "
+    "returns on observation s − 1's exposures (`exposure_lag` ≥ 1), so its panel is shifted by one day (built "
+    "before the clock starts): the same returns on the same exposures with the same √cap weights. Its "
+    "specific returns and style factor returns equal ours to rounding (columns Δu, Δf styles); its market and "
+    "industry returns differ slightly because its zero-sum weights are the caps of names with a return on the "
+    "exposure date (observation s − 1), ours those with a return on the regression day (2 % of names are "
+    "missing at random each day). Both single-threaded BLAS; skfolio `n_jobs=1`; riskstrata's eigen "
+    "simulations use 2 threads as in the build (CPU s counts both).",
+    "",
+]
+
+
+def whole_model_lines(g: dict, build: dict | None) -> list[str]:
+    rows = [r for r in g["grid"] if "skfolio_model_s" in r]
+    if not rows:
+        return []
+    lines = ["## Whole model: riskstrata regression + specific risk + factor covariance vs skfolio "
+             "`CharacteristicsFactorModel.fit`", "",
+             f"Same run and data as the table above (minimum of {g.get('rounds', 1)} round(s) for every cell). "
+             "Each cell: wall s / CPU s; ratio = riskstrata total / skfolio fit (< 1: riskstrata faster). "
+             "Every cell finished well inside 3 minutes, so none is skipped.", "",
+             *WHOLE_MODEL_NOTES,
+             "| T | N | riskstrata regression | specific risk | factor covariance | riskstrata total | "
+             "skfolio CharacteristicsFactorModel.fit | ratio total | ratio regression alone | max abs Δu | "
+             "max abs Δf styles | max abs Δf market, industries (max abs f) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['T']} | {r['N']:,} | {pair(r, 'riskstrata')} | {pair(r, 'riskstrata_specific_risk')} | "
+                     f"{pair(r, 'riskstrata_factor_covariance')} | {pair(r, 'riskstrata_model')} | "
+                     f"{pair(r, 'skfolio_model')} | {ratio(r, 'riskstrata_model', 'skfolio_model')} | "
+                     f"{ratio(r, 'riskstrata', 'skfolio_model')} | {r['skfolio_model_max_abs_diff_u']:.1e} | "
+                     f"{r['skfolio_model_max_abs_diff_f_styles']:.1e} | "
+                     f"{r['skfolio_model_max_abs_diff_f_market_industries']:.1e} "
+                     f"({r['skfolio_model_max_abs_f_market_industries']:.1e}) |")
+    lines.append("")
+    stages = (build or {}).get("best", {}).get("after", {}).get("stages_s")
+    if stages:
+        lines += [f"In the full US21 build above (3,000 × 2,521 synthetic store, {build.get('when')}) the same two "
+                  f"risk stages took {stages.get('specific risk')} s (specific risk) and "
+                  f"{stages.get('factor covariance')} s (factor covariance) wall; the regression runs inside its "
+                  "`exposures` stage.", ""]
+    return lines
+
+
+GROWTH = (("riskstrata", "riskstrata regression"), ("numpy_kkt", "numpy KKT"),
+          ("skfolio", "skfolio CSLinearRegression"), ("toraniko", "toraniko estimate_factor_returns"),
+          ("riskstrata_model", "riskstrata regression + specific risk + factor covariance"),
+          ("skfolio_model", "skfolio CharacteristicsFactorModel.fit"))
+
+
+def growth_lines(g: dict) -> list[str]:
+    """CPU seconds at the large end of N (or T) over the small end, the other held fixed."""
+    cell = {(r["T"], r["N"]): r for r in g["grid"]}
+    n_lo, n_hi, t_lo, t_hi = min(GRID_N), max(GRID_N), min(GRID_T), max(GRID_T)
+
+    def grow(name: str, a: tuple[int, int], b: tuple[int, int]) -> str:
+        ra, rb = cell.get(a, {}), cell.get(b, {})
+        key = f"{name}_cpu_s"
+        return f"×{rb[key] / ra[key]:.1f}" if key in ra and key in rb else "–"
+
+    lines = ["## How each grows with N and T", "",
+             f"CPU seconds at the larger size over the smaller, the other held fixed (linear growth: ×{n_hi / n_lo:.0f} "
+             f"for N {n_lo:,} → {n_hi:,}, ×{t_hi / t_lo:.0f} for T {t_lo:,} → {t_hi:,}).", "",
+             f"| contender | N {n_lo:,} → {n_hi:,} at T = {t_lo:,} | at T = {t_hi:,} | "
+             + " | ".join(f"T {t_lo:,} → {t_hi:,} at N = {n:,}" for n in GRID_N) + " |",
+             "|---|---|---|" + "---|" * len(GRID_N)]
+    for name, label in GROWTH:
+        cells = [grow(name, (t, n_lo), (t, n_hi)) for t in (t_lo, t_hi)]
+        cells += [grow(name, (t_lo, n), (t_hi, n)) for n in GRID_N]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write(result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "factors_scale.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
+    for part in ("build", "regression"):   # a part not re-run keeps its rows and the date they were measured
+        if part in old and part not in result:
+            old[part].setdefault("when", old.get("when"))
     old.update(result)
     path.write_text(json.dumps(old, indent=2, default=str) + "\n")
     lines = ["# Model B at scale", "",
-             f"Run {old.get('when', '')} on {platform.machine()}, {os.cpu_count()} cores shared with other work "
-             "(load averages below); `python benchmarks/bench_factors_scale.py`.", ""]
+             f"On {platform.machine()}, {os.cpu_count()} cores shared with other work (load averages in each "
+             "section); `python benchmarks/bench_factors_scale.py [--part build|regression] [--rounds R]`. Each "
+             "part says when it was measured.", ""]
     if "build" in old:
-        b = old["build"]
-        lines += [f"## Full build: {b['command']}", "",
-                  f"Store: {b['store']}. Fresh process per build; wall, CPU (user + sys) and peak RSS from `wait4`. "
-                  f"Load average before/after: {b['load_before']['load_avg_1_5_15']} / "
-                  f"{b['load_after']['load_avg_1_5_15']}.", "",
-                  "| code | dates × names | factors | wall s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|"]
-        for label, r in b["best"].items():
-            lines.append(f"| {label} | {r['dates']} × {r['names']} | {r['factors']} | {r['wall_s']} | {r['cpu_s']} | "
-                         f"{r['peak_rss_mb']:,} |")
-        lines += ["", "Seconds (wall) by the stages the build reports (now, each date block's regression and specific "
-                  "returns run inside `exposures`; peak RSS by stage in the .json):", ""]
-        for label, r in b["best"].items():
-            if r.get("stages_s"):
-                lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in r["stages_s"].items()))
-        lines.append("")
+        lines += build_lines(old["build"])
     if "regression" in old:
-        g = old["regression"]
-        lines += ["## Regression stage, same returns and exposures (K = 21)", "",
-                  f"Load average before/after: {g['load_before']['load_avg_1_5_15']} / "
-                  f"{g['load_after']['load_avg_1_5_15']}. BLAS held to one thread for every contender. Each "
-                  "cell: wall s / CPU s; ratio = riskstrata / peer on wall / on CPU (< 1: riskstrata faster; CPU "
-                  "is the steadier figure on a loaded machine).", "",
-                  "| T | N | riskstrata | numpy KKT | ratio | skfolio CSLinearRegression | ratio | toraniko | ratio | "
-                  "max rel. diff vs numpy (f, t, R², u) | vs skfolio (f) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-
-        def cell(r: dict, name: str) -> str:
-            if f"{name}_s" not in r:
-                return "not run | –"
-            ratio = (f"{r['riskstrata_s'] / r[f'{name}_s']:.2f} / {r['riskstrata_cpu_s'] / r[f'{name}_cpu_s']:.2f}"
-                     if name != "riskstrata" else "")
-            return f"{r[f'{name}_s']:.2f} / {r[f'{name}_cpu_s']:.2f}" + (f" | {ratio}" if ratio else "")
-
-        for r in g["grid"]:
-            lines.append(f"| {r['T']} | {r['N']:,} | {cell(r, 'riskstrata')} | {cell(r, 'numpy_kkt')} | "
-                         f"{cell(r, 'skfolio')} | {cell(r, 'toraniko')} | {r['max_rel_diff_vs_numpy']:.1e} | "
-                         f"{r['max_rel_diff_skfolio_f']:.1e} |")
-        lines.append("")
-    lines += [f"Versions: {old.get('versions')}", ""]
+        lines += regression_lines(old["regression"])
+        lines += whole_model_lines(old["regression"], old.get("build"))
+        lines += growth_lines(old["regression"])
+    lines += [f"Versions (of the latest run): {old.get('versions')}", ""]
     (RESULTS / "factors_scale.md").write_text("\n".join(lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("build", "regression", "all"), default="all")
+    ap.add_argument("--part", choices=("build", "regression", "all"), default="all",
+                    help="regression: only the regression and whole-model comparison; the stored build rows stay")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--before", help="a source tree (its src/) to time the same build with, for before/after")
     args = ap.parse_args()
-    result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": versions(),
-              "machine": conditions()}
+    stamp = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": head_commit()}
+    result = {**stamp, "versions": versions(), "machine": conditions()}
     if args.part in ("build", "all"):
-        result["build"] = bench_build(args.rounds, args.before)
+        result["build"] = {**bench_build(args.rounds, args.before), **stamp}
     if args.part in ("regression", "all"):
-        result["regression"] = bench_regression(args.rounds)
+        result["regression"] = {**bench_regression(args.rounds), **stamp, "rounds": args.rounds}
     write(result)
 
 
