@@ -210,3 +210,13 @@ def test_the_cli_updates_both_models(stores, tmp_path) -> None:
     result = invoke(args)
     assert_ran(result, args)
     assert "Model A is up to date" in result.output and "Model B (US21) is up to date" in result.output, result.output
+
+
+def test_a_security_listed_after_the_build_does_not_stop_the_update(stores, tmp_path) -> None:
+    """The fingerprint counts the model's own securities: a new listing is not a correction."""
+    store = _built_before(stores, tmp_path)
+    securities = store.read_table("securities")
+    listed = securities.iloc[[0]].assign(security_id="NEWLISTING", ticker="NEWL", figi=None, isin=None, cusip=None)
+    store.write_table("securities", pd.concat([securities, listed], ignore_index=True))
+    info = update_factor_model(store, "US21")
+    assert info["path"] == "state" and len(info["new_dates"]) == NEW_DAYS

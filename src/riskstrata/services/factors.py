@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.fundamentals import (CloseHistory, StoredFundamentals, fundamentals_input_columns,
-                                         fundamentals_panel)
+from riskstrata.data.fundamentals import (PRICE_DATE_TOLERANCE_DAYS, CloseHistory, StoredFundamentals,
+                                         fundamentals_input_columns, fundamentals_panel)
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
@@ -147,17 +147,39 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     return PointInTimePanels(cap, price, shares, fund)
 
 
-def _price_panels(store: Store, stocks: set, start: object | None,
-                  end: object | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def snapshot_price_days(fundamentals: pd.DataFrame, start: object) -> pd.DatetimeIndex:
+    """The price days (``price_date``, else the availability date) of the snapshots that can be
+    in force on or after ``start``: those available at most the longest carry before it."""
+    available = pd.DatetimeIndex(fundamentals["available_date"])
+    price_day = (pd.DatetimeIndex(fundamentals["price_date"]) if "price_date" in fundamentals.columns
+                 else pd.DatetimeIndex([pd.NaT] * len(fundamentals)))
+    day = price_day.where(~price_day.isna(), available)
+    horizon = pd.Timestamp(start) - pd.Timedelta(days=max(SHARES_MAX_AGE_DAYS, 400))
+    return pd.DatetimeIndex(day[available >= horizon].dropna().unique())
+
+
+def _price_panels(store: Store, stocks: set, start: object | None, end: object | None,
+                  snapshot_days: pd.DatetimeIndex | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(returns, adjusted closes, volume) of the stocks, wide, from one read of the prices table.
 
     returns: (T × N) exactly :func:`~riskstrata.data.ingest.load_returns` restricted to the
     stocks (dates: every priced date in [start, end]; columns: the stocks priced there, sorted);
     adjusted closes: the whole history of those stocks (a snapshot in force may predate
-    ``start``); volume: (T × N) on the returns' dates. Pivoted by integer codes: a pandas pivot
-    of ~7 M rows by string id costs seconds each, three times over.
+    ``start``) — or, given the ``snapshot_days`` (the price days of the snapshots that can be in
+    force on or after ``start``), the days from ``start`` on and the
+    :data:`~riskstrata.data.fundamentals.PRICE_DATE_TOLERANCE_DAYS` before each snapshot day,
+    which give every price relative the same closes (a daily update's trailing panels read a
+    fraction of the table); volume: (T × N) on the returns' dates. Pivoted by integer codes: a
+    pandas pivot of ~7 M rows by string id costs seconds each, three times over.
     """
-    long = store.read_table("prices", columns=["date", "security_id", "ret", "adj_close", "volume"])
+    columns = ["date", "security_id", "ret", "adj_close", "volume"]
+    if start is not None and snapshot_days is not None:
+        near = pd.DatetimeIndex(sorted({d - pd.Timedelta(days=k) for d in snapshot_days.normalize()
+                                        for k in range(PRICE_DATE_TOLERANCE_DAYS + 1)}))
+        long = store.read_table("prices", columns=columns, where="date >= ? OR list_contains(?, CAST(date AS DATE))",
+                                params=[pd.Timestamp(start).to_pydatetime(), [d.date() for d in near]])
+    else:
+        long = store.read_table("prices", columns=columns)
     day = pd.DatetimeIndex(long["date"])
     in_range = np.ones(len(long), dtype=bool)
     if start is not None:
@@ -198,7 +220,10 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     master = SecurityMaster.from_store(store)
     records = master.records
     stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
-    returns, adj, volume = _price_panels(store, stocks, start, end)
+    fundamentals = StoredFundamentals(master, store.read_table("fundamentals")) if store.has_table("fundamentals") else None
+    returns, adj, volume = _price_panels(store, stocks, start, end,
+                                         None if start is None or fundamentals is None
+                                         else snapshot_price_days(fundamentals.table, start))
     if also is not None:
         names = pd.Index(sorted(set(returns.columns) | set(also)), name=returns.columns.name)
         returns, adj, volume = (frame.reindex(columns=names) for frame in (returns, adj, volume))
@@ -209,7 +234,7 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
         volume = None
     if not store.has_table("fundamentals"):
         raise StoreError("no fundamentals in the store: run `riskstrata ingest fundamentals FILE` first")
-    pit = point_in_time_panels(StoredFundamentals(master, store.read_table("fundamentals")), adj, returns.index, ids)
+    pit = point_in_time_panels(fundamentals, adj, returns.index, ids)
     sector = pd.Series(dtype=object)
     if store.has_table("classifications"):
         cls = store.read_table("classifications", columns=["security_id", "valid_from", "gics_sector"])
