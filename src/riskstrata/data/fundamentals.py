@@ -596,7 +596,9 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
     out = pd.DataFrame({"available_date": long["available_date"].to_numpy("datetime64[ns]")})
     for key in ("security_id", "ticker"):
         if key in long.columns:
-            out[key] = long[key].astype("str").to_numpy()
+            # Plain object strings: matching them (isin, pivot) by hash, not element by element
+            # as pandas' Arrow-backed strings do — a dozen panels per load pay for it each time.
+            out[key] = pd.Series(long[key].astype("str").to_numpy(dtype=object), dtype=object)
     values = _snapshot_ratio(long, field, derive) if field in SNAPSHOT_RATIOS else _with_derived(long, field, derive)
     out["value"] = values.to_numpy()
     price_day = parse_dates(long["price_date"]) if "price_date" in long.columns else pd.Series(pd.NaT, index=long.index)
@@ -611,20 +613,35 @@ def _asof_panel(
 ) -> np.ndarray:
     """(T, N) values of ``column``: for each date the latest row with available_date <= date
     (among rows with a finite ``value``), NaN once it is older than ``max_age_days`` calendar
-    days. Vectorised: one pivot, two forward fills."""
-    long = long[long[key].isin(names)]
-    if long.empty:
-        return np.full((len(dates), len(names)), np.nan)
-    if long.duplicated([key, "available_date"]).any():
+    days. Vectorised in numpy: the snapshots placed on a (snapshot day × name) grid, the row
+    of each name's last value forward-filled down the grid, then read at each date."""
+    names = pd.Index(names)
+    if names.has_duplicates:  # a ticker asked twice: every copy gets the same column
+        unique = names.unique()
+        return _asof_panel(long, key, dates, unique, max_age_days, column)[:, unique.get_indexer(names)]
+    col = names.get_indexer(pd.Index(long[key].to_numpy(dtype=object), dtype=object))
+    keep = col >= 0
+    T, N = len(dates), len(names)
+    if not keep.any():
+        return np.full((T, N), np.nan)
+    col = col[keep]
+    day = long["available_date"].to_numpy("datetime64[ns]")[keep]
+    snaps, row = np.unique(day, return_inverse=True)
+    if len(np.unique(row.astype(np.int64) * N + col)) < len(col):
         raise DataValidationError(
             f"fundamentals frame has the same ({key}, available_date) twice; ingest it to resolve duplicates"
         )
-    wide = long.pivot(index="available_date", columns=key, values=column).reindex(columns=names)
-    snap_days = wide.index.to_numpy("datetime64[D]").astype("float64")
-    when = pd.DataFrame(np.where(wide.notna().to_numpy(), snap_days[:, None], np.nan), index=wide.index)
-    union = wide.index.union(pd.DatetimeIndex(dates.unique()).sort_values())
-    values = wide.reindex(union).ffill().reindex(dates).to_numpy(dtype="float64", copy=True)
-    seen = when.reindex(union).ffill().reindex(dates).to_numpy(dtype="float64")
+    grid = np.full((len(snaps), N), np.nan)
+    grid[row, col] = long[column].to_numpy(dtype="float64", na_value=np.nan)[keep]
+    # The grid row of each name's last non-missing value on or before each snapshot day.
+    last = np.maximum.accumulate(np.where(np.isnan(grid), -1, np.arange(len(snaps))[:, None]), axis=0)
+    at = np.searchsorted(snaps, dates.to_numpy("datetime64[ns]"), side="right") - 1   # (T,) −1: before any
+    src = np.where(at[:, None] >= 0, last[np.maximum(at, 0)], -1)                       # (T, N)
+    found = src >= 0
+    values = np.full((T, N), np.nan)
+    values[found] = grid[src[found], np.nonzero(found)[1]]
+    seen = np.full((T, N), np.nan)
+    seen[found] = snaps.astype("datetime64[D]").astype("float64")[src[found]]
     age = dates.to_numpy("datetime64[D]").astype("float64")[:, None] - seen
     values[~(age <= max_age_days)] = np.nan  # also NaN where nothing was seen yet
     return values
