@@ -713,7 +713,8 @@ def fundamentals_panel(
               ) if is_store else None
     known_ids = master.records["security_id"] if master is not None else (
         source["security_id"] if "security_id" in source.columns else pd.Series([], dtype="str"))
-    is_sid = np.full(n, by == "security_id") if by != "auto" else names.isin(known_ids.astype("str").unique())
+    is_sid = (np.full(n, by == "security_id") if by != "auto"  # object strings: a hash lookup
+              else pd.Index(names.to_numpy(dtype=object), dtype=object).isin(known_ids.astype("str").to_numpy(dtype=object)))
     long = _load_long(source, field, dates.min() - pd.Timedelta(days=max_age_days), dates.max(), derive)
     columns = ("value", "price_day") if roll else ("value",)
     out = {c: np.full((t, n), np.nan) for c in columns}
