@@ -5,8 +5,15 @@ partitions of stocks that share their ETF pair (:mod:`riskstrata.cascade.partiti
 each partition — its stocks' returns and assignment codes and the three ETF series they need —
 to a worker, and each worker runs the unchanged engine on it and writes its blocks as parts
 straight into the version's build directory. The client registers the parts and publishes the
-version atomically, exactly as a local build: a failed or killed task fails the build
-(dask first retries it on another worker) and the build directory is removed unpublished.
+version atomically, exactly as a local build: a failed task fails the build and the build
+directory is removed unpublished.
+
+A worker that dies mid-build (killed, out of memory) fails the build too, with a
+:class:`~riskstrata.errors.StoreError` naming it (:func:`worker_loss_fails_build`), rather than
+being retried: the partitions' inputs are scattered data that dask cannot recompute, and a
+partition retried elsewhere finds the parts its first attempt already wrote. A ``local:N``
+scheduler is started with ``allowed_failures=0`` for this; a scheduler at an ADDRESS keeps its
+own setting (``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` gives the same behaviour).
 
 Workers must see the store's directory at the same path (one machine, or a shared file
 system). dask is imported here only, so the default path never loads it.
@@ -17,7 +24,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -58,7 +66,10 @@ def connect(cluster: str):
         # is taken it moves to a free one and warns, which is noise for a cluster this process owns.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
-            local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            # allowed_failures=0: a task whose worker dies is not retried elsewhere; the build fails
+            # (see the module doc), as it does for a task that raises.
+            local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                 scheduler_kwargs={"allowed_failures": 0})
         return Client(local), local
     try:
         return Client(cluster, timeout=CONNECT_TIMEOUT), None
@@ -72,6 +83,46 @@ def worker_count(client, cluster: str) -> int:
     if workers == 0:
         raise StoreError(f"the Dask cluster at {cluster!r} has no workers")
     return workers
+
+
+@contextmanager
+def worker_loss_fails_build(client, cluster: str) -> Iterator[None]:
+    """Around a build's tasks: dask's report of a lost worker becomes a StoreError naming it.
+
+    Three reports, depending on what of the build the worker held: ``KilledWorker`` for a task
+    running or queued there (the scheduler's ``allowed_failures`` exceeded: 0 on a ``local:N``
+    cluster); a cancelled future for a task whose scattered inputs were only there (dask cannot
+    recompute them: the build never cancels its own tasks before an error, so a cancellation
+    means the cluster dropped them); a closed connection for data being scattered to it. Any
+    other error passes through unchanged.
+    """
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    before = set(client.scheduler_info()["workers"])
+    unpublished = "the build failed and nothing was published: the last version stays current"
+    try:
+        yield
+    except KilledWorker as exc:
+        raise StoreError(f"a Dask worker of {cluster!r} died while running this build's task {exc.task!r} "
+                         f"(worker {exc.last_worker.address}; killed, or out of memory?): {unpublished}") from exc
+    except (FutureCancelledError, CommClosedError) as exc:
+        gone = _workers_gone(client, before)
+        raise StoreError(f"the Dask cluster {cluster!r} lost a worker during this build (workers gone since it "
+                         f"started: {gone}; dask: {str(exc).rstrip('.')}): {unpublished}") from exc
+
+
+def _workers_gone(client, before: set[str], patience: float = 5.0) -> str:
+    """The workers of ``before`` the scheduler no longer lists, for an error message. A scatter can
+    fail a moment before the scheduler has removed the dead worker: wait up to ``patience`` s."""
+    deadline = time.monotonic() + patience
+    try:
+        while not (gone := before - set(client.scheduler_info()["workers"])) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except OSError:  # the scheduler itself is gone
+        return "the scheduler is unreachable"
+    return ", ".join(sorted(gone)) or "none seen"
 
 
 def run_partition(part: Partition, params: CascadeParams, keep: np.ndarray, tickers: pd.DataFrame,
@@ -109,31 +160,34 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
         workers = worker_count(client, cluster)
         ids = tickers.assign(security_id=tickers["security_id"].astype(str))
         futures = []
-        for part in iter_partitions(prepared, params.market_etf):
-            records = ids[ids["security_id"].isin(part.inputs.tickers.astype(str))]
-            # Scattered first: the data travels to one worker once, not inside the task graph
-            # (and this process keeps no copy of it).
-            data = client.scatter(part, hash=False)
-            futures.append(client.submit(run_partition, data, params, keep, records, str(writer.tmp_dir),
-                                         key=f"cascade-partition-{part.index}-{os.urandom(4).hex()}", pure=False))
         from distributed import as_completed, wait
 
         done, rows, results = 0, 0, []
-        try:
-            for future in as_completed(futures):
-                result = future.result()  # a task's error (IdentityViolation, a lost worker…) is raised here
-                for item in result["parts"]:
-                    writer.adopt_part(writer.tmp_dir / item["file"], item["rows"])
-                    rows += item["rows"]
-                results.append(result)
-                done += result["stocks"]
-                if progress:
-                    progress(done, len(prepared.tickers))
-        except BaseException:
-            # Let the other tasks end before the build directory is removed: one still writing
-            # into it would leave a half-deleted directory behind.
-            wait(futures)
-            raise
+        with worker_loss_fails_build(client, cluster):
+            try:
+                for part in iter_partitions(prepared, params.market_etf):
+                    records = ids[ids["security_id"].isin(part.inputs.tickers.astype(str))]
+                    # Scattered first: the data travels to one worker once, not inside the task graph
+                    # (and this process keeps no copy of it).
+                    data = client.scatter(part, hash=False)
+                    futures.append(client.submit(run_partition, data, params, keep, records, str(writer.tmp_dir),
+                                                 key=f"cascade-partition-{part.index}-{os.urandom(4).hex()}",
+                                                 pure=False))
+                for future in as_completed(futures):
+                    result = future.result()  # a task's error (IdentityViolation, a lost worker…) is raised here
+                    for item in result["parts"]:
+                        writer.adopt_part(writer.tmp_dir / item["file"], item["rows"])
+                        rows += item["rows"]
+                    results.append(result)
+                    done += result["stocks"]
+                    if progress:
+                        progress(done, len(prepared.tickers))
+            except BaseException:
+                # Let the tasks already submitted end before the build directory is removed (a
+                # partition that fails to scatter stops the loop above with earlier ones running):
+                # one still writing into it would leave a half-deleted directory behind.
+                wait(futures)
+                raise
     finally:
         client.close()
         if local is not None:
