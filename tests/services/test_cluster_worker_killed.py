@@ -164,17 +164,7 @@ def test_a_killed_worker_fails_the_factor_build_and_publishes_nothing(market_sto
     assert not build_directories(store), "the failed build's directory should be removed"
     after = factor_service.build_factor_model(store, "US21", block_dates=BLOCK)["version"]
     assert store.current_version(model) == after != first
-    # Atomic either way; whether the error names the lost worker depends on the cluster build
-    # translating dask's report (services/distributed.worker_loss_fails_build).
-    if not isinstance(error, StoreError):
-        from distributed import KilledWorker
-        from distributed.client import FutureCancelledError
-        from distributed.comm.core import CommClosedError
-
-        assert isinstance(error, (KilledWorker, FutureCancelledError, CommClosedError)), \
-            f"a lost worker should fail the build: {error!r}"
-        pytest.xfail("services/factors_cluster.py does not yet run its blocks inside "
-                     f"distributed.worker_loss_fails_build: dask's {type(error).__name__} reaches the caller")
+    assert isinstance(error, StoreError), f"a lost worker should fail the build with a StoreError: {error!r}"
     assert dead in str(error), f"the error should name the dead worker {dead}: {error}"
 
 

@@ -32,7 +32,7 @@ from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockCarry, FactorBlo
                                       block_exposures, finish_block, lookback_start, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec
 from riskstrata.memory import peak_rss_mb
-from riskstrata.services.distributed import connect, worker_count
+from riskstrata.services.distributed import connect, worker_count, worker_loss_fails_build
 from riskstrata.services.factors import build_factor_model
 
 
@@ -154,8 +154,9 @@ def build_factor_model_on_cluster(store: Store, spec: str | ModelSpec = "US21", 
     try:
         workers = worker_count(client, cluster)
         source = ClusterBlocks(client, ahead=2 * workers)
-        info = build_factor_model(store, spec, start, end, progress, tick, block_dates=block_dates,
-                                  block_source=source)
+        with worker_loss_fails_build(client, cluster):
+            info = build_factor_model(store, spec, start, end, progress, tick, block_dates=block_dates,
+                                      block_source=source)
     finally:
         client.close()
         if local is not None:
