@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,10 +193,21 @@ class StoredFundamentals:
 
     master: SecurityMaster
     table: pd.DataFrame
+    _windows: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def read(cls, store: Store) -> StoredFundamentals:
         return cls(SecurityMaster.from_store(store), store.read_table("fundamentals"))
+
+    def window(self, lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray]:
+        """(rows available in [lo, hi], their keys as object strings, their price days as float
+        days since the epoch), prepared once per window for every field asked of it."""
+        if (lo, hi) not in self._windows:
+            day = pd.DatetimeIndex(self.table["available_date"])
+            rows = self.table.loc[(day >= lo) & (day <= hi)].reset_index(drop=True)
+            keys = {k: rows[k].astype("str").to_numpy(dtype=object) for k in ("security_id", "ticker") if k in rows}
+            self._windows[(lo, hi)] = (rows, keys, _price_days(rows))
+        return self._windows[(lo, hi)]
 
 
 Source = Store | StoredFundamentals | pd.DataFrame
@@ -579,8 +590,8 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
         columns = ["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
                    *(["price_date"] if "price_date" in stored else [])]
         if isinstance(source, StoredFundamentals):
-            day = pd.DatetimeIndex(source.table["available_date"])
-            long = source.table.loc[(day >= lo) & (day <= hi), columns].reset_index(drop=True)
+            long, keys, price_days = source.window(lo, hi)
+            return _long_values(long[columns], field, derive, keys, price_days)
         else:
             long = source.read_table("fundamentals", columns=columns, where="available_date >= ? AND available_date <= ?",
                                      params=[lo.to_pydatetime(), hi.to_pydatetime()])
@@ -593,18 +604,33 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
             raise DataValidationError(f"fundamentals frame has no column {field!r} (has {list(source.columns)})")
         dates = parse_dates(source["available_date"])
         long = source[((dates >= lo) & (dates <= hi)).to_numpy()].assign(available_date=dates)
-    out = pd.DataFrame({"available_date": long["available_date"].to_numpy("datetime64[ns]")})
-    for key in ("security_id", "ticker"):
-        if key in long.columns:
-            # Plain object strings: matching them (isin, pivot) by hash, not element by element
-            # as pandas' Arrow-backed strings do — a dozen panels per load pay for it each time.
-            out[key] = pd.Series(long[key].astype("str").to_numpy(dtype=object), dtype=object)
-    values = _snapshot_ratio(long, field, derive) if field in SNAPSHOT_RATIOS else _with_derived(long, field, derive)
-    out["value"] = values.to_numpy()
+    keys = {k: long[k].astype("str").to_numpy(dtype=object) for k in ("security_id", "ticker") if k in long.columns}
+    return _long_values(long, field, derive, keys, _price_days(long))
+
+
+def _price_days(long: pd.DataFrame) -> np.ndarray:
+    """(rows,) each snapshot's price day (``price_date``, else its availability date) as float
+    days since the epoch."""
+    available = long["available_date"].to_numpy("datetime64[ns]")
     price_day = parse_dates(long["price_date"]) if "price_date" in long.columns else pd.Series(pd.NaT, index=long.index)
-    price_day = price_day.fillna(pd.Series(out["available_date"].to_numpy(), index=long.index))
-    out["price_day"] = price_day.to_numpy("datetime64[D]").astype("float64")
-    return out[np.isfinite(out["value"].to_numpy())]
+    price_day = price_day.fillna(pd.Series(available, index=long.index))
+    return price_day.to_numpy("datetime64[D]").astype("float64")
+
+
+def _long_values(long: pd.DataFrame, field: str, derive: bool, keys: dict[str, np.ndarray],
+                 price_days: np.ndarray) -> pd.DataFrame:
+    """:func:`_load_long`'s frame from the rows read: the field's value per row, rows without one dropped."""
+    values = _snapshot_ratio(long, field, derive) if field in SNAPSHOT_RATIOS else _with_derived(long, field, derive)
+    values = values.to_numpy()
+    keep = np.isfinite(values)
+    out = pd.DataFrame({"available_date": long["available_date"].to_numpy("datetime64[ns]")[keep]})
+    for key, strings in keys.items():
+        # Plain object strings: matching them (isin, pivot) by hash, not element by element
+        # as pandas' Arrow-backed strings do — a dozen panels per load pay for it each time.
+        out[key] = pd.Series(strings[keep], dtype=object)
+    out["value"] = values[keep]
+    out["price_day"] = price_days[keep]
+    return out
 
 
 def _asof_panel(

@@ -792,14 +792,15 @@ class VersionWriter:
             os.fsync(fh.fileno())
         return path
 
-    def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True) -> str:
+    def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True, prune: bool = True) -> str:
         """Publish the build: write ``meta.json``, rename the directory to the version name,
         then point ``CURRENT`` at it. Returns the version name, e.g. ``v20261121T123456.123456Z-ab12cd``.
 
         make_current: False publishes the version without pointing ``CURRENT`` at it (a
         companion that becomes current only with the model that names it,
-        :meth:`Store.set_current`). Then the store is pruned (see the module doc); a failing
-        prune never fails the publish.
+        :meth:`Store.set_current`). Then the store is pruned (see the module doc; ``prune=False``:
+        not now — a publish of several versions prunes once, after the last); a failing prune
+        never fails the publish.
 
         Version names are the UTC commit time to the microsecond plus a short random suffix,
         so they sort in build order.
@@ -833,6 +834,8 @@ class VersionWriter:
         if make_current:
             _atomic_write_text(folder / "CURRENT", version + "\n")
         self.version = version
+        if not prune:
+            return version
         try:
             self.store.prune_all(grace_seconds=PRUNE_GRACE_SECONDS)
         except (OSError, StoreError) as exc:  # disk hygiene must not undo a good build

@@ -176,8 +176,8 @@ def _price_panels(store: Store, stocks: set, start: object | None, end: object |
     if start is not None and snapshot_days is not None:
         near = pd.DatetimeIndex(sorted({d - pd.Timedelta(days=k) for d in snapshot_days.normalize()
                                         for k in range(PRICE_DATE_TOLERANCE_DAYS + 1)}))
-        long = store.read_table("prices", columns=columns, where="date >= ? OR list_contains(?, CAST(date AS DATE))",
-                                params=[pd.Timestamp(start).to_pydatetime(), [d.date() for d in near]])
+        long = store.read_table("prices", columns=columns, where="date >= ? OR date IN (SELECT unnest(?::TIMESTAMP[]))",
+                                params=[pd.Timestamp(start).to_pydatetime(), [d.to_pydatetime() for d in near]])
     else:
         long = store.read_table("prices", columns=columns)
     day = pd.DatetimeIndex(long["date"])

@@ -220,15 +220,15 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     new_rows = factor_return_rows(reg, coverage_lag.iloc[T_old:])
     with store.begin_version(names["factor_returns"]) as wr:
         wr.write_part(pd.concat([stored_fr, new_rows[list(stored_fr.columns)]], ignore_index=True))
-        versions["factor_returns"] = wr.commit(vmeta)
+        versions["factor_returns"] = wr.commit(vmeta, prune=False)
     with store.begin_version(names["factor_validation"]) as wr:
         wr.write_part(validation_table(reports))
-        versions["factor_validation"] = wr.commit(vmeta)
+        versions["factor_validation"] = wr.commit(vmeta, prune=False)
     for part, rows in (("factor_cov", covariance_rows(_rows_after_first(cov))),
                        ("specific_risk", specific_risk_rows(spec_var, label))):
         with store.begin_version(names[part]) as wr:
             wr.write_part(rows, _carry_parts(store, wr, names[part], meta["companions"][part]))
-            versions[part] = wr.commit(vmeta)
+            versions[part] = wr.commit(vmeta, prune=False)  # pruned once, after the last
     new_list = [str(d.date()) for d in new_dates]
     with store.begin_version(names["factors"]) as wr:
         name = _carry_parts(store, wr, names["factors"], previous)
