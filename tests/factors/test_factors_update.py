@@ -99,10 +99,13 @@ def test_an_update_of_five_days_equals_a_full_rebuild(stores, tmp_path, monkeypa
     assert again["version"] is None and store.current_version("factors_US21") == version
 
 
-def test_five_daily_updates_in_a_row_equal_a_full_rebuild(stores, tmp_path) -> None:
-    """Each update goes on from the state the one before left: no drift across a week."""
+def test_five_daily_updates_in_a_row_equal_a_full_rebuild(stores, tmp_path, monkeypatch) -> None:
+    """Each update goes on from the state the one before left: no drift across a week. Daily
+    parts are merged once COMPACT_AFTER would gather (3 here: one merge within the week)."""
+    monkeypatch.setattr(fu, "COMPACT_AFTER", 3)
     _, _, full, full_version = stores
     store = _built_before(stores, tmp_path)
+    built_parts = len(store.model_files("factors_US21"))
     prices = store.read_table("prices")
     days = np.sort(prices["date"].unique())
     for k in range(NEW_DAYS, 0, -1):  # the store as it was each evening
@@ -114,6 +117,11 @@ def test_five_daily_updates_in_a_row_equal_a_full_rebuild(stores, tmp_path) -> N
     for part in PARTS:
         assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
     assert store.model_meta("factors_US21", version)["notes"] == full.model_meta("factors_US21", full_version)["notes"]
+    files = [f.stem for f in store.model_files("factors_US21", version)]
+    daily = [f for f in files if f.endswith(fu.DAILY)]
+    # Days 1–2 add daily parts, day 3 merges them with its own rows, days 4–5 add two more.
+    assert len(daily) == 2 and len(files) == built_parts + 1 + 2, files
+    assert files == sorted(files, key=lambda f: int(f[len("part-"):].split("-")[0])), files
 
 
 def test_inv_specific_var_weights_update_exactly_too(stores, tmp_path) -> None:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
@@ -227,12 +228,12 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     for part, rows in (("factor_cov", covariance_rows(_rows_after_first(cov))),
                        ("specific_risk", specific_risk_rows(spec_var, label))):
         with store.begin_version(names[part]) as wr:
-            wr.write_part(rows, _carry_parts(store, wr, names[part], meta["companions"][part]))
+            _carry_parts(store, wr, names[part], meta["companions"][part], rows)
             versions[part] = wr.commit(vmeta, prune=False)  # pruned once, after the last
     new_list = [str(d.date()) for d in new_dates]
     with store.begin_version(names["factors"]) as wr:
-        name = _carry_parts(store, wr, names["factors"], previous)
-        wr.write_part(exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]), name)
+        _carry_parts(store, wr, names["factors"], previous,
+                     exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
                                                   val_state, notes_by_date).to_arrays())
         digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers)
@@ -319,14 +320,29 @@ def _rows_after_first(fc: FactorCovariance) -> FactorCovariance:
                             eigen_recomputed=fc.eigen_recomputed[1:], eigen_bias=fc.eigen_bias[1:], params=fc.params)
 
 
-def _carry_parts(store: Store, writer, model: str, version: str) -> str:
-    """Hard-link a published version's parts into the build; the name of the next part."""
-    numbers = []
-    for path in store.model_files(model, version):
+DAILY = "-daily"      # the name suffix of the parts an update adds
+COMPACT_AFTER = 20    # daily parts of a version merged into one part once there would be this many
+
+
+def _carry_parts(store: Store, writer, model: str, version: str, rows: pd.DataFrame) -> None:
+    """Hard-link a published version's parts into the build and add the new ``rows`` after them:
+    as one more daily part, or — once COMPACT_AFTER daily parts would have gathered — merged with
+    the daily parts into one part (reading only those: a few days' rows each), so a year of
+    daily updates leaves a version of a few dozen parts, not hundreds. Parts stay in date order
+    (names sort by their leading number)."""
+    files = store.model_files(model, version)
+    daily = [f for f in files if f.stem.endswith(DAILY)]
+    number = max((int(f.stem[len("part-"):].split("-")[0]) for f in files), default=-1) + 1
+    if len(daily) + 1 >= COMPACT_AFTER:
+        for path in files:
+            if path not in daily:
+                writer.adopt_part(path)
+        merged = pd.concat([pq.read_table(f).to_pandas() for f in daily] + [rows], ignore_index=True)
+        writer.write_part(merged, f"{number:05d}")
+        return
+    for path in files:
         writer.adopt_part(path)
-        stem = path.stem[len("part-"):]
-        numbers.append(int(stem) if stem.isdigit() else -1)
-    return f"{max(numbers, default=-1) + 1:05d}"
+    writer.write_part(rows, f"{number:05d}{DAILY}")
 
 
 def _check_last(store: Store, model: str, version: str, meta: dict, mf: ModelFrame, row: int, fresh: np.ndarray,
