@@ -332,18 +332,18 @@ def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFr
     versions = {}
     with store.begin_version(names["factor_returns"]) as w:
         w.write_part(factor_return_rows(reg, result.coverage))
-        versions["factor_returns"] = w.commit(meta)
+        versions["factor_returns"] = w.commit(meta, prune=False)  # pruned once, with the exposures
     if table is not None:
         with store.begin_version(names["factor_validation"]) as w:
             w.write_part(table)
-            versions["factor_validation"] = w.commit(meta)
+            versions["factor_validation"] = w.commit(meta, prune=False)  # pruned once, with the exposures
     T, K = len(result.dates), len(result.factors)
     with store.begin_version(names["factor_cov"]) as w:
         w.write_part(covariance_rows(result.covariance))
-        versions["factor_cov"] = w.commit(meta)
+        versions["factor_cov"] = w.commit(meta, prune=False)  # pruned once, with the exposures
     with store.begin_version(names["specific_risk"]) as w:
         w.write_part(specific_risk_rows(result.specific_var, label))
-        versions["specific_risk"] = w.commit(meta)
+        versions["specific_risk"] = w.commit(meta, prune=False)  # pruned once, with the exposures
     N = len(result.tickers)
     X, imputed = result.exposures, result.imputed
     if isinstance(X, BlockArray):
@@ -359,11 +359,17 @@ def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFr
         version = w.commit({**meta, "companions": versions,
                             "input_digest": input_digest(store, result.dates[-1], result.tickers),
                             **(extra_meta or {})})
-    return {"model": result.spec.name, "version": version, "factors": K, "spec_factors": len(result.spec.factors),
-            "estimated": sum(s["estimated"] for s in result.status) if result.status else K,
-            "dates": T, "names": N, "notes": result.notes,
-            "not_estimated": [f"{s['factor']}: {s['reason']}" for s in result.status if not s["estimated"]],
-            "status": result.status}
+    return publish_summary(result.spec, version, result.factors, T, N, result.notes, result.status)
+
+
+def publish_summary(spec: ModelSpec, version: str, factors: list[str], dates: int, names: int, notes: list[str],
+                    status: list[dict]) -> dict:
+    """What a build or an update returns of the version it published."""
+    return {"model": spec.name, "version": version, "factors": len(factors), "spec_factors": len(spec.factors),
+            "estimated": sum(s["estimated"] for s in status) if status else len(factors),
+            "dates": dates, "names": names, "notes": notes,
+            "not_estimated": [f"{s['factor']}: {s['reason']}" for s in status if not s["estimated"]],
+            "status": status}
 
 
 def specific_risk_rows(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:

@@ -156,7 +156,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
              new_dates: pd.DatetimeIndex, state: UpdateState, say: Progress) -> dict | None:
     """The update from the published state (module docstring); None when it must take the long way."""
     from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows, load_factor_inputs,
-                                             security_labels, validation_table, version_meta, specific_risk_rows)
+                                             publish_summary, security_labels, specific_risk_rows, validation_table,
+                                             version_meta)
 
     old_dates = pd.DatetimeIndex(stored_fr["date"])
     T_old, c = len(old_dates), len(old_dates) - 1
@@ -187,7 +188,6 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     made = (x_ext[1:], imputed[1:], coverage[1:], has_new)
     blk = finish_block(mf, cw + 1, Tw, made, BlockCarry(x_ext[1].copy(), coverage[0].copy()))
     reg = _kept(blk.regression, cols, factors)
-    B = len(new_dates)
     caps_new = mf.inp.market_cap.iloc[cw + 1:]
     say("specific risk")
     spec_var, spec_state = advance_specific_risk(
@@ -239,10 +239,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
         digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers)
         version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
                              "updated_from": previous, "update": {"new_dates": new_list, "path": "state"}})
-    return {"model": spec.name, "version": version, "factors": len(factors), "spec_factors": len(spec.factors),
-            "estimated": sum(s["estimated"] for s in status), "dates": len(dates), "names": len(tickers),
-            "notes": notes, "not_estimated": [f"{s['factor']}: {s['reason']}" for s in status if not s["estimated"]],
-            "status": status, "new_dates": new_list, "path": "state"}
+    return {**publish_summary(spec, version, factors, len(dates), len(tickers), notes, status),
+            "new_dates": new_list, "path": "state"}
 
 
 def _recompute(store: Store, model_spec: ModelSpec, names: dict, previous: str, meta: dict,
@@ -449,10 +447,7 @@ class _StoredBlocks:
                 for d, v in seen.items():
                     has[d] = has.get(d, False) or v
                 if s == c:
-                    self._check_last(mf, xe[1])
+                    _check_last(self.store, self.model, self.version, self.meta, mf, c, xe[1], self.spec)
             blk = finish_block(mf, a, b, (x_ext, imputed, coverage, has), carry)
             carry = blk.carry
             yield blk
-
-    def _check_last(self, mf: ModelFrame, fresh: np.ndarray) -> None:
-        _check_last(self.store, self.model, self.version, self.meta, mf, self.T_old - 1, fresh, self.spec)
