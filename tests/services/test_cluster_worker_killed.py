@@ -169,8 +169,8 @@ def test_a_killed_worker_fails_the_factor_build_and_publishes_nothing(market_sto
 
 
 def test_dasks_reports_of_a_lost_worker_become_store_errors_naming_it() -> None:
-    """The three ways dask reports a lost worker, whichever of the build's tasks and data it held
-    (the killed-worker tests above meet the last two; which one comes first is a race)."""
+    """The four ways dask reports a lost worker, whichever of the build's tasks and data it held
+    (the killed-worker tests above meet the last three; which one comes first is a race)."""
     from types import SimpleNamespace
 
     from distributed import KilledWorker
@@ -187,6 +187,8 @@ def test_dasks_reports_of_a_lost_worker_become_store_errors_naming_it() -> None:
         ("tcp://10.0.0.2:1", KilledWorker("cascade-partition-3-ab", SimpleNamespace(address="tcp://10.0.0.2:1"), 0)),
         ("tcp://10.0.0.1:1", FutureCancelledError("factors-block-0-cd", "already forgotten")),
         ("tcp://10.0.0.1:1", CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")),
+        # a scatter connecting to the dead worker's address before the scheduler dropped it
+        ("tcp://10.0.0.2:1", OSError("Timed out trying to connect to tcp://10.0.0.2:1 after 30 s")),
     ]
     for dead, report in reports:
         client = Cluster()

@@ -93,8 +93,9 @@ def worker_loss_fails_build(client, cluster: str) -> Iterator[None]:
     running or queued there (the scheduler's ``allowed_failures`` exceeded: 0 on a ``local:N``
     cluster); a cancelled future for a task whose scattered inputs were only there (dask cannot
     recompute them: the build never cancels its own tasks before an error, so a cancellation
-    means the cluster dropped them); a closed connection for data being scattered to it. Any
-    other error passes through unchanged.
+    means the cluster dropped them); a closed connection, or a connection that times out, for
+    data being scattered to it. Any other error (an OSError while every worker is still there
+    included) passes through unchanged.
     """
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
@@ -107,10 +108,15 @@ def worker_loss_fails_build(client, cluster: str) -> Iterator[None]:
     except KilledWorker as exc:
         raise StoreError(f"a Dask worker of {cluster!r} died while running this build's task {exc.task!r} "
                          f"(worker {exc.last_worker.address}; killed, or out of memory?): {unpublished}") from exc
-    except (FutureCancelledError, CommClosedError) as exc:
+    except (FutureCancelledError, OSError) as exc:  # CommClosedError is an OSError
         gone = _workers_gone(client, before)
+        if not isinstance(exc, (FutureCancelledError, CommClosedError)) and gone == NONE_GONE:
+            raise  # not a lost worker: a network or disk error of its own
         raise StoreError(f"the Dask cluster {cluster!r} lost a worker during this build (workers gone since it "
                          f"started: {gone}; dask: {str(exc).rstrip('.')}): {unpublished}") from exc
+
+
+NONE_GONE = "none seen"
 
 
 def _workers_gone(client, before: set[str], patience: float = 5.0) -> str:
@@ -122,7 +128,7 @@ def _workers_gone(client, before: set[str], patience: float = 5.0) -> str:
             time.sleep(0.1)
     except OSError:  # the scheduler itself is gone
         return "the scheduler is unreachable"
-    return ", ".join(sorted(gone)) or "none seen"
+    return ", ".join(sorted(gone)) or NONE_GONE
 
 
 def run_partition(part: Partition, params: CascadeParams, keep: np.ndarray, tickers: pd.DataFrame,
