@@ -80,6 +80,9 @@ __all__ = [
     "ROLLED_RATIOS",
     "SNAPSHOT_RATIOS",
     "fundamentals_panel",
+    "fundamentals_panel_after",
+    "SnapshotsInForce",
+    "snapshots_in_force",
     "ingest_fundamentals",
     "price_relative",
     "read_fundamentals_file",
@@ -829,3 +832,98 @@ def price_relative(adj_close: pd.DataFrame | CloseHistory, dates: pd.DatetimeInd
     now = adj.reindex(pd.DatetimeIndex(dates)).to_numpy(dtype="float64", na_value=np.nan)
     now = np.where(now > 0, now, np.nan)
     return now / ref
+
+
+# ---------------------------------------------------------------------- a panel's new rows only
+
+
+@dataclass(frozen=True)
+class SnapshotsInForce:
+    """Per security id, the snapshot a point-in-time panel of one field shows on ``day`` (what
+    :func:`fundamentals_panel` reads there): all a daily update needs of the older snapshots.
+
+    names: (N,) security ids; value: (N,) the field's value in the snapshot (not rolled; NaN =
+    none in force, or older than the panel's age limit on ``day``); available, price_day: (N,)
+    its availability and price days, float days since the epoch.
+    """
+
+    day: pd.Timestamp
+    names: pd.Index
+    value: np.ndarray
+    available: np.ndarray
+    price_day: np.ndarray
+
+    def on(self, names: pd.Index) -> SnapshotsInForce:
+        """The same on ``names`` (NaN for a name not held)."""
+        at = self.names.get_indexer(pd.Index(names))
+        pick = lambda a: np.where(at >= 0, a[np.maximum(at, 0)], np.nan)  # noqa: E731
+        return SnapshotsInForce(self.day, pd.Index(names), pick(self.value), pick(self.available), pick(self.price_day))
+
+    def rows(self) -> pd.DataFrame:
+        """The snapshots as rows of :func:`_load_long`'s frame (the names with one in force)."""
+        held = np.isfinite(self.value)
+        return pd.DataFrame({"available_date": self.available[held].astype("int64").astype("datetime64[D]")
+                             .astype("datetime64[ns]"),
+                             "security_id": pd.Series(self.names.to_numpy(dtype=object)[held], dtype=object),
+                             "value": self.value[held], "price_day": self.price_day[held]})
+
+
+def _with_seen(long: pd.DataFrame) -> pd.DataFrame:
+    """The frame with ``seen``: each row's availability day as float days since the epoch (what
+    :func:`_asof_panel` reads to date the snapshot in force)."""
+    return long.assign(seen=long["available_date"].to_numpy("datetime64[D]").astype("float64"))
+
+
+def _in_force(long: pd.DataFrame, day: pd.Timestamp, names: pd.Index, max_age_days: int) -> SnapshotsInForce:
+    one = pd.DatetimeIndex([day])
+    value, seen, price_day = (_asof_panel(long, "security_id", one, names, max_age_days, c)[0]
+                              for c in ("value", "seen", "price_day"))
+    return SnapshotsInForce(day, names, value, seen, price_day)
+
+
+def _security_ids(source: StoredFundamentals, names: object) -> pd.Index:
+    names = pd.Index([str(x).strip() for x in names])
+    known = source.master.records["security_id"].astype("str").to_numpy(dtype=object)
+    if names.has_duplicates or not pd.Index(names.to_numpy(dtype=object), dtype=object).isin(known).all():
+        raise DataValidationError("snapshots in force are kept by security id: every name must be one, once")
+    return names
+
+
+def snapshots_in_force(source: StoredFundamentals, field: str, day: object, names: object, *,
+                       max_age_days: int = 400, derive: bool = True) -> SnapshotsInForce:
+    """The snapshots :func:`fundamentals_panel` (same field, age limit and ``derive``) shows on
+    ``day`` for ``names`` (security ids of the source's master)."""
+    day = pd.Timestamp(day).normalize()
+    names = _security_ids(source, names)
+    long = _with_seen(_load_long(source, field, day - pd.Timedelta(days=max_age_days), day, derive))
+    return _in_force(long, day, names, max_age_days)
+
+
+def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundamentals, field: str,
+                             dates: pd.DatetimeIndex, *, max_age_days: int = 400, derive: bool = True,
+                             adj_close: CloseHistory | None = None) -> tuple[pd.DataFrame, SnapshotsInForce]:
+    """:func:`fundamentals_panel` on ``dates`` after ``in_force.day`` (its names: security ids),
+    from the snapshots in force then and the rows available after it — the same values bit for
+    bit, when ``in_force`` came from the same rows (:func:`snapshots_in_force`, or this function
+    on an earlier day): a snapshot shown on a later day is either one of those or newer, and
+    the age limit, the derived fields and the roll by the price relative are the same steps on
+    the same numbers. Returns the (T × N) panel and the snapshots in force on the last date.
+
+    adj_close: as for :func:`fundamentals_panel`, a :class:`CloseHistory` over ``in_force.names``
+    reaching back to the snapshots' price days (read fresh: a vendor may have re-based it).
+    """
+    dates = pd.DatetimeIndex(dates).normalize()
+    names = in_force.names
+    if not len(dates) or dates.min() <= in_force.day:
+        raise DataValidationError("fundamentals_panel_after: the dates must come after the snapshots' day")
+    newer = _load_long(source, field, in_force.day + pd.Timedelta(1, "ns"), dates.max(), derive)
+    long = _with_seen(pd.concat([in_force.rows(), newer[["available_date", "security_id", "value", "price_day"]]],
+                                ignore_index=True))
+    values = _asof_panel(long, "security_id", dates, names, max_age_days, "value")
+    if adj_close is not None and (field in ROLLED_LEVELS or field in ROLLED_RATIOS):
+        if not adj_close.frame.columns.equals(names):
+            raise DataValidationError("a CloseHistory's columns must be the panel's names, in order")
+        rel = price_relative(adj_close, dates, _asof_panel(long, "security_id", dates, names, max_age_days, "price_day"))
+        values = values * rel if field in ROLLED_LEVELS else values / rel
+    panel = pd.DataFrame(values, index=dates, columns=names, dtype="float64")
+    return panel, _in_force(long, dates[-1], names, max_age_days)

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.fundamentals import (PRICE_DATE_TOLERANCE_DAYS, CloseHistory, StoredFundamentals,
-                                         fundamentals_input_columns, fundamentals_panel)
+from riskstrata.data.fundamentals import (PRICE_DATE_TOLERANCE_DAYS, CloseHistory, SnapshotsInForce, StoredFundamentals,
+                                         fundamentals_input_columns, fundamentals_panel, fundamentals_panel_after,
+                                         snapshots_in_force)
 from riskstrata.data.master import SecurityMaster
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError, UnknownTicker
@@ -37,7 +38,7 @@ from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockSource, FactorIn
                                       block_bounds, factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 from riskstrata.factors.validation import ValidationReport, ValidationState, validation_reports_with_state
-from riskstrata.services.factors_state import STATE_ARRAYS, UpdateState, input_digest
+from riskstrata.services.factors_state import PANELS_ARRAYS, STATE_ARRAYS, TrailingPanels, UpdateState, input_digest
 
 Progress = Callable[[str], None]
 SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the panel default (400 days)
@@ -118,33 +119,128 @@ def point_in_time_panels(source: object, adj_close: pd.DataFrame, dates: pd.Date
     if isinstance(source, Store):  # read once for the dozen panels below
         source = StoredFundamentals.read(source)
     dates = pd.DatetimeIndex(dates)
-    adj = adj_close.reindex(columns=names)
-
-    def panel(field: str, **kw: object) -> pd.DataFrame:
-        derive = bool(kw.get("derive", True))
-        if isinstance(source, pd.DataFrame) and not fundamentals_input_columns(field, derive) & set(source.columns):
-            return pd.DataFrame(np.nan, index=dates, columns=names)  # the frame has no such data
-        return fundamentals_panel(source, field, dates, names, **kw)
-
-    long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
-    closes = CloseHistory.of(adj)  # the forward-filled closes, once for the five rolled panels
-    asks = {f: {"adj_close": closes, **long_age} for f in ROLLED_LEVEL_FIELDS}
-    asks.update({f: {"adj_close": closes} for f in ROLLED_RATIO_FIELDS})
-    asks.update({f: {} for f in PLAIN_FIELDS})
-    # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
-    asks["shares_outstanding"] = dict(long_age)
-    # The panels are independent: two at a time (their forward fills and pivots release the GIL).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        made = {f: pool.submit(panel, f, **kw) for f, kw in asks.items()}
-        fund = {f: made[f].result() for f in asks if f != "shares_outstanding"}
-        shares = made["shares_outstanding"].result()
+    made = _fundamentals_panels(source, adj_close, dates, names)
+    fund = {f: made[f] for f in PANEL_FIELDS}
     raw = raw_close.reindex(index=dates, columns=names) if raw_close is not None else None
     # Raw close × shares only with share counts the data state (never cap / price of an older
     # snapshot: across a split that count is on the old basis while the raw close is not).
-    explicit = panel("shares_outstanding", derive=False, **long_age) if raw is not None else None
+    explicit = _panel(source, "shares_outstanding", dates, names, derive=False, max_age_days=SHARES_MAX_AGE_DAYS) \
+        if raw is not None else None
     cap = market_cap_panel(raw, explicit, fund["market_cap"])
     price = fund["price"] if raw is None else raw.where(raw > 0, fund["price"])
-    return PointInTimePanels(cap, price, shares, fund)
+    return PointInTimePanels(cap, price, made["shares_outstanding"], fund)
+
+
+PANEL_FIELDS = (*ROLLED_LEVEL_FIELDS, *ROLLED_RATIO_FIELDS, *PLAIN_FIELDS)  # the descriptors' fundamentals panels
+
+
+def _panel(source: object, field: str, dates: pd.DatetimeIndex, names: list, **kw: object) -> pd.DataFrame:
+    derive = bool(kw.get("derive", True))
+    if isinstance(source, pd.DataFrame) and not fundamentals_input_columns(field, derive) & set(source.columns):
+        return pd.DataFrame(np.nan, index=dates, columns=names)  # the frame has no such data
+    return fundamentals_panel(source, field, dates, names, **kw)
+
+
+def _asks() -> dict[str, dict]:
+    """Field → the :func:`fundamentals_panel` options of Model B's panel of it (without the closes)."""
+    long_age = {"max_age_days": SHARES_MAX_AGE_DAYS}
+    asks = {f: dict(long_age) for f in ROLLED_LEVEL_FIELDS}
+    asks.update({f: {} for f in (*ROLLED_RATIO_FIELDS, *PLAIN_FIELDS)})
+    # Share counts move slowly: carried as long as caps are (turnover, and caps from raw closes).
+    asks["shares_outstanding"] = dict(long_age)
+    return asks
+
+
+ROLLED = (*ROLLED_LEVEL_FIELDS, *ROLLED_RATIO_FIELDS)  # the panels rolled by the adjusted-close relative
+
+
+def _fundamentals_panels(source: object, adj_close: pd.DataFrame, dates: pd.DatetimeIndex,
+                         names: list) -> dict[str, pd.DataFrame]:
+    """The (T × N) panels of :data:`PANEL_FIELDS` and ``shares_outstanding`` (:func:`point_in_time_panels`).
+
+    Each date's row, and each name's column, depends only on that date and name (the snapshots
+    in force, the adjusted closes of the name): a panel over some of the names is those columns
+    of the panel over all of them, bit for bit (:func:`extend_point_in_time_panels`)."""
+    closes = CloseHistory.of(adj_close.reindex(columns=names))  # the forward-filled closes, once for the rolled panels
+    asks = {f: {**kw, **({"adj_close": closes} if f in ROLLED else {})} for f, kw in _asks().items()}
+    # The panels are independent: two at a time (their forward fills and pivots release the GIL).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        made = {f: pool.submit(_panel, source, f, dates, names, **kw) for f, kw in asks.items()}
+        return {f: made[f].result() for f in asks}
+
+
+def trailing_panels(pit: PointInTimePanels, adj_close: pd.DataFrame, first: int, source: StoredFundamentals,
+                    in_force: dict[str, SnapshotsInForce] | None = None) -> TrailingPanels | None:
+    """The :class:`TrailingPanels` of loaded panels from row ``first`` on: the rows, closes and
+    snapshots in force a daily update after their last date reads (``in_force``: those of the
+    last date when known, else found in ``source``). None when a column is not a security id
+    (the snapshots in force are kept by id)."""
+    dates = pit.price.index[first:]
+    names = pit.price.columns
+    try:
+        if in_force is None:
+            in_force = {f: snapshots_in_force(source, f, dates[-1], names, **kw) for f, kw in _asks().items()}
+    except DataValidationError:
+        return None
+    made = {**{f: pit.fundamentals[f] for f in PANEL_FIELDS}, "shares_outstanding": pit.shares}
+    day = pd.DatetimeIndex(adj_close.index)
+    near = _near_days(snapshot_price_days(source.table, dates[0]))
+    keep = ((day >= dates[0]) & (day <= dates[-1])) | day.isin(near)
+    return TrailingPanels(dates, names, {f: np.array(v.to_numpy(dtype="float64")[first:]) for f, v in made.items()},
+                          day[keep], adj_close.reindex(columns=names).to_numpy(dtype="float64")[keep], in_force)
+
+
+def extend_point_in_time_panels(known: TrailingPanels, source: StoredFundamentals, adj_close: pd.DataFrame,
+                                dates: pd.DatetimeIndex, names: list
+                                ) -> tuple[PointInTimePanels, dict[str, SnapshotsInForce]]:
+    """:func:`point_in_time_panels` (no raw closes) from the panels a version kept, and the
+    snapshots in force on the last date. Computed: the rows of ``dates`` after ``known``'s, from
+    the snapshots in force on its last date and the rows available since
+    (:func:`~riskstrata.data.fundamentals.fundamentals_panel_after`); on ``known``'s rows, the
+    names it lacks or whose adjusted closes (on the days both read) are not the kept ones — a
+    vendor's re-based or corrected series. The same panels bit for bit when ``known`` was made
+    from the same fundamentals rows through its last date (the update's input fingerprint
+    checks that). ``dates`` must begin with ``known.dates`` and go on after them; ``names``
+    must be security ids (DataValidationError otherwise: compute them whole).
+    """
+    from riskstrata.factors.descriptors import market_cap_panel
+
+    dates, names = pd.DatetimeIndex(dates), pd.Index(names)
+    W = len(known.dates)
+    if not dates[:W].equals(known.dates) or len(dates) == W:
+        raise DataValidationError("the kept panels are not the first rows of the update's")
+    at = known.names.get_indexer(names)
+    # Today's closes against the kept ones, on the days both read: a name whose closes moved is recomputed.
+    day = pd.DatetimeIndex(adj_close.index)
+    both = day.intersection(known.close_dates)
+    fresh = adj_close.reindex(index=both, columns=names).to_numpy(dtype="float64")
+    kept = np.full_like(fresh, np.nan)
+    kept[:, at >= 0] = known.closes[known.close_dates.get_indexer(both)][:, at[at >= 0]]
+    same = ((fresh == kept) | (np.isnan(fresh) & np.isnan(kept))).all(axis=0) & (at >= 0)
+    redo = list(names[~same])
+    old = _fundamentals_panels(source, adj_close, dates[:W], redo) if redo else None
+    closes = CloseHistory.of(adj_close.reindex(columns=names))
+    lacking = names[at < 0]
+    made, in_force = {}, {}
+    for f, kw in _asks().items():
+        held = known.in_force[f].on(names)
+        if len(lacking):  # a name the kept snapshots lack (listed since): its own, found in the table
+            found = snapshots_in_force(source, f, known.dates[-1], lacking, **kw).on(names)
+            fill = at < 0
+            held = SnapshotsInForce(held.day, names, np.where(fill, found.value, held.value),
+                                    np.where(fill, found.available, held.available),
+                                    np.where(fill, found.price_day, held.price_day))
+        new, in_force[f] = fundamentals_panel_after(held, source, f, dates[W:], **kw,
+                                                    adj_close=closes if f in ROLLED else None)
+        values = np.full((len(dates), len(names)), np.nan)
+        values[:W, same] = known.panels[f][:, at[same]]
+        if old is not None:
+            values[:W, ~same] = old[f].to_numpy(dtype="float64")
+        values[W:] = new.to_numpy(dtype="float64")
+        made[f] = pd.DataFrame(values, index=dates, columns=names)
+    fund = {f: made[f] for f in PANEL_FIELDS}
+    cap = market_cap_panel(None, None, fund["market_cap"])
+    return PointInTimePanels(cap, fund["price"], made["shares_outstanding"], fund), in_force
 
 
 def snapshot_price_days(fundamentals: pd.DataFrame, start: object) -> pd.DatetimeIndex:
@@ -156,6 +252,13 @@ def snapshot_price_days(fundamentals: pd.DataFrame, start: object) -> pd.Datetim
     day = price_day.where(~price_day.isna(), available)
     horizon = pd.Timestamp(start) - pd.Timedelta(days=max(SHARES_MAX_AGE_DAYS, 400))
     return pd.DatetimeIndex(day[available >= horizon].dropna().unique())
+
+
+def _near_days(snapshot_days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The days whose adjusted closes a snapshot's price relative can read: each price day and
+    the :data:`~riskstrata.data.fundamentals.PRICE_DATE_TOLERANCE_DAYS` before it."""
+    return pd.DatetimeIndex(sorted({d - pd.Timedelta(days=k) for d in snapshot_days.normalize()
+                                    for k in range(PRICE_DATE_TOLERANCE_DAYS + 1)}))
 
 
 def _price_panels(store: Store, stocks: set, start: object | None, end: object | None,
@@ -174,8 +277,7 @@ def _price_panels(store: Store, stocks: set, start: object | None, end: object |
     """
     columns = ["date", "security_id", "ret", "adj_close", "volume"]
     if start is not None and snapshot_days is not None:
-        near = pd.DatetimeIndex(sorted({d - pd.Timedelta(days=k) for d in snapshot_days.normalize()
-                                        for k in range(PRICE_DATE_TOLERANCE_DAYS + 1)}))
+        near = _near_days(snapshot_days)
         long = store.read_table("prices", columns=columns, where="date >= ? OR date IN (SELECT unnest(?::TIMESTAMP[]))",
                                 params=[pd.Timestamp(start).to_pydatetime(), [d.to_pydatetime() for d in near]])
     else:
@@ -217,6 +319,18 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     (security master ``issuer_id``, e.g. from ``riskstrata ingest issuers``) makes share classes
     count once.
     """
+    return load_factor_inputs_kept(store, start, end, also)[0]
+
+
+def load_factor_inputs_kept(store: Store, start: object | None = None, end: object | None = None,
+                            also: list | None = None, known: TrailingPanels | None = None
+                            ) -> tuple[FactorInputs, TrailingPanels | None]:
+    """:func:`load_factor_inputs`, and the fundamentals panels a daily update after the last date
+    reads (:class:`TrailingPanels`, kept with the version). known: the panels the version being
+    updated kept, whose rows begin the panels asked for: only the rest is computed
+    (:func:`extend_point_in_time_panels`; the same panels)."""
+    from riskstrata.factors.model import lookback_start
+
     master = SecurityMaster.from_store(store)
     records = master.records
     stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
@@ -232,16 +346,28 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     ids = list(returns.columns)
     if not volume.notna().any().any():
         volume = None
-    if not store.has_table("fundamentals"):
+    if fundamentals is None:
         raise StoreError("no fundamentals in the store: run `riskstrata ingest fundamentals FILE` first")
-    pit = point_in_time_panels(fundamentals, adj, returns.index, ids)
+    dates = returns.index
+    pit, in_force = None, None
+    if known is not None:
+        try:
+            pit, in_force = extend_point_in_time_panels(known, fundamentals, adj, dates, ids)
+        except DataValidationError:  # not the kept rows, or names not kept by id: the whole panels
+            pit = None
+    if pit is None:
+        pit = point_in_time_panels(fundamentals, adj, dates, ids)
     sector = pd.Series(dtype=object)
     if store.has_table("classifications"):
         cls = store.read_table("classifications", columns=["security_id", "valid_from", "gics_sector"])
         cls = cls.dropna(subset=["gics_sector"]).sort_values("valid_from")
         sector = cls.groupby("security_id")["gics_sector"].last()
-    return FactorInputs(returns, pit.market_cap, sector.reindex(ids), pit.fundamentals, volume, pit.shares,
-                        pit.price, master.issuers(ids))
+    inputs = FactorInputs(returns, pit.market_cap, sector.reindex(ids), pit.fundamentals, volume, pit.shares,
+                          pit.price, master.issuers(ids))
+    # The rows the descriptors of an update's first old date read: from its lookback, a row early
+    # (the market return's lagged caps), as factors_update reads them.
+    first = max(0, lookback_start(dates, len(dates) - 1) - 1)
+    return inputs, trailing_panels(pit, adj, first, fundamentals, in_force)
 
 
 SPILL_PREFIX = "riskstrata-factors-"   # scratch directories of streamed builds: <prefix><pid>-<random>
@@ -279,7 +405,7 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
     tick = tick or getattr(progress, "tick", None)
     count = tick or (lambda _s, _d, _t: None)
     say("loading panels")
-    inputs = load_factor_inputs(store, start, end)
+    inputs, kept = load_factor_inputs_kept(store, start, end)
     # Streamed: each date block's exposures go to a scratch directory as they are made and are
     # read back a block at a time by validation and publishing, so peak memory is the panels'
     # (T × N) plus one block's (B × N × K), never the whole (T × N × K).
@@ -291,7 +417,7 @@ def build_factor_model(store: Store, spec: str | ModelSpec = "US21", start: obje
         say("validation")
         validation = validate_result(result, tick=lambda d, t: count("validation", d, t))
         say("writing")
-        return publish(store, result, validation)
+        return publish(store, result, validation, panels=kept)
 
 
 def validate_result(result: FactorModelResult,
@@ -318,12 +444,13 @@ def validation_table(reports: dict[str, ValidationReport]) -> pd.DataFrame:
 
 
 def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFrame, ValidationState] | None = None,
-            extra_meta: dict | None = None) -> dict:
+            extra_meta: dict | None = None, panels: TrailingPanels | None = None) -> dict:
     """Write a fitted model to the store: companions first, the exposures model last.
 
     validation: :func:`validate_result`'s table and state. extra_meta: added to the exposures
     version's meta.json (an update records what it updated from). Beside the exposures go the
-    state a daily update goes on from and the fingerprint of the inputs (:mod:`.factors_state`)."""
+    state a daily update goes on from, the fundamentals panels of its trailing rows (``panels``,
+    from :func:`load_factor_inputs_kept`) and the fingerprint of the inputs (:mod:`.factors_state`)."""
     names = model_names(result.spec.name)
     label = security_labels(store, result.tickers)
     reg = result.regression
@@ -356,6 +483,8 @@ def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFr
         if state is not None and result.history is not None and result.specific_state is not None:
             w.write_arrays(STATE_ARRAYS, UpdateState(result.history, result.specific_state, state,
                                                      reg.notes).to_arrays())
+        if panels is not None and panels.dates[-1] == result.dates[-1]:
+            w.write_arrays(PANELS_ARRAYS, panels.to_arrays())
         version = w.commit({**meta, "companions": versions,
                             "input_digest": input_digest(store, result.dates[-1], result.tickers),
                             **(extra_meta or {})})

@@ -19,17 +19,93 @@ no longer follow from the store, and only a rebuild is right.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from riskstrata.data.fundamentals import SnapshotsInForce
 from riskstrata.data.store import Store
+from riskstrata.errors import StoreError
 from riskstrata.factors.model import HistoryCounts
 from riskstrata.factors.specific import SpecificState
 from riskstrata.factors.validation import ValidationState
 
 STATE_ARRAYS = "update_state"
+PANELS_ARRAYS = "update_panels"
+
+
+class StoreReads:
+    """A store's reads through one DuckDB connection, everything else the store's own.
+
+    A daily update reads a dozen small things (the new days' prices, the securities, the
+    fingerprint's sums, a few columns of the published parts); each :class:`Store` read opens a
+    connection of its own, which costs ~25 ms of CPU — more than most of those reads. This
+    wrapper answers ``read_table``, ``read_model`` and ``query`` (tables only) as the store does,
+    from the store's own files, on one connection; any other attribute is the store's
+    (versions, meta, writers). Use as a context manager (the connection is closed on exit).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._con = duckdb.connect()
+        self._views: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def __enter__(self) -> StoreReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._con.close()
+
+    def _run(self, sql: str, params: list[Any] | None, what: str) -> pd.DataFrame:
+        try:
+            # Through Arrow, as the store reads (several times faster than DuckDB's own pandas conversion).
+            return self._con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+        except duckdb.Error as exc:
+            raise StoreError(f"reading {what} failed: {exc}") from exc
+
+    def _scan(self, files: list[Path], columns: list[str] | None, where: str | None, params: list[Any] | None,
+              what: str) -> pd.DataFrame:
+        listed = ", ".join(_sql_str(f) for f in files)
+        select = ", ".join('"' + c.replace('"', '""') + '"' for c in columns) if columns else "*"
+        sql = f"SELECT {select} FROM read_parquet([{listed}], union_by_name = true)"
+        return self._run(sql + (f" WHERE {where}" if where else ""), params, what)
+
+    def read_table(self, name: str, columns: list[str] | None = None, where: str | None = None,
+                   params: list[Any] | None = None) -> pd.DataFrame:
+        """:meth:`Store.read_table` on the shared connection."""
+        if not self.store.has_table(name):
+            raise StoreError(f"table {name!r} not found in store {self.store.root} (nothing ingested yet?)")
+        return self._scan([self.store.table_path(name)], columns, where, params, f"table {name!r}")
+
+    def read_model(self, model: str, columns: list[str] | None = None, where: str | None = None,
+                   params: list[Any] | None = None, version: str | None = None) -> pd.DataFrame:
+        """:meth:`Store.read_model` on the shared connection."""
+        files = self.store.model_files(model, version)
+        if not files:  # a committed build that wrote no parts
+            return pd.DataFrame(columns=columns or [])
+        return self._scan(files, columns, where, params, f"model {model!r}")
+
+    def query(self, sql: str, params: list[Any] | None = None, *, models: bool = True) -> pd.DataFrame:
+        """:meth:`Store.query` over the tables (``models=False``) on the shared connection."""
+        if models:
+            return self.store.query(sql, params)
+        for name in self.store.tables():
+            if name not in self._views:
+                self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.store.table_path(name))})')
+                self._views.add(name)
+        return self._run(sql, params, "a query")
+
+
+def _sql_str(path: Path | str) -> str:
+    """A path as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 # Per input table: the date column that says which rows a model ending on ``end`` has read (None:
 # every row counts, on every date), and the columns that matter (None: all). Prices: not the
@@ -40,31 +116,45 @@ _DATED = {"prices": ("date", ["security_id", "date", "ret", "volume"]),
 _WHOLE = ("classifications",)   # a name's sector is its latest classification, on every date
 
 
-def _sums(store: Store, after: object | None, end: object, names: pd.Index | None = None) -> dict[str, tuple[int, int]]:
-    """{table: (rows, Σ row hashes)}, in one query: the dated tables over the rows dated in
-    (after, end]; with ``names``, also the undated inputs (:func:`input_digest`)."""
-    parts, params = [], []
+def _sums(store: Store, after: object | None, ends: list[object], names: pd.Index | None = None, *,
+          dated: bool = True) -> dict[tuple[str, int], tuple[int, int]]:
+    """{(table, span): (rows, Σ row hashes)}, in one query that reads each table once: the dated
+    tables (unless not ``dated``) over the rows dated in (after, ends[0]] (span 0), (ends[0],
+    ends[1]] (span 1), … (``ends`` ascending); with ``names``, also the undated inputs
+    (:func:`input_digest`, span 0). A table the store lacks is absent; a span without rows (0, 0)."""
+    parts, params, spans = [], [], []
 
-    def add(table: str, columns: list[str] | None, where: str, args: list) -> None:
+    def add(table: str, columns: list[str] | None, span: str, where: str, args: list, n_spans: int = 1) -> None:
         listed = ", ".join(f'"{c}"' for c in columns or pq.read_schema(store.table_path(table)).names)
-        parts.append(f"SELECT '{table}' AS t, count(*) AS n, coalesce(sum(hash({listed})::HUGEINT), 0) AS h "
-                     f'FROM "{table}" WHERE {where}')
+        parts.append(f"SELECT '{table}' AS t, {span} AS span, count(*) AS n, "
+                     f'coalesce(sum(hash({listed})::HUGEINT), 0) AS h FROM "{table}" WHERE {where} GROUP BY span')
         params.extend(args)
+        spans.extend((table, i) for i in range(n_spans))
 
-    for table, (column, columns) in _DATED.items():
+    stamps = [pd.Timestamp(e).to_pydatetime() for e in ends]
+    for table, (column, columns) in _DATED.items() if dated else ():
         if store.has_table(table):
-            add(table, columns, f'"{column}" <= ?' + (f' AND "{column}" > ?' if after is not None else ""),
-                [pd.Timestamp(end).to_pydatetime(), *([pd.Timestamp(after).to_pydatetime()] if after is not None else [])])
+            # The span of a row: the first end on or after its date (CASE binds its ? before the WHERE's).
+            span = ("CASE " + " ".join(f'WHEN "{column}" <= ? THEN {i}' for i in range(len(ends) - 1))
+                    + f" ELSE {len(ends) - 1} END") if len(ends) > 1 else "0"
+            lower = [] if after is None else [pd.Timestamp(after).to_pydatetime()]
+            add(table, columns, span, f'"{column}" <= ?' + (f' AND "{column}" > ?' if after is not None else ""),
+                [*stamps[:-1], stamps[-1], *lower], len(ends))
     if names is not None:
         for table in _WHOLE:
             if store.has_table(table):
-                add(table, None, "true", [])
+                add(table, None, "0", "true", [])
         if store.has_table("securities"):
-            add("securities", None, "list_contains(?, security_id)", [[str(n) for n in names]])
+            add("securities", None, "0", "list_contains(?, security_id)", [[str(n) for n in names]])
     if not parts:
         return {}
     rows = store.query(" UNION ALL ".join(parts), params, models=False)
-    return {r.t: (int(r.n), int(r.h)) for r in rows.itertuples()}
+    found = {(r.t, int(r.span)): (int(r.n), int(r.h)) for r in rows.itertuples()}
+    return {key: found.get(key, (0, 0)) for key in spans}
+
+
+def _digest_of(sums: dict[tuple[str, int], tuple[int, int]]) -> dict[str, str]:
+    return {t: f"{sums[t, 0][0]}:{sums[t, 0][1]}" if (t, 0) in sums else "absent" for t in (*_DATED, *_WHOLE, "securities")}
 
 
 def input_digest(store: Store, end: object, names: pd.Index) -> dict[str, str]:
@@ -72,18 +162,30 @@ def input_digest(store: Store, end: object, names: pd.Index) -> dict[str, str]:
     and fundamentals dated on or before ``end``, the whole classifications table, the securities
     rows of the model's ``names`` (a security listed later does not change what was published).
     Row order is irrelevant (a sum); duplicates count."""
-    sums = _sums(store, None, end, names)
-    return {t: f"{sums[t][0]}:{sums[t][1]}" if t in sums else "absent" for t in (*_DATED, *_WHOLE, "securities")}
+    return _digest_of(_sums(store, None, [end], names))
+
+
+NewRows = dict[str, tuple[int, int]]  # dated table → (rows, Σ row hashes) of the rows after a model's end
+
+
+def input_digest_and_new_rows(store: Store, end: object, new_end: object,
+                              names: pd.Index) -> tuple[dict[str, str], NewRows]:
+    """:func:`input_digest` through ``end`` and, from the same read of each dated table, the sums
+    of its rows dated in (end, new_end] (what :func:`extended_digest` adds to it)."""
+    sums = _sums(store, None, [end, new_end], names)
+    return _digest_of(sums), {t: sums[t, 1] for t in _DATED if (t, 1) in sums}
 
 
 def extended_digest(store: Store, digest: dict[str, str], end: object, new_end: object,
-                    names: pd.Index) -> dict[str, str]:
+                    names: pd.Index, new_rows: NewRows | None = None) -> dict[str, str]:
     """:func:`input_digest` through ``new_end`` from the one through ``end`` (checked to be the
-    store's): sums are additive, so of the dated tables only the rows after ``end`` are hashed."""
-    sums = _sums(store, end, new_end, names)
+    store's): sums are additive, so of the dated tables only the rows after ``end`` are hashed —
+    or none, given their sums (``new_rows``, from :func:`input_digest_and_new_rows`)."""
+    sums = _sums(store, end, [new_end], names, dated=new_rows is None)
+    sums.update({(t, 0): v for t, v in (new_rows or {}).items()})
     out = {}
     for table in (*_DATED, *_WHOLE, "securities"):
-        n, h = sums.get(table, (None, None))
+        n, h = sums.get((table, 0), (None, None))
         if n is None:
             out[table] = digest.get(table, "absent") if table in _DATED else "absent"
         elif table in _DATED and digest.get(table, "absent") != "absent":
@@ -126,7 +228,62 @@ class UpdateState:
                    notes)
 
 
+@dataclass
+class TrailingPanels:
+    """A model's fundamentals panels on its last rows, kept with a version for the next daily
+    update (``update_panels`` beside the exposures): computing them is most of an update's
+    reading (a dozen as-of panels over a year of rows), and only the new days' rows change.
+
+    dates: (W,) the rows the next update's descriptors read (from
+    :func:`~riskstrata.factors.model.lookback_start` of the last date, one row early); names:
+    (N,) the panels' columns (security ids); panels: field → (W, N) values of
+    :data:`~riskstrata.services.factors.PANEL_FIELDS` and ``shares_outstanding``, as
+    :func:`~riskstrata.services.factors.point_in_time_panels` made them; close_dates (R,) and
+    closes (R, N): the adjusted closes they were rolled from (the window's days and the days
+    near the snapshots' price days), against which an update checks today's closes name by
+    name; in_force: field → the snapshots in force on the last date
+    (:class:`~riskstrata.data.fundamentals.SnapshotsInForce`), from which the new days' rows follow.
+    """
+
+    dates: pd.DatetimeIndex
+    names: pd.Index
+    panels: dict[str, np.ndarray]
+    close_dates: pd.DatetimeIndex
+    closes: np.ndarray
+    in_force: dict[str, SnapshotsInForce]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {"dates": _days(self.dates), "names": np.asarray(self.names, dtype=str),
+               "close_dates": _days(self.close_dates), "closes": self.closes}
+        out.update({f"panel/{k}": v for k, v in self.panels.items()})
+        for field, s in self.in_force.items():
+            out.update({f"in_force/{field}/value": s.value, f"in_force/{field}/available": s.available,
+                        f"in_force/{field}/price_day": s.price_day})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TrailingPanels:
+        dates = pd.DatetimeIndex(arrays["dates"].astype("datetime64[ns]"))
+        names = pd.Index(arrays["names"].astype(object), name="security_id")
+        fields = {k.split("/")[1] for k in arrays if k.startswith("in_force/")}
+        in_force = {f: SnapshotsInForce(dates[-1], names, arrays[f"in_force/{f}/value"],
+                                        arrays[f"in_force/{f}/available"], arrays[f"in_force/{f}/price_day"])
+                    for f in sorted(fields)}
+        return cls(dates, names, {k[len("panel/"):]: v for k, v in arrays.items() if k.startswith("panel/")},
+                   pd.DatetimeIndex(arrays["close_dates"].astype("datetime64[ns]")), arrays["closes"], in_force)
+
+
+def _days(index: pd.DatetimeIndex) -> np.ndarray:
+    return index.to_numpy("datetime64[ns]").astype(np.int64)
+
+
 def read_update_state(store: Store, model: str, version: str) -> UpdateState | None:
     """The version's :class:`UpdateState`, or None when it keeps none (built before they existed)."""
     arrays = store.read_arrays(model, STATE_ARRAYS, version)
     return None if arrays is None else UpdateState.from_arrays(arrays)
+
+
+def read_trailing_panels(store: Store, model: str, version: str) -> TrailingPanels | None:
+    """The version's :class:`TrailingPanels`, or None when it keeps none (an update then computes them)."""
+    arrays = store.read_arrays(model, PANELS_ARRAYS, version)
+    return None if arrays is None else TrailingPanels.from_arrays(arrays)

@@ -58,7 +58,8 @@ from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
 from riskstrata.factors.specific import advance_specific_risk
 from riskstrata.factors.validation import StaleValidationState, advance_validation
-from riskstrata.services.factors_state import (STATE_ARRAYS, UpdateState, extended_digest, input_digest,
+from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, StoreReads, UpdateState,
+                                               extended_digest, input_digest_and_new_rows, read_trailing_panels,
                                                read_update_state)
 
 TOLERANCE = 1e-10  # a recomputed published number differing by more (relative above 1): data changed
@@ -108,28 +109,30 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     if model_spec.factors != meta.get("spec_factors"):
         raise _rebuild(spec, "the spec's factors are not the published version's")
     end = pd.Timestamp(meta["end"])
-    stored_fr = store.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
-    stored_fr = stored_fr.sort_values("date").reset_index(drop=True)
-    old_dates = pd.DatetimeIndex(stored_fr["date"])
-    if len(old_dates) < 2 or old_dates[-1] != end:
-        raise _rebuild(spec, "the published model has fewer than two dates")
-    new_dates = _trading_days_after(store, end)
-    if not len(new_dates):
-        return {"model": spec, "version": None, "previous": previous, "new_dates": [],
-                "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
-    state = read_update_state(store, names["factors"], previous)
-    if state is not None and "input_digest" in meta:
-        say("checking inputs")
-        _check_digest(store, meta, end, state.history.names, spec)
-    out = None
-    if state is not None and model_spec.regression.get("weights", "sqrt_cap") != "inv_specific_var":
-        # One BLAS thread: every product of a day is small (K × T by T × K, K × N), and a BLAS
-        # that wakes a thread per product waits on a busy core (measured 0.1 s per Gram matrix
-        # under load, 0.2 ms on one thread).
-        with one_blas_thread():
-            out = _advance(store, model_spec, names, previous, meta, stored_fr, new_dates, state, say)
-    if out is None:  # the long way (module docstring)
-        out = _recompute(store, model_spec, names, previous, meta, stored_fr, say)
+    with StoreReads(store) as reads:  # the update's dozen reads on one connection
+        new_dates = _trading_days_after(reads, end)
+        if not len(new_dates):
+            return {"model": spec, "version": None, "previous": previous, "new_dates": [],
+                    "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
+        stored_fr = reads.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
+        stored_fr = stored_fr.sort_values("date").reset_index(drop=True)
+        old_dates = pd.DatetimeIndex(stored_fr["date"])
+        if len(old_dates) < 2 or old_dates[-1] != end:
+            raise _rebuild(spec, "the published model has fewer than two dates")
+        state = read_update_state(store, names["factors"], previous)
+        new_sums = None
+        if state is not None and "input_digest" in meta:
+            say("checking inputs")
+            new_sums = _check_digest(reads, meta, end, new_dates[-1], state.history.names, spec)
+        out = None
+        if state is not None and model_spec.regression.get("weights", "sqrt_cap") != "inv_specific_var":
+            # One BLAS thread: every product of a day is small (K × T by T × K, K × N), and a BLAS
+            # that wakes a thread per product waits on a busy core (measured 0.1 s per Gram matrix
+            # under load, 0.2 ms on one thread).
+            with one_blas_thread():
+                out = _advance(reads, model_spec, names, previous, meta, stored_fr, new_dates, state, new_sums, say)
+        if out is None:  # the long way (module docstring)
+            out = _recompute(reads, model_spec, names, previous, meta, stored_fr, say)
     new = out["new_dates"]
     return {**out, "previous": previous,
             "message": f"Model B ({spec}): appended {len(new)} trading day(s) {new[0]} … {new[-1]} as version "
@@ -143,19 +146,23 @@ def _trading_days_after(store: Store, end: pd.Timestamp) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(days["date"])
 
 
-def _check_digest(store: Store, meta: dict, end: pd.Timestamp, names: pd.Index, spec: str) -> None:
-    """Every input row through ``end`` must be the build's (module docstring)."""
-    now = input_digest(store, end, names)
+def _check_digest(store: Store, meta: dict, end: pd.Timestamp, new_end: pd.Timestamp, names: pd.Index,
+                  spec: str) -> NewRows:
+    """Every input row through ``end`` must be the build's (module docstring). Returns the sums
+    of the rows after it through ``new_end``, hashed by the same read, for the new version's
+    fingerprint (:func:`~riskstrata.services.factors_state.extended_digest`)."""
+    now, new_rows = input_digest_and_new_rows(store, end, new_end, names)
     changed = [t for t, v in meta["input_digest"].items() if now.get(t) != v]
     if changed:
         raise _rebuild(spec, f"the {', '.join(changed)} data through the model's last date {end.date()} changed "
                              "since it was built (a correction or a backfill under the published numbers)")
+    return new_rows
 
 
 def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: dict, stored_fr: pd.DataFrame,
-             new_dates: pd.DatetimeIndex, state: UpdateState, say: Progress) -> dict | None:
+             new_dates: pd.DatetimeIndex, state: UpdateState, new_sums: NewRows | None, say: Progress) -> dict | None:
     """The update from the published state (module docstring); None when it must take the long way."""
-    from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows, load_factor_inputs,
+    from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows, load_factor_inputs_kept,
                                              publish_summary, security_labels, specific_risk_rows, validation_table,
                                              version_meta)
 
@@ -166,7 +173,10 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     # row needs the caps of the row before.
     w = max(0, lookback_start(dates, c) - 1)
     say("loading panels")
-    inputs = load_factor_inputs(store, dates[w], None, also=list(state.history.names))
+    # The fundamentals panels the version kept stand for its rows when the fingerprint vouched
+    # for the fundamentals under them (new_sums: it was checked); today's closes are compared.
+    known = read_trailing_panels(store, names["factors"], previous) if new_sums is not None else None
+    inputs, kept = load_factor_inputs_kept(store, dates[w], None, also=list(state.history.names), known=known)
     tickers = inputs.returns.columns
     if not inputs.returns.index.equals(dates[w:]):
         raise _rebuild(spec.name, "the store's trading days inside the model changed since it was built")
@@ -236,7 +246,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
                      exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
                                                   val_state, notes_by_date).to_arrays())
-        digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers)
+        wr.write_arrays(PANELS_ARRAYS, kept.to_arrays())
+        digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers, new_sums)
         version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
                              "updated_from": previous, "update": {"new_dates": new_list, "path": "state"}})
     return {**publish_summary(spec, version, factors, len(dates), len(tickers), notes, status),
@@ -246,11 +257,12 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
 def _recompute(store: Store, model_spec: ModelSpec, names: dict, previous: str, meta: dict,
                stored_fr: pd.DataFrame, say: Progress) -> dict:
     """The long way: every date again, old dates' exposures from the published version."""
-    from riskstrata.services.factors import SPILL_PREFIX, _remove_stale_spills, load_factor_inputs, publish, validate_result
+    from riskstrata.services.factors import (SPILL_PREFIX, _remove_stale_spills, load_factor_inputs_kept, publish,
+                                             validate_result)
 
     spec = model_spec.name
     say("loading panels")
-    inputs = load_factor_inputs(store, meta["start"], None)
+    inputs, kept = load_factor_inputs_kept(store, meta["start"], None)
     dates = inputs.returns.index
     old_dates = pd.DatetimeIndex(stored_fr["date"])
     T_old = len(old_dates)
@@ -271,7 +283,7 @@ def _recompute(store: Store, model_spec: ModelSpec, names: dict, previous: str, 
         say("writing")
         new_dates = [str(d.date()) for d in result.dates[T_old:]]
         out = publish(store, result, validation,
-                      {"updated_from": previous, "update": {"new_dates": new_dates, "path": "recomputed"}})
+                      {"updated_from": previous, "update": {"new_dates": new_dates, "path": "recomputed"}}, kept)
     return {**out, "new_dates": new_dates, "path": "recomputed"}
 
 
