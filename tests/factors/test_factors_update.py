@@ -28,10 +28,11 @@ from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services import factors_update as fu
 from riskstrata.services.factors_update import update_factor_model
 from tests.cli.test_every_command import assert_ran, invoke
-from riskstrata.services.factors_state import STATE_ARRAYS
+from riskstrata.services.factors_state import PANELS_ARRAYS, STATE_ARRAYS
 from tests.factors.frames import assert_same_frames
 
 NEW_DAYS = 5
+_EXTEND = svc.extend_point_in_time_panels
 PARTS = ["factors", "factor_returns", "factor_cov", "specific_risk", "factor_validation"]
 KEYS = {"factors": ["date", "security_id"], "factor_returns": ["date"], "factor_cov": ["date"],
         "specific_risk": ["date", "ticker"]}
@@ -228,3 +229,42 @@ def test_a_security_listed_after_the_build_does_not_stop_the_update(stores, tmp_
     store.write_table("securities", pd.concat([securities, listed], ignore_index=True))
     info = update_factor_model(store, "US21")
     assert info["path"] == "state" and len(info["new_dates"]) == NEW_DAYS
+
+
+def test_a_version_without_kept_panels_or_published_tail_updates_exactly_too(stores, tmp_path) -> None:
+    """A version that keeps neither its trailing fundamentals panels nor the published numbers
+    the update reads again (built before they were kept): the update computes the panels whole
+    and reads the parts — the same numbers — and keeps both for the next update."""
+    _, _, full, full_version = stores
+    store = _built_before(stores, tmp_path)
+    folder = store.model_dir("factors_US21") / store.current_version("factors_US21")
+    (folder / f"{PANELS_ARRAYS}.npz").unlink()
+    with np.load(folder / f"{STATE_ARRAYS}.npz") as npz:
+        kept = {k: npz[k] for k in npz.files if not k.startswith("published/")}
+        assert len(kept) < len(npz.files)
+    np.savez(folder / f"{STATE_ARRAYS}.npz", **kept)
+    info = update_factor_model(store, "US21")
+    assert info["path"] == "state"
+    got, want = _parts(store, info["version"]), _parts(full, full_version)
+    for part in PARTS:
+        assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
+    assert store.read_arrays("factors_US21", PANELS_ARRAYS, info["version"]) is not None
+    assert any(k.startswith("published/") for k in store.read_arrays("factors_US21", STATE_ARRAYS, info["version"]))
+
+
+def test_a_corrected_return_is_refused_with_the_kept_panels_in_use(stores, tmp_path, monkeypatch) -> None:
+    """The kept panels stand for the fundamentals only: the returns are read again, so a
+    correction inside the lookback that the fingerprint missed still shows in the last date's
+    exposures."""
+    store = _built_before(stores, tmp_path)
+    before = store.current_version("factors_US21")
+    published = store.model_meta("factors_US21", before)["input_digest"]
+    real = fu.input_digest_and_new_rows
+    monkeypatch.setattr(fu, "input_digest_and_new_rows", lambda *a: (published, real(*a)[1]))
+    used = []  # the kept panels are in use (not the whole computation)
+    monkeypatch.setattr(svc, "extend_point_in_time_panels", lambda *a: used.append(1) or _EXTEND(*a))
+    _correct_a_price(store, -NEW_DAYS - 3)
+    with pytest.raises(DataValidationError, match="exposures on the model's last date"):
+        update_factor_model(store, "US21")
+    assert used and store.current_version("factors_US21") == before
+

@@ -917,13 +917,44 @@ def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundament
     if not len(dates) or dates.min() <= in_force.day:
         raise DataValidationError("fundamentals_panel_after: the dates must come after the snapshots' day")
     newer = _load_long(source, field, in_force.day + pd.Timedelta(1, "ns"), dates.max(), derive)
-    long = _with_seen(pd.concat([in_force.rows(), newer[["available_date", "security_id", "value", "price_day"]]],
-                                ignore_index=True))
-    values = _asof_panel(long, "security_id", dates, names, max_age_days, "value")
+    # The candidates, as arrays: the snapshots in force (visible on every later date), then the newer rows.
+    held = np.flatnonzero(np.isfinite(in_force.value))
+    new_col = names.get_indexer(pd.Index(newer["security_id"].to_numpy(dtype=object), dtype=object))
+    new_keep = new_col >= 0
+    available = newer["available_date"].to_numpy("datetime64[ns]")[new_keep]
+    col = np.r_[held, new_col[new_keep]]
+    visible_from = np.r_[np.full(len(held), np.iinfo(np.int64).min), available.astype(np.int64)]
+    seen = np.r_[in_force.available[held], available.astype("datetime64[D]").astype("float64")]
+    value = np.r_[in_force.value[held], newer["value"].to_numpy(dtype="float64")[new_keep]]
+    price_day = np.r_[in_force.price_day[held], newer["price_day"].to_numpy(dtype="float64")[new_keep]]
+    pairs = visible_from[len(held):]
+    if len(np.unique(np.c_[pairs, new_col[new_keep]], axis=0)) < len(pairs):
+        raise DataValidationError("fundamentals frame has the same (security_id, available_date) twice; "
+                                  "ingest it to resolve duplicates")
+    # Each date's row per name: the latest visible candidate (as :func:`_asof_panel` picks it), if young enough.
+    order = np.lexsort((visible_from, col))   # by name, then availability
+    T, N = len(dates), len(names)
+    pick = np.full((T, N), -1)
+    day_ns = dates.to_numpy("datetime64[ns]").astype(np.int64)
+    day_d = dates.to_numpy("datetime64[D]").astype("float64")
+    for t in range(T):
+        sel = order[visible_from[order] <= day_ns[t]]
+        last = sel[np.r_[col[sel][1:] != col[sel][:-1], True]] if len(sel) else sel
+        young = day_d[t] - seen[last] <= max_age_days
+        pick[t, col[last[young]]] = last[young]
+    found = pick >= 0
+
+    def take(a: np.ndarray) -> np.ndarray:
+        out = np.full((T, N), np.nan)
+        out[found] = a[pick[found]]
+        return out
+
+    values = take(value)
     if adj_close is not None and (field in ROLLED_LEVELS or field in ROLLED_RATIOS):
         if not adj_close.frame.columns.equals(names):
             raise DataValidationError("a CloseHistory's columns must be the panel's names, in order")
-        rel = price_relative(adj_close, dates, _asof_panel(long, "security_id", dates, names, max_age_days, "price_day"))
+        rel = price_relative(adj_close, dates, take(price_day))
         values = values * rel if field in ROLLED_LEVELS else values / rel
     panel = pd.DataFrame(values, index=dates, columns=names, dtype="float64")
-    return panel, _in_force(long, dates[-1], names, max_age_days)
+    last_day = SnapshotsInForce(dates[-1], names, take(value)[-1], take(seen)[-1], take(price_day)[-1])
+    return panel, last_day

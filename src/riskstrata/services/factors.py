@@ -38,7 +38,8 @@ from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockSource, FactorIn
                                       block_bounds, factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 from riskstrata.factors.validation import ValidationReport, ValidationState, validation_reports_with_state
-from riskstrata.services.factors_state import PANELS_ARRAYS, STATE_ARRAYS, TrailingPanels, UpdateState, input_digest
+from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, PublishedTail, TrailingPanels, UpdateState,
+                                               input_digest)
 
 Progress = Callable[[str], None]
 SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the panel default (400 days)
@@ -478,11 +479,14 @@ def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFr
     else:
         pieces = ((a, X[a:b], imputed[a:b]) for a, b in block_bounds(T, DEFAULT_BLOCK_DATES))
     with store.begin_version(names["factors"]) as w:
+        last = None
         for a, x, imp in pieces:   # one part per date block, in date order
             w.write_part(exposure_rows(result.dates[a:a + len(x)], result.tickers, label, result.factors, x, imp))
+            last = np.array(x[-1])
         if state is not None and result.history is not None and result.specific_state is not None:
+            tail = PublishedTail.of(result.covariance, result.tickers, last) if last is not None else None
             w.write_arrays(STATE_ARRAYS, UpdateState(result.history, result.specific_state, state,
-                                                     reg.notes).to_arrays())
+                                                     reg.notes, tail).to_arrays())
         if panels is not None and panels.dates[-1] == result.dates[-1]:
             w.write_arrays(PANELS_ARRAYS, panels.to_arrays())
         version = w.commit({**meta, "companions": versions,

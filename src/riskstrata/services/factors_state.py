@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from riskstrata.data.fundamentals import SnapshotsInForce
 from riskstrata.data.store import Store
+from riskstrata.factors.covariance import FactorCovariance
 from riskstrata.errors import StoreError
 from riskstrata.factors.model import HistoryCounts
 from riskstrata.factors.specific import SpecificState
@@ -204,6 +205,7 @@ class UpdateState:
     specific: SpecificState
     validation: ValidationState
     regression_notes: dict[pd.Timestamp, list[str]]
+    published: PublishedTail | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         h = self.history
@@ -214,6 +216,8 @@ class UpdateState:
                "notes/text": np.array(["\n".join(n) for _, n in notes], dtype=str)}
         out.update({f"specific/{k}": v for k, v in self.specific.to_arrays().items()})
         out.update({f"validation/{k}": v for k, v in self.validation.to_arrays().items()})
+        if self.published is not None:
+            out.update({f"published/{k}": v for k, v in self.published.to_arrays().items()})
         return out
 
     @classmethod
@@ -224,8 +228,71 @@ class UpdateState:
         h = part("history")
         history = HistoryCounts(pd.Index(h["names"].astype(object)), h["returns"], h["eligible"], h["positive_cap"])
         notes = {pd.Timestamp(int(d)): str(t).split("\n") for d, t in zip(arrays["notes/dates"], arrays["notes/text"])}
+        published = part("published")
         return cls(history, SpecificState.from_arrays(part("specific")), ValidationState.from_arrays(part("validation")),
-                   notes)
+                   notes, PublishedTail.from_arrays(published) if published else None)
+
+
+@dataclass
+class PublishedTail:
+    """What an update reads again of the parts a version published, kept beside them so that it
+    reads no part: the factor covariance as
+    :func:`~riskstrata.factors.covariance.extend_factor_covariance` reads it, and the last
+    date's exposures (the update's check of its recomputed ones). The same float64 numbers as
+    the parts (written from the same arrays).
+
+    factors: (K,) the published factors; cov_diagonal: (T, K) every date's variances;
+    eigen_bias: (T, K) the eigen simulation's bias on the dates it ran (NaN elsewhere);
+    vra_lambda: (T,); cov_last: (K, K) the last date's matrix; names: (N,) security ids;
+    last_exposures: (N, K) the last date's exposures (NaN: no published row).
+    """
+
+    factors: list[str]
+    cov_diagonal: np.ndarray
+    eigen_bias: np.ndarray
+    vra_lambda: np.ndarray
+    cov_last: np.ndarray
+    names: pd.Index
+    last_exposures: np.ndarray
+
+    @classmethod
+    def of(cls, fc: FactorCovariance, names: pd.Index, last_exposures: np.ndarray) -> PublishedTail | None:
+        """From a covariance as published (:func:`~riskstrata.services.factors.covariance_rows`:
+        None when it publishes no eigen biases) and the last date's (N, K) exposures."""
+        T = len(fc.dates)
+        if len(fc.eigen_recomputed) != T:
+            return None
+        bias = np.where(np.asarray(fc.eigen_recomputed)[:, None], fc.eigen_bias, np.nan)
+        return cls(list(fc.factors), np.array(np.diagonal(fc.adjusted, axis1=1, axis2=2)), bias,
+                   np.array(fc.vra_lambda, dtype=np.float64), np.array(fc.adjusted[-1]), pd.Index(names),
+                   np.array(last_exposures, dtype=np.float64))
+
+    def extended(self, new: PublishedTail) -> PublishedTail:
+        """This tail followed by the rows of ``new`` (the new dates'), whose last date it takes."""
+        return PublishedTail(new.factors, np.vstack([self.cov_diagonal, new.cov_diagonal]),
+                             np.vstack([self.eigen_bias, new.eigen_bias]), np.r_[self.vra_lambda, new.vra_lambda],
+                             new.cov_last, new.names, new.last_exposures)
+
+    def covariance(self, dates: pd.DatetimeIndex) -> FactorCovariance:
+        """The published covariance over ``dates`` (T,) as much as the extension reads of it: the
+        diagonals, the last whole matrix (other entries NaN), eigen biases and λ."""
+        T, K = self.cov_diagonal.shape
+        adjusted = np.full((T, K, K), np.nan)
+        adjusted[:, np.arange(K), np.arange(K)] = self.cov_diagonal
+        adjusted[-1] = self.cov_last
+        return FactorCovariance(dates=pd.DatetimeIndex(dates), factors=list(self.factors), raw=np.empty((0, K, K)),
+                                adjusted=adjusted, eigen_applied=np.empty(0, bool), vra_lambda=self.vra_lambda,
+                                eigen_recomputed=np.isfinite(self.eigen_bias).any(axis=1), eigen_bias=self.eigen_bias)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"factors": np.asarray(self.factors, dtype=str), "cov_diagonal": self.cov_diagonal,
+                "eigen_bias": self.eigen_bias, "vra_lambda": self.vra_lambda, "cov_last": self.cov_last,
+                "names": np.asarray(self.names, dtype=str), "last_exposures": self.last_exposures}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> PublishedTail:
+        return cls([str(f) for f in a["factors"]], a["cov_diagonal"], a["eigen_bias"], a["vra_lambda"], a["cov_last"],
+                   pd.Index(a["names"].astype(object)), a["last_exposures"])
 
 
 @dataclass

@@ -58,9 +58,9 @@ from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
 from riskstrata.factors.specific import advance_specific_risk
 from riskstrata.factors.validation import StaleValidationState, advance_validation
-from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, StoreReads, UpdateState,
-                                               extended_digest, input_digest_and_new_rows, read_trailing_panels,
-                                               read_update_state)
+from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, PublishedTail, StoreReads,
+                                               UpdateState, extended_digest, input_digest_and_new_rows,
+                                               read_trailing_panels, read_update_state)
 
 TOLERANCE = 1e-10  # a recomputed published number differing by more (relative above 1): data changed
 
@@ -186,7 +186,10 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     say("exposures")
     cw, Tw = c - w, len(dates) - w
     x_ext, imputed, coverage, has_new = block_exposures(mf, cw, Tw)   # rows c … T − 1 (row 0: unused)
-    _check_last(store, names["factors"], previous, meta, mf, cw, x_ext[1], spec.name)
+    # What the version published that the update reads again, kept beside it (else read from the parts).
+    tail = state.published if state.published is not None and len(state.published.vra_lambda) == T_old \
+        and state.published.factors == list(meta["factors"]) else None
+    _check_last(store, names["factors"], previous, meta, mf, cw, x_ext[1], spec.name, tail)
     # Unlagged coverage of every date: the stored rows are lagged (row t: coverage of t − 1).
     coverage_cols = [f"coverage_{f}" for f in spec.factors]
     coverage_all = np.vstack([stored_fr[coverage_cols].to_numpy(dtype=float)[1:], coverage])
@@ -205,8 +208,9 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     say("factor covariance")
     fr_all = pd.concat([stored_fr.set_index("date")[factors], reg.factor_returns])
     fr_all.index = dates
-    cov = extend_factor_covariance(fr_all, _stored_covariance(store, names, meta, factors, T_old),
-                                   covariance_params(spec), groups=[meta["groups"][f] for f in factors])
+    before_cov = tail.covariance(old_dates) if tail is not None else _stored_covariance(store, names, meta, factors,
+                                                                                         T_old)
+    cov = extend_factor_covariance(fr_all, before_cov, covariance_params(spec), groups=[meta["groups"][f] for f in factors])
     say("validation")
     x_new = blk.exposures[:, :, cols]
     try:
@@ -244,8 +248,11 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     with store.begin_version(names["factors"]) as wr:
         _carry_parts(store, wr, names["factors"], previous,
                      exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]))
+        published = PublishedTail.of(before_cov, pd.Index([]), np.empty((0, len(factors))))
+        if published is not None:
+            published = published.extended(PublishedTail.of(_rows_after_first(cov), tickers, x_new[-1]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
-                                                  val_state, notes_by_date).to_arrays())
+                                                  val_state, notes_by_date, published).to_arrays())
         wr.write_arrays(PANELS_ARRAYS, kept.to_arrays())
         digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers, new_sums)
         version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
@@ -356,17 +363,24 @@ def _carry_parts(store: Store, writer, model: str, version: str, rows: pd.DataFr
 
 
 def _check_last(store: Store, model: str, version: str, meta: dict, mf: ModelFrame, row: int, fresh: np.ndarray,
-                spec: str) -> None:
-    """The model's last date's exposures from today's panels must be the published ones."""
+                spec: str, tail: PublishedTail | None = None) -> None:
+    """The model's last date's exposures from today's panels must be the published ones (from
+    the version's ``tail`` when it keeps them, else read from its parts)."""
     published = [f for f in mf.design if f in meta["factors"]]
     day = mf.dates[row]
-    rows = store.read_model(model, version=version, columns=["security_id", *published], where="date = ?",
-                            params=[day.to_pydatetime()])
+    if tail is not None and set(published) <= set(tail.factors):
+        held = ~np.isnan(tail.last_exposures).all(axis=1)  # the names with a published row
+        ids = tail.names[held]
+        values = tail.last_exposures[held][:, [tail.factors.index(f) for f in published]]
+    else:
+        rows = store.read_model(model, version=version, columns=["security_id", *published], where="date = ?",
+                                params=[day.to_pydatetime()])
+        ids, values = rows["security_id"].astype(str), rows[published].to_numpy(dtype=float)
     stored = np.full((len(mf.tickers), len(published)), np.nan)
-    j = mf.tickers.get_indexer(rows["security_id"].astype(str))
+    j = mf.tickers.get_indexer(ids)
     if (j < 0).any():
         raise _rebuild(spec, "securities of the published exposures are no longer in the store's panels")
-    stored[j] = rows[published].to_numpy(dtype=float)
+    stored[j] = values
     keep = [mf.design.index(f) for f in published]
     bad = _differs(fresh[:, keep], stored)
     if bad.any():
