@@ -258,8 +258,9 @@ def snapshot_price_days(fundamentals: pd.DataFrame, start: object) -> pd.Datetim
 def _near_days(snapshot_days: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """The days whose adjusted closes a snapshot's price relative can read: each price day and
     the :data:`~riskstrata.data.fundamentals.PRICE_DATE_TOLERANCE_DAYS` before it."""
-    return pd.DatetimeIndex(sorted({d - pd.Timedelta(days=k) for d in snapshot_days.normalize()
-                                    for k in range(PRICE_DATE_TOLERANCE_DAYS + 1)}))
+    back = np.arange(PRICE_DATE_TOLERANCE_DAYS + 1) * np.timedelta64(1, "D")
+    days = snapshot_days.normalize().to_numpy("datetime64[ns]")[:, None] - back[None, :]
+    return pd.DatetimeIndex(np.unique(days.ravel()))
 
 
 def _price_panels(store: Store, stocks: set, start: object | None, end: object | None,

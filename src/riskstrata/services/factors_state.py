@@ -52,7 +52,9 @@ class StoreReads:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._con = duckdb.connect()
+        # A store on a file system DuckDB does not read by path (an fsspec URL) answers its own reads.
+        local = getattr(store, "is_local", True)
+        self._con = duckdb.connect() if (local() if callable(local) else local) else None
         self._views: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
@@ -62,7 +64,8 @@ class StoreReads:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
     def _run(self, sql: str, params: list[Any] | None, what: str) -> pd.DataFrame:
         try:
@@ -81,6 +84,8 @@ class StoreReads:
     def read_table(self, name: str, columns: list[str] | None = None, where: str | None = None,
                    params: list[Any] | None = None) -> pd.DataFrame:
         """:meth:`Store.read_table` on the shared connection."""
+        if self._con is None:
+            return self.store.read_table(name, columns, where, params)
         if not self.store.has_table(name):
             raise StoreError(f"table {name!r} not found in store {self.store.root} (nothing ingested yet?)")
         return self._scan([self.store.table_path(name)], columns, where, params, f"table {name!r}")
@@ -88,6 +93,8 @@ class StoreReads:
     def read_model(self, model: str, columns: list[str] | None = None, where: str | None = None,
                    params: list[Any] | None = None, version: str | None = None) -> pd.DataFrame:
         """:meth:`Store.read_model` on the shared connection."""
+        if self._con is None:
+            return self.store.read_model(model, columns, where, params, version)
         files = self.store.model_files(model, version)
         if not files:  # a committed build that wrote no parts
             return pd.DataFrame(columns=columns or [])
@@ -95,8 +102,8 @@ class StoreReads:
 
     def query(self, sql: str, params: list[Any] | None = None, *, models: bool = True) -> pd.DataFrame:
         """:meth:`Store.query` over the tables (``models=False``) on the shared connection."""
-        if models:
-            return self.store.query(sql, params)
+        if models or self._con is None:
+            return self.store.query(sql, params, models=models)
         for name in self.store.tables():
             if name not in self._views:
                 self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.store.table_path(name))})')
@@ -126,7 +133,7 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
     parts, params, spans = [], [], []
 
     def add(table: str, columns: list[str] | None, span: str, where: str, args: list, n_spans: int = 1) -> None:
-        listed = ", ".join(f'"{c}"' for c in columns or pq.read_schema(store.table_path(table)).names)
+        listed = ", ".join(f'"{c}"' for c in columns or _table_columns(store, table))
         parts.append(f"SELECT '{table}' AS t, {span} AS span, count(*) AS n, "
                      f'coalesce(sum(hash({listed})::HUGEINT), 0) AS h FROM "{table}" WHERE {where} GROUP BY span')
         params.extend(args)
@@ -152,6 +159,12 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
     rows = store.query(" UNION ALL ".join(parts), params, models=False)
     found = {(r.t, int(r.span)): (int(r.n), int(r.h)) for r in rows.itertuples()}
     return {key: found.get(key, (0, 0)) for key in spans}
+
+
+def _table_columns(store: Store, table: str) -> list[str]:
+    """A table's column names (from its Parquet schema)."""
+    columns = getattr(store, "table_columns", None)  # a store that reads its own schemas (any file system)
+    return list(columns(table)) if columns is not None else pq.read_schema(store.table_path(table)).names
 
 
 def _digest_of(sums: dict[tuple[str, int], tuple[int, int]]) -> dict[str, str]:

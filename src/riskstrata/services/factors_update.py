@@ -110,6 +110,7 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
         raise _rebuild(spec, "the spec's factors are not the published version's")
     end = pd.Timestamp(meta["end"])
     with StoreReads(store) as reads:  # the update's dozen reads on one connection
+        say("reading the version")
         new_dates = _trading_days_after(reads, end)
         if not len(new_dates):
             return {"model": spec, "version": None, "previous": previous, "new_dates": [],
@@ -232,14 +233,11 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     label = security_labels(store, tickers)
     vmeta = version_meta(spec, factors, dates, notes, status, has_data)
     versions = {}
-    new_rows = factor_return_rows(reg, coverage_lag.iloc[T_old:])
-    with store.begin_version(names["factor_returns"]) as wr:
-        wr.write_part(pd.concat([stored_fr, new_rows[list(stored_fr.columns)]], ignore_index=True))
-        versions["factor_returns"] = wr.commit(vmeta, prune=False)
     with store.begin_version(names["factor_validation"]) as wr:
         wr.write_part(validation_table(reports))
         versions["factor_validation"] = wr.commit(vmeta, prune=False)
-    for part, rows in (("factor_cov", covariance_rows(_rows_after_first(cov))),
+    new_returns = factor_return_rows(reg, coverage_lag.iloc[T_old:])[list(stored_fr.columns)]
+    for part, rows in (("factor_returns", new_returns), ("factor_cov", covariance_rows(_rows_after_first(cov))),
                        ("specific_risk", specific_risk_rows(spec_var, label))):
         with store.begin_version(names[part]) as wr:
             _carry_parts(store, wr, names[part], meta["companions"][part], rows)
