@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from riskstrata.data.store import Store, file_stamp
+from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, StoreError
 
 log = logging.getLogger("riskstrata.api")
@@ -80,26 +79,15 @@ def _check_name(name: str) -> str:
 
 def store_secret(store: Store, create: bool = False) -> bytes | None:
     """The store's HMAC secret (32 bytes); made (mode 0600, atomically) when ``create`` and absent."""
-    path = store.root / SECRET_FILE
+    parts = SECRET_FILE.parts
+    path = store.location(store.path(*parts))
     try:
-        secret = path.read_bytes()
+        secret = store.read_file(*parts)
     except FileNotFoundError:
         if not create:
             return None
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # never replaces a secret another process made first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-        secret = path.read_bytes()
+        store.create_file(secrets.token_bytes(32), *parts)  # never replaces a secret another process made first
+        secret = store.read_file(*parts)
     except OSError as exc:
         raise StoreError(f"cannot read the API key secret {path}: {exc.strerror} "
                          "(the server must run as a user who can read it)") from None
@@ -140,19 +128,8 @@ def _locked(store: Store) -> Iterator[None]:
     The table itself is replaced atomically by the store; the lock only stops two concurrent
     ``keys create`` from each dropping the other's row.
     """
-    path = store.root / "tables" / f".{TABLE}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: single-user machines; no lock
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with store.lock(TABLE):  # tables/.api_keys.lock on a local store (see Store.lock)
+        yield
 
 
 def _write(store: Store, df: pd.DataFrame) -> None:
@@ -241,7 +218,7 @@ class KeyRing:
         self._dummy = secrets.token_bytes(32)
 
     def _refresh(self) -> None:
-        stamp = file_stamp(self.store.table_path(TABLE))
+        stamp = self.store.table_stamp(TABLE)
         if stamp == self._stamp:
             return
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from riskstrata.api.published import Published, load_published
-from riskstrata.data.store import Lease, Store, file_stamp
+from riskstrata.data.store import Lease, Store
 from riskstrata.errors import ModelNotBuilt
 from riskstrata.services import factors
 from riskstrata.services.cascade import MODEL
@@ -44,7 +44,7 @@ class HeldModel(Generic[T]):
         self._unbuilt: object = _UNREAD  # the pointer's stamp when it named no version (not built)
 
     def _pointer(self) -> object:
-        return file_stamp(self.store.model_dir(self.model) / "CURRENT")
+        return self.store.current_stamp(self.model)
 
     def cached(self) -> T | None:
         """The value held, if the pointer has not moved since it was loaded."""

@@ -17,12 +17,14 @@ from riskstrata.errors import DataValidationError
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", envvar="RISKSTRATA_STORE",
-                                                  help="Store directory (default ~/.riskstrata/store).")]
+# Text, not a Path: a Path would fold the "//" of an fsspec URL (file:///srv/store, s3://bucket/store).
+StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="RISKSTRATA_STORE",
+                                                 help="Store directory or fsspec URL (file://, s3://…; "
+                                                      "default ~/.riskstrata/store).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def open_store(path: Optional[Path], create: bool = False):
+def open_store(path: Optional[str | Path], create: bool = False):
     from riskstrata.data.store import Store
 
     return Store(path, create=create)

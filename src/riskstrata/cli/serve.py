@@ -80,7 +80,7 @@ def serve(
                            heavy_slots=heavy_slots, heavy_per_key=heavy_per_key)
     # Workers are separate processes that build the app with create_app(): they read these.
     os.environ.update(settings.to_env())
-    os.environ["RISKSTRATA_STORE"] = str(opened.root.resolve())
+    os.environ["RISKSTRATA_STORE"] = str(opened.root.resolve()) if opened.is_local else opened.root  # a URL as given
     os.environ["RISKSTRATA_WEB_HOST"] = host  # the dashboard's pages are open only on a loopback interface
 
     url = _url(host, port)

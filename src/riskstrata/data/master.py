@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskstrata.data.store import Store, file_stamp
+from riskstrata.data.store import Store
 from riskstrata.data.readers import parse_dates
 from riskstrata.data.validation import RATE_TICKERS
 from riskstrata.errors import DataValidationError, UnknownTicker
@@ -82,7 +82,7 @@ KNOWN_FUNDS = frozenset("""
 
 AssetTypeHint = str | Mapping[str, str] | Callable[[str], str] | None
 # Masters parsed by from_store: table path → (file stamp, master). Racing threads may both parse: harmless.
-_FROM_STORE: dict[str, tuple[tuple[int, int, int, int], SecurityMaster]] = {}
+_FROM_STORE: dict[str, tuple[tuple[Any, ...], SecurityMaster]] = {}
 _FROM_STORE_MAX = 16
 
 
@@ -187,17 +187,17 @@ class SecurityMaster:
         Parsed once per version of the table file and shared (a master never changes: updates
         return a new one), so a server resolving a ticker per request pays a ``stat``, not a parse.
         """
-        path = store.table_path("securities")
-        stamp = file_stamp(path)
+        where = store.location(store.table_path("securities"))
+        stamp = store.table_stamp("securities")
         if stamp is None:
             return cls.empty()
-        held = _FROM_STORE.get(str(path))
+        held = _FROM_STORE.get(where)
         if held is not None and held[0] == stamp:
             return held[1]
         master = cls(store.read_table("securities"))
         if len(_FROM_STORE) >= _FROM_STORE_MAX:  # many stores in one process (tests): forget the oldest
             _FROM_STORE.pop(next(iter(_FROM_STORE)))
-        _FROM_STORE[str(path)] = (stamp, master)
+        _FROM_STORE[where] = (stamp, master)
         return master
 
     def to_store(self, store: Store) -> None:

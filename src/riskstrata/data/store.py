@@ -22,10 +22,21 @@ cascade's link betas), leased by a running process (:meth:`Store.lease`; a serve
 the version it serves), or superseded less than ``PRUNE_GRACE_SECONDS`` ago (a request that
 started on it finishes). A pruned version is first renamed to a hidden directory, then deleted:
 a crash in between leaves the store readable and the leftover is removed by the next build.
+
+Where the store lives: ``Store(root)`` takes a local path (everything above, fsync and all), or
+an fsspec URL — ``file:///srv/store``, ``memory://scratch`` (one process: tests), ``s3://bucket/
+store`` with the driver the user installed — and then returns a
+:class:`~riskstrata.data.store_fsspec.FsspecStore`: the same layout and the same API, with
+publication reduced to what object storage offers (no rename, no exclusive create): parts are
+written under the hidden build prefix, moved into the version directory, ``meta.json`` written
+last, and ``CURRENT`` written after it is the one atomic step. Readers find versions only through
+``CURRENT`` (and ``meta.json``), so they never see a half-written version. Build claims and leases
+are best-effort there; that module's docstring says exactly what holds and what does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +45,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,7 +61,7 @@ from riskstrata.errors import ModelNotBuilt, StoreError
 log = logging.getLogger("riskstrata.store")
 
 __all__ = ["DEFAULT_KEEP_VERSIONS", "DEFAULT_STORE", "PRUNE_GRACE_SECONDS", "Lease", "Store", "VersionWriter",
-           "default_store_root", "write_part_file"]
+           "default_store_root", "file_stamp", "is_url", "write_parquet_to", "write_part_file"]
 
 # Table and model names become SQL view names, so they must be plain identifiers.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -131,13 +142,22 @@ def keep_versions_default() -> int:
     return keep
 
 
-def default_store_root() -> Path:
-    """The store used when none is named: ``$RISKSTRATA_STORE``, else ``~/.riskstrata/store``."""
+def is_url(root: object) -> bool:
+    """Whether a store root names an fsspec URL (``file://``, ``memory://``, ``s3://`` …) rather
+    than a local path. A :class:`~pathlib.Path` never does (it would have collapsed the ``//``)."""
+    return isinstance(root, str) and "://" in root
+
+
+def default_store_root() -> Path | str:
+    """The store used when none is named: ``$RISKSTRATA_STORE`` (a path or an fsspec URL), else
+    ``~/.riskstrata/store``."""
     env = os.environ.get("RISKSTRATA_STORE")
+    if env and is_url(env):
+        return env
     return Path(env).expanduser() if env else Path.home() / ".riskstrata" / "store"
 
 
-DEFAULT_STORE: Path = default_store_root()
+DEFAULT_STORE: Path | str = default_store_root()
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -167,16 +187,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` (index dropped) as zstd Parquet at ``path`` and fsync the file."""
+def write_parquet_to(df: pd.DataFrame, fh: Any) -> None:
+    """Write ``df`` (index dropped) as zstd Parquet into the open binary file ``fh``."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     # Dictionary-encode labels only: trying it on float columns (nearly all values distinct)
     # costs more than the compression itself and gains nothing.
     labels = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    # Row groups of 256k rows: small enough for DuckDB to skip most of a sorted table on a
+    # filter (min/max statistics), large enough to compress well.
+    pq.write_table(table, fh, compression="zstd", row_group_size=1 << 18, use_dictionary=labels)
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` (index dropped) as zstd Parquet at ``path`` and fsync the file."""
     with open(path, "wb") as fh:
-        # Row groups of 256k rows: small enough for DuckDB to skip most of a sorted table on a
-        # filter (min/max statistics), large enough to compress well.
-        pq.write_table(table, fh, compression="zstd", row_group_size=1 << 18, use_dictionary=labels)
+        write_parquet_to(df, fh)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -221,12 +246,21 @@ def _replaced(path: Path) -> None:
     _REPLACED[key] = _REPLACED.get(key, 0) + 1
 
 
-def file_stamp(path: Path | str) -> tuple[int, int, int, int] | None:
+def file_stamp(path: Path | str) -> tuple[Any, ...] | None:
     """(inode, mtime ns, size, replacements by this process) of a file, None if it does not exist.
 
     Every write here replaces a file (temp file + ``os.replace``), so the stamp changes whenever
     the content does: readers that cache what they parsed compare stamps instead of re-reading.
+    An fsspec URL gets the stamp its file system offers (:func:`~riskstrata.data.store_fsspec.fs_stamp`);
+    a store's own files are best stamped by :meth:`Store.table_stamp` and :meth:`Store.current_stamp`.
     """
+    if is_url(path):
+        from fsspec.core import url_to_fs
+
+        from riskstrata.data.store_fsspec import fs_stamp
+
+        fs, inner = url_to_fs(str(path))
+        return fs_stamp(fs, inner)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -253,7 +287,8 @@ class Store:
     Parameters
     ----------
     root:
-        The store directory; ``None`` means :func:`default_store_root`.
+        The store directory; ``None`` means :func:`default_store_root`. An fsspec URL (a
+        string with ``://``) makes a :class:`~riskstrata.data.store_fsspec.FsspecStore`.
     create:
         Create the directory if missing; with ``create=False`` a missing store raises
         :class:`~riskstrata.errors.StoreError`.
@@ -262,12 +297,25 @@ class Store:
         :func:`keep_versions_default`.
     """
 
+    def __new__(cls, root: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any) -> Store:
+        if cls is Store and is_url(default_store_root() if root is None else root):
+            from riskstrata.data.store_fsspec import FsspecStore  # fsspec is imported only for a URL
+
+            cls = FsspecStore
+        return super().__new__(cls)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self.root,)  # unpickled as the same kind of store, whatever RISKSTRATA_STORE says then
+
     def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True,
                  keep_versions: int | None = None) -> None:
         self.keep_versions: int = keep_versions_default() if keep_versions is None else int(keep_versions)
         if self.keep_versions < 1:
             raise StoreError("a store keeps at least one version per model")
-        self.root: Path = Path(root).expanduser() if root is not None else default_store_root()
+        self.root: Path | str = Path(root).expanduser() if root is not None else Path(default_store_root())
+        # Where the store's own paths start (a Path here; a PurePosixPath inside the file system
+        # of an fsspec store, whose ``root`` is the URL the user gave).
+        self._home = self.root
         if create:
             (self.root / "tables").mkdir(parents=True, exist_ok=True)
             (self.root / "models").mkdir(parents=True, exist_ok=True)
@@ -277,11 +325,25 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
+    @property
+    def is_local(self) -> bool:
+        """True for a store on a local path (fsync, rename, hard links, O_EXCL claims)."""
+        return True
+
+    def location(self, path: Path) -> str:
+        """A path of this store as text another process can open: the local path here, a URL
+        (``memory:///…``, ``s3://…``) on an fsspec store."""
+        return str(path)
+
+    def path(self, *parts: str) -> Path:
+        """A path under the store's root (``store.path("secrets", "x")``), whether it exists or not."""
+        return self._home.joinpath(*parts)
+
     # ------------------------------------------------------------------ data tables
 
     def table_path(self, name: str) -> Path:
         """Where table ``name`` lives (whether or not it exists yet)."""
-        return self.root / "tables" / f"{_check_name('table', name)}.parquet"
+        return self._home / "tables" / f"{_check_name('table', name)}.parquet"
 
     def has_table(self, name: str) -> bool:
         return self.table_path(name).is_file()
@@ -319,25 +381,93 @@ class Store:
         bound from ``params``); DuckDB pushes it into the Parquet scan, so row groups that
         cannot match are skipped.
         """
-        path = self.table_path(name)
-        if not path.is_file():
+        if not self.has_table(name):
             raise StoreError(f"table {name!r} not found in store {self.root} (nothing ingested yet?)")
-        return self._scan([path], columns, where, params, what=f"table {name!r}")
+        return self._scan([self.table_path(name)], columns, where, params, what=f"table {name!r}")
+
+    def table_columns(self, name: str) -> list[str]:
+        """The column names of table ``name`` (from its Parquet footer: no rows are read)."""
+        if not self.has_table(name):
+            raise StoreError(f"table {name!r} not found in store {self.root} (nothing ingested yet?)")
+        return list(pq.read_schema(self.table_path(name)).names)
+
+    def table_stamp(self, name: str) -> tuple[Any, ...] | None:
+        """A value that changes whenever table ``name`` is replaced (None: no such table), for
+        readers that cache what they parsed (:func:`file_stamp`)."""
+        return file_stamp(self.table_path(name))
+
+    def current_stamp(self, model: str) -> tuple[Any, ...] | None:
+        """A value that changes whenever ``CURRENT`` of ``model`` is rewritten (None: never built)."""
+        return file_stamp(self.model_dir(model) / "CURRENT")
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection that can read this store's files by :meth:`sql_path`."""
+        return duckdb.connect()
+
+    def sql_path(self, path: Path) -> str:
+        """A store path as DuckDB reads it on a :meth:`connect` connection."""
+        return str(path)
+
+    # ------------------------------------------------------------------ small private files
+
+    def read_file(self, *parts: str) -> bytes:
+        """The bytes of the file at ``parts`` under the root (FileNotFoundError when absent)."""
+        return self.path(*parts).read_bytes()
+
+    def create_file(self, data: bytes, *parts: str) -> None:
+        """Create the file at ``parts`` under the root with ``data``, readable by its owner only,
+        unless it exists already (never replaced: a second creator keeps the first one's bytes).
+
+        The bytes go to a private temp file first and are hard-linked into place, so nobody
+        ever reads a partial file and of two racing creators exactly one wins.
+        """
+        path = self.path(*parts)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a file another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the store-wide lock ``name`` (a POSIX advisory lock on ``tables/.<name>.lock``)
+        for the block: serialises read-modify-write of a table between processes."""
+        path = self._home / "tables" / f".{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as fh:
+            try:
+                import fcntl
+            except ImportError:  # Windows: single-user machines; no lock
+                yield
+                return
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def query(self, sql: str, params: list[Any] | None = None, *, models: bool = True) -> pd.DataFrame:
         """Run DuckDB ``sql`` with every table as a view of the same name and every model's
         current version as a view ``model_<name>`` (e.g. ``SELECT * FROM model_cascade``).
         models=False: the tables only (no model directories scanned: cheaper for many small queries)."""
-        con = duckdb.connect()
+        con = self.connect()
         try:
             for name in self.tables():
                 con.execute(
-                    f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.table_path(name))})'
+                    f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.sql_path(self.table_path(name)))})'
                 )
             for model in self.models() if models else ():
                 files = self.model_files(model) if self.current_version(model) else []
                 if files:
-                    file_list = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+                    file_list = "[" + ", ".join(_sql_str(self.sql_path(f)) for f in files) + "]"
                     con.execute(
                         f'CREATE VIEW "model_{model}" AS '
                         f"SELECT * FROM read_parquet({file_list}, union_by_name = true)"
@@ -356,11 +486,11 @@ class Store:
         params: list[Any] | None,
         what: str,
     ) -> pd.DataFrame:
-        file_list = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+        file_list = "[" + ", ".join(_sql_str(self.sql_path(f)) for f in files) + "]"
         sql = f"SELECT {_select(columns)} FROM read_parquet({file_list}, union_by_name = true)"
         if where:
             sql += f" WHERE {where}"
-        con = duckdb.connect()
+        con = self.connect()
         try:
             # Through Arrow: several times faster than DuckDB's own pandas conversion on
             # millions of rows. (Integer columns with nulls come back as float64.)
@@ -373,7 +503,7 @@ class Store:
     # ------------------------------------------------------------------ versioned model outputs
 
     def model_dir(self, model: str) -> Path:
-        return self.root / "models" / _check_name("model", model)
+        return self._home / "models" / _check_name("model", model)
 
     def models(self) -> list[str]:
         """Names of the models with at least one folder in the store (built or not), sorted."""
@@ -537,9 +667,13 @@ class Store:
         for model in self.models() if models is None else models:
             folder = self.model_dir(model)
             for version in self.versions(model):
-                meta = _read_json(folder / version / "meta.json")
+                meta = self._json(folder / version / "meta.json")
                 names |= _pinned_names({k: v for k, v in meta.items() if k != "version"})
         return names
+
+    def _json(self, path: Path) -> dict[str, Any]:
+        """A JSON object file of the store ({} when absent or unreadable)."""
+        return _read_json(path)
 
     def _kept(self, model: str, keep: int, grace_seconds: float, pinned: set[str]) -> tuple[list[str], dict[str, str]]:
         """(published versions, {version: why it is kept}) under the retention rules."""
@@ -610,23 +744,33 @@ class Store:
         """What the store holds and what it costs on disk: tables (bytes), and per model every
         published version (bytes, committed_at, current, why retention keeps it), live leases,
         the bytes of builds in progress and leftovers, and the retention setting."""
-        tables = [{"table": t, "bytes": self.table_path(t).stat().st_size} for t in self.tables()]
+        tables = [{"table": t, "bytes": self._file_bytes(self.table_path(t))} for t in self.tables()]
         pinned = self.pinned()
         models = []
         for model in self.models():
             folder = self.model_dir(model)
             published, why = self._kept(model, self.keep_versions, PRUNE_GRACE_SECONDS, pinned)
             current = self.current_version(model)
-            versions = [{"version": v, "bytes": _dir_bytes(folder / v), "current": v == current,
-                         "committed_at": _read_json(folder / v / "meta.json").get("committed_at"),
+            versions = [{"version": v, "bytes": self._dir_bytes(folder / v), "current": v == current,
+                         "committed_at": self._json(folder / v / "meta.json").get("committed_at"),
                          "kept": why.get(v, "pruned by the next publish")} for v in published]
-            hidden = sum(_dir_bytes(p) for p in folder.glob(f"{_TMP_PREFIX}*") if p.is_dir())
+            hidden = self._hidden_bytes(folder)
             models.append({"model": model, "current": current, "versions": versions,
                            "bytes": sum(v["bytes"] for v in versions) + hidden, "building_or_leftover_bytes": hidden,
                            "leases": self.leased(model)})
         total = sum(t["bytes"] for t in tables) + sum(m["bytes"] for m in models)
         return {"root": str(self.root), "keep_versions": self.keep_versions,
                 "grace_seconds": PRUNE_GRACE_SECONDS, "tables": tables, "models": models, "bytes": total}
+
+    def _file_bytes(self, path: Path) -> int:
+        return path.stat().st_size
+
+    def _dir_bytes(self, path: Path) -> int:
+        return _dir_bytes(path)
+
+    def _hidden_bytes(self, folder: Path) -> int:
+        """Bytes of the builds in progress and leftovers in a model's folder."""
+        return sum(_dir_bytes(p) for p in folder.glob(f"{_TMP_PREFIX}*") if p.is_dir())
 
     # ------------------------------------------------------------------ one API build per model
 
@@ -667,17 +811,24 @@ class Store:
 
 
 class Lease:
-    """A marker file saying a process holds a version; :meth:`release` removes it (idempotent)."""
+    """A marker file saying a process holds a version; :meth:`release` removes it (idempotent).
 
-    def __init__(self, path: Path | None) -> None:
+    fs: the fsspec file system of the store (None: a local path)."""
+
+    def __init__(self, path: Path | None, fs: Any = None) -> None:
         self.path = path  # None: no lease could be written (read-only store)
+        self.fs = fs
 
     def release(self) -> None:
-        if self.path is not None:
-            try:
+        if self.path is None:
+            return
+        try:
+            if self.fs is None:
                 self.path.unlink(missing_ok=True)
-            except OSError:  # a read-only store since: the lease dies with the process anyway
-                pass
+            else:
+                self.fs.rm(str(self.path))
+        except (OSError, FileNotFoundError):  # gone, or a read-only store since: the lease dies with the process anyway
+            pass
 
     def __repr__(self) -> str:
         return f"Lease({self.path.name if self.path else None!r})"
@@ -685,10 +836,16 @@ class Lease:
 
 def write_part_file(directory: Path | str, name: str, df: pd.DataFrame) -> Path:
     """Write ``df`` as ``part-<name>.parquet`` into a build directory (a :class:`VersionWriter`'s
-    ``tmp_dir``) from any process that sees it, e.g. a Dask worker on a shared file system; the
-    writer then registers it with :meth:`VersionWriter.adopt_part` and publishes as usual."""
+    ``tmp_location``: a local path, or an fsspec URL the process opens with its own driver)
+    from any process that sees it, e.g. a Dask worker on a shared file system or with access
+    to the bucket; the writer then registers it with :meth:`VersionWriter.adopt_part` and
+    publishes as usual. Returns the part's path (only its ``name`` means the same everywhere)."""
     if not _PART_NAME.match(name):
         raise StoreError(f"invalid part name {name!r}")
+    if is_url(directory):
+        from riskstrata.data.store_fsspec import write_part_url
+
+        return write_part_url(str(directory), f"part-{name}.parquet", df)
     path = Path(directory) / f"part-{name}.parquet"
     if path.exists():
         raise StoreError(f"part {path.name} already written in this build")
@@ -711,6 +868,14 @@ class VersionWriter:
         self.version: str | None = None
         self._parts: list[dict[str, Any]] = []
         self.tmp_dir = store.model_dir(model) / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        self._start()
+
+    @property
+    def tmp_location(self) -> str:
+        """The build directory as another process names it (:func:`write_part_file`)."""
+        return self.store.location(self.tmp_dir)
+
+    def _start(self) -> None:
         self.tmp_dir.mkdir(parents=True)
         # Who owns this build, so the next build can tell a killed one from a running one.
         (self.tmp_dir / _OWNER_FILE).write_text(
@@ -792,6 +957,31 @@ class VersionWriter:
             os.fsync(fh.fileno())
         return path
 
+    def _version_info(self, meta: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """(the new version's name, its meta.json) at commit time."""
+        now = datetime.now(timezone.utc)
+        version = f"v{now:%Y%m%dT%H%M%S.%f}Z-{uuid.uuid4().hex[:6]}"
+        return version, {
+            **self.meta,
+            **(meta or {}),
+            "model": self.model,
+            "version": version,
+            "started_at": self.started_at.isoformat(),
+            "committed_at": now.isoformat(),
+            "parts": self._parts,
+            "rows": sum(p["rows"] for p in self._parts),
+        }
+
+    def _pruned_after(self, version: str, prune: bool) -> str:
+        self.version = version
+        if not prune:
+            return version
+        try:
+            self.store.prune_all(grace_seconds=PRUNE_GRACE_SECONDS)
+        except (OSError, StoreError) as exc:  # disk hygiene must not undo a good build
+            log.warning("pruning after publishing %s %s failed: %s", self.model, version, exc)
+        return version
+
     def commit(self, meta: dict[str, Any] | None = None, *, make_current: bool = True, prune: bool = True) -> str:
         """Publish the build: write ``meta.json``, rename the directory to the version name,
         then point ``CURRENT`` at it. Returns the version name, e.g. ``v20261121T123456.123456Z-ab12cd``.
@@ -809,18 +999,7 @@ class VersionWriter:
             return self.version
         if not self.tmp_dir.is_dir():
             raise StoreError(f"build of {self.model!r} was aborted")
-        now = datetime.now(timezone.utc)
-        version = f"v{now:%Y%m%dT%H%M%S.%f}Z-{uuid.uuid4().hex[:6]}"
-        info = {
-            **self.meta,
-            **(meta or {}),
-            "model": self.model,
-            "version": version,
-            "started_at": self.started_at.isoformat(),
-            "committed_at": now.isoformat(),
-            "parts": self._parts,
-            "rows": sum(p["rows"] for p in self._parts),
-        }
+        version, info = self._version_info(meta)
         meta_path = self.tmp_dir / "meta.json"
         with open(meta_path, "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2, default=str)
@@ -833,11 +1012,4 @@ class VersionWriter:
         _fsync_dir(folder)
         if make_current:
             _atomic_write_text(folder / "CURRENT", version + "\n")
-        self.version = version
-        if not prune:
-            return version
-        try:
-            self.store.prune_all(grace_seconds=PRUNE_GRACE_SECONDS)
-        except (OSError, StoreError) as exc:  # disk hygiene must not undo a good build
-            log.warning("pruning after publishing %s %s failed: %s", self.model, version, exc)
-        return version
+        return self._pruned_after(version, prune)

@@ -15,8 +15,12 @@ partition retried elsewhere finds the parts its first attempt already wrote. A `
 scheduler is started with ``allowed_failures=0`` for this; a scheduler at an ADDRESS keeps its
 own setting (``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` gives the same behaviour).
 
-Workers must see the store's directory at the same path (one machine, or a shared file
-system). dask is imported here only, so the default path never loads it.
+Workers must reach the build directory the client names (:attr:`VersionWriter.tmp_location`):
+a local store's directory at the same path (one machine, or a shared file system), or an fsspec
+store's URL (``file://`` on a shared disk, object storage with the driver and credentials on every
+worker). A ``memory://`` store lives in the client's process, so only workers in that process
+(``LocalCluster(processes=False)``) can build into it. dask is imported here only, so the default
+path never loads it.
 """
 
 from __future__ import annotations
@@ -160,6 +164,9 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
     Returns (rows written, a summary for the version's meta: address, workers, partitions,
     bytes shipped, per-partition figures). Any failed task raises here, before anything is published.
     """
+    if writer.tmp_location.startswith("memory:") and parse_cluster(cluster)[0] == "local":
+        raise StoreError(f"a memory:// store lives in this process; the workers of --cluster {cluster} are other "
+                         "processes: build into a file:// URL or a directory instead")
     client, local = connect(cluster)
     began = time.perf_counter()
     try:
@@ -176,7 +183,7 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
                     # Scattered first: the data travels to one worker once, not inside the task graph
                     # (and this process keeps no copy of it).
                     data = client.scatter(part, hash=False)
-                    futures.append(client.submit(run_partition, data, params, keep, records, str(writer.tmp_dir),
+                    futures.append(client.submit(run_partition, data, params, keep, records, writer.tmp_location,
                                                  key=f"cascade-partition-{part.index}-{os.urandom(4).hex()}",
                                                  pure=False))
                 for future in as_completed(futures):
