@@ -916,23 +916,26 @@ def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundament
     names = in_force.names
     if not len(dates) or dates.min() <= in_force.day:
         raise DataValidationError("fundamentals_panel_after: the dates must come after the snapshots' day")
-    newer = _load_long(source, field, in_force.day + pd.Timedelta(1, "ns"), dates.max(), derive)
-    # The candidates, as arrays: the snapshots in force (visible on every later date), then the newer rows.
+    # The rows available since, as :func:`_load_long` reads them (the same values: the same
+    # window of the table, the same derivation), without building its frame.
+    rows, keys, row_price_days = source.window(in_force.day + pd.Timedelta(1, "ns"), dates.max())
+    new_value = (_snapshot_ratio(rows, field, derive) if field in SNAPSHOT_RATIOS
+                 else _with_derived(rows, field, derive)).to_numpy()
+    new_col = names.get_indexer(pd.Index(keys["security_id"], dtype=object))
+    new_keep = (new_col >= 0) & np.isfinite(new_value)
+    available = rows["available_date"].to_numpy("datetime64[ns]")[new_keep]
+    # The candidates: the snapshots in force (visible on every later date), then the newer rows.
     held = np.flatnonzero(np.isfinite(in_force.value))
-    new_col = names.get_indexer(pd.Index(newer["security_id"].to_numpy(dtype=object), dtype=object))
-    new_keep = new_col >= 0
-    available = newer["available_date"].to_numpy("datetime64[ns]")[new_keep]
     col = np.r_[held, new_col[new_keep]]
     visible_from = np.r_[np.full(len(held), np.iinfo(np.int64).min), available.astype(np.int64)]
     seen = np.r_[in_force.available[held], available.astype("datetime64[D]").astype("float64")]
-    value = np.r_[in_force.value[held], newer["value"].to_numpy(dtype="float64")[new_keep]]
-    price_day = np.r_[in_force.price_day[held], newer["price_day"].to_numpy(dtype="float64")[new_keep]]
-    pairs = visible_from[len(held):]
-    if len(np.unique(np.c_[pairs, new_col[new_keep]], axis=0)) < len(pairs):
-        raise DataValidationError("fundamentals frame has the same (security_id, available_date) twice; "
-                                  "ingest it to resolve duplicates")
+    value = np.r_[in_force.value[held], new_value[new_keep].astype("float64")]
+    price_day = np.r_[in_force.price_day[held], row_price_days[new_keep]]
     # Each date's row per name: the latest visible candidate (as :func:`_asof_panel` picks it), if young enough.
     order = np.lexsort((visible_from, col))   # by name, then availability
+    if np.any((col[order][1:] == col[order][:-1]) & (visible_from[order][1:] == visible_from[order][:-1])):
+        raise DataValidationError("fundamentals frame has the same (security_id, available_date) twice; "
+                                  "ingest it to resolve duplicates")
     T, N = len(dates), len(names)
     pick = np.full((T, N), -1)
     day_ns = dates.to_numpy("datetime64[ns]").astype(np.int64)
