@@ -1,4 +1,10 @@
-"""The store: tables round-trip, writes are atomic, model versions publish atomically and survive kill -9."""
+"""The store: tables round-trip, writes are atomic, model versions publish atomically and survive kill -9.
+
+Every test over the ``store`` fixture runs three times: on a local path (fsync, rename, hard links),
+and as an fsspec store on a ``file://`` URL and on ``memory://`` (the object-storage code path:
+no rename, CURRENT written last). Only the kill -9 test needs a second process, so it skips
+``memory://``, which lives in one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+import uuid
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,6 +27,41 @@ from riskstrata.data.store import Store, default_store_root
 from riskstrata.errors import ModelNotBuilt, StoreError
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(params=["path", "file-url", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store: on a local path, a file:// URL, or memory:// (each test its own)."""
+    if request.param != "memory":
+        yield Store(tmp_path / "store" if request.param == "path" else (tmp_path / "store").as_uri())
+        return
+    made = Store(f"memory://test-store-{uuid.uuid4().hex}")
+    yield made
+    made.fs.rm(str(made.path()), recursive=True)  # memory:// lives as long as the process
+
+
+def names_in(store: Store, folder) -> list[str]:
+    """The entries of a store folder, sorted (hidden ones included)."""
+    if store.is_local:
+        return sorted(p.name for p in Path(folder).iterdir())
+    return sorted(PurePosixPath(e).name for e in store.fs.ls(str(folder), detail=False))
+
+
+def exists(store: Store, path) -> bool:
+    return Path(path).exists() if store.is_local else store.fs.exists(str(path))
+
+
+def hidden_builds(store: Store, model: str) -> list:
+    """The hidden build directories (and leftovers) of a model."""
+    folder = store.model_dir(model)
+    return [folder / n for n in names_in(store, folder) if n.startswith(".tmp-")] if exists(store, folder) else []
+
+
+def write_text(store: Store, path, text: str) -> None:
+    if store.is_local:
+        Path(path).write_text(text)
+    else:
+        store.fs.pipe_file(str(path), text.encode())
 
 
 def sample_frame() -> pd.DataFrame:
@@ -64,7 +107,7 @@ def test_writing_a_table_replaces_it_whole(store: Store) -> None:
     store.write_table("sample", sample_frame())
     store.write_table("sample", sample_frame().iloc[:1])
     assert len(store.read_table("sample")) == 1
-    assert [p.name for p in (store.root / "tables").iterdir()] == ["sample.parquet"]  # no temp files left
+    assert names_in(store, store.path("tables")) == ["sample.parquet"]  # no temp files left
 
 
 def test_a_write_that_dies_midway_leaves_the_old_table_intact(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +122,7 @@ def test_a_write_that_dies_midway_leaves_the_old_table_intact(store: Store, monk
         store.write_table("sample", sample_frame().iloc[:1])
     monkeypatch.undo()
     pd.testing.assert_frame_equal(store.read_table("sample"), sample_frame())
-    assert [p.name for p in (store.root / "tables").iterdir()] == ["sample.parquet"]
+    assert names_in(store, store.path("tables")) == ["sample.parquet"]
 
 
 def test_query_sees_tables_and_current_models_as_views(store: Store) -> None:
@@ -155,7 +198,7 @@ def test_leaving_a_build_without_commit_publishes_nothing(store: Store) -> None:
         w.write_part(pd.DataFrame({"x": [3]}))  # no commit, no error
     assert store.current_version("cascade") == first
     assert store.versions("cascade") == [first]
-    assert not list(store.model_dir("cascade").glob(".tmp-*"))
+    assert not hidden_builds(store, "cascade")
 
 
 def test_reading_a_model_never_built_raises_model_not_built(store: Store) -> None:
@@ -168,7 +211,7 @@ def test_reading_a_model_never_built_raises_model_not_built(store: Store) -> Non
 def test_prune_keeps_the_newest_and_never_the_current_one(store: Store) -> None:
     made = [publish(store, "cascade", [i]) for i in range(5)]
     # Point CURRENT back at an old version (a rollback): prune must keep it.
-    (store.model_dir("cascade") / "CURRENT").write_text(made[0])
+    write_text(store, store.model_dir("cascade") / "CURRENT", made[0])
     removed = store.prune("cascade", keep=2)
     assert removed == made[1:3]
     assert store.versions("cascade") == [made[0], *made[3:]]
@@ -194,6 +237,8 @@ CRASHING_BUILD = textwrap.dedent(
 
 
 def test_a_build_killed_with_sigkill_leaves_the_last_good_version_current(store: Store) -> None:
+    if str(store.root).startswith("memory:"):
+        pytest.skip("memory:// lives in one process: the killed builder could not share it")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     with subprocess.Popen(
         [sys.executable, "-c", CRASHING_BUILD, str(store.root)],
@@ -211,7 +256,7 @@ def test_a_build_killed_with_sigkill_leaves_the_last_good_version_current(store:
     assert proc.returncode == -signal.SIGKILL
 
     # The killed build left its hidden directory behind; readers ignore it.
-    leftovers = list(store.model_dir("cascade").glob(".tmp-*"))
+    leftovers = hidden_builds(store, "cascade")
     assert len(leftovers) == 1
     assert store.current_version("cascade") == v1
     assert store.versions("cascade") == [v1]
@@ -220,7 +265,7 @@ def test_a_build_killed_with_sigkill_leaves_the_last_good_version_current(store:
     # The next build cleans the dead one up, publishes, and becomes current.
     time.sleep(0.01)
     with store.begin_version("cascade") as w:
-        assert not leftovers[0].exists()
+        assert not exists(store, leftovers[0])
         w.write_part(pd.DataFrame({"x": [4, 5]}))
         v2 = w.commit()
     assert store.current_version("cascade") == v2
@@ -231,7 +276,7 @@ def test_a_build_killed_with_sigkill_leaves_the_last_good_version_current(store:
 def test_a_running_build_of_another_process_is_not_cleaned_up(store: Store) -> None:
     other = store.begin_version("cascade")  # this process is alive, so the build is live
     publish(store, "cascade", [1])
-    assert other.tmp_dir.is_dir()
+    assert exists(store, other.tmp_dir)
     other.abort()
 
 
