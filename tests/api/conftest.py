@@ -28,6 +28,7 @@ from riskstrata.data.store import Store
 from riskstrata.data.synthetic import synthetic_market
 from riskstrata.services.cascade import build_cascade
 from riskstrata.services.demo import load_synthetic_into_store
+from tests.shared_builds import private_copy, shared_build
 
 SERVER_START_SECONDS = 60
 # Two extra listings, each a noisy copy of a synthetic stock that has a subsector ETF, with no
@@ -48,17 +49,24 @@ def _add_listing(store: Store, market, ticker: str, twin: str, seed: int, tmp: P
     ingest_prices(store, [path], etf_tickers=set(EtfRegistry.default().etfs()))
 
 
-@pytest.fixture(scope="session")
-def wire_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """A demo store: 60 synthetic stocks over three years (plus GOOGL and TWIN), cascade built."""
-    root = tmp_path_factory.mktemp("wire")
+def _build_wire_store(root: Path) -> None:
+    """60 synthetic stocks over three years (plus GOOGL and TWIN), cascade built, in root/store."""
     store = Store(root / "store")
     market = synthetic_market(n_stocks=60, n_days=252 * 3, seed=5)
     load_synthetic_into_store(store, market)
     for ticker, (twin, seed) in EXTRA_LISTINGS.items():
         _add_listing(store, market, ticker, twin, seed, root)
     build_cascade(store)
-    return store
+
+
+@pytest.fixture(scope="session")
+def wire_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A demo store: 60 synthetic stocks over three years (plus GOOGL and TWIN), cascade built.
+
+    Built once per run (tests/shared_builds.py); each worker gets its own copy, since the
+    session's keys are created and revoked in it."""
+    built = shared_build(tmp_path_factory, "wire-store", [], _build_wire_store) / "store"
+    return Store(private_copy(built, tmp_path_factory.mktemp("wire") / "store"))
 
 
 @pytest.fixture(scope="module")

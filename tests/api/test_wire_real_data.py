@@ -19,6 +19,7 @@ from riskstrata.api.auth import create_key
 from riskstrata.api.settings import ApiSettings
 from riskstrata.data.store import Store
 from riskstrata.services import cascade
+from tests.shared_builds import private_copy
 
 pytestmark = pytest.mark.realdata
 FIELDS = ("l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_sub_hr", "l3_mkt_er", "l3_sec_er",
@@ -26,9 +27,11 @@ FIELDS = ("l1_mkt_hr", "l2_mkt_hr", "l2_sec_hr", "l3_mkt_hr", "l3_sec_hr", "l3_s
 
 
 @pytest.fixture(scope="module")
-def client(real_store: Store):
-    key = create_key(real_store, "real-data-tests")
-    with TestClient(create_app(real_store, ApiSettings(rate_limit=0)), headers={"Authorization": f"Bearer {key}"}) as c:
+def client(real_store: Store, tmp_path_factory: pytest.TempPathFactory):
+    # The run's real store is shared by every worker: the key goes into this module's own copy.
+    store = Store(private_copy(real_store.root, tmp_path_factory.mktemp("wire-real") / "store"))
+    key = create_key(store, "real-data-tests")
+    with TestClient(create_app(store, ApiSettings(rate_limit=0)), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c
 
 

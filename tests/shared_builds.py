@@ -1,0 +1,94 @@
+"""One expensive store build per test run, shared by every pytest-xdist worker of that run.
+
+``make test`` runs two workers, whole files each; a session fixture is built once per *worker*,
+so the real S&P 500 store (~17 s CPU) was built twice per run. Here the first worker to ask
+builds it under an exclusive lock into a directory of the run's temporary root (the parent of
+every worker's own base directory); the others wait on the lock and then read the same files.
+The directory is named by a digest of the build's name, its input files (path, size, mtime) and
+the files of the ``riskstrata`` package, so a build never serves inputs or code it was not made
+from (another agent editing ``src/`` mid-run gets a fresh build, not a stale one).
+
+A fixture that writes into the store (API keys, publishes) must take a :func:`private_copy`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import riskstrata
+
+COMPLETE = ".complete"  # written last: a directory without it is a build that died part-way
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary root shared by this run's workers (each xdist worker's base directory is a
+    child of it); the base directory itself in a run without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def code_digest() -> str:
+    """SHA-256 of every file of the installed ``riskstrata`` package (paths and bytes: the code
+    and its packaged data, such as the ETF registry and the factor specs; not the bytecode)."""
+    package = Path(riskstrata.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def inputs_digest(name: str, inputs: Iterable[Path]) -> str:
+    """Digest of the build's name, each input file's path, size and mtime, and the code."""
+    h = hashlib.sha256(name.encode())
+    for path in inputs:
+        st = path.stat()
+        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(code_digest().encode())
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (released when the file closes, even if the
+    process dies, so a killed worker never leaves the others waiting forever)."""
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, inputs: Iterable[Path],
+                 build: Callable[[Path], None]) -> Path:
+    """The directory where ``build(directory)`` ran once for this run, ``name`` and ``inputs``.
+
+    ``build`` writes into the (empty) directory it is given and is called by one worker only; a
+    directory left by a build that raised is emptied and built again by the next caller.
+    Callers must only read what is inside; see :func:`private_copy`.
+    """
+    shared = run_root(tmp_path_factory) / "shared-builds"
+    shared.mkdir(exist_ok=True)
+    target = shared / f"{name}-{inputs_digest(name, inputs)}"
+    with _exclusive(shared / f"{target.name}.lock"):
+        if not (target / COMPLETE).exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            build(target)
+            (target / COMPLETE).touch()
+    return target
+
+
+def private_copy(source: Path, destination: Path) -> Path:
+    """A copy of the shared ``source`` directory at ``destination`` for a fixture that writes."""
+    shutil.copytree(source, destination)
+    return destination
