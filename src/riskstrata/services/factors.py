@@ -210,6 +210,8 @@ def extend_point_in_time_panels(known: TrailingPanels, source: StoredFundamental
     W = len(known.dates)
     if not dates[:W].equals(known.dates) or len(dates) == W:
         raise DataValidationError("the kept panels are not the first rows of the update's")
+    if not set(_asks()) <= set(known.panels) & set(known.in_force):
+        raise DataValidationError("the kept panels lack fields the update computes")
     at = known.names.get_indexer(names)
     # Today's closes against the kept ones, on the days both read: a name whose closes moved is recomputed.
     day = pd.DatetimeIndex(adj_close.index)

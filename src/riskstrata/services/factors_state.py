@@ -8,7 +8,14 @@ running state each step needs to go on from the model's last date without the hi
   day; a trailing panel gets them from here),
 - the specific-risk recursions (:class:`~riskstrata.factors.specific.SpecificState`),
 - the validation's accumulators (:class:`~riskstrata.factors.validation.ValidationState`),
-- the regression's notes per date (the factor status quotes them for gaps).
+- the regression's notes per date (the factor status quotes them for gaps),
+- what the update would otherwise read back from the published parts
+  (:class:`PublishedTail`: the covariance's history as its extension reads it, the last date's
+  exposures).
+
+Beside it, ``update_panels.npz`` keeps the fundamentals panels of the trailing rows and the
+snapshots in force on the last date (:class:`TrailingPanels`): an update computes only the new
+days' rows of them.
 
 The version's meta.json also records :func:`input_digest`: a fingerprint of every input row the
 model has seen. An update recomputes it over the same rows; any difference — a corrected price,

@@ -2,9 +2,14 @@
 
 A published version keeps, beside its parts, the state its recursions reached on its last date
 (:mod:`.factors_state`): the names' history counts, the specific-risk EWMA sums, the validation's
-accumulators, the regression's notes. An update of B new days reads the trailing panels the new
-dates' descriptors need (:func:`~riskstrata.factors.model.lookback_start`, one row more for the
-market return's lagged caps), with the history before them from the counts, and computes
+accumulators, the regression's notes, and what the update would otherwise read back from the
+parts (the covariance's diagonals, eigen biases and λ, the last date's matrix and exposures);
+and the fundamentals panels of its trailing rows with the snapshots in force on its last date.
+An update of B new days reads the trailing panels the new dates' descriptors need
+(:func:`~riskstrata.factors.model.lookback_start`, one row more for the market return's lagged
+caps), with the history before them from the counts — prices afresh, the fundamentals panels
+from the kept rows plus the new days' rows (:func:`~riskstrata.services.factors.extend_point_in_time_panels`:
+the same panels bit for bit; a name whose adjusted closes were re-based is recomputed) — and computes
 
 - the exposures of the model's last date (checked against the published row) and the new dates,
 - the new dates' regressions (the last date's exposures explain the first new date),
@@ -17,7 +22,8 @@ market return's lagged caps), with the history before them from the counts, and 
 by the same functions a build runs, so it equals a full rebuild of the same data up to rounding
 (the tests hold every stored field to 1e-10). It publishes a new version of every part, the
 exposures model last, like a build: the old rows' part files are hard-linked into it (published
-parts are never modified), the new rows go in one new part, and readers never see a mix.
+parts are never modified), the new rows go in one new part, and readers never see a mix. Its
+dozen reads share one DuckDB connection (:class:`~riskstrata.services.factors_state.StoreReads`).
 
 It refuses (DataValidationError, naming ``riskstrata factors build --model SPEC``) what it cannot
 make equal to a rebuild: a version built before versions kept what an update needs, another
@@ -251,7 +257,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
             published = published.extended(PublishedTail.of(_rows_after_first(cov), tickers, x_new[-1]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
                                                   val_state, notes_by_date, published).to_arrays())
-        wr.write_arrays(PANELS_ARRAYS, kept.to_arrays())
+        if kept is not None:
+            wr.write_arrays(PANELS_ARRAYS, kept.to_arrays())
         digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers, new_sums)
         version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
                              "updated_from": previous, "update": {"new_dates": new_list, "path": "state"}})
