@@ -5,7 +5,8 @@ Model A (the cascade) and Model B (US21) built in each agree to 1e-12 on every s
 ``local:2`` cluster of worker processes, started by the CLI, builds the cascade into a ``file://``
 store — the workers write their parts through the URL, the client publishes — equal to the local
 build; a ``memory://`` store, which lives in one process, builds on workers of that process and
-refuses worker processes with a clear error.
+refuses worker processes with a clear error. A daily update on ``memory://`` copies the published
+parts into its version (no hard links there) and equals the full build.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 
 import pytest
 
+from riskstrata.data.ingest import ingest_classifications, ingest_prices
 from riskstrata.data.store import Store
 from riskstrata.data.store_fsspec import FsspecStore
 from riskstrata.data.synthetic import synthetic_market
@@ -21,10 +23,11 @@ from riskstrata.errors import StoreError
 from riskstrata.services import factors as svc
 from riskstrata.services.cascade import MODEL, build_cascade
 from riskstrata.services.demo import load_synthetic_into_store
+from riskstrata.services.update import update_cascade
 from tests.cli.test_every_command import assert_ran, invoke
 from tests.factors.frames import assert_same_frames
 from tests.factors.test_factors_dask import stored
-from tests.services.test_update import KEY, assert_same_rows
+from tests.services.test_update import ETFS, KEY, assert_same_rows
 
 WINDOW = 63
 
@@ -88,3 +91,27 @@ def test_the_cli_builds_on_a_local_cluster_into_a_file_url_store(local, market, 
     assert shared.model_meta(MODEL)["cluster"]["workers"] == 2
     assert_same_rows(shared.read_model(MODEL), store.read_model(MODEL, version=cascade), KEY, tol=1e-12)
     assert not [p for p in (tmp_path / "shared" / "models" / MODEL).iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_daily_update_on_memory_carries_the_parts_over_and_equals_the_build(local, market, tmp_path) -> None:
+    """The update copies the published parts into its new version (no hard links on object
+    storage) and appends the new days: the same rows as the full local build."""
+    store, cascade, _ = local
+    prices = market.prices()
+    days = sorted(prices["date"].unique())
+    prices[prices["date"] < days[-3]].to_parquet(tmp_path / "old.parquet", index=False)
+    prices[prices["date"] >= days[-3]].to_parquet(tmp_path / "new.parquet", index=False)
+    market.classifications[["ticker", "gics_sector", "gics_sub_industry"]].to_csv(tmp_path / "gics.csv", index=False)
+    mem = Store(f"memory://update-{uuid.uuid4().hex}")
+    try:
+        ingest_prices(mem, [tmp_path / "old.parquet"], etf_tickers=ETFS)
+        ingest_classifications(mem, tmp_path / "gics.csv")
+        first = build_cascade(mem, window=WINDOW).version
+        ingest_prices(mem, [tmp_path / "new.parquet"], etf_tickers=ETFS)
+        updated = update_cascade(mem)
+        assert mem.current_version(MODEL) != first and mem.model_meta(MODEL)["parts"][0]["file"] in {
+            p["file"] for p in mem.model_meta(MODEL, first)["parts"]}
+        assert_same_rows(mem.read_model(MODEL), store.read_model(MODEL, version=cascade), KEY)
+        assert updated.rows > 0 and len(mem.read_model(MODEL, version=first)) < len(mem.read_model(MODEL))
+    finally:
+        mem.fs.rm(str(mem.path()), recursive=True)
