@@ -112,3 +112,25 @@ def test_kept_panels_that_do_not_begin_the_window_are_refused(market) -> None:
     kept = _kept(fund, adj, dates[:-4], names, len(dates) - 300)
     with pytest.raises(Exception, match="first rows"):
         svc.extend_point_in_time_panels(kept, fund, adj, dates[-299:], names)
+
+
+def test_a_name_no_longer_traded_keeps_its_rows(market, monkeypatch) -> None:
+    """A name without a close on any kept row (delisted before them) has no rolled value there
+    whatever its older closes: an update that does not read them (the name is not priced in
+    the window) keeps its rows as they are — the same panels, nothing recomputed."""
+    _, fund, returns, adj = market
+    dates, names = returns.index, list(returns.columns)
+    T, gone = len(dates), names[5]
+    traded = adj.copy()
+    traded.loc[traded.index >= dates[T - 320], gone] = np.nan     # delisted before the kept rows
+    kept = _kept(fund, traded, dates[:T - 4], names, T - 300)
+    unread = traded.copy()
+    unread[gone] = np.nan                                           # the update reads none of its closes
+    recomputed = []
+    real = svc._fundamentals_panels
+    monkeypatch.setattr(svc, "_fundamentals_panels", lambda s, a, d, n: recomputed.append(list(n)) or real(s, a, d, n))
+    got, _ = svc.extend_point_in_time_panels(kept, fund, unread, dates[T - 300:], names)
+    want = real(fund, unread, dates[T - 300:], names)
+    for f in (*svc.PANEL_FIELDS, "shares_outstanding"):
+        _same(got.fundamentals[f] if f != "shares_outstanding" else got.shares, want[f], f)
+    assert recomputed == [], recomputed

@@ -219,7 +219,12 @@ def extend_point_in_time_panels(known: TrailingPanels, source: StoredFundamental
     fresh = adj_close.reindex(index=both, columns=names).to_numpy(dtype="float64")
     kept = np.full_like(fresh, np.nan)
     kept[:, at >= 0] = known.closes[known.close_dates.get_indexer(both)][:, at[at >= 0]]
-    same = ((fresh == kept) | (np.isnan(fresh) & np.isnan(kept))).all(axis=0) & (at >= 0)
+    same = ((fresh == kept) | (np.isnan(fresh) & np.isnan(kept))).all(axis=0)
+    # A name without a close on any of the kept rows (no longer traded) has no rolled value there
+    # either way (each is today's close over the snapshot's): its other closes do not matter.
+    rows = (both >= known.dates[0]) & (both <= known.dates[-1])
+    same |= np.isnan(fresh[rows]).all(axis=0) & np.isnan(kept[rows]).all(axis=0)
+    same &= at >= 0
     redo = list(names[~same])
     old = _fundamentals_panels(source, adj_close, dates[:W], redo) if redo else None
     closes = CloseHistory.of(adj_close.reindex(columns=names))
