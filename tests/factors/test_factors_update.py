@@ -28,7 +28,7 @@ from riskstrata.services.demo import load_synthetic_into_store
 from riskstrata.services import factors_update as fu
 from riskstrata.services.factors_update import update_factor_model
 from tests.cli.test_every_command import assert_ran, invoke
-from riskstrata.services.factors_state import PANELS_ARRAYS, STATE_ARRAYS
+from riskstrata.services.factors_state import PANELS_ARRAYS, STATE_ARRAYS, input_digest, read_update_state
 from tests.factors.frames import assert_same_frames
 
 NEW_DAYS = 5
@@ -268,3 +268,13 @@ def test_a_corrected_return_is_refused_with_the_kept_panels_in_use(stores, tmp_p
         update_factor_model(store, "US21")
     assert used and store.current_version("factors_US21") == before
 
+
+
+def test_the_updated_fingerprint_is_the_one_a_build_would_record(stores, tmp_path) -> None:
+    """The new version's input fingerprint, summed from the checked one and the new rows (no
+    history hashed again), is the fingerprint of every row through its new last date."""
+    store = _built_before(stores, tmp_path)
+    info = update_factor_model(store, "US21")
+    meta = store.model_meta("factors_US21", info["version"])
+    names = read_update_state(store, "factors_US21", info["version"]).history.names
+    assert meta["input_digest"] == input_digest(store, meta["end"], names)

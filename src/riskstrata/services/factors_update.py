@@ -259,7 +259,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
                                                   val_state, notes_by_date, published).to_arrays())
         if kept is not None:
             wr.write_arrays(PANELS_ARRAYS, kept.to_arrays())
-        digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers, new_sums)
+        digest = extended_digest(store, meta["input_digest"], old_dates[-1], dates[-1], tickers, new_sums,
+                                 state.history.names)
         version = wr.commit({**vmeta, "companions": versions, "input_digest": digest,
                              "updated_from": previous, "update": {"new_dates": new_list, "path": "state"}})
     return {**publish_summary(spec, version, factors, len(dates), len(tickers), notes, status),
@@ -353,17 +354,19 @@ def _carry_parts(store: Store, writer, model: str, version: str, rows: pd.DataFr
     daily updates leaves a version of a few dozen parts, not hundreds. Parts stay in date order
     (names sort by their leading number)."""
     files = store.model_files(model, version)
+    # The row counts the version's meta lists, so that no part's footer is read to count them.
+    counted = {p.get("file"): p.get("rows") for p in store.model_meta(model, version).get("parts", [])}
     daily = [f for f in files if f.stem.endswith(DAILY)]
     number = max((int(f.stem[len("part-"):].split("-")[0]) for f in files), default=-1) + 1
     if len(daily) + 1 >= COMPACT_AFTER:
         for path in files:
             if path not in daily:
-                writer.adopt_part(path)
+                writer.adopt_part(path, counted.get(path.name))
         merged = pd.concat([pq.read_table(f).to_pandas() for f in daily] + [rows], ignore_index=True)
         writer.write_part(merged, f"{number:05d}")
         return
     for path in files:
-        writer.adopt_part(path)
+        writer.adopt_part(path, counted.get(path.name))
     writer.write_part(rows, f"{number:05d}{DAILY}")
 
 
