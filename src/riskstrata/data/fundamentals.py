@@ -859,14 +859,6 @@ class SnapshotsInForce:
         pick = lambda a: np.where(at >= 0, a[np.maximum(at, 0)], np.nan)  # noqa: E731
         return SnapshotsInForce(self.day, pd.Index(names), pick(self.value), pick(self.available), pick(self.price_day))
 
-    def rows(self) -> pd.DataFrame:
-        """The snapshots as rows of :func:`_load_long`'s frame (the names with one in force)."""
-        held = np.isfinite(self.value)
-        return pd.DataFrame({"available_date": self.available[held].astype("int64").astype("datetime64[D]")
-                             .astype("datetime64[ns]"),
-                             "security_id": pd.Series(self.names.to_numpy(dtype=object)[held], dtype=object),
-                             "value": self.value[held], "price_day": self.price_day[held]})
-
 
 def _with_seen(long: pd.DataFrame) -> pd.DataFrame:
     """The frame with ``seen``: each row's availability day as float days since the epoch (what

@@ -328,16 +328,16 @@ def load_factor_inputs(store: Store, start: object | None = None, end: object | 
     (security master ``issuer_id``, e.g. from ``riskstrata ingest issuers``) makes share classes
     count once.
     """
-    return load_factor_inputs_kept(store, start, end, also)[0]
+    return load_factor_inputs_kept(store, start, end, also, keep=False)[0]
 
 
 def load_factor_inputs_kept(store: Store, start: object | None = None, end: object | None = None,
-                            also: list | None = None, known: TrailingPanels | None = None
+                            also: list | None = None, known: TrailingPanels | None = None, *, keep: bool = True
                             ) -> tuple[FactorInputs, TrailingPanels | None]:
     """:func:`load_factor_inputs`, and the fundamentals panels a daily update after the last date
-    reads (:class:`TrailingPanels`, kept with the version). known: the panels the version being
-    updated kept, whose rows begin the panels asked for: only the rest is computed
-    (:func:`extend_point_in_time_panels`; the same panels)."""
+    reads (:class:`TrailingPanels`, kept with the version; None without ``keep``). known: the
+    panels the version being updated kept, whose rows begin the panels asked for: only the rest
+    is computed (:func:`extend_point_in_time_panels`; the same panels)."""
     from riskstrata.factors.model import lookback_start
 
     master = SecurityMaster.from_store(store)
@@ -376,7 +376,7 @@ def load_factor_inputs_kept(store: Store, start: object | None = None, end: obje
     # The rows the descriptors of an update's first old date read: from its lookback, a row early
     # (the market return's lagged caps), as factors_update reads them.
     first = max(0, lookback_start(dates, len(dates) - 1) - 1)
-    return inputs, trailing_panels(pit, adj, first, fundamentals, in_force)
+    return inputs, trailing_panels(pit, adj, first, fundamentals, in_force) if keep else None
 
 
 SPILL_PREFIX = "riskstrata-factors-"   # scratch directories of streamed builds: <prefix><pid>-<random>
