@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -278,3 +279,22 @@ def test_the_updated_fingerprint_is_the_one_a_build_would_record(stores, tmp_pat
     meta = store.model_meta("factors_US21", info["version"])
     names = read_update_state(store, "factors_US21", info["version"]).history.names
     assert meta["input_digest"] == input_digest(store, meta["end"], names)
+
+
+def test_an_update_on_a_memory_store_equals_a_full_rebuild(stores) -> None:
+    """On a store DuckDB cannot read by path (fsspec memory://) the update's reads are the
+    store's own; the same numbers."""
+    loaded, last_old, full, full_version = stores
+    local = Store(loaded)
+    mem = Store(f"memory://factors-update-{uuid.uuid4().hex}")
+    try:
+        for table in local.tables():
+            mem.write_table(table, local.read_table(table))
+        svc.build_factor_model(mem, "US21", end=last_old)
+        info = update_factor_model(mem, "US21")
+        assert info["path"] == "state" and len(info["new_dates"]) == NEW_DAYS
+        got, want = _parts(mem, info["version"]), _parts(full, full_version)
+        for part in PARTS:
+            assert_same_frames(got[part], want[part], part, tol=1e-10, relative_above_one=True)
+    finally:
+        mem.fs.rm(str(mem.path()), recursive=True)
