@@ -260,7 +260,7 @@ def file_stamp(path: Path | str) -> tuple[Any, ...] | None:
         from riskstrata.data.store_fsspec import fs_stamp
 
         fs, inner = url_to_fs(str(path))
-        return fs_stamp(fs, inner)
+        return fs_stamp(fs, inner, fs.unstrip_protocol(inner))
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -827,7 +827,7 @@ class Lease:
                 self.path.unlink(missing_ok=True)
             else:
                 self.fs.rm(str(self.path))
-        except (OSError, FileNotFoundError):  # gone, or a read-only store since: the lease dies with the process anyway
+        except OSError:  # gone already, or a read-only store since: the lease dies with the process anyway
             pass
 
     def __repr__(self) -> str:
