@@ -113,7 +113,8 @@ class StoreReads:
             return self.store.query(sql, params, models=models)
         for name in self.store.tables():
             if name not in self._views:
-                self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.store.table_path(name))})')
+                path = _sql_str(self.store.table_path(name))
+                self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({path})')
                 self._views.add(name)
         return self._run(sql, params, "a query")
 
@@ -175,7 +176,8 @@ def _table_columns(store: Store, table: str) -> list[str]:
 
 
 def _digest_of(sums: dict[tuple[str, int], tuple[int, int]]) -> dict[str, str]:
-    return {t: f"{sums[t, 0][0]}:{sums[t, 0][1]}" if (t, 0) in sums else "absent" for t in (*_DATED, *_WHOLE, "securities")}
+    return {t: f"{sums[t, 0][0]}:{sums[t, 0][1]}" if (t, 0) in sums else "absent"
+            for t in (*_DATED, *_WHOLE, "securities")}
 
 
 def input_digest(store: Store, end: object, names: pd.Index) -> dict[str, str]:

@@ -169,9 +169,9 @@ def _check_digest(store: Store, meta: dict, end: pd.Timestamp, new_end: pd.Times
 def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: dict, stored_fr: pd.DataFrame,
              new_dates: pd.DatetimeIndex, state: UpdateState, new_sums: NewRows | None, say: Progress) -> dict | None:
     """The update from the published state (module docstring); None when it must take the long way."""
-    from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows, load_factor_inputs_kept,
-                                             publish_summary, security_labels, specific_risk_rows, validation_table,
-                                             version_meta)
+    from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows,
+                                             load_factor_inputs_kept, publish_summary, security_labels,
+                                             specific_risk_rows, validation_table, version_meta)
 
     old_dates = pd.DatetimeIndex(stored_fr["date"])
     T_old, c = len(old_dates), len(old_dates) - 1
@@ -215,9 +215,10 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     say("factor covariance")
     fr_all = pd.concat([stored_fr.set_index("date")[factors], reg.factor_returns])
     fr_all.index = dates
-    before_cov = tail.covariance(old_dates) if tail is not None else _stored_covariance(store, names, meta, factors,
-                                                                                         T_old)
-    cov = extend_factor_covariance(fr_all, before_cov, covariance_params(spec), groups=[meta["groups"][f] for f in factors])
+    before_cov = (tail.covariance(old_dates) if tail is not None
+                  else _stored_covariance(store, names, meta, factors, T_old))
+    cov = extend_factor_covariance(fr_all, before_cov, covariance_params(spec),
+                                   groups=[meta["groups"][f] for f in factors])
     say("validation")
     x_new = blk.exposures[:, :, cols]
     try:
