@@ -240,22 +240,32 @@ def test_heavy_work_waits_in_line_and_one_key_leaves_a_slot_for_others():
     running: dict[str, int] = {"flood": 0, "small": 0}
     peak: dict[str, int] = {"flood": 0, "small": 0, "total": 0}
     order: list[str] = []
+    # Events, not sleeps: the flood's first request holds its slot until the small one is done,
+    # whatever the machine's load (a 50 ms sleep could end before the small request was
+    # scheduled on a busy machine, and the test failed for no fault of the gate).
+    flood_running, small_done = asyncio.Event(), asyncio.Event()
 
-    async def job(who: str, seconds: float) -> None:
+    async def job(who: str) -> None:
         async def work():
             running[who] += 1
             peak[who] = max(peak[who], running[who])
             peak["total"] = max(peak["total"], sum(running.values()))
-            await asyncio.sleep(seconds)
+            if who == "flood":
+                flood_running.set()
+                await small_done.wait()
             running[who] -= 1
             order.append(who)
         await gate.heavy(who, work)
 
     async def scenario():
-        flood = [asyncio.create_task(job("flood", 0.05)) for _ in range(5)]
-        await asyncio.sleep(0.01)
-        await job("small", 0.0)
+        flood = [asyncio.create_task(job("flood")) for _ in range(5)]
+        await flood_running.wait()  # the flood holds a slot; its other four wait for their key's
+        try:  # a gate that queued it behind the flood would never run it: fail instead of hanging
+            await asyncio.wait_for(job("small"), timeout=60)
+        except TimeoutError:
+            raise AssertionError("the small request waited behind the flood") from None
         assert order == ["small"]  # done before any of the flood's five
+        small_done.set()
         await asyncio.gather(*flood)
 
     run_coroutine(scenario())
