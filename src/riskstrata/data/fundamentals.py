@@ -860,17 +860,35 @@ class SnapshotsInForce:
         return SnapshotsInForce(self.day, pd.Index(names), pick(self.value), pick(self.available), pick(self.price_day))
 
 
-def _with_seen(long: pd.DataFrame) -> pd.DataFrame:
-    """The frame with ``seen``: each row's availability day as float days since the epoch (what
-    :func:`_asof_panel` reads to date the snapshot in force)."""
-    return long.assign(seen=long["available_date"].to_numpy("datetime64[D]").astype("float64"))
+def _latest_in_force(col: np.ndarray, visible_from: np.ndarray, seen: np.ndarray, dates: pd.DatetimeIndex,
+                     n_names: int, max_age_days: int) -> np.ndarray:
+    """(T, N) the candidate each name shows on each date (−1: none), as :func:`_asof_panel` picks
+    it: its latest candidate visible by the date (``visible_from``: ns since the epoch), if no
+    older than ``max_age_days`` (``seen``: its availability day, float days since the epoch).
+
+    col: (R,) each candidate's name column. Raises DataValidationError for a name with two
+    candidates visible from the same moment (the same snapshot twice)."""
+    order = np.lexsort((visible_from, col))   # by name, then availability
+    if np.any((col[order][1:] == col[order][:-1]) & (visible_from[order][1:] == visible_from[order][:-1])):
+        raise DataValidationError("fundamentals frame has the same (security_id, available_date) twice; "
+                                  "ingest it to resolve duplicates")
+    pick = np.full((len(dates), n_names), -1)
+    day_ns = dates.to_numpy("datetime64[ns]").astype(np.int64)
+    day_d = dates.to_numpy("datetime64[D]").astype("float64")
+    for t in range(len(dates)):
+        sel = order[visible_from[order] <= day_ns[t]]
+        last = sel[np.r_[col[sel][1:] != col[sel][:-1], True]] if len(sel) else sel
+        young = day_d[t] - seen[last] <= max_age_days
+        pick[t, col[last[young]]] = last[young]
+    return pick
 
 
-def _in_force(long: pd.DataFrame, day: pd.Timestamp, names: pd.Index, max_age_days: int) -> SnapshotsInForce:
-    one = pd.DatetimeIndex([day])
-    value, seen, price_day = (_asof_panel(long, "security_id", one, names, max_age_days, c)[0]
-                              for c in ("value", "seen", "price_day"))
-    return SnapshotsInForce(day, names, value, seen, price_day)
+def _take(values: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """``values`` of the picked candidates (NaN where none)."""
+    out = np.full(pick.shape, np.nan)
+    found = pick >= 0
+    out[found] = values[pick[found]]
+    return out
 
 
 def _security_ids(source: StoredFundamentals, names: object) -> pd.Index:
@@ -887,8 +905,15 @@ def snapshots_in_force(source: StoredFundamentals, field: str, day: object, name
     ``day`` for ``names`` (security ids of the source's master)."""
     day = pd.Timestamp(day).normalize()
     names = _security_ids(source, names)
-    long = _with_seen(_load_long(source, field, day - pd.Timedelta(days=max_age_days), day, derive))
-    return _in_force(long, day, names, max_age_days)
+    long = _load_long(source, field, day - pd.Timedelta(days=max_age_days), day, derive)
+    col = names.get_indexer(pd.Index(long["security_id"].to_numpy(dtype=object), dtype=object))
+    keep = col >= 0
+    available = long["available_date"].to_numpy("datetime64[ns]")[keep]
+    seen = available.astype("datetime64[D]").astype("float64")
+    pick = _latest_in_force(col[keep], available.astype(np.int64), seen, pd.DatetimeIndex([day]), len(names),
+                            max_age_days)
+    value, price_day = long["value"].to_numpy(dtype="float64")[keep], long["price_day"].to_numpy(dtype="float64")[keep]
+    return SnapshotsInForce(day, names, _take(value, pick)[0], _take(seen, pick)[0], _take(price_day, pick)[0])
 
 
 def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundamentals, field: str,
@@ -924,32 +949,14 @@ def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundament
     value = np.r_[in_force.value[held], new_value[new_keep].astype("float64")]
     price_day = np.r_[in_force.price_day[held], row_price_days[new_keep]]
     # Each date's row per name: the latest visible candidate (as :func:`_asof_panel` picks it), if young enough.
-    order = np.lexsort((visible_from, col))   # by name, then availability
-    if np.any((col[order][1:] == col[order][:-1]) & (visible_from[order][1:] == visible_from[order][:-1])):
-        raise DataValidationError("fundamentals frame has the same (security_id, available_date) twice; "
-                                  "ingest it to resolve duplicates")
-    T, N = len(dates), len(names)
-    pick = np.full((T, N), -1)
-    day_ns = dates.to_numpy("datetime64[ns]").astype(np.int64)
-    day_d = dates.to_numpy("datetime64[D]").astype("float64")
-    for t in range(T):
-        sel = order[visible_from[order] <= day_ns[t]]
-        last = sel[np.r_[col[sel][1:] != col[sel][:-1], True]] if len(sel) else sel
-        young = day_d[t] - seen[last] <= max_age_days
-        pick[t, col[last[young]]] = last[young]
-    found = pick >= 0
-
-    def take(a: np.ndarray) -> np.ndarray:
-        out = np.full((T, N), np.nan)
-        out[found] = a[pick[found]]
-        return out
-
-    values = take(value)
+    pick = _latest_in_force(col, visible_from, seen, dates, len(names), max_age_days)
+    values = _take(value, pick)
     if adj_close is not None and (field in ROLLED_LEVELS or field in ROLLED_RATIOS):
         if not adj_close.frame.columns.equals(names):
             raise DataValidationError("a CloseHistory's columns must be the panel's names, in order")
-        rel = price_relative(adj_close, dates, take(price_day))
+        rel = price_relative(adj_close, dates, _take(price_day, pick))
         values = values * rel if field in ROLLED_LEVELS else values / rel
     panel = pd.DataFrame(values, index=dates, columns=names, dtype="float64")
-    last_day = SnapshotsInForce(dates[-1], names, take(value)[-1], take(seen)[-1], take(price_day)[-1])
-    return panel, last_day
+    last = pick[-1:]
+    return panel, SnapshotsInForce(dates[-1], names, _take(value, last)[0], _take(seen, last)[0],
+                                   _take(price_day, last)[0])
