@@ -53,16 +53,22 @@ class StoreReads:
     fingerprint's sums, a few columns of the published parts); each :class:`Store` read opens a
     connection of its own, which costs ~25 ms of CPU — more than most of those reads. This
     wrapper answers ``read_table``, ``read_model`` and ``query`` (tables only) as the store does,
-    from the store's own files, on one connection; any other attribute is the store's
-    (versions, meta, writers). Use as a context manager (the connection is closed on exit).
+    from the store's own files, on one connection (the store's :meth:`~Store.connect`, files
+    named by its :meth:`~Store.sql_path`: any file system the store is on); any other attribute
+    is the store's (versions, meta, writers). Use as a context manager (closed on exit).
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        # A store on a file system DuckDB does not read by path (an fsspec URL) answers its own reads.
+        self._views: set[str] = set()
+        if callable(getattr(store, "connect", None)) and callable(getattr(store, "sql_path", None)):
+            # The store's own connection (on an fsspec store: one that reads its file system).
+            self._con, self._sql_path = store.connect(), store.sql_path
+            return
+        # A store that cannot say how DuckDB reads it and is not on a local path answers its own reads.
         local = getattr(store, "is_local", True)
         self._con = duckdb.connect() if (local() if callable(local) else local) else None
-        self._views: set[str] = set()
+        self._sql_path = str
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -83,7 +89,7 @@ class StoreReads:
 
     def _scan(self, files: list[Path], columns: list[str] | None, where: str | None, params: list[Any] | None,
               what: str) -> pd.DataFrame:
-        listed = ", ".join(_sql_str(f) for f in files)
+        listed = ", ".join(_sql_str(self._sql_path(f)) for f in files)
         select = ", ".join('"' + c.replace('"', '""') + '"' for c in columns) if columns else "*"
         sql = f"SELECT {select} FROM read_parquet([{listed}], union_by_name = true)"
         return self._run(sql + (f" WHERE {where}" if where else ""), params, what)
@@ -113,7 +119,7 @@ class StoreReads:
             return self.store.query(sql, params, models=models)
         for name in self.store.tables():
             if name not in self._views:
-                path = _sql_str(self.store.table_path(name))
+                path = _sql_str(self._sql_path(self.store.table_path(name)))
                 self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({path})')
                 self._views.add(name)
         return self._run(sql, params, "a query")
