@@ -585,11 +585,9 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
     snapshot's price date as float days since the epoch): the rows with a value available in [lo, hi]."""
     inputs = _inputs_of(field, derive)
     if isinstance(source, (Store, StoredFundamentals)):
-        import pyarrow.parquet as pq
-
         # Tables written before ``price_date`` existed lack it: the availability date stands in.
         stored = (set(source.table.columns) if isinstance(source, StoredFundamentals)
-                  else set(pq.read_schema(source.table_path("fundamentals")).names))
+                  else set(source.table_columns("fundamentals")))
         columns = ["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
                    *(["price_date"] if "price_date" in stored else [])]
         if isinstance(source, StoredFundamentals):
