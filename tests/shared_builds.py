@@ -5,8 +5,10 @@ so the real S&P 500 store (~17 s CPU) was built twice per run. Here the first wo
 builds it under an exclusive lock into a directory of the run's temporary root (the parent of
 every worker's own base directory); the others wait on the lock and then read the same files.
 The directory is named by a digest of the build's name, its input files (path, size, mtime) and
-the files of the ``riskstrata`` package, so a build never serves inputs or code it was not made
-from (another agent editing ``src/`` mid-run gets a fresh build, not a stale one).
+the files of the ``riskstrata`` package as they were when this process started (the code the
+worker has loaded, since the test modules import the package at collection), so a build never
+serves inputs or code it was not made from, and a commit to ``src/`` during the run does not
+make the second worker build again with the very code the first one used.
 
 A fixture that writes into the store (API keys, publishes) must take a :func:`private_copy`.
 """
@@ -46,13 +48,17 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+# Taken when conftest.py imports this module, at the worker's start, beside the package itself.
+CODE_AT_START = code_digest()
+
+
 def inputs_digest(name: str, inputs: Iterable[Path]) -> str:
     """Digest of the build's name, each input file's path, size and mtime, and the code."""
     h = hashlib.sha256(name.encode())
     for path in inputs:
         st = path.stat()
         h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    h.update(code_digest().encode())
+    h.update(CODE_AT_START.encode())
     return h.hexdigest()[:16]
 
 
