@@ -415,7 +415,7 @@ class FsspecStore(Store):
         return held
 
     def prune(self, model: str, keep: int | None = None, grace_seconds: float = 0.0,
-              pinned: set[str] | None = None) -> list[str]:
+              pinned: set[str] | Callable[[], set[str]] | None = None) -> list[str]:
         """:meth:`Store.prune` here: a removed version loses its ``meta.json`` first (it leaves
         every listing in one step), then its files."""
         keep = self.keep_versions if keep is None else keep
@@ -423,7 +423,7 @@ class FsspecStore(Store):
             raise StoreError("prune keeps at least one version")
         folder = self.model_dir(model)
         self._clean_stale_builds(folder)
-        published, why = self._kept(model, keep, grace_seconds, self.pinned() if pinned is None else pinned)
+        published, why = self._kept(model, keep, grace_seconds, self.pinned if pinned is None else pinned)
         removed = []
         for version in published:
             if version in why:

@@ -32,7 +32,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from riskstrata.data.fundamentals import SnapshotsInForce
 from riskstrata.data.store import Store
@@ -147,7 +146,7 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
     parts, params, spans = [], [], []
 
     def add(table: str, columns: list[str] | None, span: str, where: str, args: list, n_spans: int = 1) -> None:
-        listed = ", ".join(f'"{c}"' for c in columns or _table_columns(store, table))
+        listed = ", ".join(f'"{c}"' for c in columns or store.table_columns(table))
         parts.append(f"SELECT '{table}' AS t, {span} AS span, count(*) AS n, "
                      f'coalesce(sum(hash({listed})::HUGEINT), 0) AS h FROM "{table}" WHERE {where} GROUP BY span')
         params.extend(args)
@@ -173,12 +172,6 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
     rows = store.query(" UNION ALL ".join(parts), params, models=False)
     found = {(r.t, int(r.span)): (int(r.n), int(r.h)) for r in rows.itertuples()}
     return {key: found.get(key, (0, 0)) for key in spans}
-
-
-def _table_columns(store: Store, table: str) -> list[str]:
-    """A table's column names (from its Parquet schema)."""
-    columns = getattr(store, "table_columns", None)  # a store that reads its own schemas (any file system)
-    return list(columns(table)) if columns is not None else pq.read_schema(store.table_path(table)).names
 
 
 def _digest_of(sums: dict[tuple[str, int], tuple[int, int]]) -> dict[str, str]:
