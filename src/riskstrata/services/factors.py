@@ -291,29 +291,36 @@ def _price_panels(store: Store, stocks: set, start: object | None, end: object |
                                 params=[pd.Timestamp(start).to_pydatetime(), [d.to_pydatetime() for d in near]])
     else:
         long = store.read_table("prices", columns=columns)
-    day = pd.DatetimeIndex(long["date"])
-    in_range = np.ones(len(long), dtype=bool)
+    # Rows by integer codes of their date and security (one hash each, no sort of the rows): a
+    # date's code is its rank among the distinct dates read.
+    day_code, days = pd.factorize(pd.DatetimeIndex(long["date"]), sort=True, use_na_sentinel=False)
+    in_day = np.ones(len(days), dtype=bool)                     # (distinct dates,) inside [start, end]
     if start is not None:
-        in_range &= day >= pd.Timestamp(start)
+        in_day &= days >= pd.Timestamp(start)
     if end is not None:
-        in_range &= day <= pd.Timestamp(end)
+        in_day &= days <= pd.Timestamp(end)
+    in_range = in_day[day_code]
     sid_code, sids = pd.factorize(long["security_id"])
     ids = sorted(set(sids[np.unique(sid_code[in_range])]) & stocks) if in_range.any() else []
     col = np.full(len(sids), -1)
     col[sids.get_indexer(ids)] = np.arange(len(ids))
     col = col[sid_code]                                         # (rows,) stock column, −1 = not a stock
     stock_rows = col >= 0
-    dates = pd.DatetimeIndex(np.unique(day[in_range]), name="date")
     ids_index = pd.Index(ids, name="security_id")
 
-    def wide(rows: np.ndarray, index: pd.DatetimeIndex, field: str) -> pd.DataFrame:
-        out = np.full((len(index), len(ids)), np.nan)
-        out[index.get_indexer(day[rows]), col[rows]] = long[field].to_numpy(dtype="float64", na_value=np.nan)[rows]
-        return pd.DataFrame(out, index=index, columns=ids_index)
+    def wide(rows: np.ndarray, on: np.ndarray, field: str) -> pd.DataFrame:
+        """(the dates ``on`` marks, ids) of ``field`` at ``rows`` (whose dates are among them)."""
+        at = np.cumsum(on) - 1                                  # a date code's row in the frame
+        out = np.full((int(on.sum()), len(ids)), np.nan)
+        out[at[day_code[rows]], col[rows]] = long[field].to_numpy(dtype="float64", na_value=np.nan)[rows]
+        return pd.DataFrame(out, index=pd.DatetimeIndex(days[on], name="date"), columns=ids_index)
 
-    returns = wide(in_range & stock_rows, dates, "ret")
-    adj = wide(stock_rows, pd.DatetimeIndex(np.unique(day[stock_rows]), name="date"), "adj_close")
-    volume = wide(in_range & stock_rows, dates, "volume")
+    # Returns and volume on every priced date in range (any security's), closes on the stocks' dates.
+    stock_days = np.zeros(len(days), dtype=bool)
+    stock_days[day_code[stock_rows]] = True
+    returns = wide(in_range & stock_rows, in_day, "ret")
+    adj = wide(stock_rows, stock_days, "adj_close")
+    volume = wide(in_range & stock_rows, in_day, "volume")
     return returns, adj, volume
 
 
