@@ -217,7 +217,8 @@ def _arrow_table(df: pd.DataFrame) -> pa.Table:
 
 
 def write_parquet_to(df: pd.DataFrame, fh: Any) -> None:
-    """Write ``df`` (index dropped) as zstd Parquet into the open binary file ``fh``."""
+    """Write ``df`` (index dropped) as Parquet into the open binary file ``fh``: zstd, or
+    uncompressed below ``_COMPRESS_FROM_ROWS`` rows."""
     table = _arrow_table(df)
     # Dictionary-encode labels only: trying it on float columns (nearly all values distinct)
     # costs more than the compression itself and gains nothing.
