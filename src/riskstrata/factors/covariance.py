@@ -48,8 +48,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
-from scipy.special import chdtri, ndtr
 
 from riskstrata.cascade.moments import decay_for
 from riskstrata.errors import DataValidationError, DateOutOfRange, IdentityViolation, InsufficientHistory
@@ -137,6 +135,8 @@ class FactorCovariance:
 def _ew_filter(z: np.ndarray, decay: float, before: np.ndarray | None = None) -> np.ndarray:
     """S_t = δ·S_{t−1} + z_t along axis 0 from S_{−1} = ``before`` (None: 0), a first-order
     recursive filter, O(T): the one place the recursion of every EWMA sum here is computed."""
+    from scipy.signal import lfilter  # here, not at import: scipy.signal alone costs ~1 s, paid by every CLI call
+
     if before is None:
         return lfilter([1.0], [1.0, -decay], z, axis=0)
     sums, _ = lfilter([1.0], [1.0, -decay], z, axis=0, zi=decay * np.asarray(before, dtype=np.float64)[None])
@@ -359,6 +359,8 @@ class WishartDraws:
             h = 2.0 / (9.0 * nu)
             chi2 = nu * np.maximum(1.0 - h + z * np.sqrt(h), 0.0) ** 3
         else:
+            from scipy.special import chdtri, ndtr  # here: rarely reached, and scipy.special costs ~0.2 s to import
+
             chi2 = chdtri(nu, ndtr(-z))  # exact: the upper-tail inverse of χ²_ν at P(Z > z)
         a = self.lower[:, :k, :k].copy()
         idx = np.arange(k)
