@@ -8,11 +8,13 @@ function of the modules next to this one (see docs/model_b.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,9 @@ from riskstrata.factors.regression import RegressionResult, cross_sectional_regr
 from riskstrata.factors.spec import ModelSpec
 from riskstrata.factors.specific import SpecificParams, SpecificState, specific_risk_with_state
 from riskstrata.timeindex import row_on_or_before
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 Progress = Callable[[str], None]          # called with a stage's name when it starts
 Tick = Callable[[str, int, int], None]     # (stage, done, total) within a stage, for counts and an ETA
@@ -749,11 +754,19 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     """BLAS (OpenBLAS/MKL) held to one thread inside the block: the build's own threads use the
     cores, and a BLAS that spins up threads of its own for each mid-sized product (21 × 3,000
     by 3,000 × 100) oversubscribes them — measured 3–4× slower on 2 shared cores."""
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController | None:
+    """One ``ThreadpoolController`` per process: ``threadpool_limits`` scans every loaded library
+    on each call (30–40 ms of a one-day update); numpy's BLAS is loaded before this module."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - a declared dependency; without it, BLAS as it is
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        return None
+    return ThreadpoolController()
 
 
 def fit_factor_model(inputs: FactorInputs, spec: ModelSpec, progress: Progress | None = None,
