@@ -558,6 +558,8 @@ class Store:
         return VersionWriter(self, model, meta)
 
     def _clean_stale_builds(self, folder: Path) -> None:
+        if not folder.is_dir():  # never built
+            return
         host, now = socket.gethostname(), time.time()
         for tmp in folder.glob(f"{_TMP_PREFIX}*"):
             if not tmp.is_dir():
@@ -754,22 +756,25 @@ class Store:
         if keep < 1:
             raise StoreError("prune keeps at least one version")
         folder = self.model_dir(model)
-        if folder.is_dir():
-            self._clean_stale_builds(folder)
+        self._clean_stale_builds(folder)
         published, why = self._kept(model, keep, grace_seconds, self.pinned if pinned is None else pinned)
         removed = []
         for version in published:
-            if version in why:
-                continue
-            trash = folder / f"{_TMP_PREFIX}del-{uuid.uuid4().hex}"
-            try:
-                os.rename(folder / version, trash)
-            except FileNotFoundError:  # another process pruned it first
-                continue
-            _fsync_dir(folder)
-            shutil.rmtree(trash, ignore_errors=True)
-            removed.append(version)
+            if version not in why and self._remove_version(folder, version):
+                removed.append(version)
         return removed
+
+    def _remove_version(self, folder: Path, version: str) -> bool:
+        """Remove one published version atomically for readers (renamed to a hidden directory,
+        then deleted); False when another process pruned it first."""
+        trash = folder / f"{_TMP_PREFIX}del-{uuid.uuid4().hex}"
+        try:
+            os.rename(folder / version, trash)
+        except FileNotFoundError:
+            return False
+        _fsync_dir(folder)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def prune_all(self, keep: int | None = None, grace_seconds: float = 0.0) -> dict[str, list[str]]:
         """:meth:`prune` every model; a second pass removes companions freed by the first."""

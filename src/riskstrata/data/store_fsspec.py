@@ -414,27 +414,15 @@ class FsspecStore(Store):
             held[version] = held.get(version, 0) + 1
         return held
 
-    def prune(self, model: str, keep: int | None = None, grace_seconds: float = 0.0,
-              pinned: set[str] | Callable[[], set[str]] | None = None) -> list[str]:
-        """:meth:`Store.prune` here: a removed version loses its ``meta.json`` first (it leaves
-        every listing in one step), then its files."""
-        keep = self.keep_versions if keep is None else keep
-        if keep < 1:
-            raise StoreError("prune keeps at least one version")
-        folder = self.model_dir(model)
-        self._clean_stale_builds(folder)
-        published, why = self._kept(model, keep, grace_seconds, self.pinned if pinned is None else pinned)
-        removed = []
-        for version in published:
-            if version in why:
-                continue
-            try:
-                self.fs.rm(str(folder / version / "meta.json"))
-            except FileNotFoundError:  # another process pruned it first
-                continue
-            self._rm_tree(folder / version)
-            removed.append(version)
-        return removed
+    def _remove_version(self, folder: PurePosixPath, version: str) -> bool:  # type: ignore[override]
+        """:meth:`Store.prune`'s removal here: the version loses its ``meta.json`` first (it leaves
+        every listing in one step), then its files; False when another process pruned it first."""
+        try:
+            self.fs.rm(str(folder / version / "meta.json"))
+        except FileNotFoundError:
+            return False
+        self._rm_tree(folder / version)
+        return True
 
     def _file_bytes(self, path: PurePosixPath) -> int:
         return int(self.fs.size(str(path)) or 0)
