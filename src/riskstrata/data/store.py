@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,6 +63,11 @@ log = logging.getLogger("riskstrata.store")
 
 __all__ = ["DEFAULT_KEEP_VERSIONS", "DEFAULT_STORE", "PRUNE_GRACE_SECONDS", "Lease", "Store", "VersionWriter",
            "default_store_root", "file_stamp", "is_url", "write_parquet_to", "write_part_file"]
+
+# Per thread: id(store) → (the DuckDB connection :meth:`Store.one_connection` holds, the table
+# views made on it). Not on the store itself: stores are pickled to cluster workers and shared by
+# a server's threads, and a DuckDB connection is neither picklable nor for concurrent use.
+_HELD = threading.local()
 
 # Table and model names become SQL view names, so they must be plain identifiers.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -433,6 +439,39 @@ class Store:
         """A value that changes whenever ``CURRENT`` of ``model`` is rewritten (None: never built)."""
         return file_stamp(self.model_dir(model) / "CURRENT")
 
+    @contextlib.contextmanager
+    def one_connection(self) -> Iterator[Store]:
+        """Every read of this store inside the block, on this thread, on one DuckDB connection.
+
+        Each read otherwise opens a connection of its own, which costs ~25 ms of CPU: more than
+        most of the dozen small reads a daily update makes. A nested block shares the outer one's.
+        """
+        held = _HELD.__dict__.setdefault("by_store", {})
+        if id(self) in held:
+            yield self
+            return
+        con = self.connect()
+        held[id(self)] = (con, set())
+        try:
+            yield self
+        finally:
+            del held[id(self)]
+            con.close()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, set[str] | None]]:
+        """The connection :meth:`one_connection` holds on this thread (with its table views), else
+        a new one closed after use (no views)."""
+        held = _HELD.__dict__.get("by_store", {}).get(id(self))
+        if held is not None:
+            yield held
+            return
+        con = self.connect()
+        try:
+            yield con, None
+        finally:
+            con.close()
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection that can read this store's files by :meth:`sql_path`."""
         return duckdb.connect()
@@ -491,25 +530,25 @@ class Store:
         """Run DuckDB ``sql`` with every table as a view of the same name and every model's
         current version as a view ``model_<name>`` (e.g. ``SELECT * FROM model_cascade``).
         models=False: the tables only (no model directories scanned: cheaper for many small queries)."""
-        con = self.connect()
-        try:
-            for name in self.tables():
-                con.execute(
-                    f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_sql_str(self.sql_path(self.table_path(name)))})'
-                )
-            for model in self.models() if models else ():
-                files = self.model_files(model) if self.current_version(model) else []
-                if files:
-                    file_list = "[" + ", ".join(_sql_str(self.sql_path(f)) for f in files) + "]"
-                    con.execute(
-                        f'CREATE VIEW "model_{model}" AS '
-                        f"SELECT * FROM read_parquet({file_list}, union_by_name = true)"
-                    )
-            return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
-        finally:
-            con.close()
+        with self._connection() as (con, views):
+            try:
+                for name in self.tables():
+                    if views is None or name not in views:
+                        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM '
+                                    f"read_parquet({_sql_str(self.sql_path(self.table_path(name)))})")
+                        if views is not None:
+                            views.add(name)
+                for model in self.models() if models else ():
+                    files = self.model_files(model) if self.current_version(model) else []
+                    if files:  # replaced: on a held connection the current version may have moved
+                        file_list = "[" + ", ".join(_sql_str(self.sql_path(f)) for f in files) + "]"
+                        con.execute(
+                            f'CREATE OR REPLACE VIEW "model_{model}" AS '
+                            f"SELECT * FROM read_parquet({file_list}, union_by_name = true)"
+                        )
+                return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                raise StoreError(f"query failed: {exc}") from exc
 
     def _scan(
         self,
@@ -523,15 +562,13 @@ class Store:
         sql = f"SELECT {_select(columns)} FROM read_parquet({file_list}, union_by_name = true)"
         if where:
             sql += f" WHERE {where}"
-        con = self.connect()
-        try:
-            # Through Arrow: several times faster than DuckDB's own pandas conversion on
-            # millions of rows. (Integer columns with nulls come back as float64.)
-            return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
-        except duckdb.Error as exc:
-            raise StoreError(f"reading {what} failed: {exc}") from exc
-        finally:
-            con.close()
+        with self._connection() as (con, _views):
+            try:
+                # Through Arrow: several times faster than DuckDB's own pandas conversion on
+                # millions of rows. (Integer columns with nulls come back as float64.)
+                return con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                raise StoreError(f"reading {what} failed: {exc}") from exc
 
     # ------------------------------------------------------------------ versioned model outputs
 
@@ -646,6 +683,10 @@ class Store:
         if not files:  # a committed build that wrote no parts
             return pd.DataFrame(columns=columns or [])
         return self._scan(files, columns, where, params, what=f"model {model!r} version {version}")
+
+    def read_parts(self, files: Sequence[Path]) -> pd.DataFrame:
+        """The rows of some of a version's part files (paths from :meth:`model_files`), in order."""
+        return self._scan(list(files), None, None, None, what=f"{len(files)} part file(s)")
 
     def set_current(self, model: str, version: str) -> None:
         """Point ``CURRENT`` of ``model`` at a published ``version`` (atomic replace)."""

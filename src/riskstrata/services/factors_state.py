@@ -26,17 +26,13 @@ no longer follow from the store, and only a rebuild is right.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from riskstrata.data.fundamentals import SnapshotsInForce
 from riskstrata.data.store import Store
 from riskstrata.factors.covariance import FactorCovariance
-from riskstrata.errors import StoreError
 from riskstrata.factors.model import HistoryCounts
 from riskstrata.factors.specific import SpecificState
 from riskstrata.factors.validation import ValidationState
@@ -44,89 +40,6 @@ from riskstrata.factors.validation import ValidationState
 STATE_ARRAYS = "update_state"
 PANELS_ARRAYS = "update_panels"
 
-
-class StoreReads:
-    """A store's reads through one DuckDB connection, everything else the store's own.
-
-    A daily update reads a dozen small things (the new days' prices, the securities, the
-    fingerprint's sums, a few columns of the published parts); each :class:`Store` read opens a
-    connection of its own, which costs ~25 ms of CPU — more than most of those reads. This
-    wrapper answers ``read_table``, ``read_model`` and ``query`` (tables only) as the store does,
-    from the store's own files, on one connection (the store's :meth:`~Store.connect`, files
-    named by its :meth:`~Store.sql_path`: any file system the store is on); any other attribute
-    is the store's (versions, meta, writers). Use as a context manager (closed on exit).
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._views: set[str] = set()
-        if callable(getattr(store, "connect", None)) and callable(getattr(store, "sql_path", None)):
-            # The store's own connection (on an fsspec store: one that reads its file system).
-            self._con, self._sql_path = store.connect(), store.sql_path
-            return
-        # A store that cannot say how DuckDB reads it and is not on a local path answers its own reads.
-        local = getattr(store, "is_local", True)
-        self._con = duckdb.connect() if (local() if callable(local) else local) else None
-        self._sql_path = str
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def __enter__(self) -> StoreReads:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._con is not None:
-            self._con.close()
-
-    def _run(self, sql: str, params: list[Any] | None, what: str) -> pd.DataFrame:
-        try:
-            # Through Arrow, as the store reads (several times faster than DuckDB's own pandas conversion).
-            return self._con.sql(sql, params=params or None).to_arrow_table().to_pandas()
-        except duckdb.Error as exc:
-            raise StoreError(f"reading {what} failed: {exc}") from exc
-
-    def _scan(self, files: list[Path], columns: list[str] | None, where: str | None, params: list[Any] | None,
-              what: str) -> pd.DataFrame:
-        listed = ", ".join(_sql_str(self._sql_path(f)) for f in files)
-        select = ", ".join('"' + c.replace('"', '""') + '"' for c in columns) if columns else "*"
-        sql = f"SELECT {select} FROM read_parquet([{listed}], union_by_name = true)"
-        return self._run(sql + (f" WHERE {where}" if where else ""), params, what)
-
-    def read_table(self, name: str, columns: list[str] | None = None, where: str | None = None,
-                   params: list[Any] | None = None) -> pd.DataFrame:
-        """:meth:`Store.read_table` on the shared connection."""
-        if self._con is None:
-            return self.store.read_table(name, columns, where, params)
-        if not self.store.has_table(name):
-            raise StoreError(f"table {name!r} not found in store {self.store.root} (nothing ingested yet?)")
-        return self._scan([self.store.table_path(name)], columns, where, params, f"table {name!r}")
-
-    def read_model(self, model: str, columns: list[str] | None = None, where: str | None = None,
-                   params: list[Any] | None = None, version: str | None = None) -> pd.DataFrame:
-        """:meth:`Store.read_model` on the shared connection."""
-        if self._con is None:
-            return self.store.read_model(model, columns, where, params, version)
-        files = self.store.model_files(model, version)
-        if not files:  # a committed build that wrote no parts
-            return pd.DataFrame(columns=columns or [])
-        return self._scan(files, columns, where, params, f"model {model!r}")
-
-    def query(self, sql: str, params: list[Any] | None = None, *, models: bool = True) -> pd.DataFrame:
-        """:meth:`Store.query` over the tables (``models=False``) on the shared connection."""
-        if models or self._con is None:
-            return self.store.query(sql, params, models=models)
-        for name in self.store.tables():
-            if name not in self._views:
-                path = _sql_str(self._sql_path(self.store.table_path(name)))
-                self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({path})')
-                self._views.add(name)
-        return self._run(sql, params, "a query")
-
-
-def _sql_str(path: Path | str) -> str:
-    """A path as a SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
 
 # Per input table: the date column that says which rows a model ending on ``end`` has read (None:
 # every row counts, on every date), and the columns that matter (None: all). Prices: not the

@@ -23,7 +23,7 @@ by the same functions a build runs, so it equals a full rebuild of the same data
 (the tests hold every stored field to 1e-10). It publishes a new version of every part, the
 exposures model last, like a build: the old rows' part files are hard-linked into it (published
 parts are never modified), the new rows go in one new part, and readers never see a mix. Its
-dozen reads share one DuckDB connection (:class:`~riskstrata.services.factors_state.StoreReads`).
+dozen reads share one DuckDB connection (:meth:`~riskstrata.data.store.Store.one_connection`).
 
 It refuses (DataValidationError, naming ``riskstrata factors build --model SPEC``) what it cannot
 make equal to a rebuild: a version built before versions kept what an update needs, another
@@ -49,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
@@ -64,7 +63,7 @@ from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
 from riskstrata.factors.specific import advance_specific_risk
 from riskstrata.factors.validation import StaleValidationState, advance_validation
-from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, PublishedTail, StoreReads,
+from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, PublishedTail,
                                                UpdateState, extended_digest, input_digest_and_new_rows,
                                                read_trailing_panels, read_update_state)
 
@@ -115,13 +114,13 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     if model_spec.factors != meta.get("spec_factors"):
         raise _rebuild(spec, "the spec's factors are not the published version's")
     end = pd.Timestamp(meta["end"])
-    with StoreReads(store) as reads:  # the update's dozen reads on one connection
+    with store.one_connection():  # the update's dozen reads on one connection
         say("reading the version")
-        new_dates = _trading_days_after(reads, end)
+        new_dates = _trading_days_after(store, end)
         if not len(new_dates):
             return {"model": spec, "version": None, "previous": previous, "new_dates": [],
                     "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
-        stored_fr = reads.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
+        stored_fr = store.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
         stored_fr = stored_fr.sort_values("date").reset_index(drop=True)
         old_dates = pd.DatetimeIndex(stored_fr["date"])
         if len(old_dates) < 2 or old_dates[-1] != end:
@@ -130,16 +129,16 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
         new_sums = None
         if state is not None and "input_digest" in meta:
             say("checking inputs")
-            new_sums = _check_digest(reads, meta, end, new_dates[-1], state.history.names, spec)
+            new_sums = _check_digest(store, meta, end, new_dates[-1], state.history.names, spec)
         out = None
         if state is not None and model_spec.regression.get("weights", "sqrt_cap") != "inv_specific_var":
             # One BLAS thread: every product of a day is small (K × T by T × K, K × N), and a BLAS
             # that wakes a thread per product waits on a busy core (measured 0.1 s per Gram matrix
             # under load, 0.2 ms on one thread).
             with one_blas_thread():
-                out = _advance(reads, model_spec, names, previous, meta, stored_fr, new_dates, state, new_sums, say)
+                out = _advance(store, model_spec, names, previous, meta, stored_fr, new_dates, state, new_sums, say)
         if out is None:  # the long way (module docstring)
-            out = _recompute(reads, model_spec, names, previous, meta, stored_fr, say)
+            out = _recompute(store, model_spec, names, previous, meta, stored_fr, say)
     new = out["new_dates"]
     return {**out, "previous": previous,
             "message": f"Model B ({spec}): appended {len(new)} trading day(s) {new[0]} … {new[-1]} as version "
@@ -363,7 +362,7 @@ def _carry_parts(store: Store, writer, model: str, version: str, rows: pd.DataFr
         for path in files:
             if path not in daily:
                 writer.adopt_part(path, counted.get(path.name))
-        merged = pd.concat([pq.read_table(f).to_pandas() for f in daily] + [rows], ignore_index=True)
+        merged = pd.concat([store.read_parts(daily), rows], ignore_index=True)
         writer.write_part(merged, f"{number:05d}")
         return
     for path in files:

@@ -1,0 +1,97 @@
+"""Store.one_connection (a block's reads on one DuckDB connection, per thread) and
+Store.read_parts, on a local path, a file:// URL and memory://."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from riskstrata.data.store import Store
+
+
+@pytest.fixture(params=["path", "file-url", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param != "memory":
+        yield Store(tmp_path / "store" if request.param == "path" else (tmp_path / "store").as_uri())
+        return
+    made = Store(f"memory://test-connection-{uuid.uuid4().hex}")
+    yield made
+    made.fs.rm(str(made.path()), recursive=True)
+
+
+def _filled(store: Store) -> Store:
+    store.write_table("prices", pd.DataFrame({"date": pd.to_datetime(["2024-01-02", "2024-01-03"]),
+                                              "ticker": ["A", "B"], "ret": [0.01, -0.02]}))
+    for day in range(3):
+        with store.begin_version("m") as writer:
+            writer.write_part(pd.DataFrame({"day": [day], "x": [day * 1.5]}), "00000")
+            writer.write_part(pd.DataFrame({"day": [day + 10], "x": [day * 2.5]}), "00001")
+            writer.commit()
+    return store
+
+
+def _counting_connect(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    opened: list[int] = []
+    connect = store.connect
+
+    def counted():
+        opened.append(threading.get_ident())
+        return connect()
+
+    monkeypatch.setattr(store, "connect", counted)
+    return opened
+
+
+def test_reads_in_a_block_share_one_connection_and_answer_as_without(store, monkeypatch):
+    _filled(store)
+    alone = (store.read_table("prices"), store.read_model("m"),
+             store.query("SELECT count(*) AS n FROM prices", models=False),
+             store.query("SELECT sum(x) AS s FROM model_m"))
+    opened = _counting_connect(store, monkeypatch)
+    with store.one_connection():
+        with store.one_connection():  # nested: the outer block's connection
+            held = (store.read_table("prices"), store.read_model("m"),
+                    store.query("SELECT count(*) AS n FROM prices", models=False),
+                    store.query("SELECT sum(x) AS s FROM model_m"))
+        again = store.query("SELECT count(*) AS n FROM prices", models=False)  # views made once
+    assert len(opened) == 1
+    for got, want in zip(held, alone):
+        pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(again, alone[2])
+    store.read_table("prices")  # after the block: a connection of its own again
+    assert len(opened) == 2
+
+
+def test_a_model_view_on_a_held_connection_follows_a_new_current_version(store):
+    _filled(store)
+    with store.one_connection():
+        first = store.query("SELECT sum(x) AS s FROM model_m")
+        with store.begin_version("m") as writer:
+            writer.write_part(pd.DataFrame({"day": [99], "x": [100.0]}))
+            writer.commit()
+        assert store.query("SELECT sum(x) AS s FROM model_m")["s"].iloc[0] == 100.0
+    assert first["s"].iloc[0] == pytest.approx(2 * 1.5 + 2 * 2.5)
+
+
+def test_another_thread_inside_the_block_opens_its_own_connection(store, monkeypatch):
+    _filled(store)
+    opened = _counting_connect(store, monkeypatch)
+    with store.one_connection():
+        worker = threading.Thread(target=store.read_table, args=("prices",))
+        worker.start()
+        worker.join()
+        store.read_table("prices")
+    assert len(opened) == 2 and len(set(opened)) == 2
+
+
+def test_read_parts_reads_the_named_part_files_in_order(store):
+    _filled(store)
+    files = store.model_files("m")
+    got = store.read_parts(list(reversed(files)))
+    assert got["day"].tolist() == [12, 2]
+    pd.testing.assert_frame_equal(store.read_parts(files), store.read_model("m"))
