@@ -369,6 +369,12 @@ class Store:
         """True for a store on a local path (fsync, rename, hard links, O_EXCL claims)."""
         return True
 
+    @property
+    def in_process(self) -> bool:
+        """True for a store only this process can see (``memory://``): other processes — the
+        CLI afterwards, a server's workers, a cluster's workers — would find it empty."""
+        return False
+
     def location(self, path: Path) -> str:
         """A path of this store as text another process can open: the local path here, a URL
         (``memory:///…``, ``s3://…``) on an fsspec store."""
@@ -539,7 +545,8 @@ class Store:
                         if views is not None:
                             views.add(name)
                 for model in self.models() if models else ():
-                    files = self.model_files(model) if self.current_version(model) else []
+                    current = self.current_version(model)  # CURRENT read once
+                    files = self.model_files(model, current) if current else []
                     if files:  # replaced: on a held connection the current version may have moved
                         file_list = "[" + ", ".join(_sql_str(self.sql_path(f)) for f in files) + "]"
                         con.execute(
@@ -646,7 +653,10 @@ class Store:
 
     def model_files(self, model: str, version: str | None = None) -> list[Path]:
         """The part files of a version (default: current), sorted by name."""
-        version = self._resolve_version(model, version)
+        return self._version_files(model, self._resolve_version(model, version))
+
+    def _version_files(self, model: str, version: str) -> list[Path]:
+        """The part files of a resolved version, sorted by name."""
         return sorted((self.model_dir(model) / version).glob("part-*.parquet"))
 
     def read_arrays(self, model: str, name: str, version: str | None = None) -> dict[str, np.ndarray] | None:
@@ -679,7 +689,7 @@ class Store:
         Raises :class:`~riskstrata.errors.ModelNotBuilt` when no version was ever published.
         """
         version = self._resolve_version(model, version)
-        files = self.model_files(model, version)
+        files = self._version_files(model, version)
         if not files:  # a committed build that wrote no parts
             return pd.DataFrame(columns=columns or [])
         return self._scan(files, columns, where, params, what=f"model {model!r} version {version}")

@@ -163,6 +163,12 @@ class FsspecStore(Store):
     def is_local(self) -> bool:
         return False
 
+    @property
+    def in_process(self) -> bool:
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        return isinstance(self.fs, MemoryFileSystem)
+
     def location(self, path: PurePosixPath) -> str:
         return self.fs.unstrip_protocol(str(path))
 
@@ -358,8 +364,7 @@ class FsspecStore(Store):
             raise StoreError(f"model {model!r} has no published version {version!r}")
         return version
 
-    def model_files(self, model: str, version: str | None = None) -> list[PurePosixPath]:
-        version = self._resolve_version(model, version)
+    def _version_files(self, model: str, version: str) -> list[PurePosixPath]:  # type: ignore[override]
         return sorted(PurePosixPath(p) for p in self.fs.glob(str(self.model_dir(model) / version / "part-*.parquet")))
 
     def read_arrays(self, model: str, name: str, version: str | None = None) -> dict[str, np.ndarray] | None:

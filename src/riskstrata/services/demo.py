@@ -101,7 +101,7 @@ def run_demo(store: Store, *, n_stocks: int = 300, years: int = 6, seed: int = 7
              f"riskstrata lstar {first} --threshold 0.05 --store {store.root}"]
     hints.append("riskstrata portfolio analyze HOLDINGS.csv --store " + str(store.root))
     hints.append("riskstrata factors summary --store " + str(store.root))
-    if str(store.root).startswith("memory:"):  # the commands above would open an empty store
+    if store.in_process:  # the commands above would open an empty store
         hints = [f"(store {store.root} lives in this process only: demo into a directory or a file:// URL "
                  "to query it afterwards)"]
     names = pd.DataFrame(rows).set_index("ticker") if rows else pd.DataFrame()

@@ -164,7 +164,7 @@ def write_blocks_on_cluster(cluster: str, prepared: PreparedInputs, params: Casc
     Returns (rows written, a summary for the version's meta: address, workers, partitions,
     bytes shipped, per-partition figures). Any failed task raises here, before anything is published.
     """
-    if writer.tmp_location.startswith("memory:") and parse_cluster(cluster)[0] == "local":
+    if writer.store.in_process and parse_cluster(cluster)[0] == "local":
         raise StoreError(f"a memory:// store lives in this process; the workers of --cluster {cluster} are other "
                          "processes: build into a file:// URL or a directory instead")
     client, local = connect(cluster)
