@@ -390,8 +390,16 @@ class Store:
         """Where table ``name`` lives (whether or not it exists yet)."""
         return self._home / "tables" / f"{_check_name('table', name)}.parquet"
 
+    def _is_file(self, path: Path) -> bool:
+        """The one place a store asks whether a file exists (an fsspec store overrides it)."""
+        return path.is_file()
+
+    def _read_bytes(self, path: Path) -> bytes:
+        """The one place a store reads a small file whole (FileNotFoundError when absent)."""
+        return path.read_bytes()
+
     def has_table(self, name: str) -> bool:
-        return self.table_path(name).is_file()
+        return self._is_file(self.table_path(name))
 
     def tables(self) -> list[str]:
         """Names of the tables in the store, sorted."""
@@ -490,7 +498,7 @@ class Store:
 
     def read_file(self, *parts: str) -> bytes:
         """The bytes of the file at ``parts`` under the root (FileNotFoundError when absent)."""
-        return self.path(*parts).read_bytes()
+        return self._read_bytes(self.path(*parts))
 
     def create_file(self, data: bytes, *parts: str) -> None:
         """Create the file at ``parts`` under the root with ``data``, readable by its owner only,
@@ -628,7 +636,7 @@ class Store:
         """The published version readers use, or ``None`` if the model was never built."""
         pointer = self.model_dir(model) / "CURRENT"
         try:
-            version = pointer.read_text(encoding="utf-8").strip()
+            version = self._read_bytes(pointer).decode("utf-8").strip()
         except FileNotFoundError:
             return None
         return version or None
@@ -647,7 +655,7 @@ class Store:
             version = self.current_version(model)
             if version is None:
                 raise ModelNotBuilt(f"model {model!r} has not been built yet in store {self.root}")
-        if not (self.model_dir(model) / version / "meta.json").is_file():
+        if not self._is_file(self.model_dir(model) / version / "meta.json"):
             raise StoreError(f"model {model!r} has no published version {version!r}")
         return version
 
@@ -674,7 +682,7 @@ class Store:
     def model_meta(self, model: str, version: str | None = None) -> dict[str, Any]:
         """The ``meta.json`` of a version (default: current)."""
         version = self._resolve_version(model, version)
-        return json.loads((self.model_dir(model) / version / "meta.json").read_text(encoding="utf-8"))
+        return json.loads(self._read_bytes(self.model_dir(model) / version / "meta.json"))
 
     def read_model(
         self,

@@ -72,7 +72,7 @@ from riskstrata.data.store import (_CLAIM_FILE, _LEASES, _NAME, _OWNER_FILE, _PA
                                    _VERSION_NAME, STALE_BUILD_SECONDS, Lease, Store, VersionWriter, _check_name,
                                    _owner_alive, _pid_alive, _replaced, _version_time, default_store_root,
                                    keep_versions_default, write_parquet_to)
-from riskstrata.errors import ModelNotBuilt, StoreError
+from riskstrata.errors import StoreError
 
 log = logging.getLogger("riskstrata.store")
 
@@ -250,8 +250,11 @@ class FsspecStore(Store):
 
     # ------------------------------------------------------------------ tables
 
-    def has_table(self, name: str) -> bool:
-        return self.fs.isfile(str(self.table_path(name)))
+    def _is_file(self, path: PurePosixPath) -> bool:  # type: ignore[override]
+        return self.fs.isfile(str(path))
+
+    def _read_bytes(self, path: PurePosixPath) -> bytes:  # type: ignore[override]
+        return self.fs.cat_file(str(path))
 
     def tables(self) -> list[str]:
         return sorted(name[: -len(".parquet")] for name, kind in self._ls(self._home / "tables")
@@ -276,9 +279,6 @@ class FsspecStore(Store):
         return fs_stamp(self.fs, str(path), self.location(path))
 
     # ------------------------------------------------------------------ small private files
-
-    def read_file(self, *parts: str) -> bytes:
-        return self.fs.cat_file(str(self.path(*parts)))
 
     def create_file(self, data: bytes, *parts: str) -> None:
         """Create the file at ``parts`` unless it exists (never replaced). Exclusive where the file
@@ -342,27 +342,11 @@ class FsspecStore(Store):
         except FileNotFoundError:  # removed by another process meanwhile
             pass
 
-    def current_version(self, model: str) -> str | None:
-        try:
-            version = self.fs.cat_file(str(self.model_dir(model) / "CURRENT")).decode("utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return version or None
-
     def versions(self, model: str) -> list[str]:
         folder = self.model_dir(model)
         self.fs.invalidate_cache(str(folder))
         found = self.fs.glob(str(folder / "v*" / "meta.json"))
         return sorted(PurePosixPath(p).parent.name for p in found if PurePosixPath(p).parent.name.startswith("v"))
-
-    def _resolve_version(self, model: str, version: str | None) -> str:
-        if version is None:
-            version = self.current_version(model)
-            if version is None:
-                raise ModelNotBuilt(f"model {model!r} has not been built yet in store {self.root}")
-        if not self.fs.isfile(str(self.model_dir(model) / version / "meta.json")):
-            raise StoreError(f"model {model!r} has no published version {version!r}")
-        return version
 
     def _version_files(self, model: str, version: str) -> list[PurePosixPath]:  # type: ignore[override]
         return sorted(PurePosixPath(p) for p in self.fs.glob(str(self.model_dir(model) / version / "part-*.parquet")))
@@ -378,10 +362,6 @@ class FsspecStore(Store):
                 return {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.location(path)} is unreadable: {exc}") from exc
-
-    def model_meta(self, model: str, version: str | None = None) -> dict[str, Any]:
-        version = self._resolve_version(model, version)
-        return json.loads(self.fs.cat_file(str(self.model_dir(model) / version / "meta.json")))
 
     def set_current(self, model: str, version: str) -> None:
         self._resolve_version(model, version)
