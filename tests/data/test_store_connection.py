@@ -4,24 +4,12 @@ Store.read_parts, on a local path, a file:// URL and memory://."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from riskstrata.data.store import Store
-
-
-@pytest.fixture(params=["path", "file-url", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param != "memory":
-        yield Store(tmp_path / "store" if request.param == "path" else (tmp_path / "store").as_uri())
-        return
-    made = Store(f"memory://test-connection-{uuid.uuid4().hex}")
-    yield made
-    made.fs.rm(str(made.path()), recursive=True)
+from tests.data.test_store import store  # noqa: F401  (the fixture: a path, a file:// URL, memory://)
 
 
 def _filled(store: Store) -> Store:
