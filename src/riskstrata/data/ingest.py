@@ -3,8 +3,10 @@
 Tables written (all replaced atomically, see :class:`~riskstrata.data.store.Store`):
 
 - ``prices``: ``security_id, ticker, date, adj_close, ret, volume``, one row per
-  (security_id, date), sorted by security_id, date. ``ret`` is the simple daily return
-  (decimal), NaN where unknown (first day, after a gap).
+  (security_id, date), sorted by date, then security_id: a read of the days after a date (a
+  daily update's) skips the row groups before it by their min/max dates. ``ret`` is the simple
+  daily return (decimal), NaN where unknown (first day, after a gap). Its footer keeps the
+  per-date row sums of the input fingerprint (:mod:`riskstrata.data.row_sums`).
 - ``classifications``: ``security_id, ticker, valid_from, valid_to, gics_sector,
   gics_sub_industry, sector_etf, subsector_etf, source``, dated intervals per security.
 - ``ingest_issues``: every issue of every run, with ``run_id``, ``ingested_at`` (UTC), ``kind``.
@@ -186,8 +188,10 @@ def ingest_prices(
     prices = pd.concat([stored[~affected], chained[PRICE_COLUMNS]], ignore_index=True)
     prices = prices.astype({"security_id": "str", "ticker": "str", "date": "datetime64[ns]",
                             "adj_close": "float64", "ret": "float64", "volume": "float64"})  # fmt: skip
+    # By date, then security: a date filter (the days after a model's end, a trailing window)
+    # skips every row group before it; a security's rows are spread over all of them.
     sid_order = pd.factorize(prices["security_id"], sort=True)[0]
-    prices = prices.take(np.lexsort((prices["date"].to_numpy("datetime64[ns]"), sid_order))).reset_index(drop=True)
+    prices = prices.take(np.lexsort((sid_order, prices["date"].to_numpy("datetime64[ns]")))).reset_index(drop=True)
 
     report = IngestReport.from_issues(len(raw), concat_issues([screen_issues, chain_issues]), [str(p) for p in paths])
     report.run_id = new_run_id()

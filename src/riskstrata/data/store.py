@@ -57,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from riskstrata.data.row_sums import DIGEST_BY, DigestBy, RowSums, parquet_options, row_sums_of
 from riskstrata.errors import ModelNotBuilt, StoreError
 
 log = logging.getLogger("riskstrata.store")
@@ -193,9 +194,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_COMPRESS_FROM_ROWS = 64  # fewer rows than this: a Parquet file is written uncompressed
-
-
 def _arrow_table(df: pd.DataFrame) -> pa.Table:
     """``df`` (index dropped) as an Arrow table, with the values ``pa.Table.from_pandas`` gives
     (NaN and NaT as nulls, strings inferred alike) but without its pandas schema metadata.
@@ -222,25 +220,33 @@ def _arrow_table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
-def write_parquet_to(df: pd.DataFrame, fh: Any) -> None:
+def write_parquet_to(df: pd.DataFrame, fh: Any, digest_by: DigestBy | None = None) -> None:
     """Write ``df`` (index dropped) as Parquet into the open binary file ``fh``: zstd, or
-    uncompressed below ``_COMPRESS_FROM_ROWS`` rows."""
+    uncompressed below 64 rows (:func:`~riskstrata.data.row_sums.parquet_options`).
+
+    digest_by: the table's declaration in :data:`~riskstrata.data.row_sums.DIGEST_BY`; its
+    per-date row sums go into the footer (key-value metadata) of the same file."""
     table = _arrow_table(df)
-    # Dictionary-encode labels only: trying it on float columns (nearly all values distinct)
-    # costs more than the compression itself and gains nothing.
-    labels = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    sums = row_sums_of(table, digest_by) if digest_by is not None else None
     # Row groups of 256k rows: small enough for DuckDB to skip most of a sorted table on a
-    # filter (min/max statistics), large enough to compress well. A part of a few rows (a daily
-    # update's factor_cov row: 382 columns) is stored uncompressed: zstd's set-up per column
-    # costs more than the bytes it would save (half the write's CPU there).
-    compression = "zstd" if table.num_rows >= _COMPRESS_FROM_ROWS else "none"
-    pq.write_table(table, fh, compression=compression, row_group_size=1 << 18, use_dictionary=labels)
+    # filter (min/max statistics), large enough to compress well. (Prices ordered by date: groups
+    # of 64k, 32k or 16k rows made no date-filtered read faster and a security's slower,
+    # docs/scale.md.)
+    if sums is None:
+        pq.write_table(table, fh, row_group_size=1 << 18, **parquet_options(table))
+        return
+    # The writer pq.write_table wraps, to add the sums to the footer's key-value metadata only
+    # (as schema metadata they would be stored twice: also inside the serialised Arrow schema).
+    with pq.ParquetWriter(fh, table.schema, **parquet_options(table)) as writer:
+        writer.write_table(table, row_group_size=1 << 18)
+        writer.add_key_value_metadata(sums.to_metadata())
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` (index dropped) as zstd Parquet at ``path`` and fsync the file."""
+def _write_parquet(df: pd.DataFrame, path: Path, digest_by: DigestBy | None = None) -> None:
+    """Write ``df`` (index dropped) as zstd Parquet at ``path`` and fsync the file (with the
+    per-date row sums of ``digest_by`` in its footer, :func:`write_parquet_to`)."""
     with open(path, "wb") as fh:
-        write_parquet_to(df, fh)
+        write_parquet_to(df, fh, digest_by)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -409,12 +415,14 @@ class Store:
         return sorted(p.stem for p in folder.glob("*.parquet") if _NAME.match(p.stem))
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
-        """Replace table ``name`` with ``df`` atomically (temp file, fsync, ``os.replace``)."""
+        """Replace table ``name`` with ``df`` atomically (temp file, fsync, ``os.replace``); a
+        table :data:`~riskstrata.data.row_sums.DIGEST_BY` declares gets its per-date row sums in
+        the same file's footer (:meth:`table_row_sums`)."""
         path = self.table_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            _write_parquet(df, tmp)
+            _write_parquet(df, tmp, DIGEST_BY.get(name))
             os.replace(tmp, path)
             _replaced(path)
         finally:
@@ -443,6 +451,20 @@ class Store:
         if not self.has_table(name):
             raise StoreError(f"table {name!r} not found in store {self.root} (nothing ingested yet?)")
         return list(pq.read_schema(self.table_path(name)).names)
+
+    def table_row_sums(self, name: str) -> RowSums | None:
+        """The per-date (rows, Σ row hashes) of table ``name`` that :meth:`write_table` kept in its
+        footer (no rows are read), or None: the table is absent, not declared in
+        :data:`~riskstrata.data.row_sums.DIGEST_BY`, was written without them (before they
+        existed), or its footer's sums do not match the declaration or the file's row count."""
+        by = DIGEST_BY.get(name)
+        if by is None or not self.has_table(name):
+            return None
+        return RowSums.from_footer(self._parquet_footer(self.table_path(name)), by)
+
+    def _parquet_footer(self, path: Path) -> pq.FileMetaData:
+        """The footer of a Parquet file of the store (an fsspec store overrides it)."""
+        return pq.read_metadata(path)
 
     def table_stamp(self, name: str) -> tuple[Any, ...] | None:
         """A value that changes whenever table ``name`` is replaced (None: no such table), for

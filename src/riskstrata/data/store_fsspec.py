@@ -68,6 +68,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from riskstrata.data.row_sums import DIGEST_BY
 from riskstrata.data.store import (_CLAIM_FILE, _LEASES, _NAME, _OWNER_FILE, _PART_NAME, _REPLACED, _TMP_PREFIX,
                                    _VERSION_NAME, STALE_BUILD_SECONDS, Lease, Store, VersionWriter, _check_name,
                                    _owner_alive, _pid_alive, _replaced, _version_time, default_store_root,
@@ -261,8 +262,13 @@ class FsspecStore(Store):
                       if kind == "file" and name.endswith(".parquet") and _NAME.match(name[: -len(".parquet")]))
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
-        """Replace table ``name`` with ``df`` whole (see the module doc)."""
-        self._put(self.table_path(name), lambda fh: write_parquet_to(df, fh))
+        """Replace table ``name`` with ``df`` whole (see the module doc), with the per-date row
+        sums :data:`~riskstrata.data.row_sums.DIGEST_BY` declares in the same file's footer."""
+        self._put(self.table_path(name), lambda fh: write_parquet_to(df, fh, DIGEST_BY.get(name)))
+
+    def _parquet_footer(self, path: PurePosixPath) -> pq.FileMetaData:  # type: ignore[override]
+        with self.fs.open(str(path), "rb") as fh:
+            return pq.read_metadata(fh)
 
     def table_columns(self, name: str) -> list[str]:
         if not self.has_table(name):

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from riskstrata.data.fundamentals import SnapshotsInForce
+from riskstrata.data.row_sums import DIGEST_BY
 from riskstrata.data.store import Store
 from riskstrata.factors.covariance import FactorCovariance
 from riskstrata.factors.model import HistoryCounts
@@ -41,12 +42,10 @@ STATE_ARRAYS = "update_state"
 PANELS_ARRAYS = "update_panels"
 
 
-# Per input table: the date column that says which rows a model ending on ``end`` has read (None:
-# every row counts, on every date), and the columns that matter (None: all). Prices: not the
-# adjusted close (a vendor re-bases the whole series on each dividend; the model uses it only as a
-# price relative, which re-basing leaves as it is) but the return and the volume.
-_DATED = {"prices": ("date", ["security_id", "date", "ret", "volume"]),
-          "fundamentals": ("available_date", None)}
+# The dated input tables: per table, the date column that says which rows a model ending on
+# ``end`` has read, and the columns that matter (the data layer's declaration: the store keeps
+# their per-date sums in each table's footer).
+_DATED = {table: (by.date, list(by.columns) if by.columns is not None else None) for table, by in DIGEST_BY.items()}
 _WHOLE = ("classifications",)   # a name's sector is its latest classification, on every date
 
 
@@ -55,8 +54,12 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
     """{(table, span): (rows, Σ row hashes)}, in one query that reads each table once: the dated
     tables (unless not ``dated``) over the rows dated in (after, ends[0]] (span 0), (ends[0],
     ends[1]] (span 1), … (``ends`` ascending); with ``names``, also the undated inputs
-    (:func:`input_digest`, span 0). A table the store lacks is absent; a span without rows (0, 0)."""
+    (:func:`input_digest`, span 0). A table the store lacks is absent; a span without rows (0, 0).
+
+    A dated table whose footer keeps its per-date sums (:meth:`~riskstrata.data.store.Store.table_row_sums`)
+    is not read: its spans are added up from them (the same integers the query gives)."""
     parts, params, spans = [], [], []
+    found: dict[tuple[str, int], tuple[int, int]] = {}
 
     def add(table: str, columns: list[str] | None, span: str, where: str, args: list, n_spans: int = 1) -> None:
         listed = ", ".join(f'"{c}"' for c in columns or store.table_columns(table))
@@ -67,7 +70,13 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
 
     stamps = [pd.Timestamp(e).to_pydatetime() for e in ends]
     for table, (column, columns) in _DATED.items() if dated else ():
-        if store.has_table(table):
+        kept = store.table_row_sums(table)
+        if kept is not None:
+            # Span i: the rows dated after both ``after`` and the previous end, through its end.
+            lows = [after, *(e if after is None else max(pd.Timestamp(e), pd.Timestamp(after)) for e in ends[:-1])]
+            found.update({(table, i): kept.span(lows[i], ends[i]) for i in range(len(ends))})
+            spans.extend((table, i) for i in range(len(ends)))
+        elif store.has_table(table):
             # The span of a row: the first end on or after its date (CASE binds its ? before the WHERE's).
             span = ("CASE " + " ".join(f'WHEN "{column}" <= ? THEN {i}' for i in range(len(ends) - 1))
                     + f" ELSE {len(ends) - 1} END") if len(ends) > 1 else "0"
@@ -80,10 +89,9 @@ def _sums(store: Store, after: object | None, ends: list[object], names: pd.Inde
                 add(table, None, "0", "true", [])
         if store.has_table("securities"):
             add("securities", None, "0", "list_contains(?, security_id)", [[str(n) for n in names]])
-    if not parts:
-        return {}
-    rows = store.query(" UNION ALL ".join(parts), params, models=False)
-    found = {(r.t, int(r.span)): (int(r.n), int(r.h)) for r in rows.itertuples()}
+    if parts:
+        rows = store.query(" UNION ALL ".join(parts), params, models=False)
+        found.update({(r.t, int(r.span)): (int(r.n), int(r.h)) for r in rows.itertuples()})
     return {key: found.get(key, (0, 0)) for key in spans}
 
 
