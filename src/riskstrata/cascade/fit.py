@@ -398,28 +398,40 @@ class CascadeEngine:
                     out[key][on] = np.broadcast_to(self._raw[:, cols.get_loc(etf)][:, None], codes.shape)[on]
         return out
 
-    def link_betas(self) -> pd.DataFrame:
-        """Link betas per ETF pair and date, from the ETFs' full windows (long frame)."""
-        frames = []
-        for code, (sec, sub) in enumerate(self.inputs.assignment.pairs):
-            if sec is None and sub is None:
-                continue
+    def link_betas(self, keep: np.ndarray | None = None) -> pd.DataFrame:
+        """Link betas per ETF pair and date, from the ETFs' full windows (long frame).
+
+        Rows: pair by pair (in ``assignment.pairs`` order, the market-only pair left out), then
+        date; columns ``date, sector_etf, subsector_etf, lambda_sm, lambda_um, lambda_us``.
+        keep: (T,) bool, the dates to return (default all); the windows still span every date.
+        """
+        dates = self.inputs.dates
+        rows = np.arange(self.T) if keep is None else np.flatnonzero(keep)
+        pairs = [(code, pair) for code, pair in enumerate(self.inputs.assignment.pairs) if pair != (None, None)]
+        lambdas: dict[str, list[np.ndarray]] = {k: [] for k in LINK_FIELDS}
+        for code, _ in pairs:
             g = self.group(code)
             zero = np.zeros((self.T, 1))
             cov, _, count = self._covariances(g, zero, None)
+            # Only the kept dates go on: every step from the window moments is elementwise per date.
+            cov = WindowCovariances(**{name: arr[rows] for name, arr in vars(cov).items()})
             cov.c_rr = np.ones_like(cov.c_mm)
             est = solve_cascade(cov)
-            ok = (count[:, 0] >= self.params.min_obs_effective) & self.market_ok
-            frame = pd.DataFrame({
-                "date": self.inputs.dates, "sector_etf": sec, "subsector_etf": sub,
-                **{k: np.where(ok, est[k][:, 0], np.nan) for k in LINK_FIELDS}})
-            frame.loc[~g.s_usable, ["lambda_sm", "lambda_us"]] = np.nan
-            frame.loc[~g.u_usable, ["lambda_um", "lambda_us"]] = np.nan
-            frames.append(frame)
-        if not frames:
-            return pd.DataFrame(columns=["date", "sector_etf", "subsector_etf", *LINK_FIELDS])
-        return pd.concat(frames, ignore_index=True)
-
+            ok = (count[rows, 0] >= self.params.min_obs_effective) & self.market_ok[rows]
+            s_off, u_off = ~g.s_usable[rows], ~g.u_usable[rows]
+            for k in LINK_FIELDS:  # a factor not listed for the whole window has no link beta
+                off = {"lambda_sm": s_off, "lambda_um": u_off, "lambda_us": s_off | u_off}[k]
+                lambdas[k].append(np.where(ok & ~off, est[k][:, 0], np.nan))
+        n = len(rows)
+        labels = {}
+        for i, name in enumerate(("sector_etf", "subsector_etf")):
+            column = np.repeat(np.array([pair[i] for _, pair in pairs], dtype=object), n)
+            # As the per-pair frames concatenated: text, or object when some pair has no such ETF.
+            labels[name] = pd.Series(column, dtype=object) if any(pair[i] is None for _, pair in pairs) else column
+        frame = pd.DataFrame({
+            "date": np.tile(dates[rows].to_numpy(), len(pairs)), **labels,
+            **{k: np.concatenate(v) if v else np.zeros(0) for k, v in lambdas.items()}})
+        return frame
 
 def _lag(x: np.ndarray) -> np.ndarray:
     """x shifted one row down (row t holds x[t−1]); row 0 is NaN."""

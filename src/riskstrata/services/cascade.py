@@ -229,8 +229,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
     meta = model_meta(params, prepared.dates[keep], inputs.notes + prepared.diagnostics, registry)
     meta["loaded_from"] = str(prepared.dates[0].date())  # the range inferred ETFs were fitted on
     with store.begin_version(LINK_MODEL) as links:
-        lb = engine.link_betas()
-        links.write_part(lb[lb["date"] >= prepared.dates[keep][0]].reset_index(drop=True))
+        links.write_part(engine.link_betas(keep))
         # Current only once the cascade naming it is: a build killed before then leaves no orphan current.
         link_version = links.commit({"model": LINK_MODEL, "params": meta["params"]}, make_current=False)
     with store.begin_version(MODEL) as writer:

@@ -145,39 +145,39 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     params = _params(meta)
     _check_registry(meta, registry)
     end = pd.Timestamp(meta["end"])
-    if not store.has_table("prices"):
-        raise StoreError(f"no prices in store {store.root}")
-    new = pd.DatetimeIndex(store.read_table("prices", columns=["date"], where="date > ?",
-                                            params=[end.to_pydatetime()])["date"].unique()).sort_values()
-    if not len(new):
-        return UpdateSummary(MODEL, "up to date", f"Model A is up to date: the store has no trading day after "
-                                                  f"{end.date()} (version {previous}); nothing published",
-                             previous=previous, seconds=time.perf_counter() - began)
-    _check_gap(end, new[0], allow_gap)
+    with store.one_connection():  # the update's reads (prices, master, assignments, model) on one connection
+        if not store.has_table("prices"):
+            raise StoreError(f"no prices in store {store.root}")
+        new = pd.DatetimeIndex(store.read_table("prices", columns=["date"], where="date > ?",
+                                                params=[end.to_pydatetime()])["date"].unique()).sort_values()
+        if not len(new):
+            return UpdateSummary(MODEL, "up to date", f"Model A is up to date: the store has no trading day after "
+                                                      f"{end.date()} (version {previous}); nothing published",
+                                 previous=previous, seconds=time.perf_counter() - began)
+        _check_gap(end, new[0], allow_gap)
 
-    stored_assignments = store.read_table("cascade_assignments") if store.has_table("cascade_assignments") \
-        else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
-    inferred = stored_assignments[stored_assignments["assignment_source"].isin(["inferred", "unassigned"])]
-    if check_inferred and len(inferred):
-        _check_inferred(store, registry, meta, inferred)
-    inputs, tail_start = _load_tail(store, registry, end, max(params.window, VOL_LONG_WINDOW), inferred)
-    merged, assignment_notes = _check_assignments(stored_assignments, inputs.assignments, end)
-    _repair_leading_etf_holes(store, inputs.etf_returns, tail_start, params.market_etf)
-    by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
-    prepared = prepare_inputs(inputs.returns, inputs.etf_returns,
-                              by_security.rename(columns={"security_id": "ticker"}), params)
-    known = _check_overlap(store, prepared, max(tail_start, pd.Timestamp(meta["start"])), end)
-    keep = np.asarray(prepared.dates > end)
+        stored_assignments = store.read_table("cascade_assignments") if store.has_table("cascade_assignments") \
+            else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
+        inferred = stored_assignments[stored_assignments["assignment_source"].isin(["inferred", "unassigned"])]
+        if check_inferred and len(inferred):
+            _check_inferred(store, registry, meta, inferred)
+        inputs, tail_start = _load_tail(store, registry, end, max(params.window, VOL_LONG_WINDOW), inferred)
+        merged, assignment_notes = _check_assignments(stored_assignments, inputs.assignments, end)
+        _repair_leading_etf_holes(store, inputs.etf_returns, tail_start, params.market_etf)
+        by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
+        prepared = prepare_inputs(inputs.returns, inputs.etf_returns,
+                                  by_security.rename(columns={"security_id": "ticker"}), params)
+        known = _check_overlap(store, prepared, max(tail_start, pd.Timestamp(meta["start"])), end)
+        keep = np.asarray(prepared.dates > end)
 
-    engine = CascadeEngine(prepared, params)
-    rows = _new_rows(engine, keep, inputs.tickers, progress)
-    links = engine.link_betas()
-    links = links[links["date"] > end].reset_index(drop=True)
-    new_securities = set() if rows is None else set(rows["security_id"].unique()) - known
-    notes = inputs.notes + prepared.diagnostics + assignment_notes
-    if new_securities:
-        notes.append(f"{len(new_securities)} securities new since the last version "
-                     f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
+        engine = CascadeEngine(prepared, params)
+        rows = _new_rows(engine, keep, inputs.tickers, progress)
+        links = engine.link_betas(keep)
+        new_securities = set() if rows is None else set(rows["security_id"].unique()) - known
+        notes = inputs.notes + prepared.diagnostics + assignment_notes
+        if new_securities:
+            notes.append(f"{len(new_securities)} securities new since the last version "
+                         f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
 
     version = _publish(store, previous, meta, params, registry, prepared.dates[keep], rows, links, notes,
                        len(new_securities))
