@@ -199,7 +199,7 @@ def row_sums_of(table: pa.Table, by: DigestBy) -> RowSums | None:
     try:
         con.register("rows_to_sum", table)
         found = con.execute(f"SELECT {day} AS day, count(*) AS n, sum(hash({hashed}))::HUGEINT AS h "
-                            f"FROM rows_to_sum GROUP BY day ORDER BY day NULLS LAST").fetchall()
+                            f"FROM rows_to_sum GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
     finally:
         con.close()
     undated = (0, 0)
