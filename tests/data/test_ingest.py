@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from riskstrata.data.ingest import (
@@ -267,6 +268,28 @@ def test_ingesting_the_same_file_twice_changes_nothing(store: Store, tmp_path: P
     ingest_prices(store, [path])
     pd.testing.assert_frame_equal(store.read_table("prices"), first)
     pd.testing.assert_frame_equal(store.read_table("securities"), securities)
+
+
+def test_prices_are_stored_by_date_then_security_with_their_row_sums(store: Store, tmp_path: Path) -> None:
+    """Ordered by date (a date filter skips row groups), backfills and appends included; the
+    footer's per-date sums are the fingerprint's scan of the file, and unchanged by a re-ingest."""
+    late = [(d, t, base + i) for t, base in [("SPY", 300), ("AAA", 10), ("BBB", 20)] for i, d in enumerate(DAYS) if i >= 3]
+    early = [(d, t, base + i) for t, base in [("BBB", 20), ("AAA", 10)] for i, d in enumerate(DAYS) if i < 3]
+    ingest_prices(store, [write(tmp_path, "late.csv", long_csv(late))])
+    ingest_prices(store, [write(tmp_path, "early.csv", long_csv(early))])  # a backfill
+    on_disk = pq.read_table(store.table_path("prices")).to_pandas()
+    keys = list(zip(on_disk["date"], on_disk["security_id"]))
+    assert keys == sorted(keys) and len(on_disk) == 15
+    kept = store.table_row_sums("prices")
+    listed = '"security_id", "date", "ret", "volume"'
+    for end in DAYS:
+        scan = store.query(f"SELECT count(*) AS n, coalesce(sum(hash({listed})::HUGEINT), 0) AS h FROM prices "
+                           "WHERE date <= ?", [pd.Timestamp(end).to_pydatetime()], models=False).iloc[0]
+        assert kept.span(None, end) == (int(scan["n"]), int(scan["h"])), end
+    ingest_prices(store, [write(tmp_path, "early.csv", long_csv(early))])
+    again = store.table_row_sums("prices")
+    assert again.span(None, DAYS[-1]) == kept.span(None, DAYS[-1])
+    np.testing.assert_array_equal(again.days, kept.days)
 
 
 def test_new_data_overrides_stored_values(store: Store, tmp_path: Path) -> None:
