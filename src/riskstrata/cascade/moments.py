@@ -33,15 +33,64 @@ def decay_for(halflife: float | None) -> float:
     return float(0.5 ** (1.0 / halflife))
 
 
-def window_sums(x: np.ndarray, window: int, decay: float = 1.0) -> np.ndarray:
+def window_sums(x: np.ndarray, window: int, decay: float = 1.0, first: int = 0) -> np.ndarray:
     """Trailing weighted sums S_t = Σ_{k=0}^{W−1} δ^k · x_{t−k} along axis 0.
 
     x: (T, ...) float64 with zeros where a value is missing (mask before calling).
-    Rows t < W−1 sum over the t+1 rows available. Returns a new array of x's shape.
+    Rows t < W−1 sum over the t+1 rows available. first: the first row wanted; returns rows
+    first … T − 1 (a new array, of x's shape but T − first rows), the same numbers bit for bit
+    as those rows of the whole result: the blocks stay where the whole array puts them (W-row
+    blocks from row 0), and only the blocks those rows read are summed — their own block's
+    prefix and the previous block's suffix from the first row wanted on. (A daily update needs
+    one or two rows of a 252-row window: a quarter of the work of the whole result.)
     """
     if window < 1:
         raise ValueError(f"window must be ≥ 1, got {window}")
     x = np.asarray(x, dtype=np.float64)
+    rows = x.shape[0]
+    if not 0 <= first <= rows:
+        raise ValueError(f"first must be a row of x (0 … {rows}), got {first}")
+    block = first // window
+    if block == 0:
+        out = _block_sums(x, window, decay)
+        return out if first == 0 else out[first:]
+    start = block * window
+    # Blocks ``block`` … of x are the blocks of x[start:]: their sums are the whole result's,
+    # except that the first lacks the suffix of block − 1 (rows start − W … start − 1).
+    out = _block_sums(x[start:], window, decay) if rows - start > window else _prefix_sums(x[start:], decay)
+    lo, hi = first - start, min(window - 1, rows - start)  # rows of the first block that take the suffix
+    if lo < hi:
+        prev = x[start - window:start]
+        if decay == 1.0:
+            # suffix[i − lo] = Σ_{j ≥ i + 1} prev[j], summed from the block's end as the whole result does
+            suffix = np.cumsum(prev[:lo:-1], axis=0)[::-1]
+            out[lo:hi] += suffix[:hi - lo]
+        else:
+            to_end, lift = _decay_powers(window, decay)
+            along = (window - 1 - lo,) + (1,) * (x.ndim - 1)
+            suffix = np.cumsum((prev[lo + 1:] * to_end[lo:].reshape(along))[::-1], axis=0)[::-1]
+            out[lo:hi] += lift[lo:hi].reshape((hi - lo,) + along[1:]) * suffix[:hi - lo]
+    return out[lo:]
+
+
+def _decay_powers(window: int, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """(δ^(W − 1 − i) for i = 1 … W − 1, δ^i for i = 1 … W − 1): the weights of a block's suffix
+    to its end, and of the end of block b − 1 as seen from row i − 1 of block b."""
+    return decay ** np.arange(window - 2, -1, -1.0), decay ** np.arange(1.0, window)
+
+
+def _prefix_sums(x: np.ndarray, decay: float) -> np.ndarray:
+    """The running sums of one block of at most W rows (no padding to W rows): within a block
+    they are :func:`_block_sums`' prefix, the same additions in the same order."""
+    if decay == 1.0:
+        return np.cumsum(x, axis=0)
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], [1.0, -decay], x, axis=0)
+
+
+def _block_sums(x: np.ndarray, window: int, decay: float) -> np.ndarray:
+    """:func:`window_sums` of every row of x (module docstring: W-row blocks from row 0)."""
     rows, rest = x.shape[0], x.shape[1:]
     n_blocks = -(-rows // window)
     pad = n_blocks * window - rows
@@ -57,9 +106,8 @@ def window_sums(x: np.ndarray, window: int, decay: float = 1.0) -> np.ndarray:
         from scipy.signal import lfilter  # here, not at import: scipy.signal alone costs ~0.7 s
 
         out = lfilter([1.0], [1.0, -decay], blocks, axis=1)
-        to_end = decay ** np.arange(window - 2, -1, -1.0)  # δ^(W − 1 − i) for i = 1 … W − 1
+        to_end, lift = _decay_powers(window, decay)
         suffix = np.cumsum((blocks[:, 1:] * to_end.reshape(along))[:, ::-1], axis=1)[:, ::-1]
-        lift = decay ** np.arange(1.0, window)  # row b·W + i − 1 is δ^i past the end of block b − 1
         out[1:, :-1] += lift.reshape(along) * suffix[:-1]
     return out.reshape(n_blocks * window, *rest)[:rows]
 

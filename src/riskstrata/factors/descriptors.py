@@ -11,6 +11,11 @@ Trailing windows use the rows ``t − window + 1 … t``; exponential weights ar
 row k days before t, ``δ = 0.5 ** (1 / halflife)`` (USE4 half-lives: 63 for BETA, 126 for
 momentum, 42 for volatility). Missing days carry no weight; ``min_obs`` counts the valid days
 in the window (unweighted).
+
+``first`` (every descriptor function takes it): the panels' rows first … T − 1 only, the same
+numbers bit for bit as those rows of the whole panels — the earlier rows are read (windows, the
+year-ago value, column means) but not computed. A block of a build or a daily update keeps
+only its own dates of the trailing panel it computes on.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ TRADING_DAYS_PER_MONTH = 21
 _ROUNDOFF = 1e-12
 
 
-def _frame(values: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(values, index=like.index, columns=like.columns, dtype="float64")
+def _frame(values: np.ndarray, like: pd.DataFrame, first: int = 0) -> pd.DataFrame:
+    """(T − first, N) ``values`` labelled as rows first … of ``like``."""
+    return pd.DataFrame(values, index=like.index[first:], columns=like.columns, dtype="float64")
 
 
 def _float(panel: pd.DataFrame) -> np.ndarray:
@@ -67,6 +73,7 @@ def beta_and_residual_vol(
     window: int = 252,
     halflife: float = 63,
     min_obs: int = 126,
+    first: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """USE4 BETA and the residual volatility of the same regression.
 
@@ -80,7 +87,7 @@ def beta_and_residual_vol(
     standardisation of exposures makes the scale irrelevant to the model). NaN where fewer than
     ``min_obs`` days are valid or the market did not move in the window.
 
-    Returns ``(beta, residual_vol)``, each (T, N) like ``returns``.
+    Returns ``(beta, residual_vol)``, each (T, N) like ``returns`` (rows ``first`` … only).
     """
     _check_window(window, min_obs)
     decay = decay_for(halflife)
@@ -91,10 +98,10 @@ def beta_and_residual_vol(
     x = np.where(ok, m, 0.0)
     y = np.where(ok, r, 0.0)
     w = ok.astype("float64")
-    sw = window_sums(w, window, decay)
-    sx, sy = window_sums(x, window, decay), window_sums(y, window, decay)
-    sxx, sxy, syy = (window_sums(p, window, decay) for p in (x * x, x * y, y * y))
-    count = window_sums(w, window)
+    sw = window_sums(w, window, decay, first)
+    sx, sy = window_sums(x, window, decay, first), window_sums(y, window, decay, first)
+    sxx, sxy, syy = (window_sums(p, window, decay, first) for p in (x * x, x * y, y * y))
+    count = window_sums(w, window, first=first)
     with np.errstate(divide="ignore", invalid="ignore"):
         cxx = sxx - sx * sx / sw
         cxy = sxy - sx * sy / sw
@@ -104,7 +111,7 @@ def beta_and_residual_vol(
         sse = cyy - beta * cxy  # Σw·e² of the weighted fit
         sse = np.where(sse <= _ROUNDOFF * syy, 0.0, sse)
         resid_vol = np.where(usable, np.sqrt(sse / sw), np.nan)
-    return _frame(beta, returns), _frame(resid_vol, returns)
+    return _frame(beta, returns, first), _frame(resid_vol, returns, first)
 
 
 def momentum(
@@ -114,6 +121,7 @@ def momentum(
     lag: int = 21,
     halflife: float = 126,
     min_obs: int = 126,
+    first: int = 0,
 ) -> pd.DataFrame:
     """USE4 relative strength: the exponentially weighted sum of log(1 + r) over rows
     ``t − window + 1 … t − lag`` (12-1 momentum: the last ``lag`` days, where short-term reversal
@@ -134,9 +142,9 @@ def momentum(
     lagged = np.full_like(logret, np.nan)
     lagged[lag:] = logret[: len(logret) - lag]
     ok = np.isfinite(lagged)
-    total = window_sums(np.where(ok, lagged, 0.0), span, decay_for(halflife))
-    count = window_sums(ok.astype("float64"), span)
-    return _frame(np.where(count >= min_obs, total, np.nan), returns)
+    total = window_sums(np.where(ok, lagged, 0.0), span, decay_for(halflife), first)
+    count = window_sums(ok.astype("float64"), span, first=first)
+    return _frame(np.where(count >= min_obs, total, np.nan), returns, first)
 
 
 def total_volatility(
@@ -145,6 +153,7 @@ def total_volatility(
     window: int = 252,
     halflife: float = 42,
     min_obs: int = 63,
+    first: int = 0,
 ) -> pd.DataFrame:
     """USE4 DASTD: exponentially weighted standard deviation of daily returns,
     ``sqrt(Σ w·(r − r̄_w)² / Σ w)`` over the trailing ``window`` days (half-life 42).
@@ -157,15 +166,15 @@ def total_volatility(
     r = center(_float(returns))
     ok = np.isfinite(r)
     y = np.where(ok, r, 0.0)
-    sw = window_sums(ok.astype("float64"), window, decay)
-    s1, s2 = window_sums(y, window, decay), window_sums(y * y, window, decay)
-    count = window_sums(ok.astype("float64"), window)
+    sw = window_sums(ok.astype("float64"), window, decay, first)
+    s1, s2 = window_sums(y, window, decay, first), window_sums(y * y, window, decay, first)
+    count = window_sums(ok.astype("float64"), window, first=first)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_sq = s2 / sw
         var = mean_sq - (s1 / sw) ** 2
         var = np.where(var <= _ROUNDOFF * mean_sq, 0.0, var)
         vol = np.where((count >= min_obs) & (sw > 0), np.sqrt(var), np.nan)
-    return _frame(vol, returns)
+    return _frame(vol, returns, first)
 
 
 # ---------------------------------------------------------------------- size and liquidity
@@ -248,11 +257,11 @@ def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issu
     return out
 
 
-def log_size(market_cap: pd.DataFrame) -> pd.DataFrame:
+def log_size(market_cap: pd.DataFrame, first: int = 0) -> pd.DataFrame:
     """USE4 LNCAP: natural log of market cap (USD); NaN where the cap is missing or ≤ 0."""
-    cap = _float(market_cap)
+    cap = _float(market_cap.iloc[first:])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _frame(np.where(cap > 0, np.log(cap), np.nan), market_cap)
+        return _frame(np.where(cap > 0, np.log(cap), np.nan), market_cap, first)
 
 
 def liquidity(
@@ -262,6 +271,7 @@ def liquidity(
     windows: Sequence[int] = (21, 63, 252),
     weights: Sequence[float] = LIQUIDITY_WEIGHTS,
     min_coverage: float = 0.5,
+    first: int = 0,
 ) -> pd.DataFrame:
     """USE4 share-turnover blend (STOM, STOQ, STOA).
 
@@ -282,18 +292,18 @@ def liquidity(
         turnover = np.where((v >= 0) & (shares > 0), v / shares, np.nan)
     ok = np.isfinite(turnover)
     x, valid = np.where(ok, turnover, 0.0), ok.astype("float64")
-    total = np.zeros_like(turnover)
-    weight = np.zeros_like(turnover)
+    total = np.zeros_like(turnover[first:])
+    weight = np.zeros_like(turnover[first:])
     for w, wt in zip(windows, weights):  # three windows, each over all stocks at once
-        n = window_sums(valid, int(w))
+        n = window_sums(valid, int(w), first=first)
         with np.errstate(invalid="ignore", divide="ignore"):
-            monthly = TRADING_DAYS_PER_MONTH * window_sums(x, int(w)) / n
+            monthly = TRADING_DAYS_PER_MONTH * window_sums(x, int(w), first=first) / n
             comp = np.where((n >= max(1.0, min_coverage * w)) & (monthly > 0), np.log(monthly), np.nan)
         has = np.isfinite(comp)
         total += np.where(has, wt * comp, 0.0)
         weight += np.where(has, wt, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _frame(np.where(weight > 0, total / weight, np.nan), volume)
+        return _frame(np.where(weight > 0, total / weight, np.nan), volume, first)
 
 
 # ---------------------------------------------------------------------- fundamentals-based
@@ -336,14 +346,17 @@ def snapshot_ids(panels: Sequence[np.ndarray], shape: tuple[int, int]) -> np.nda
     return np.cumsum(new, axis=0).astype("float64")
 
 
-def _value_at_lag(panel: np.ndarray, dates: pd.DatetimeIndex, days: int, tolerance_days: int = 31) -> np.ndarray:
-    """Row t → the row of the last date on or before ``t − days`` (within ``tolerance_days``)."""
-    target = dates - pd.Timedelta(days=days)
+def _value_at_lag(panel: np.ndarray, dates: pd.DatetimeIndex, days: int, tolerance_days: int = 31,
+                  first: int = 0) -> np.ndarray:
+    """Row t → the row of the last date on or before ``t − days`` (within ``tolerance_days``),
+    for rows t = first … T − 1 of ``panel`` (T, N)."""
+    dates = pd.DatetimeIndex(dates)
+    target = dates[first:] - pd.Timedelta(days=days)
     pos = dates.searchsorted(target, side="right") - 1
     found = pos >= 0
-    near = np.zeros(len(dates), dtype=bool)
+    near = np.zeros(len(target), dtype=bool)
     near[found] = (target[found] - dates[pos[found]]) <= pd.Timedelta(days=tolerance_days)
-    out = np.full_like(panel, np.nan)
+    out = np.full((len(target), *panel.shape[1:]), np.nan)
     out[near] = panel[pos[near]]
     return out
 
@@ -354,6 +367,7 @@ def value_descriptors(
     price: pd.DataFrame,
     *,
     growth_lag_days: int = 365,
+    first: int = 0,
 ) -> ValueDescriptors:
     """Fundamental descriptors from point-in-time fundamentals panels.
 
@@ -394,16 +408,31 @@ def value_descriptors(
       ebitda / market_cap (profitability per dollar of equity value, a different scale) —
       noted in ``notes``;
     - ``leverage`` = total_debt / market_cap (market leverage; NaN where debt is unknown).
+
+    ``first``: rows first … T − 1 only (module docstring); the notes count those rows.
     """
     like = market_cap
-    nan = np.full(like.shape, np.nan)
+    nan = np.full((len(like.index) - first, len(like.columns)), np.nan)
+
+    def whole(field: str) -> np.ndarray:
+        """(T, N) the field's panel: the growth descriptors read the year-ago rows."""
+        panel = fund.get(field)
+        return np.full(like.shape, np.nan) if panel is None else _float(
+            panel.reindex(index=like.index, columns=like.columns))
+
+    # The fields that hold still between snapshots, whole: a new snapshot is told by a change.
+    held = {f: whole(f) for f in SNAPSHOT_FIELDS if f in fund}
 
     def get(field: str) -> np.ndarray:
+        """(T − first, N) the field's rows from ``first`` on."""
+        if field in held:
+            return held[field][first:]
         panel = fund.get(field)
-        return nan.copy() if panel is None else _float(panel.reindex(index=like.index, columns=like.columns))
+        return nan.copy() if panel is None else _float(
+            panel.reindex(index=like.index, columns=like.columns).iloc[first:])
 
-    cap = _float(market_cap)
-    px = _float(price.reindex(index=like.index, columns=like.columns))
+    cap = _float(market_cap.iloc[first:])
+    px = _float(price.reindex(index=like.index, columns=like.columns).iloc[first:])
     px = np.where(px > 0, px, np.nan)
     cap = np.where(cap > 0, cap, np.nan)
     notes: list[str] = []
@@ -435,11 +464,13 @@ def value_descriptors(
     # Growth needs two snapshots: the one in force on t and an older one in force a year before.
     # Where no new snapshot arrived in between, both ends are the same numbers and growth cannot
     # be measured: NaN (missing, so it does not count as coverage), never a measured 0.
-    ids = snapshot_ids([get(f) for f in SNAPSHOT_FIELDS if f in fund], like.shape)
-    two_snapshots = _value_at_lag(ids, days, growth_lag_days) < ids  # NaN (no year-ago row) → False
-    eps_before = _value_at_lag(eps, days, growth_lag_days)
+    ids = snapshot_ids(list(held.values()), like.shape)
+    # NaN (no year-ago row) → False
+    two_snapshots = _value_at_lag(ids, days, growth_lag_days, first=first) < ids[first:]
+    eps_before = _value_at_lag(held["eps"] if "eps" in held else whole("eps"), days, growth_lag_days, first=first)
     eps_growth = np.where(two_snapshots, _ratio(eps - eps_before, np.abs(eps_before)), np.nan)
-    sales_before = _value_at_lag(sales, days, growth_lag_days)
+    sales_before = _value_at_lag(held["sales"] if "sales" in held else whole("sales"), days, growth_lag_days,
+                                 first=first)
     with np.errstate(invalid="ignore", divide="ignore"):
         growth = np.where(two_snapshots & (sales > 0) & (sales_before > 0), np.log(sales / sales_before), np.nan)
 
@@ -453,4 +484,4 @@ def value_descriptors(
         "quality": quality,
         "leverage": _ratio(debt, cap),
     }
-    return ValueDescriptors({k: _frame(v, like) for k, v in out.items()}, notes=notes)
+    return ValueDescriptors({k: _frame(v, like, first) for k, v in out.items()}, notes=notes)

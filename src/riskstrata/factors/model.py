@@ -138,31 +138,34 @@ def market_return(inp: FactorInputs, before: HistoryCounts | None = None) -> pd.
     return (inp.returns * once).sum(axis=1, min_count=1) / once.where(inp.returns.notna()).sum(axis=1)
 
 
-def compute_descriptors(inp: FactorInputs, needed: set[str], market: pd.Series | None = None) -> dict[str, pd.DataFrame]:
+def compute_descriptors(inp: FactorInputs, needed: set[str], market: pd.Series | None = None,
+                        first: int = 0) -> dict[str, pd.DataFrame]:
     """Raw descriptors (T × N) the spec asks for; missing inputs give all-NaN panels.
 
     market: (T,) the market return on ``inp``'s dates (default :func:`market_return` of ``inp``);
     a date block passes the whole history's, so that its first rows match a full build.
+    first: the panels' rows first … T − 1 only ((T − first) × N), the same numbers bit for bit as
+    those rows of the whole panels (the earlier rows are the trailing data they read).
     """
     out: dict[str, pd.DataFrame] = {}
     cap = inp.market_cap
     if needed & {"beta", "residual_vol"}:
         market = market_return(inp) if market is None else market
-        out["beta"], out["residual_vol"] = D.beta_and_residual_vol(inp.returns, market)
+        out["beta"], out["residual_vol"] = D.beta_and_residual_vol(inp.returns, market, first=first)
     if "momentum" in needed:
-        out["momentum"] = D.momentum(inp.returns)
+        out["momentum"] = D.momentum(inp.returns, first=first)
     if "total_vol" in needed:
-        out["total_vol"] = D.total_volatility(inp.returns)
+        out["total_vol"] = D.total_volatility(inp.returns, first=first)
     if "log_size" in needed:
-        out["log_size"] = D.log_size(cap)
+        out["log_size"] = D.log_size(cap, first=first)
     if "liquidity" in needed and inp.volume is not None and inp.shares_outstanding is not None:
-        out["liquidity"] = D.liquidity(inp.volume, inp.shares_outstanding)
+        out["liquidity"] = D.liquidity(inp.volume, inp.shares_outstanding, first=first)
     value_like = {"book_to_price", "earnings_yield", "dividend_yield", "ebitda_to_ev", "growth", "eps_growth", "quality",
                   "leverage"}
     if needed & value_like:
         price = inp.price if inp.price is not None else cap * np.nan
-        out.update(D.value_descriptors(inp.fundamentals, cap, price))
-    empty = pd.DataFrame(np.nan, index=inp.returns.index, columns=inp.returns.columns)
+        out.update(D.value_descriptors(inp.fundamentals, cap, price, first=first))
+    empty = pd.DataFrame(np.nan, index=inp.returns.index[first:], columns=inp.returns.columns)
     return {name: out.get(name, empty) for name in needed}
 
 
@@ -605,8 +608,8 @@ def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndar
     """
     spec, inp = mf.spec, mf.inp
     lo = lookback_start(mf.dates, a)
-    desc = compute_descriptors(_rows(inp, lo, b), mf.needed, mf.market.iloc[lo:b])
-    own = slice(a - lo, b - lo)
+    # The block's own rows of the descriptors of its trailing panel (the rows before are read only).
+    desc = compute_descriptors(_rows(inp, lo, b), mf.needed, mf.market.iloc[lo:b], first=a - lo)
     B, N, K = b - a, len(mf.tickers), len(mf.design)
     universe, codes, in_model = mf.universe[a:b], mf.codes[a:b], mf.in_model[a:b]
     cap = inp.market_cap.to_numpy()[a:b]
@@ -620,7 +623,7 @@ def block_exposures(mf: ModelFrame, a: int, b: int) -> tuple[np.ndarray, np.ndar
     coverage[:, 0] = _cap_share(np.ones((B, N), bool), universe, cap)
     has_data = {}
     for i, s in enumerate(spec.styles):
-        arrays = {d: desc[d].to_numpy()[own] for d in s.descriptors}
+        arrays = {d: desc[d].to_numpy() for d in s.descriptors}
         has = np.zeros((B, N), dtype=bool)
         for d, arr in arrays.items():
             finite = np.isfinite(arr)
