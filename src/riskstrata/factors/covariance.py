@@ -250,19 +250,35 @@ def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int,
     if lags < 0:
         raise ValueError(f"lags must be ≥ 0, got {lags}")
     x0, m = _centred(factor_returns)
-    w = _ew_sum(m, decay, rows)                                  # (T, K)
+    K = x0.shape[1]
+    if rows is not None:
+        # Every lag's four sums of products at once: u = [x0, m] against v = [x0_l, m_l for each
+        # lag], one (2K × T)·(T × 2K(L+1)) Gram product per run instead of 4(L+1) small ones.
+        u = np.concatenate([x0, m], axis=1)
+        v = np.concatenate([a for lag in range(lags + 1) for a in (_shift_down(x0, lag), _shift_down(m, lag))], axis=1)
+        sums = _ew_outer(u, v, decay, rows)                      # (R, 2K, 2K(L+1))
+        w = np.diagonal(sums[:, K:, K:2 * K], axis1=1, axis2=2)  # Σ m·m = Σ m (a mask)
+        x_sum = np.diagonal(sums[:, :K, K:2 * K], axis1=1, axis2=2)
+    else:
+        w = _ew_sum(m, decay, rows)                              # (T, K)
+        x_sum = _ew_sum(x0, decay, rows)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.where(w > 0, _ew_sum(x0, decay, rows) / w, np.nan)  # (T, K)
+        mu = np.where(w > 0, x_sum / w, np.nan)                 # (T, K)
         norm = np.sqrt(w[:, :, None] * w[:, None, :])
     mu_i, mu_j = mu[:, :, None], mu[:, None, :]
-    cov = np.zeros((w.shape[0], x0.shape[1], x0.shape[1]))
+    cov = np.zeros((w.shape[0], K, K))
     for lag in range(lags + 1):
-        xl, ml = _shift_down(x0, lag), _shift_down(m, lag)
         # Σ w (x_i − μ_i)(x_jl − μ_j) expanded into running sums, all observed-pair masked:
-        cross = _ew_outer(x0, xl, decay, rows)
-        x_i = _ew_outer(x0, ml, decay, rows)
-        x_j = _ew_outer(m, xl, decay, rows)
-        both = _ew_outer(m, ml, decay, rows)
+        if rows is not None:
+            at = 2 * K * lag
+            cross, x_i = sums[:, :K, at:at + K], sums[:, :K, at + K:at + 2 * K]
+            x_j, both = sums[:, K:, at:at + K], sums[:, K:, at + K:at + 2 * K]
+        else:
+            xl, ml = _shift_down(x0, lag), _shift_down(m, lag)
+            cross = _ew_outer(x0, xl, decay, rows)
+            x_i = _ew_outer(x0, ml, decay, rows)
+            x_j = _ew_outer(m, xl, decay, rows)
+            both = _ew_outer(m, ml, decay, rows)
         with np.errstate(invalid="ignore", divide="ignore"):
             gamma = (cross - mu_j * x_i - mu_i * x_j + mu_i * mu_j * both) / norm
         if lag == 0:
@@ -272,41 +288,113 @@ def ewma_newey_west(factor_returns: np.ndarray, halflife: float, lags: int,
     return cov
 
 
-VARIANCE_COLUMNS = 512  # series per pass of ewma_newey_west_variance
+VARIANCE_COLUMNS = 512  # series per pass of a chunked (T, N) sum (specific risk's state sums)
+
+# Columns of the stacked sums per pass of ewma_newey_west_variance (series × its 2 + 4(L + 1)
+# sums): the peak is two (T, columns) arrays, as much memory as the dozen (T, 512) temporaries
+# of one sum at a time took, so that N = thousands of specific returns stay within it.
+STACKED_COLUMNS = 3072
+
+
+def _padded(a: np.ndarray, lags: int) -> np.ndarray:
+    """(lags + T, N): ``lags`` rows of zeros, then a; rows lo − l … hi − l − 1 of a shifted down by
+    l ≤ lags (zeros before row 0, as :func:`_shift_down`) are its rows lags + lo − l … lags + hi − l − 1."""
+    out = np.zeros((lags + a.shape[0], a.shape[1]))
+    out[lags:] = a
+    return out
+
+
+def _lagged_products(xp: np.ndarray, mp: np.ndarray, lags: int, lo: int, hi: int) -> np.ndarray:
+    """(hi − lo, 2 + 4(L + 1), N) the terms :func:`_lagged_sums` sums, on rows lo … hi − 1;
+    xp, mp: :func:`_padded` x and m."""
+    z = np.empty((hi - lo, 2 + 4 * (lags + 1), xp.shape[1]))
+    x, m = xp[lags + lo:lags + hi], mp[lags + lo:lags + hi]
+    z[:, 0], z[:, 1] = m, x
+    for lag in range(lags + 1):
+        xl, ml = xp[lags + lo - lag:lags + hi - lag], mp[lags + lo - lag:lags + hi - lag]
+        at = 2 + 4 * lag
+        np.multiply(x, xl, out=z[:, at])
+        np.multiply(x, ml, out=z[:, at + 1])
+        np.multiply(m, xl, out=z[:, at + 2])
+        np.multiply(m, ml, out=z[:, at + 3])
+    return z
+
+
+def _lagged_sums(x: np.ndarray, m: np.ndarray, lags: int, decay: float, rows: np.ndarray | None) -> np.ndarray:
+    """(R, 2 + 4(L + 1), N) the running sums Σ_{s≤t} δ^{t−s} z_s of each column of x (T, N)
+    (0 where missing) and its mask m (T, N) that a Newey–West variance expands into: z = m, x,
+    then per lag l = 0 … L: x·x_l, x·m_l, m·x_l, m·m_l (_l: l rows earlier, 0 before row 0);
+    on every row (rows None, R = T) or on the sorted ``rows``.
+
+    Every row: the terms are filtered as the columns of one array (one call). At rows: the
+    history before each run of rows is summed as weighted dot products of the series with
+    their lagged copies (no (T, N) product is formed), the runs' own rows follow the
+    recursion (:func:`_ew_at`).
+    """
+    T, N = x.shape
+    n_sums = 2 + 4 * (lags + 1)
+    xp, mp = _padded(x, lags), _padded(m, lags)
+    if rows is None:
+        return _ew_filter(_lagged_products(xp, mp, lags, 0, T).reshape(T, -1), decay).reshape(T, n_sums, N)
+    # Series along the last axis, so that each dot product runs over contiguous memory; the
+    # lagged copies of rows lo … hi − 1 are the windows of lags + hi − lo rows starting at lo
+    # (window j: lag L − j), one strided view, so that each pair of series takes one call for
+    # every lag.
+    xt, mt = np.ascontiguousarray(xp.T), np.ascontiguousarray(mp.T)
+
+    def weighted_history(w: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        gx, gm = xt[:, lags + lo:lags + hi] * w, mt[:, lags + lo:lags + hi] * w
+        xl = np.lib.stride_tricks.sliding_window_view(xt[:, lo:lags + hi], hi - lo, axis=1)[:, ::-1]  # (N, L+1, n)
+        ml = np.lib.stride_tricks.sliding_window_view(mt[:, lo:lags + hi], hi - lo, axis=1)[:, ::-1]
+        out = np.empty((n_sums, N))
+        out[0], out[1] = gm.sum(axis=1), gx.sum(axis=1)
+        lagged = out[2:].reshape(lags + 1, 4, N)
+        lagged[:, 0] = np.einsum("in,iln->li", gx, xl)
+        lagged[:, 1] = np.einsum("in,iln->li", gx, ml)
+        lagged[:, 2] = np.einsum("in,iln->li", gm, xl)
+        lagged[:, 3] = np.einsum("in,iln->li", gm, ml)
+        return out.reshape(-1)
+
+    return _ew_at(rows, decay, weighted_history,
+                  lambda a, b: _lagged_products(xp, mp, lags, a, b).reshape(b - a, -1)).reshape(-1, n_sums, N)
 
 
 def ewma_newey_west_variance(returns: np.ndarray, halflife: float, lags: int,
                              rows: np.ndarray | None = None) -> np.ndarray:
-    """The diagonal of :func:`ewma_newey_west` (the same numbers, bit for bit, at every row),
-    for many series at once in O(T·N·L).
+    """The diagonal of :func:`ewma_newey_west` (the same numbers, bit for bit, at every row;
+    at ``rows``, to rounding), for many series at once in O(T·N·L).
 
     returns: (T, N) float64, NaN = missing. rows: sorted unique rows to evaluate (None: all).
     Returns (T, N) — or (len(rows), N) — daily variance forecasts, decimal² (NaN before a
     series' first observation). Used for specific risk, where N is thousands, and for the
     factor volatilities (only the diagonal of the volatility EWMA is ever used).
+
+    The 2 + 4(L + 1) running sums of each series (:func:`_lagged_sums`) are filtered as the
+    columns of one array: one filter call instead of one per sum, and at a daily update's few
+    rows no (T, N) product at all — the arithmetic, not 26 calls' overhead.
     """
     decay = decay_for(halflife)
     if lags < 0:
         raise ValueError(f"lags must be ≥ 0, got {lags}")
     returns = np.asarray(returns, dtype=np.float64)
-    if returns.ndim == 2 and returns.shape[1] > VARIANCE_COLUMNS:
-        # Every series is filtered on its own: a few hundred at a time give the same numbers
-        # with a dozen (T, columns) temporaries instead of a dozen (T, N) ones.
+    n_sums = 2 + 4 * (lags + 1)
+    per_pass = max(1, STACKED_COLUMNS // n_sums)
+    if returns.ndim == 2 and returns.shape[1] > per_pass:
+        # Every series is filtered on its own: a few hundred at a time give the same numbers.
         out = np.empty((returns.shape[0] if rows is None else len(rows), returns.shape[1]))
-        for j in range(0, returns.shape[1], VARIANCE_COLUMNS):
-            out[:, j:j + VARIANCE_COLUMNS] = ewma_newey_west_variance(returns[:, j:j + VARIANCE_COLUMNS], halflife,
-                                                                      lags, rows)
+        for j in range(0, returns.shape[1], per_pass):
+            out[:, j:j + per_pass] = ewma_newey_west_variance(returns[:, j:j + per_pass], halflife, lags, rows)
         return out
     x0, m = _centred(returns)
-    w = _ew_sum(m, decay, rows)
+    sums = _lagged_sums(x0, m, lags, decay, rows)
+    w = sums[:, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.where(w > 0, _ew_sum(x0, decay, rows) / w, np.nan)
+        mu = np.where(w > 0, sums[:, 1] / w, np.nan)
     var = np.zeros_like(w)
     for lag in range(lags + 1):
-        xl, ml = _shift_down(x0, lag), _shift_down(m, lag)
+        cross, x_i, x_j, both = (sums[:, 2 + 4 * lag + i] for i in range(4))
         with np.errstate(invalid="ignore", divide="ignore"):
-            gamma = (_ew_sum(x0 * xl, decay, rows) - mu * _ew_sum(x0 * ml, decay, rows)
-                     - mu * _ew_sum(m * xl, decay, rows) + mu * mu * _ew_sum(m * ml, decay, rows)) / w
+            gamma = (cross - mu * x_i - mu * x_j + mu * mu * both) / w
         var += gamma if lag == 0 else 2.0 * _bartlett(lag, lags) * gamma
     return var
 
@@ -466,37 +554,44 @@ def _restart_prior(t0: int, k: int, var_before: np.ndarray, ok_before: np.ndarra
     return float(own.var(ddof=1)) if own.size >= 2 else float("nan")
 
 
-def _restarted_variance(y: np.ndarray, t0: int, prior: float, p: CovarianceParams) -> np.ndarray:
-    """(T,) EWMA + Newey–West variance of one factor from row t0 on, blended with its prior.
+def _restart_sums(x: np.ndarray, restarts: list[tuple[int, int, int]], vol_nw_lags: int, halflife: float,
+                  rows: np.ndarray | None) -> np.ndarray:
+    """(R, len(restarts), 2 + 4(L + 1)) the running sums :func:`_restarted_variance` needs, for
+    every restart at once, on ``rows`` (None: all T, R = T): the :func:`_lagged_sums` of its
+    factor's returns from row t0 on (m_s: observed and s ≥ t0; y0 = y·m). None of them involves
+    the prior, so all restarts' sums are the columns of one array, summed in one call.
+    """
+    T = x.shape[0]
+    after = np.arange(T)[:, None] >= np.array([t0 for t0, _k, _end in restarts])[None, :]
+    y = x[:, [k for _t0, k, _end in restarts]]
+    m = np.isfinite(y) & after
+    sums = _lagged_sums(np.where(m, y, 0.0), m.astype(np.float64), vol_nw_lags, decay_for(halflife), rows)
+    return sums.transpose(0, 2, 1)
 
-    y: (T,) the factor's returns (rows < t0 ignored). The prior is ``restart_prior_obs``
-    pseudo-days on row t0 − 1 with mean 0 and variance ``prior`` and no autocorrelation; its
-    weight decays by δ a day like a real day's:
+
+def _restarted_variance(sums: np.ndarray, at: np.ndarray, t0: int, prior: float, p: CovarianceParams) -> np.ndarray:
+    """(R,) EWMA + Newey–West variance of one factor on rows ``at`` (R,) ≥ t0, blended with its prior.
+
+    sums: (R, 2 + 4(L + 1)) its :func:`_restart_sums` on those rows (returns before t0 ignored). The
+    prior is ``restart_prior_obs`` pseudo-days on row t0 − 1 with mean 0 and variance ``prior``
+    and no autocorrelation; its weight decays by δ a day like a real day's:
 
         W_t = Σ_{t0≤s≤t} δ^{t−s} m_s + P δ^{t−t0+1},   μ_t = Σ δ^{t−s} m_s y_s / W_t
         Γ0  = [Σ δ^{t−s} m_s (y_s − μ)² + P δ^{t−t0+1} (prior + μ²)] / W_t
         Γl  = Σ δ^{t−s} m_s m_{s−l} (y_s − μ)(y_{s−l} − μ) / W_t,   v = Γ0 + Σ_l 2(1 − l/(L+1)) Γl
-
-    Rows before t0 are NaN.
     """
     decay = decay_for(p.vol_halflife)
-    T = y.size
-    m = np.isfinite(y) & (np.arange(T) >= t0)
-    y0 = np.where(m, y, 0.0)
-    mf = m.astype(np.float64)
-    P = np.where(np.arange(T) >= t0, p.restart_prior_obs * decay ** (np.arange(T) - t0 + 1.0), 0.0)
-    W = _ew_sum(mf, decay) + P
+    P = p.restart_prior_obs * decay ** (at - t0 + 1.0)
+    s_m, s_y, s_yy = sums[:, 0], sums[:, 1], sums[:, 2]  # Σ m, Σ y, Σ y² (the lag-0 y·y_0)
+    W = s_m + P
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = _ew_sum(y0, decay) / W
-        v = (_ew_sum(y0 * y0, decay) - 2 * mu * _ew_sum(y0, decay) + mu * mu * _ew_sum(mf, decay)
-             + P * (prior + mu * mu)) / W
+        mu = s_y / W
+        v = (s_yy - 2 * mu * s_y + mu * mu * s_m + P * (prior + mu * mu)) / W
         for lag in range(1, p.vol_nw_lags + 1):
-            yl, ml = _shift_down(y0, lag), _shift_down(mf, lag)
-            both = mf * ml
-            g = (_ew_sum(y0 * yl, decay) - mu * _ew_sum(mf * yl, decay)
-                 - mu * _ew_sum(y0 * ml, decay) + mu * mu * _ew_sum(both, decay)) / W
+            cross, y_ml, m_yl, both = (sums[:, 2 + 4 * lag + i] for i in range(4))
+            g = (cross - mu * m_yl - mu * y_ml + mu * mu * both) / W
             v = v + 2.0 * _bartlett(lag, p.vol_nw_lags) * g
-    return np.where(np.arange(T) >= t0, v, np.nan)
+    return v
 
 
 def _rows_with_priors(rows: np.ndarray, restarts: list[tuple[int, int, int]], p: CovarianceParams) -> np.ndarray:
@@ -528,17 +623,18 @@ def _forecastable(x: np.ndarray, p: CovarianceParams, groups: np.ndarray, rows: 
     counts = np.cumsum(observed, axis=0)[at]
     recent = (_days_since_observed(observed) < p.restart_gap)[at]  # after a long gap: no forecast, not a stale one
     ok = (counts >= p.min_obs) & (var > 0) & (csd > 0) & recent
-    for t0, k, end in restarts:  # in row order: a prior may read a peer's restarted variance
+    touching = [r for r in restarts if ((at >= r[0]) & (at < r[2])).any()]
+    sums = _restart_sums(x, touching, p.vol_nw_lags, p.vol_halflife, rows) if touching and p.restart_prior_obs > 0 \
+        else None
+    for j, (t0, k, end) in enumerate(touching):  # in row order: a prior may read a peer's restarted variance
         sel = (at >= t0) & (at < end)
-        if not sel.any():
-            continue
         prior = float("nan")
         if p.restart_prior_obs > 0:
             i = int(np.searchsorted(at, t0 - 1))
             prior = _restart_prior(t0, k, var[i], ok[i], x, groups)
         seg_rows = at[sel]
         if np.isfinite(prior) and prior > 0:
-            seg = _restarted_variance(x[:, k], t0, prior, p)[seg_rows]
+            seg = _restarted_variance(sums[sel, j], seg_rows, t0, prior, p)
             enough = np.ones(seg_rows.size, dtype=bool)
         else:  # nothing to start from: the factor waits for min_obs new days, like a new one
             fresh = np.where(np.arange(T) >= t0, x[:, k], np.nan)[:, None]
@@ -694,7 +790,10 @@ def _bias_statistic(x: np.ndarray, sigma_prev: np.ndarray) -> np.ndarray:
 def _group_codes(groups: list[str] | None, K: int) -> np.ndarray | None:
     if groups is not None and len(groups) != K:
         raise DataValidationError(f"groups must name one group per factor ({K}); got {len(groups)}")
-    return None if groups is None else pd.factorize(pd.Index(groups))[0]
+    if groups is None:
+        return None
+    code = {g: i for i, g in enumerate(dict.fromkeys(groups))}  # in order of appearance, as pd.factorize
+    return np.array([code[g] for g in groups], dtype=np.int64)
 
 
 def factor_covariance(factor_returns: pd.DataFrame, params: CovarianceParams = CovarianceParams(),
