@@ -242,14 +242,14 @@ def secondary_share_classes(market_cap: pd.DataFrame, eligible: np.ndarray, issu
         return out
     ids = pd.Series(issuer).reindex(market_cap.columns)
     ids = ids.where(ids.notna(), pd.Series(market_cap.columns.astype(str), index=market_cap.columns)).astype(str)
-    groups = ids.groupby(ids.to_numpy()).indices
-    run = np.cumsum(eligible, axis=0)
-    if eligible_before is not None:
-        run = run + np.asarray(eligible_before)[None, :]
-    for cols in groups.values():
-        if len(cols) < 2:
-            continue
-        score = np.where(eligible[:, cols], run[:, cols], -1)
+    # Only issuers with several classes have a choice to make: a few among thousands of names.
+    code, _ = pd.factorize(ids.to_numpy(dtype=object))
+    for group in np.flatnonzero(np.bincount(code) >= 2):
+        cols = np.flatnonzero(code == group)
+        run = np.cumsum(eligible[:, cols], axis=0)
+        if eligible_before is not None:
+            run = run + np.asarray(eligible_before)[None, cols]
+        score = np.where(eligible[:, cols], run, -1)
         primary = np.argmax(score, axis=1)  # first column on ties
         sec = np.ones((T, len(cols)), dtype=bool)
         sec[np.arange(T), primary] = False

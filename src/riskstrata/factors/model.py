@@ -190,9 +190,15 @@ def estimation_universe(inp: FactorInputs, spec: ModelSpec, before: HistoryCount
     ok = _eligible(inp, spec, before)
     prior = None if before is None else before.on(inp.returns.columns).eligible
     ok &= ~D.secondary_share_classes(inp.market_cap, ok, inp.issuer, prior)  # an issuer counts once
-    cap = inp.market_cap.to_numpy()
-    ranked = pd.DataFrame(np.where(ok, cap, np.nan)).rank(axis=1, ascending=False).to_numpy()
-    return ok & (ranked <= u.get("estimation_size", 3000))
+    size = u.get("estimation_size", 3000)
+    # A date with at most ``size`` eligible names keeps them all (a rank among n values is ≤ n):
+    # only the dates with more are ranked.
+    crowded = np.flatnonzero(ok.sum(axis=1) > size)
+    if len(crowded):
+        cap = inp.market_cap.to_numpy()[crowded]
+        ranked = pd.DataFrame(np.where(ok[crowded], cap, np.nan)).rank(axis=1, ascending=False).to_numpy()
+        ok[crowded] &= ranked <= size
+    return ok
 
 
 def _industry_codes(inp: FactorInputs, spec: ModelSpec) -> tuple[np.ndarray, list[str], list[str]]:
