@@ -212,6 +212,17 @@ class StoredFundamentals:
             self._windows[(lo, hi)] = (rows, keys, _price_days(rows))
         return self._windows[(lo, hi)]
 
+    def window_columns(self, lo: pd.Timestamp, hi: pd.Timestamp, names: pd.Index) -> np.ndarray:
+        """(rows,) each row of :meth:`window` (lo, hi)'s column among the security ids ``names``
+        (−1: none), found once for every field asked of the same window and names."""
+        key = ("columns", lo, hi)
+        held = self._windows.get(key)
+        if held is None or not held[0].equals(names):  # other names: found again
+            _, keys, _ = self.window(lo, hi)
+            held = (names, names.get_indexer(pd.Index(keys["security_id"], dtype=object)))
+            self._windows[key] = held
+        return held[1]
+
 
 Source = Store | StoredFundamentals | pd.DataFrame
 
@@ -540,30 +551,40 @@ def ingest_fundamentals(store: Store, path: PathLike) -> IngestReport:
 # ---------------------------------------------------------------------- point-in-time panels
 
 
-def _with_derived(long: pd.DataFrame, field: str, derive: bool) -> pd.Series:
-    """The field's values, filled (when ``derive``) from the snapshot identity of :data:`_DERIVED`."""
-    values = long[field].astype("float64") if field in long else pd.Series(np.nan, index=long.index)
+def _column(long: pd.DataFrame, field: str) -> np.ndarray:
+    """(rows,) float64 values of a column of ``long`` (NaN where missing, or for a column it lacks)."""
+    if field not in long:
+        return np.full(len(long), np.nan)
+    return long[field].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _with_derived(long: pd.DataFrame, field: str, derive: bool) -> np.ndarray:
+    """(rows,) the field's values, filled (when ``derive``) from the snapshot identity of :data:`_DERIVED`.
+
+    In numpy, not pandas: an update derives the few rows of a day a dozen times (a Series
+    operation costs more than the arithmetic); the same IEEE operations on the same numbers."""
+    values = _column(long, field)
     if derive and field in _DERIVED:
         num, den, op = _DERIVED[field]
         if num in long and den in long:
-            a, b = long[num].astype("float64"), long[den].astype("float64")
+            a, b = _column(long, num), _column(long, den)
             with np.errstate(divide="ignore", invalid="ignore"):
-                implied = a * b if op == "mul" else a / b.where(b != 0)
-            values = values.fillna(implied.where(np.isfinite(implied)))
+                implied = a * b if op == "mul" else a / np.where(b != 0, b, np.nan)
+            values = np.where(np.isnan(values) & np.isfinite(implied), implied, values)
     return values
 
 
-def _snapshot_ratio(long: pd.DataFrame, name: str, derive: bool) -> pd.Series:
-    """A ratio of :data:`SNAPSHOT_RATIOS` within each snapshot row (NaN where not computable)."""
-    out = pd.Series(np.nan, index=long.index)
+def _snapshot_ratio(long: pd.DataFrame, name: str, derive: bool) -> np.ndarray:
+    """(rows,) a ratio of :data:`SNAPSHOT_RATIOS` within each snapshot row (NaN where not computable)."""
+    out = np.full(len(long), np.nan)
     for num, den in SNAPSHOT_RATIOS[name]:
         if den not in long and not (derive and den in _DERIVED):
             continue
         b = _with_derived(long, den, derive)
-        a = pd.Series(1.0, index=long.index) if num is None else _with_derived(long, num, derive)
+        a = np.ones(len(long)) if num is None else _with_derived(long, num, derive)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = a / b.where(b != 0)
-        out = out.fillna(r.where(np.isfinite(r)))
+            r = a / np.where(b != 0, b, np.nan)
+        out = np.where(np.isnan(out) & np.isfinite(r), r, out)
     return out
 
 
@@ -622,7 +643,6 @@ def _long_values(long: pd.DataFrame, field: str, derive: bool, keys: dict[str, n
                  price_days: np.ndarray) -> pd.DataFrame:
     """:func:`_load_long`'s frame from the rows read: the field's value per row, rows without one dropped."""
     values = _snapshot_ratio(long, field, derive) if field in SNAPSHOT_RATIOS else _with_derived(long, field, derive)
-    values = values.to_numpy()
     keep = np.isfinite(values)
     out = pd.DataFrame({"available_date": long["available_date"].to_numpy("datetime64[ns]")[keep]})
     for key, strings in keys.items():
@@ -853,7 +873,10 @@ class SnapshotsInForce:
 
     def on(self, names: pd.Index) -> SnapshotsInForce:
         """The same on ``names`` (NaN for a name not held)."""
-        at = self.names.get_indexer(pd.Index(names))
+        names = pd.Index(names)
+        if names.equals(self.names):
+            return self  # immutable: the same snapshots
+        at = self.names.get_indexer(names)
         pick = lambda a: np.where(at >= 0, a[np.maximum(at, 0)], np.nan)  # noqa: E731
         return SnapshotsInForce(self.day, pd.Index(names), pick(self.value), pick(self.available), pick(self.price_day))
 
@@ -933,10 +956,11 @@ def fundamentals_panel_after(in_force: SnapshotsInForce, source: StoredFundament
         raise DataValidationError("fundamentals_panel_after: the dates must come after the snapshots' day")
     # The rows available since, as :func:`_load_long` reads them (the same values: the same
     # window of the table, the same derivation), without building its frame.
-    rows, keys, row_price_days = source.window(in_force.day + pd.Timedelta(1, "ns"), dates.max())
+    lo, hi = in_force.day + pd.Timedelta(1, "ns"), dates.max()
+    rows, keys, row_price_days = source.window(lo, hi)
     new_value = (_snapshot_ratio(rows, field, derive) if field in SNAPSHOT_RATIOS
-                 else _with_derived(rows, field, derive)).to_numpy()
-    new_col = names.get_indexer(pd.Index(keys["security_id"], dtype=object))
+                 else _with_derived(rows, field, derive))
+    new_col = source.window_columns(lo, hi, names)
     new_keep = (new_col >= 0) & np.isfinite(new_value)
     available = rows["available_date"].to_numpy("datetime64[ns]")[new_keep]
     # The candidates: the snapshots in force (visible on every later date), then the newer rows.

@@ -177,6 +177,7 @@ class SecurityMaster:
         self._records = recs.sort_values(["ticker", "valid_from"], kind="stable").reset_index(drop=True)
         self._by_ticker: dict[str, np.ndarray] = _positions(self._records["ticker"])
         self._by_id: dict[str, np.ndarray] = _positions(self._records["security_id"])
+        self._issuer_of: pd.Series | None = None  # :meth:`issuers`' lookup, made on first use
 
     @classmethod
     def _from_stored(cls, table: pd.DataFrame) -> SecurityMaster:
@@ -335,8 +336,9 @@ class SecurityMaster:
         """security id → issuer id (the latest record's ``issuer_id``; a security without one, or
         not in the master, is its own issuer: its security id). Indexed by the ids given."""
         ids = pd.Index([str(s) for s in security_ids], name="security_id")
-        known = self._records.sort_values("valid_from").groupby("security_id")["issuer_id"].last()
-        out = known.reindex(ids)
+        if self._issuer_of is None:  # once per master: its records never change
+            self._issuer_of = self._records.sort_values("valid_from").groupby("security_id")["issuer_id"].last()
+        out = self._issuer_of.reindex(ids)
         return out.fillna(pd.Series(ids, index=ids)).astype("str").rename("issuer_id")
 
     def with_issuers(self, mapping: pd.DataFrame) -> tuple[SecurityMaster, pd.Series]:

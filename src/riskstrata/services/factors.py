@@ -213,6 +213,7 @@ def extend_point_in_time_panels(known: TrailingPanels, source: StoredFundamental
     if not set(_asks()) <= set(known.panels) & set(known.in_force):
         raise DataValidationError("the kept panels lack fields the update computes")
     at = known.names.get_indexer(names)
+    as_kept = bool((at == np.arange(len(at))).all()) and len(at) == len(known.names)  # the kept columns, in order
     # Today's closes against the kept ones, on the days both read: a name whose closes moved is recomputed.
     day = pd.DatetimeIndex(adj_close.index)
     both = day.intersection(known.close_dates)
@@ -241,7 +242,10 @@ def extend_point_in_time_panels(known: TrailingPanels, source: StoredFundamental
         new, in_force[f] = fundamentals_panel_after(held, source, f, dates[W:], **kw,
                                                     adj_close=closes if f in ROLLED else None)
         values = np.full((len(dates), len(names)), np.nan)
-        values[:W, same] = known.panels[f][:, at[same]]
+        if as_kept and same.all():
+            values[:W] = known.panels[f]
+        else:
+            values[:W, same] = known.panels[f][:, at[same]]
         if old is not None:
             values[:W, ~same] = old[f].to_numpy(dtype="float64")
         values[W:] = new.to_numpy(dtype="float64")
@@ -370,7 +374,7 @@ def load_factor_inputs_kept(store: Store, start: object | None = None, end: obje
 
     master = SecurityMaster.from_store(store)
     records = master.records
-    stocks = set(records.loc[records["asset_type"] == "stock", "security_id"])
+    stocks = set(records["security_id"].to_numpy(dtype=object)[(records["asset_type"] == "stock").to_numpy()])
     fundamentals = _stored_fundamentals(store, master, start)
     returns, adj, volume = _price_panels(store, stocks, start, end,
                                          None if start is None or fundamentals is None
