@@ -224,6 +224,12 @@ def test_sums_kept_over_other_columns_or_another_date_are_not_used(dated_store: 
         assert dated_store.table_row_sums("prices") is None, other
 
 
+def test_sums_hashed_by_another_duckdb_are_not_used(dated_store: Store, monkeypatch) -> None:
+    assert dated_store.table_row_sums("prices") is not None
+    monkeypatch.setattr(duckdb, "__version__", "0.0.0-other")
+    assert dated_store.table_row_sums("prices") is None
+
+
 def test_tables_not_declared_keep_no_sums(store: Store) -> None:
     store.write_table("classifications", pd.DataFrame({"security_id": ["A"], "valid_from": [START]}))
     assert store.table_row_sums("classifications") is None

@@ -16,9 +16,10 @@ the file gives, bit for bit (``tests/data/test_table_row_sums.py`` holds them to
 
 Why they can be trusted: the store is the only writer of its tables, and a table is always
 replaced whole, footer and rows together, so the sums describe exactly the rows beside them. The
-footer records the date column, the hashed columns and the file's row count; a footer that does
-not match the declaration or the file (or a table written before the sums existed) gives no sums,
-and the fingerprint falls back to hashing the rows.
+footer records the date column, the hashed columns, the file's row count and the DuckDB version
+that hashed; a footer that does not match the declaration, the file or the DuckDB in use (or a
+table written before the sums existed) gives no sums, and the fingerprint falls back to hashing
+the rows.
 """
 
 from __future__ import annotations
@@ -115,15 +116,15 @@ class RowSums:
         """The footer's key-value entries."""
         days = np.empty(len(self.days), dtype=_DAY)
         days["day"], days["rows"], days["lo"], days["hi"] = self.days, self.counts, self.lo, self.hi
-        head = {"format": _FORMAT, "date": self.date, "columns": list(self.columns), "rows": self.rows,
-                "undated_rows": self.undated[0], "undated_sum": str(self.undated[1])}
+        head = {"format": _FORMAT, "duckdb": duckdb.__version__, "date": self.date, "columns": list(self.columns),
+                "rows": self.rows, "undated_rows": self.undated[0], "undated_sum": str(self.undated[1])}
         return {_KEY: json.dumps(head), _DAYS_KEY: base64.b64encode(days.tobytes()).decode("ascii")}
 
     @classmethod
     def from_footer(cls, footer: pq.FileMetaData, by: DigestBy) -> RowSums | None:
         """The sums a file's footer keeps, or None: none kept (a table written before them), kept
-        over another date or other columns than ``by`` declares for the file's columns, or not
-        adding up to the file's rows."""
+        by another DuckDB version, over another date or other columns than ``by`` declares for
+        the file's columns, or not adding up to the file's rows."""
         kv = footer.metadata or {}
         head_text, days_text = kv.get(_KEY.encode()), kv.get(_DAYS_KEY.encode())
         if head_text is None or days_text is None:
@@ -136,7 +137,10 @@ class RowSums:
                        (int(head["undated_rows"]), int(head["undated_sum"])))
         except (ValueError, KeyError, TypeError):
             return None
-        if head.get("format") != _FORMAT or sums.date != by.date or columns != by.resolve(footer.schema.names):
+        # Another DuckDB may hash otherwise: its sums would not be what a scan gives now.
+        if head.get("format") != _FORMAT or head.get("duckdb") != duckdb.__version__:
+            return None
+        if sums.date != by.date or columns != by.resolve(footer.schema.names):
             return None
         if sums.rows != footer.num_rows or int(sums.counts.sum()) + sums.undated[0] != footer.num_rows:
             return None
