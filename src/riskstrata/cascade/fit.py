@@ -156,19 +156,14 @@ def _listed_full_window(col: np.ndarray, window: int) -> np.ndarray:
     return window_sums(listed, window) >= min(window, len(col)) - 0.5
 
 
-@dataclass
-class _GroupFactors:
-    """Centred, zero-filled factor series of one (sector, subsector) pair; None = absent."""
-
-    m: np.ndarray
-    s: np.ndarray | None
-    u: np.ndarray | None
-    s_usable: np.ndarray  # (T,) bool
-    u_usable: np.ndarray
-
-
 class CascadeEngine:
-    """Runs the cascade block by block over prepared inputs (no I/O)."""
+    """Runs the cascade block by block over prepared inputs (no I/O).
+
+    A block's stocks are solved together as columns: column i is one stock with one ETF pair
+    (its sector and subsector ETF), and every factor series is gathered per column, so stocks
+    of any pairs go through one set of array operations. Every number is elementwise per column
+    along time, so a column's numbers do not depend on the columns solved with it.
+    """
 
     def __init__(self, inputs: PreparedInputs, params: CascadeParams) -> None:
         self.inputs = inputs
@@ -181,136 +176,155 @@ class CascadeEngine:
             raise InsufficientHistory(
                 f"market ETF {params.market_etf} has {int(self.market_ok.sum())} valid days; "
                 f"at least {params.min_obs_effective} are needed")
-        self._centred = center(inputs.etf_returns)
         self._raw = np.nan_to_num(inputs.etf_returns, nan=0.0)
-        self._usable = {name: _listed_full_window(inputs.etf_returns[:, j], params.window)
-                        for j, name in enumerate(inputs.etfs)}
-        self._groups: dict[int, _GroupFactors] = {}
+        E = len(inputs.etfs)
+        # Per ETF column, with one more column last standing for "no ETF" (a pair's missing
+        # level): centred zero-filled returns (the factors), raw returns with NaN → 0 (what a
+        # hedge earns) and whether the ETF is listed for the whole window ending at t.
+        none = np.zeros((T, 1))
+        self._factors = np.hstack([np.nan_to_num(center(inputs.etf_returns), nan=0.0), none])
+        self._raw_or_zero = np.hstack([self._raw, none])
+        self._usable = np.column_stack([_listed_full_window(inputs.etf_returns[:, j], params.window)
+                                        for j in range(E)] + [np.zeros(T, dtype=bool)])
+        market = inputs.etf_column(params.market_etf)
+        self._m = np.where(self.market_ok, self._factors[:, market], 0.0)[:, None]  # (T, 1)
+        self._m_raw = self._raw[:, market][:, None]
+        # Per pair code: the ETF column of its sector and of its subsector ETF (E = none; −1 = an
+        # ETF these inputs lack, as in a partition that carries only the pairs its stocks hold).
+        etf_col = {name: j for j, name in enumerate(inputs.etfs)}
+        self._pair_etf_all = {key: np.array([etf_col.get(p[i], -1) if p[i] is not None else E
+                                             for p in inputs.assignment.pairs], dtype=np.intp)
+                              for i, key in enumerate(("s", "u"))}
+        self._shared_sums: dict[int, np.ndarray] = {}
         self.T = T
+        self._none = E
 
-    # ------------------------------------------------------------------ factors per pair
-    def _series(self, etf: str | None) -> np.ndarray | None:
-        if etf is None:
-            return None
-        return np.nan_to_num(self._centred[:, self.inputs.etf_column(etf)], nan=0.0)
-
-    def group(self, code: int) -> _GroupFactors:
-        if code not in self._groups:
-            sec, sub = self.inputs.assignment.pairs[code]
-            m = np.where(self.market_ok, self._series(self.params.market_etf), 0.0)
-            none = np.zeros(self.T, dtype=bool)
-            self._groups[code] = _GroupFactors(
-                m=m, s=self._series(sec), u=self._series(sub),
-                s_usable=self._usable[sec] if sec else none,
-                u_usable=self._usable[sub] if sub else none)
-        return self._groups[code]
+    def _pair_etfs(self, codes: np.ndarray | list[int] | int) -> tuple[np.ndarray, np.ndarray]:
+        """The ETF columns (sector, subsector) of pair ``codes`` (any shape; E = no such ETF)."""
+        sec, sub = self._pair_etf_all["s"][codes], self._pair_etf_all["u"][codes]
+        if np.any(sec < 0) or np.any(sub < 0):
+            missing = {self.inputs.assignment.pairs[int(c)] for c in np.unique(codes)
+                       if min(self._pair_etf_all["s"][c], self._pair_etf_all["u"][c]) < 0}
+            raise KeyError(f"ETF pairs {sorted(missing, key=str)} name ETFs with no returns in these inputs")
+        return sec, sub
 
     # ------------------------------------------------------------------ moments
-    def _covariances(self, g: _GroupFactors, r: np.ndarray, valid: np.ndarray | None
-                     ) -> tuple[WindowCovariances, np.ndarray, np.ndarray]:
-        """Window covariances for stocks r (T, n); valid=None means every row is valid.
+    # The window sums a covariance needs, in the order they are stacked for one window_sums call
+    # (every sum runs along time only, element by element: stacking changes no bit of any of them).
+    _FACTOR_SUMS = ("n_w", "m", "s", "u", "mm", "ms", "mu", "ss", "su", "uu", "count")
+    _RETURN_SUMS = ("r", "rr", "rm", "rs", "ru")
 
-        Returns (covariances, weight sum n_w (T, 1|n), valid-day count (T, 1|n)).
-        """
+    def _factor_sums(self, s: np.ndarray, u: np.ndarray, mask: np.ndarray, first: int = 0) -> np.ndarray:
+        """(T − first, 11, n) window sums, on dates first … T − 1, of the weights, of the factors
+        and of their products (in ``_FACTOR_SUMS`` order; ``count``: valid days, = n_w for a
+        uniform window), each factor restricted to the valid rows ``mask``. s, u, mask: (T, n)
+        or (T, 1), broadcast."""
         W, d = self.params.window, self.decay
-        zeros = np.zeros(self.T)
-        s = g.s if g.s is not None else zeros
-        u = g.u if g.u is not None else zeros
-        if valid is None:
-            mask = self.market_ok[:, None].astype(np.float64)
-        else:
-            mask = valid.astype(np.float64)
+        m = self._m
+        fm, fs, fu = m * mask, s * mask, u * mask  # each factor series restricted to the valid rows
+        series = np.stack(np.broadcast_arrays(mask, fm, fs, fu, fm * m, fm * s, fm * u, fs * s, fs * u, fu * u), axis=1)
+        sums = window_sums(series, W, d, first)
+        count = sums[:, :1] if d == 1.0 else window_sums(series[:, :1], W, 1.0, first)
+        return np.concatenate([sums, count], axis=1)
 
-        def ws(x: np.ndarray) -> np.ndarray:
-            return window_sums(x, W, d)
+    def _group_sums(self, code: int) -> np.ndarray:
+        """(T, 11, 1) :meth:`_factor_sums` of pair ``code`` on every market day: shared by all the
+        pair's stocks with no missing day, and by its link betas; computed once per pair."""
+        if code not in self._shared_sums:
+            s, u = (self._factors[:, [j]] for j in self._pair_etfs(code))
+            self._shared_sums[code] = self._factor_sums(s, u, self.market_ok[:, None].astype(np.float64))
+        return self._shared_sums[code]
 
-        col = (lambda x: x[:, None] * mask)  # a factor series restricted to the valid rows
-        fm, fs, fu = col(g.m), col(s), col(u)
-        n_w = ws(mask)
-        count = n_w if d == 1.0 else window_sums(mask, W)
-        S = {
-            "m": ws(fm), "s": ws(fs), "u": ws(fu),
-            "mm": ws(fm * g.m[:, None]), "ms": ws(fm * s[:, None]), "mu": ws(fm * u[:, None]),
-            "ss": ws(fs * s[:, None]), "su": ws(fs * u[:, None]), "uu": ws(fu * u[:, None]),
-            "r": ws(r), "rr": ws(r * r),
-            "rm": ws(r * g.m[:, None]), "rs": ws(r * s[:, None]), "ru": ws(r * u[:, None]),
-        }
+    def _covariances(self, S: dict[str, np.ndarray], s_usable: np.ndarray, u_usable: np.ndarray
+                     ) -> WindowCovariances:
+        """Window covariances from window sums ``S`` (``_FACTOR_SUMS``, and ``_RETURN_SUMS`` or
+        none of them: then the covariances with r are 0 and c_rr is 1, what the link betas need).
+        A factor not listed for the whole window (``*_usable`` False) is dropped on that date:
+        its covariances are 0 and the level falls back. Elementwise; shapes broadcast."""
+        n_w = S["n_w"]
         with np.errstate(invalid="ignore", divide="ignore"):
             inv = np.where(n_w > 0, 1.0 / np.where(n_w > 0, n_w, 1.0), 0.0)
-            mean = {k: S[k] * inv for k in ("m", "s", "u", "r")}
+            mean = {k: S[k] * inv for k in ("m", "s", "u", "r") if k in S}
 
             def cov(xy: str, x: str, y: str) -> np.ndarray:
                 return S[xy] * inv - mean[x] * mean[y]
 
+            has_r = "r" in S
+            zero = np.zeros_like(n_w)
             c = WindowCovariances(
                 c_mm=cov("mm", "m", "m"), c_ms=cov("ms", "m", "s"), c_mu=cov("mu", "m", "u"),
                 c_ss=cov("ss", "s", "s"), c_su=cov("su", "s", "u"), c_uu=cov("uu", "u", "u"),
-                c_rm=cov("rm", "r", "m"), c_rs=cov("rs", "r", "s"), c_ru=cov("ru", "r", "u"),
-                c_rr=cov("rr", "r", "r"))
-        # A factor not listed for the whole window is dropped on that date: the level falls back.
-        s_off, u_off = ~g.s_usable[:, None], ~g.u_usable[:, None]
+                c_rm=cov("rm", "r", "m") if has_r else zero, c_rs=cov("rs", "r", "s") if has_r else zero,
+                c_ru=cov("ru", "r", "u") if has_r else zero, c_rr=cov("rr", "r", "r") if has_r else np.ones_like(n_w))
+        s_off, u_off = ~s_usable, ~u_usable
         for name in ("c_ms", "c_ss", "c_su", "c_rs"):
             setattr(c, name, np.where(s_off, 0.0, getattr(c, name)))
         for name in ("c_mu", "c_su", "c_uu", "c_ru"):
             setattr(c, name, np.where(u_off, 0.0, getattr(c, name)))
-        return c, n_w, count
+        return c
 
-    # ------------------------------------------------------------------ one pair, some stocks
-    def _solve_pair(self, code: int, cols: np.ndarray, check: bool) -> dict[str, np.ndarray]:
-        """All estimates for stock columns ``cols`` as if they used pair ``code`` on every date."""
-        g = self.group(code)
-        r_raw = self.inputs.returns[:, cols]
+    # ------------------------------------------------------------------ columns: a stock with a pair
+    def _solve_columns(self, stocks: np.ndarray, pairs: np.ndarray, check: bool, start: int = 0
+                       ) -> dict[str, np.ndarray]:
+        """All estimates for columns i = (stock column ``stocks[i]``, pair code ``pairs[i]``), as if
+        the stock held that pair on every date: (T − start, n) arrays for dates start … T − 1
+        (the windows and the column means still see every date)."""
+        T, n = self.T, len(stocks)
+        r_raw = self.inputs.returns[:, stocks]
         valid = np.isfinite(r_raw) & self.market_ok[:, None]
         r = np.where(valid, center(r_raw), 0.0)
+        # Stocks with no missing day share their pair's factor sums; the others get their own,
+        # masked to the days they traded, so every regression uses exactly the stock's valid rows.
         complete = (valid == self.market_ok[:, None]).all(axis=0)
-        parts = [(idx, kind) for idx, kind in ((np.flatnonzero(complete), None), (np.flatnonzero(~complete), "masked"))
-                 if len(idx)]
-        out: dict[str, np.ndarray] = {}
-        for idx, kind in parts:
-            whole = len(parts) == 1  # no scatter needed when one path covers every column
-            est = self._estimate(code, g, r if whole else r[:, idx],
-                                 None if kind is None else (valid if whole else valid[:, idx]), check)
-            if whole:
-                out = est
-                break
-            for key, arr in est.items():
-                out.setdefault(key, np.empty((self.T, len(cols)), dtype=arr.dtype))[:, idx] = arr
-        self._time_safe_returns(code, out, r_raw)
-        return out
+        sec, sub = self._pair_etfs(pairs)
+        s, u = self._factors[:, sec], self._factors[:, sub]
+        shared, which = np.unique(pairs[complete], return_inverse=True)
+        if complete.all() and len(shared) == 1:  # the usual block: one pair, no gaps, (T, 11, 1) sums
+            F = self._group_sums(int(shared[0]))[start:]
+        else:
+            F = np.empty((T - start, len(self._FACTOR_SUMS), n))
+            if len(shared):
+                G = np.concatenate([self._group_sums(int(c))[start:] for c in shared], axis=2)
+                F[:, :, complete] = G[:, :, which]
+        if not complete.all():
+            masked = ~complete
+            F[:, :, masked] = self._factor_sums(s[:, masked], u[:, masked], valid[:, masked].astype(np.float64), start)
+        stacked = np.stack([r, r * r, r * self._m, r * s, r * u], axis=1)
+        R = window_sums(stacked, self.params.window, self.decay, start)
+        S = {name: F[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
+        S.update((name, R[:, i]) for i, name in enumerate(self._RETURN_SUMS))
+        cov = self._covariances(S, self._usable[start:, sec], self._usable[start:, sub])
 
-    def _estimate(self, code: int, g: _GroupFactors, r: np.ndarray, valid: np.ndarray | None,
-                  check: bool) -> dict[str, np.ndarray]:
-        """Estimates for centred returns r (T, n); valid=None when every market day is valid."""
-        cov, _, count = self._covariances(g, r, valid)
         est = solve_cascade(cov)
         flags = est["flags"]
-        count = np.broadcast_to(count, flags.shape)
+        count = np.broadcast_to(S["count"], flags.shape)
         enough = count >= self.params.min_obs_effective - 0.5
         if check:
             check_normal_equations(cov, est, enough & (flags & NULLING_FLAGS == 0))
         flags[~enough] |= Flag.INSUFFICIENT_HISTORY
-        sec, sub = self.inputs.assignment.pairs[code]
-        flags[~g.s_usable] |= Flag.NO_SECTOR_ETF if sec is None else Flag.SECTOR_FALLBACK
-        flags[~g.u_usable] |= Flag.NO_SUBSECTOR_ETF if sub is None else Flag.SUBSECTOR_FALLBACK
+        flags |= np.where(self._usable[start:, sec], 0,
+                          np.where(sec == self._none, Flag.NO_SECTOR_ETF, Flag.SECTOR_FALLBACK)).astype(np.int32)
+        flags |= np.where(self._usable[start:, sub], 0,
+                          np.where(sub == self._none, Flag.NO_SUBSECTOR_ETF, Flag.SUBSECTOR_FALLBACK)).astype(np.int32)
         # Sample (ddof=1) variance for a uniform window; weighted population one for EWMA.
         with np.errstate(invalid="ignore", divide="ignore"):
-            c_rr = np.broadcast_to(cov.c_rr, count.shape)
-            est["stock_var"] = c_rr * (count / (count - 1.0)) if self.decay == 1.0 else c_rr.copy()
+            est["stock_var"] = cov.c_rr * (count / (count - 1.0)) if self.decay == 1.0 else cov.c_rr.copy()
         est["n_obs"] = count.astype(np.float64)
         null_rows = (flags & NULLING_FLAGS) != 0
         if null_rows.any():
             for key, arr in est.items():
                 if key not in ("flags", "n_obs"):
                     np.copyto(arr, np.nan, where=null_rows)
+        self._time_safe_returns(est, r_raw[start:], sec, sub, start)
         return est
 
-    def _time_safe_returns(self, code: int, est: dict[str, np.ndarray], r_raw: np.ndarray) -> None:
-        """Day-t factor and residual returns from hedge ratios estimated through t−1."""
-        sec, sub = self.inputs.assignment.pairs[code]
-        cols = self.inputs.etfs
-        m = self._raw[:, cols.get_loc(self.params.market_etf)][:, None]
-        s = self._raw[:, cols.get_loc(sec)][:, None] if sec else np.zeros_like(m)
-        u = self._raw[:, cols.get_loc(sub)][:, None] if sub else np.zeros_like(m)
+    def _time_safe_returns(self, est: dict[str, np.ndarray], r_raw: np.ndarray, sec: np.ndarray, sub: np.ndarray,
+                           start: int = 0) -> None:
+        """Day-t factor and residual returns from hedge ratios estimated through t−1 (dates from
+        ``start``; on the first of them the day before is not at hand and they are NaN).
+        sec, sub: (n,) ETF column of each column's sector and subsector ETF."""
+        m = self._m_raw[start:]
+        s, u = self._raw_or_zero[start:, sec], self._raw_or_zero[start:, sub]
         hr = {k: _lag(est[k]) for k in HR_FIELDS}
         r_ok = np.isfinite(r_raw)
         for k in (1, 2, 3):
@@ -319,8 +333,11 @@ class CascadeEngine:
             est[f"l{k}_rr"] = r_raw - f
 
     # ------------------------------------------------------------------ blocks
-    def blocks(self, block_size: int = 1024, check: bool = True, workers: int | None = None) -> Iterator[CascadeBlock]:
+    def blocks(self, block_size: int = 1024, check: bool = True, workers: int | None = None,
+               first_row: int = 0) -> Iterator[CascadeBlock]:
         """Yield results for blocks of stocks that share their latest ETF pair (≤ block_size each).
+
+        first_row: the blocks' arrays hold dates first_row … T − 1 only (see :meth:`block`).
 
         Blocks are independent, and numpy releases the GIL in the heavy loops, so ``workers``
         threads (default: the machine's cores, at most 4) compute them concurrently; at most
@@ -331,72 +348,86 @@ class CascadeEngine:
         chunks = [members[start:start + block_size]
                   for code in np.unique(home) for members in [np.flatnonzero(home == code)]
                   for start in range(0, len(members), block_size)]
-        for code in np.unique(codes):  # build the shared group factors before threads start
-            self.group(int(code))
+        self._share_sums(first_row)
         workers = workers or min(4, os.cpu_count() or 1)
         if workers <= 1:
             for cols in chunks:
-                yield self._block(cols, check)
+                yield self.block(cols, check, first_row)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             for cols in chunks:
-                pending.append(pool.submit(self._block, cols, check))
+                pending.append(pool.submit(self.block, cols, check, first_row))
                 if len(pending) > workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
-    def _block(self, cols: np.ndarray, check: bool) -> CascadeBlock:
-        codes = self.inputs.assignment.codes[:, cols]
-        static = (codes == codes[:1]).all(axis=0)
-        values: dict[str, np.ndarray] = {}
-        present = [int(c) for c in np.unique(codes)]
-        last = codes[-1]
-        if len(cols) and (last == last[0]).all():
-            # The usual block (see blocks()): every stock holds one pair on the last date, so that
-            # pair's estimates cover every column; they become the block's arrays as they are, and
-            # only reclassified stocks' earlier dates are overwritten below. Stocks that never
-            # moved hold that pair alone, so no column is scattered.
-            base = int(last[0])
-            values = self._solve_pair(base, cols, check)
-            present.remove(base)
-        for code in present:
-            users = np.flatnonzero((codes == code).any(axis=0))
-            est = self._solve_pair(code, cols[users], check)
-            fixed, moving = users[static[users]], np.flatnonzero(~static[users])
-            for key, arr in est.items():
-                target = values.get(key)
-                if target is None:  # every (date, stock) is covered by exactly one pair
-                    target = values[key] = np.empty((self.T, len(cols)), dtype=arr.dtype)
-                if len(fixed):
-                    target[:, fixed] = arr[:, static[users]]
-                for j in moving:  # reclassified stocks: take each date from the pair held then
-                    on = codes[:, users[j]] == code
-                    if key in LAGGED_FIELDS:  # returns on day t follow the hedge held at t−1
-                        on = np.concatenate([on[:1], on[:-1]])
-                    target[on, users[j]] = arr[on, j]
+    def _share_sums(self, first_row: int) -> None:
+        """The shared factor sums of every pair held on dates first_row − 1 … T − 1, all in one
+        window_sums call, before any thread starts."""
+        codes = [int(c) for c in np.unique(self.inputs.assignment.codes[max(first_row - 1, 0):])
+                 if int(c) not in self._shared_sums]
+        if not codes:
+            return
+        s, u = (self._factors[:, j] for j in self._pair_etfs(codes))
+        sums = self._factor_sums(s, u, self.market_ok[:, None].astype(np.float64))
+        self._shared_sums.update((code, sums[:, :, i:i + 1]) for i, code in enumerate(codes))
+
+    def block(self, cols: np.ndarray, check: bool = True, first_row: int = 0) -> CascadeBlock:
+        """Every field of stock columns ``cols`` on dates first_row … T − 1.
+
+        With first_row > 0 (a daily update needs the last date only), every number is the one
+        the whole result has on that date, bit for bit: the windows and the column means still
+        span every date, each step after the window sums is elementwise per date or looks back
+        one date (the lagged hedge, L*), and the date before first_row is computed for that and
+        dropped.
+        """
+        if not 0 <= first_row < max(self.T, 1):
+            raise ValueError(f"first_row must be a date row (0 … {self.T - 1}), got {first_row}")
+        start = max(first_row - 1, 0)
+        codes = self.inputs.assignment.codes[start:, cols]
+        n = len(cols)
+        last = codes[-1] if len(codes) else np.zeros(n, dtype=np.int32)
+        # One column per stock with the pair it holds on the last date, and one more per other
+        # pair a reclassified stock held on an earlier date.
+        moved = np.flatnonzero(~(codes == last).all(axis=0))
+        extra = [(j, int(c)) for j in moved for c in np.unique(codes[:, j]) if c != last[j]]
+        stocks = np.concatenate([np.arange(n), np.array([j for j, _ in extra], dtype=np.intp)])
+        pairs = np.concatenate([last, np.array([c for _, c in extra], dtype=last.dtype)])
+        est = self._solve_columns(cols[stocks], pairs, check, start)
+        if not extra:
+            values = est
+        else:
+            values = {key: arr[:, :n].copy() for key, arr in est.items()}
+            for i, (j, code) in enumerate(extra, start=n):  # each date from the pair held then
+                on = codes[:, j] == code
+                lagged = np.concatenate([on[:1], on[:-1]])  # returns on day t follow the hedge held at t−1
+                for key, arr in est.items():
+                    where = lagged if key in LAGGED_FIELDS else on
+                    values[key][where, j] = arr[where, i]
         r_raw = self.inputs.returns[:, cols]
-        values["returns_gross"] = r_raw.copy()
-        values.update(_volatility(r_raw))
+        values["returns_gross"] = r_raw[start:].copy()
+        values.update(_volatility(r_raw, start))
         values.update(lstar(values, self.params.lstar_threshold))
         if check:
-            check_result_identities(values, self.held_etf_returns(codes))
+            check_result_identities(values, self.held_etf_returns(codes, start))
+        if first_row > start:  # the date before, there only for the lags
+            values = {k: v[first_row - start:] for k, v in values.items()}
+            codes = codes[first_row - start:]
         return CascadeBlock([str(t) for t in self.inputs.tickers[cols]], values, codes, cols)
 
-    def held_etf_returns(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw returns of the ETFs each stock held the day before: {'m','s','u'} → (T, n)."""
+    _block = block  # its earlier, private name (tests of mixed-pair blocks call it)
+
+    def held_etf_returns(self, codes: np.ndarray, start: int = 0) -> dict[str, np.ndarray]:
+        """Raw returns of the ETFs each stock held the day before: {'m','s','u'} → (T − start, n),
+        for ``codes`` the assignment codes of dates start … T − 1 (on date ``start`` itself, the
+        ETFs held that day)."""
         lagged = np.vstack([codes[:1], codes[:-1]])
-        cols = self.inputs.etfs
-        m = self._raw[:, cols.get_loc(self.params.market_etf)]
-        out = {"m": np.broadcast_to(m[:, None], codes.shape).copy(),
-               "s": np.zeros(codes.shape), "u": np.zeros(codes.shape)}
-        for code in np.unique(lagged):
-            on = lagged == code
-            for key, etf in zip(("s", "u"), self.inputs.assignment.pairs[code]):
-                if etf is not None:
-                    out[key][on] = np.broadcast_to(self._raw[:, cols.get_loc(etf)][:, None], codes.shape)[on]
-        return out
+        raw = self._raw_or_zero[start:]
+        rows = np.arange(len(codes))[:, None]
+        sec, sub = self._pair_etfs(lagged)
+        return {"m": np.broadcast_to(self._m_raw[start:], codes.shape).copy(), "s": raw[rows, sec], "u": raw[rows, sub]}
 
     def link_betas(self, keep: np.ndarray | None = None) -> pd.DataFrame:
         """Link betas per ETF pair and date, from the ETFs' full windows (long frame).
@@ -410,28 +441,24 @@ class CascadeEngine:
         pairs = [(code, pair) for code, pair in enumerate(self.inputs.assignment.pairs) if pair != (None, None)]
         lambdas: dict[str, list[np.ndarray]] = {k: [] for k in LINK_FIELDS}
         for code, _ in pairs:
-            g = self.group(code)
-            zero = np.zeros((self.T, 1))
-            cov, _, count = self._covariances(g, zero, None)
-            # Only the kept dates go on: every step from the window moments is elementwise per date.
-            cov = WindowCovariances(**{name: arr[rows] for name, arr in vars(cov).items()})
-            cov.c_rr = np.ones_like(cov.c_mm)
-            est = solve_cascade(cov)
-            ok = (count[rows, 0] >= self.params.min_obs_effective) & self.market_ok[rows]
-            s_off, u_off = ~g.s_usable[rows], ~g.u_usable[rows]
-            for k in LINK_FIELDS:  # a factor not listed for the whole window has no link beta
-                off = {"lambda_sm": s_off, "lambda_um": u_off, "lambda_us": s_off | u_off}[k]
-                lambdas[k].append(np.where(ok & ~off, est[k][:, 0], np.nan))
+            sums = self._group_sums(code)[rows, :, 0]  # only the kept dates: every later step is per date
+            S = {name: sums[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
+            s_ok, u_ok = (self._usable[rows, j] for j in self._pair_etfs(code))
+            est = solve_cascade(self._covariances(S, s_ok, u_ok))
+            ok = (S["count"] >= self.params.min_obs_effective) & self.market_ok[rows]
+            # A factor not listed for the whole window has no link beta.
+            for k, listed in (("lambda_sm", s_ok), ("lambda_um", u_ok), ("lambda_us", s_ok & u_ok)):
+                lambdas[k].append(np.where(ok & listed, est[k], np.nan))
         n = len(rows)
         labels = {}
         for i, name in enumerate(("sector_etf", "subsector_etf")):
             column = np.repeat(np.array([pair[i] for _, pair in pairs], dtype=object), n)
             # As the per-pair frames concatenated: text, or object when some pair has no such ETF.
             labels[name] = pd.Series(column, dtype=object) if any(pair[i] is None for _, pair in pairs) else column
-        frame = pd.DataFrame({
+        return pd.DataFrame({
             "date": np.tile(dates[rows].to_numpy(), len(pairs)), **labels,
             **{k: np.concatenate(v) if v else np.zeros(0) for k, v in lambdas.items()}})
-        return frame
+
 
 def _lag(x: np.ndarray) -> np.ndarray:
     """x shifted one row down (row t holds x[t−1]); row 0 is NaN."""
@@ -458,14 +485,18 @@ def factor_return(level: int, hr_lagged: Callable[[str], np.ndarray], m: np.ndar
     return np.where(r_ok, f, np.nan)
 
 
-def _volatility(r: np.ndarray) -> dict[str, np.ndarray]:
-    """vol_23d and vol_252d_ann: sample std of the last 23 / 252 trading days × √252."""
+def _volatility(r: np.ndarray, first: int = 0) -> dict[str, np.ndarray]:
+    """vol_23d and vol_252d_ann: sample std of the last 23 / 252 trading days × √252.
+
+    r: (T, n) returns, NaN = missing; returns (T − first, n) arrays for dates first … T − 1.
+    """
     ok = np.isfinite(r)
     x = np.where(ok, center(r), 0.0)
+    stacked = np.stack([ok.astype(np.float64), x, x * x], axis=1)  # one window_sums call per window
     out = {}
     for name, window, need in (("vol_23d", VOL_SHORT_WINDOW, 15), ("vol_252d_ann", VOL_LONG_WINDOW, 126)):
-        n = window_sums(ok.astype(np.float64), window)
-        s1, s2 = window_sums(x, window), window_sums(x * x, window)
+        sums = window_sums(stacked, window, first=first)
+        n, s1, s2 = sums[:, 0], sums[:, 1], sums[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
             var = (s2 - s1 * s1 / n) / (n - 1.0)
         out[name] = np.where(n >= need, np.sqrt(np.maximum(var, 0.0)) * ANNUALISE, np.nan)

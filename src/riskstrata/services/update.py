@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeBlock, CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeEngine, CascadeParams, prepare_inputs
 from riskstrata.cascade.lstar import LSTAR_THRESHOLD
 from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
@@ -213,26 +213,18 @@ def _load_tail(store: Store, registry: EtfRegistry, end: pd.Timestamp, need: int
 
 def _new_rows(engine: CascadeEngine, keep: np.ndarray, tickers: pd.DataFrame,
               progress: Callable[[int, int], None] | None) -> pd.DataFrame | None:
-    """The engine's rows on the ``keep`` dates, every block gathered into one (k, N) array per
-    field and written as one long table (one part; labels resolved once, not per block)."""
+    """The engine's rows on the ``keep`` dates (the last k of the window) as one long table
+    (one part). The engine computes those k dates only, for every stock in one block: each
+    field is a single (k, N) array, so nothing is gathered and labels are resolved once."""
     prepared = engine.inputs
     k, n = int(keep.sum()), len(prepared.tickers)
-    values: dict[str, np.ndarray] = {}
-    codes = np.zeros((k, n), dtype=np.int32)
-    done = 0
-    for block in engine.blocks(check=True):
-        for key, arr in block.values.items():
-            if key not in values:
-                values[key] = np.empty((k, n), dtype=arr.dtype)
-            values[key][:, block.cols] = arr[keep]
-        codes[:, block.cols] = block.codes[keep]
-        done += len(block.tickers)
-        if progress:
-            progress(done, n)
-    if not values:
-        return None
-    merged = CascadeBlock([str(t) for t in prepared.tickers], values, codes)
-    frame = block_frame(merged, prepared.dates[keep], prepared.assignment.pairs, np.ones(k, dtype=bool), tickers)
+    first_row = len(keep) - k
+    if not keep[first_row:].all():
+        raise ValueError("the dates to keep must be the last ones")
+    block = engine.block(np.arange(n), check=True, first_row=first_row)
+    if progress:
+        progress(n, n)
+    frame = block_frame(block, prepared.dates[keep], prepared.assignment.pairs, np.ones(k, dtype=bool), tickers)
     return frame if len(frame) else None
 
 
