@@ -144,6 +144,8 @@ class RowSums:
             return None
         if sums.rows != footer.num_rows or int(sums.counts.sum()) + sums.undated[0] != footer.num_rows:
             return None
+        if (np.diff(sums.days) <= 0).any():  # a span is found by bisection
+            return None
         return sums
 
 
