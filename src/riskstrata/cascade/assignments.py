@@ -69,18 +69,37 @@ def assignment_codes(assignments: pd.DataFrame | None, tickers: pd.Index,
     if "valid_from" not in frame.columns:
         frame = frame.assign(valid_from=pd.NaT)
     frame = frame[frame["ticker"].isin(tickers)]
-    frame = frame.assign(valid_from=pd.to_datetime(frame["valid_from"])).sort_values(
-        ["ticker", "valid_from"], na_position="first")
-    if frame.duplicated(["ticker", "valid_from"]).any():
-        dup = frame.loc[frame.duplicated(["ticker", "valid_from"]), "ticker"].unique()[:5]
+    ticker = frame["ticker"].to_numpy(dtype=object)
+    valid_from = pd.to_datetime(frame["valid_from"]).to_numpy(dtype="datetime64[ns]")
+    # By ticker, then valid_from with NaT (since the start) first: NaT is the smallest int64.
+    rank = np.unique(ticker, return_inverse=True)[1].reshape(-1)
+    order = np.lexsort((valid_from.view(np.int64), rank))
+    ticker, valid_from, rank = ticker[order], valid_from[order], rank[order]
+    same_ticker = rank[1:] == rank[:-1]
+    duplicated = same_ticker & (valid_from[1:].view(np.int64) == valid_from[:-1].view(np.int64))
+    if duplicated.any():
+        dup = pd.unique(ticker[1:][duplicated])[:5]
         raise DataValidationError(f"several assignments for the same ticker and date: {list(dup)}")
-    col_of = pd.Series(np.arange(len(tickers)), index=tickers)
-    for row in frame.itertuples(index=False):
-        pair = normalise_pair(row.sector_etf, row.subsector_etf)
+    sectors = frame["sector_etf"].to_numpy(dtype=object)[order]
+    subsectors = frame["subsector_etf"].to_numpy(dtype=object)[order]
+    row_codes = np.empty(len(order), dtype=np.int32)
+    for i, (sector, subsector) in enumerate(zip(sectors, subsectors)):  # pairs numbered in row order
+        pair = normalise_pair(sector, subsector)
         code = index.setdefault(pair, len(pairs))
         if code == len(pairs):
             pairs.append(pair)
-        start = 0 if pd.isna(row.valid_from) else int(dates.searchsorted(row.valid_from))
-        # Later rows of the same ticker overwrite from their own valid_from on.
-        codes[start:, col_of[row.ticker]] = code
+        row_codes[i] = code
+    # A row holds from its valid_from until the ticker's next row (a later row overwrites from
+    # its own valid_from on).
+    T = len(dates)
+    undated = np.isnat(valid_from)
+    start = np.searchsorted(dates.to_numpy(dtype="datetime64[ns]"), valid_from)
+    start[undated] = 0
+    end = np.full(len(order), T)
+    end[:-1] = np.where(same_ticker, start[1:], T)
+    col = tickers.get_indexer(ticker)
+    whole = (start == 0) & (end == T)
+    codes[:, col[whole]] = row_codes[whole]
+    for i in np.flatnonzero(~whole):
+        codes[start[i]:end[i], col[i]] = row_codes[i]
     return AssignmentCodes(codes, pairs)

@@ -363,11 +363,13 @@ class CascadeEngine:
             while pending:
                 yield pending.popleft().result()
 
-    def _share_sums(self, first_row: int) -> None:
-        """The shared factor sums of every pair held on dates first_row − 1 … T − 1, all in one
-        window_sums call, before any thread starts."""
-        codes = [int(c) for c in np.unique(self.inputs.assignment.codes[max(first_row - 1, 0):])
-                 if int(c) not in self._shared_sums]
+    def _share_sums(self, first_row: int = 0, codes: list[int] | None = None) -> None:
+        """The shared factor sums of pair ``codes`` (default: every pair held on dates
+        first_row − 1 … T − 1) not yet computed, all in one window_sums call (and before any
+        thread starts)."""
+        if codes is None:
+            codes = [int(c) for c in np.unique(self.inputs.assignment.codes[max(first_row - 1, 0):])]
+        codes = [c for c in codes if c not in self._shared_sums]
         if not codes:
             return
         s, u = (self._factors[:, j] for j in self._pair_etfs(codes))
@@ -439,16 +441,19 @@ class CascadeEngine:
         dates = self.inputs.dates
         rows = np.arange(self.T) if keep is None else np.flatnonzero(keep)
         pairs = [(code, pair) for code, pair in enumerate(self.inputs.assignment.pairs) if pair != (None, None)]
-        lambdas: dict[str, list[np.ndarray]] = {k: [] for k in LINK_FIELDS}
-        for code, _ in pairs:
-            sums = self._group_sums(code)[rows, :, 0]  # only the kept dates: every later step is per date
-            S = {name: sums[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
-            s_ok, u_ok = (self._usable[rows, j] for j in self._pair_etfs(code))
-            est = solve_cascade(self._covariances(S, s_ok, u_ok))
-            ok = (S["count"] >= self.params.min_obs_effective) & self.market_ok[rows]
-            # A factor not listed for the whole window has no link beta.
-            for k, listed in (("lambda_sm", s_ok), ("lambda_um", u_ok), ("lambda_us", s_ok & u_ok)):
-                lambdas[k].append(np.where(ok & listed, est[k], np.nan))
+        codes = [code for code, _ in pairs]
+        self._share_sums(codes=codes)
+        # Every pair at once, as columns: (kept dates, pairs); each step is elementwise per date.
+        sums = np.concatenate([self._group_sums(code)[rows] for code in codes], axis=2) if codes \
+            else np.zeros((len(rows), len(self._FACTOR_SUMS), 0))
+        S = {name: sums[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
+        sec, sub = self._pair_etfs(np.array(codes, dtype=np.intp))
+        s_ok, u_ok = self._usable[rows][:, sec], self._usable[rows][:, sub]
+        est = solve_cascade(self._covariances(S, s_ok, u_ok))
+        ok = (S["count"] >= self.params.min_obs_effective) & self.market_ok[rows, None]
+        # A factor not listed for the whole window has no link beta; rows pair by pair (.T).
+        lambdas = {k: np.where(ok & listed, est[k], np.nan).T.reshape(-1)
+                   for k, listed in (("lambda_sm", s_ok), ("lambda_um", u_ok), ("lambda_us", s_ok & u_ok))}
         n = len(rows)
         labels = {}
         for i, name in enumerate(("sector_etf", "subsector_etf")):
@@ -457,7 +462,7 @@ class CascadeEngine:
             labels[name] = pd.Series(column, dtype=object) if any(pair[i] is None for _, pair in pairs) else column
         return pd.DataFrame({
             "date": np.tile(dates[rows].to_numpy(), len(pairs)), **labels,
-            **{k: np.concatenate(v) if v else np.zeros(0) for k, v in lambdas.items()}})
+            **lambdas})
 
 
 def _lag(x: np.ndarray) -> np.ndarray:

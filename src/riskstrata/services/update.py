@@ -280,7 +280,7 @@ def _norm_assignments(frame: pd.DataFrame) -> pd.DataFrame:
     out["security_id"] = out["security_id"].astype(str)
     out["valid_from"] = pd.to_datetime(out["valid_from"]).astype("datetime64[ns]")
     for col in ("sector_etf", "subsector_etf"):
-        out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        out[col] = out[col].astype("str")  # text, NaN when missing (None, NaN or NA alike)
     return out
 
 
