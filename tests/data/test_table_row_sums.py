@@ -13,7 +13,6 @@ or the declaration gives no sums.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import shutil
 
 import duckdb
@@ -22,9 +21,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from riskstrata.data.row_sums import DIGEST_BY, DigestBy, RowSums, _read_types
+from riskstrata.data.row_sums import DIGEST_BY, DigestBy, RowSums, _read_types, row_sums_of
 from riskstrata.data.store import Store, _arrow_table, write_parquet_to
+from riskstrata.data.synthetic import synthetic_market
+from riskstrata.services import factors as svc
 from riskstrata.services import factors_state as fs
+from riskstrata.services.demo import load_synthetic_into_store
 
 START = pd.Timestamp("2020-01-01")
 
@@ -216,8 +218,6 @@ def test_a_footer_whose_rows_are_not_the_files_gives_no_sums_and_the_fingerprint
 
 def test_sums_kept_over_other_columns_or_another_date_are_not_used(dated_store: Store) -> None:
     frame = _arrow_table(dated_store.read_table("prices"))
-    from riskstrata.data.row_sums import row_sums_of
-
     for other in (DigestBy("date", ("security_id", "date", "ret")), DigestBy("date", ("security_id", "ret", "date", "volume")),
                   DigestBy("date")):
         rewrite_with(dated_store, "prices", row_sums_of(frame, other))
@@ -266,16 +266,23 @@ def test_footer_sums_equal_the_scan_on_the_real_store(real_store: Store) -> None
         assert kept.span(after, end) == scan(real_store, "prices", after, end), f"({after}, {end}]"
 
 
+@pytest.mark.realdata
+def test_the_real_prices_row_groups_are_successive_date_ranges(real_store: Store) -> None:
+    """Stored by date: a filter on recent dates skips every row group but the last ones."""
+    footer = pq.read_metadata(real_store.table_path("prices"))
+    at = footer.schema.names.index("date")
+    ranges = [(footer.row_group(i).column(at).statistics.min, footer.row_group(i).column(at).statistics.max)
+              for i in range(footer.num_row_groups)]
+    assert len(ranges) > 2
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:])), ranges
+
+
 # ---------------------------------------------------------------------- a model built before, updated after
 
 
 def test_a_model_built_on_a_store_without_sums_updates_after_they_are_written(tmp_path) -> None:
     """The fingerprint a build recorded by scanning matches the footer sums of the same rows: the
     update goes the short way, and records the digest a scan of its inputs gives."""
-    from riskstrata.data.synthetic import synthetic_market
-    from riskstrata.services import factors as svc
-    from riskstrata.services.demo import load_synthetic_into_store
-
     store = Store(tmp_path / "store")
     load_synthetic_into_store(store, synthetic_market(n_stocks=40, n_days=300, seed=31, styles=True))
     for table in DIGEST_BY:
