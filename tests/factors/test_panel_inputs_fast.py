@@ -108,3 +108,15 @@ def test_a_masters_issuers_are_its_latest_records_and_a_new_master_has_its_own()
     mapped, _ = master.with_issuers(pd.DataFrame({"ticker": ["GOOGL", "GOOG"], "issuer_id": ["ALPHABET"] * 2}))
     assert mapped.issuers([ids["GOOGL"], ids["GOOG"], ids["XYZ"]]).tolist() == ["ALPHABET", "ALPHABET", ids["XYZ"]]
     assert master.issuers([ids["GOOGL"]]).tolist() == [ids["GOOGL"]]  # the first master is unchanged
+
+
+def test_a_masters_latest_values_are_its_latest_records_and_stay_as_they_are():
+    records = pd.DataFrame({"ticker": ["FB", "META", "XYZ"], "valid_from": pd.to_datetime(["2012-05-18", "2022-06-09",
+                                                                                            "2015-01-01"]),
+                            "valid_to": pd.to_datetime(["2022-06-08", None, None]), "asset_type": "stock",
+                            "security_id": ["S-META", "S-META", "S-XYZ"]})
+    master = SecurityMaster(records)
+    latest = master.latest("ticker")
+    assert latest.to_dict() == {"S-META": "META", "S-XYZ": "XYZ"}
+    latest.iloc[0] = "changed"  # a caller's copy: the master's lookup is not touched
+    assert master.latest("ticker").to_dict() == {"S-META": "META", "S-XYZ": "XYZ"}

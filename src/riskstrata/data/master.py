@@ -177,7 +177,7 @@ class SecurityMaster:
         self._records = recs.sort_values(["ticker", "valid_from"], kind="stable").reset_index(drop=True)
         self._by_ticker: dict[str, np.ndarray] = _positions(self._records["ticker"])
         self._by_id: dict[str, np.ndarray] = _positions(self._records["security_id"])
-        self._issuer_of: pd.Series | None = None  # :meth:`issuers`' lookup, made on first use
+        self._latest: dict[str, pd.Series] = {}  # :meth:`latest`'s lookups, made on first use
 
     @classmethod
     def _from_stored(cls, table: pd.DataFrame) -> SecurityMaster:
@@ -332,13 +332,19 @@ class SecurityMaster:
         r = self._records
         return r[(r["valid_from"] <= day) & (_open_end(r["valid_to"]) >= day)].reset_index(drop=True)
 
+    def latest(self, column: str) -> pd.Series:
+        """security id → the latest value of ``column`` among its records (by ``valid_from``,
+        skipping records without one; NaN: none has one). Made once per master and column: a
+        master's records never change."""
+        if column not in self._latest:
+            self._latest[column] = self._records.sort_values("valid_from").groupby("security_id")[column].last()
+        return self._latest[column].copy()  # copy on write: the held lookup stays as it is
+
     def issuers(self, security_ids: Sequence[str]) -> pd.Series:
         """security id → issuer id (the latest record's ``issuer_id``; a security without one, or
         not in the master, is its own issuer: its security id). Indexed by the ids given."""
         ids = pd.Index([str(s) for s in security_ids], name="security_id")
-        if self._issuer_of is None:  # once per master: its records never change
-            self._issuer_of = self._records.sort_values("valid_from").groupby("security_id")["issuer_id"].last()
-        out = self._issuer_of.reindex(ids)
+        out = self.latest("issuer_id").reindex(ids)
         return out.fillna(pd.Series(ids, index=ids)).astype("str").rename("issuer_id")
 
     def with_issuers(self, mapping: pd.DataFrame) -> tuple[SecurityMaster, pd.Series]:

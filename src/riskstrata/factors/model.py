@@ -558,7 +558,9 @@ def history_before(inputs: FactorInputs, spec: ModelSpec, through: HistoryCounts
     Raises DataValidationError when rows 0 … last_row hold more history than the counts: the
     panels are not the data the counts were taken from.
     """
-    inp = _align(_rows(inputs, 0, last_row + 1))
+    # The counts read the returns, caps and prices only: the other panels are not aligned.
+    counted = FactorInputs(inputs.returns, inputs.market_cap, inputs.sector, price=inputs.price, issuer=inputs.issuer)
+    inp = _align(_rows(counted, 0, last_row + 1))
     names = inp.returns.columns
     at = through.on(names)
     returns = at.returns - inp.returns.notna().to_numpy().sum(axis=0)

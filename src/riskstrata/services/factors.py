@@ -305,26 +305,31 @@ def _price_panels(store: Store, stocks: set, start: object | None, end: object |
         in_day &= days <= pd.Timestamp(end)
     in_range = in_day[day_code]
     sid_code, sids = pd.factorize(long["security_id"])
+    sids = sids.to_numpy(dtype=object)                          # plain strings: set and hash lookups, not Arrow's
     ids = sorted(set(sids[np.unique(sid_code[in_range])]) & stocks) if in_range.any() else []
     col = np.full(len(sids), -1)
-    col[sids.get_indexer(ids)] = np.arange(len(ids))
+    col[pd.Index(sids, dtype=object).get_indexer(ids)] = np.arange(len(ids))
     col = col[sid_code]                                         # (rows,) stock column, −1 = not a stock
     stock_rows = col >= 0
     ids_index = pd.Index(ids, name="security_id")
 
-    def wide(rows: np.ndarray, on: np.ndarray, field: str) -> pd.DataFrame:
-        """(the dates ``on`` marks, ids) of ``field`` at ``rows`` (whose dates are among them)."""
+    def wide(rows: np.ndarray, on: np.ndarray, fields: list[str]) -> list[pd.DataFrame]:
+        """(the dates ``on`` marks, ids) of each field at ``rows`` (whose dates are among them)."""
         at = np.cumsum(on) - 1                                  # a date code's row in the frame
-        out = np.full((int(on.sum()), len(ids)), np.nan)
-        out[at[day_code[rows]], col[rows]] = long[field].to_numpy(dtype="float64", na_value=np.nan)[rows]
-        return pd.DataFrame(out, index=pd.DatetimeIndex(days[on], name="date"), columns=ids_index)
+        where = (at[day_code[rows]], col[rows])
+        index = pd.DatetimeIndex(days[on], name="date")
+        out = []
+        for field in fields:
+            values = np.full((int(on.sum()), len(ids)), np.nan)
+            values[where] = long[field].to_numpy(dtype="float64", na_value=np.nan)[rows]
+            out.append(pd.DataFrame(values, index=index, columns=ids_index))
+        return out
 
     # Returns and volume on every priced date in range (any security's), closes on the stocks' dates.
     stock_days = np.zeros(len(days), dtype=bool)
     stock_days[day_code[stock_rows]] = True
-    returns = wide(in_range & stock_rows, in_day, "ret")
-    adj = wide(stock_rows, stock_days, "adj_close")
-    volume = wide(in_range & stock_rows, in_day, "volume")
+    returns, volume = wide(in_range & stock_rows, in_day, ["ret", "volume"])
+    (adj,) = wide(stock_rows, stock_days, ["adj_close"])
     return returns, adj, volume
 
 
@@ -558,8 +563,7 @@ def specific_risk_rows(spec_var: pd.DataFrame, label: pd.Index) -> pd.DataFrame:
 def security_labels(store: Store, tickers: pd.Index) -> pd.Index:
     """Each security id's latest ticker (the id itself where the master has none): the labels
     the published rows carry beside the ids."""
-    master = SecurityMaster.from_store(store)
-    latest = master.records.sort_values("valid_from").groupby("security_id")["ticker"].last()
+    latest = SecurityMaster.from_store(store).latest("ticker")
     return pd.Index(latest.reindex(tickers).fillna(pd.Series(tickers, index=tickers)))
 
 
