@@ -94,7 +94,27 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, inputs: It
     return target
 
 
+def _published_part(path: Path) -> bool:
+    """True for a file of a published model version (``models/<model>/<version>/<file>``, the
+    version directory not hidden): the store renames a version into place complete and never
+    writes to its files again (a prune renames the directory away, then deletes it)."""
+    parts = path.parts
+    return len(parts) >= 4 and parts[-4] == "models" and not parts[-2].startswith(".")
+
+
 def private_copy(source: Path, destination: Path) -> Path:
-    """A copy of the shared ``source`` directory at ``destination`` for a fixture that writes."""
-    shutil.copytree(source, destination)
+    """A copy of the shared ``source`` store directory at ``destination`` for a fixture that writes.
+
+    The files of published model versions are hard-linked, not copied (the real store's are
+    ~330 MB): the store never writes to them in place, so a write through the copy (a key, a
+    new build, a prune) makes new files and leaves the shared ones as they were. Everything
+    else (tables, pointers, secrets, locks) is copied, since those are replaced or opened for
+    writing. A test that means to damage a model file in place must copy it first."""
+    def copy(src: str, dst: str) -> str:
+        if _published_part(Path(src)):
+            os.link(src, dst)
+            return dst
+        return shutil.copy2(src, dst)
+
+    shutil.copytree(source, destination, copy_function=copy)
     return destination

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,19 @@ def built(tmp_path_factory):
     return store, market
 
 
+_STORED_METRICS: dict[tuple[Path, str], dict] = {}
+
+
+def stored_metrics(store: Store, ticker: str) -> dict:
+    """``metrics(store, ticker)``, the stored row the tests check the portfolio layer against,
+    read once per store and name (~0.2 s a read): no test here rebuilds the cascade, so the row
+    cannot change between tests (a copy each time: a caller may not change the next one's)."""
+    key = (store.root, ticker)
+    if key not in _STORED_METRICS:
+        _STORED_METRICS[key] = metrics(store, ticker)
+    return dict(_STORED_METRICS[key])
+
+
 def complete_names(market, k=4):
     """Stocks listed for the whole sample (so their window is every day)."""
     full = market.returns.notna().mean() > 0.995
@@ -42,7 +56,7 @@ def test_a_single_stock_scores_its_model_vol_over_spys(built):
     store, market = built
     ticker = complete_names(market, 1)[0]
     a = analyze_portfolio(store, {ticker: 1.0})
-    m, spy = metrics(store, ticker), metrics(store, "SPY")
+    m, spy = stored_metrics(store, ticker), stored_metrics(store, "SPY")
     assert a.risk.risk_index == pytest.approx(100 * m["vol_252d_ann"] / spy["vol_252d_ann"], rel=1e-9)
 
 
@@ -135,7 +149,7 @@ def dollar_hedge(store, dollars: dict[str, float], level: str = "L3") -> dict[st
                                                    ("l3_sub_hr", "subsector_etf")]}[level]
     out: dict[str, float] = {}
     for t, v in dollars.items():
-        m = metrics(store, t)
+        m = stored_metrics(store, t)
         for hr, etf in legs:
             e = "SPY" if etf == "market" else m[etf]
             if e is not None and m[hr] is not None:
@@ -173,11 +187,11 @@ def test_a_near_net_zero_long_short_book_is_finite_and_in_dollars(built, short):
     # Weights are relative to gross: Σ|w| = 1, so nothing is divided by a net near zero.
     assert an.inputs.weights.abs().sum() == pytest.approx(1.0)
     # σ_p ≤ Σ|w_i|·σ_i ≤ max σ_i with Σ|w| = 1; a single name's Risk Index is 100·vol_252d_ann / SPY's.
-    vols = [metrics(store, t)["vol_252d_ann"] for t in (a, b)]
-    bound = 100 * max(vols) / metrics(store, "SPY")["vol_252d_ann"]
+    vols = [stored_metrics(store, t)["vol_252d_ann"] for t in (a, b)]
+    bound = 100 * max(vols) / stored_metrics(store, "SPY")["vol_252d_ann"]
     assert np.isfinite(an.risk.risk_index) and 0 < an.risk.risk_index <= bound * (1 + 1e-9)
     assert np.isfinite(an.risk.by_role.to_numpy()).all()
-    beta = {t: metrics(store, t)["l1_mkt_beta"] for t in (a, b)}
+    beta = {t: stored_metrics(store, t)["l1_mkt_beta"] for t in (a, b)}
     assert book.beta_dollars == pytest.approx(500_000 * beta[a] + short * value * beta[b], rel=1e-9)
     h = hedge_portfolio(store, {a: 0.5, b: short}, "L3", value)
     assert h.hedged_value == pytest.approx(book.gross)
