@@ -260,10 +260,18 @@ class SpecificState:
     _PARAMS = ("halflife", "nw_lags", "shrink_q", "deciles", "vra_halflife", "min_obs")
     _INT_PARAMS = ("nw_lags", "deciles", "min_obs")
 
+    # Fields of one shape kept as one entry (a kept file's entry costs ~0.1 ms to write and more to
+    # read, whatever its size): entry → fields, stacked along a new first axis.
+    _STACKED = {"per_name": ("centre", "weight", "first", "sigma", "caps"), "recent": ("recent_x", "recent_mask")}
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain numeric arrays (names as fixed-width unicode): ``np.savez(..., **state.to_arrays())``
-        and ``np.load(..., allow_pickle=False)`` round-trip it exactly."""
-        out = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+        and ``np.load(..., allow_pickle=False)`` round-trip it exactly. Fields of one shape share
+        an entry (``_STACKED``)."""
+        stacked = {name for names in self._STACKED.values() for name in names}
+        out = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS if name not in stacked}
+        out.update({entry: np.stack([np.asarray(getattr(self, name), dtype=np.float64) for name in names])
+                    for entry, names in self._STACKED.items()})
         out["names"] = np.array(self.names, dtype=np.str_) if self.names else np.zeros(0, dtype="<U1")
         out["last_date"] = np.array(self.last_date.to_datetime64(), dtype="datetime64[ns]")
         out["vra"] = np.array([self.vra_num, self.vra_den], dtype=np.float64)
@@ -272,8 +280,12 @@ class SpecificState:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SpecificState:
-        """The state :meth:`to_arrays` wrote (any mapping of its keys, e.g. an ``np.load`` file)."""
+        """The state :meth:`to_arrays` wrote (any mapping of its keys, e.g. an ``np.load`` file),
+        also one kept with an entry per field (before ``_STACKED``)."""
         try:
+            if "per_name" in arrays:
+                arrays = {**arrays, **{name: np.array(np.asarray(arrays[entry])[i])
+                                       for entry, names in cls._STACKED.items() for i, name in enumerate(names)}}
             values = [float(v) for v in np.asarray(arrays["params"], dtype=np.float64)]
             params = SpecificParams(**{f: int(v) if f in cls._INT_PARAMS else v for f, v in zip(cls._PARAMS, values)})
             vra = np.asarray(arrays["vra"], dtype=np.float64)

@@ -146,7 +146,12 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
 
 
 def _trading_days_after(store: Store, end: pd.Timestamp) -> pd.DatetimeIndex:
-    """The store's priced dates after ``end`` (the dates a build's panels would add)."""
+    """The store's priced dates after ``end`` (the dates a build's panels would add): from the
+    per-date row sums the prices table keeps in its footer (its distinct dates, no row read),
+    else by a query."""
+    sums = store.table_row_sums("prices")
+    if sums is not None and sums.date == "date":
+        return pd.DatetimeIndex(sums.days[sums.days > end.value].astype("datetime64[ns]"), name="date")
     days = store.query("SELECT DISTINCT date FROM prices WHERE date > ? ORDER BY date", [end.to_pydatetime()],
                        models=False)
     return pd.DatetimeIndex(days["date"])
@@ -252,7 +257,9 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     with store.begin_version(names["factors"]) as wr:
         _carry_parts(store, wr, names["factors"], previous,
                      exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]))
-        published = PublishedTail.of(before_cov, pd.Index([]), np.empty((0, len(factors))))
+        # The old rows of what the next update reads again: the tail read with the state (the
+        # same numbers), else from the covariance read from the parts.
+        published = tail or PublishedTail.of(before_cov, pd.Index([]), np.empty((0, len(factors))))
         if published is not None:
             published = published.extended(PublishedTail.of(_rows_after_first(cov), tickers, x_new[-1]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
