@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import CascadeBlock, CascadeEngine, CascadeParams, PreparedInputs, prepare_inputs
+from riskstrata.cascade.fit import (VOL_LONG_WINDOW, CascadeBlock, CascadeEngine, CascadeParams, PreparedInputs,
+                                    prepare_inputs)
 from riskstrata.cascade.kernel import describe_flags
 from riskstrata.cascade.lstar import DEFAULT_SEGMENT, LSTAR_THRESHOLD, lstar_level, recommended_hedge_level
 from riskstrata.cascade.attribution import Attribution, geometric_attribution
@@ -29,6 +30,9 @@ from riskstrata.errors import DataValidationError, DateOutOfRange, InsufficientH
 
 MODEL = "cascade"
 LINK_MODEL = "cascade_link_betas"
+# The arrays a version keeps beside its parts: its last trading days' returns, what the next
+# daily update re-reads and must find unchanged (services.update), without scanning the rows.
+WINDOW_ARRAYS = "window_returns"
 ASSIGNMENT_COLUMNS = ["security_id", "ticker", "valid_from", "sector_etf", "subsector_etf", "assignment_source", "note"]
 
 
@@ -183,6 +187,23 @@ def model_meta(params: CascadeParams, dates: pd.DatetimeIndex, notes: list[str],
             "identities_checked": True, "registry": registry_fingerprint(registry)}
 
 
+def window_arrays(prepared: PreparedInputs, days: int, securities: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What a version keeps of its inputs for the next update's check: the returns of its last
+    ``days`` trading days (``dates`` (D,) datetime64[ns]; ``returns`` (D, M) float64, NaN = none)
+    for the M securities that traded on one of them (``traded``: (M,) positions in
+    ``securities``), and ``securities`` (N,): every security the version covers (default: the
+    inputs' columns)."""
+    rows = slice(max(0, len(prepared.dates) - days), None)
+    returns = prepared.returns[rows]
+    ids = np.asarray(prepared.tickers.astype(str) if securities is None else securities, dtype=str)
+    traded_here = np.flatnonzero(np.isfinite(returns).any(axis=0))
+    position = pd.Index(ids).get_indexer(prepared.tickers.astype(str)[traded_here])
+    if (position < 0).any():
+        raise ValueError("securities must include every security that traded in the window")
+    return {"dates": prepared.dates[rows].to_numpy(dtype="datetime64[ns]"), "securities": ids,
+            "traded": position.astype(np.int64), "returns": np.ascontiguousarray(returns[:, traded_here])}
+
+
 def block_frame(block: CascadeBlock, dates: pd.DatetimeIndex, pairs: list, keep: np.ndarray, tickers: pd.DataFrame
                 ) -> pd.DataFrame:
     """One engine block's stored rows: the dates where ``keep`` (a (T,) bool over ``dates``) is
@@ -241,6 +262,7 @@ def build_cascade(store: Store, *, window: int = 252, halflife: float | None = N
             rows, cluster_info = write_blocks_on_cluster(cluster, prepared, params, keep, inputs.tickers, writer,
                                                          progress)
             meta["cluster"] = cluster_info
+        writer.write_arrays(WINDOW_ARRAYS, window_arrays(prepared, max(params.window, VOL_LONG_WINDOW)))
         version = writer.commit({**meta, "rows": rows, "securities": total, "link_version": link_version})
     store.set_current(LINK_MODEL, link_version)
     store.write_table("cascade_assignments", inputs.assignments.astype({"valid_from": "datetime64[ns]"}))

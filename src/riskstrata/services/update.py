@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeEngine, CascadeParams, prepare_inputs
+from riskstrata.cascade.fit import VOL_LONG_WINDOW, CascadeEngine, CascadeParams, PreparedInputs, prepare_inputs
 from riskstrata.cascade.lstar import LSTAR_THRESHOLD
 from riskstrata.data.registry import EtfRegistry
 from riskstrata.data.store import Store
 from riskstrata.errors import DataValidationError, ModelNotBuilt, StoreError
-from riskstrata.services.cascade import (ASSIGNMENT_COLUMNS, LINK_MODEL, MODEL, block_frame, load_market_inputs,
-                                         model_meta, registry_fingerprint)
+from riskstrata.services.cascade import (ASSIGNMENT_COLUMNS, LINK_MODEL, MODEL, WINDOW_ARRAYS, block_frame,
+                                         load_market_inputs, model_meta, registry_fingerprint, window_arrays)
 
 # Weekdays with no price at all that an update bridges without being asked (a long weekend
 # plus a holiday is 2; a week is a missed ingest, not a market holiday).
@@ -167,20 +167,21 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
         by_security = inputs.assignments[["security_id", "valid_from", "sector_etf", "subsector_etf"]]
         prepared = prepare_inputs(inputs.returns, inputs.etf_returns,
                                   by_security.rename(columns={"security_id": "ticker"}), params)
-        known = _check_overlap(store, prepared, max(tail_start, pd.Timestamp(meta["start"])), end)
+        known = _check_overlap(store, previous, prepared, max(tail_start, pd.Timestamp(meta["start"])), end)
         keep = np.asarray(prepared.dates > end)
 
         engine = CascadeEngine(prepared, params)
         rows = _new_rows(engine, keep, inputs.tickers, progress)
         links = engine.link_betas(keep)
-        new_securities = set() if rows is None else set(rows["security_id"].unique()) - known
+        new_securities = set() if rows is None else set(rows["security_id"].astype(str).unique()) - set(known)
         notes = inputs.notes + prepared.diagnostics + assignment_notes
         if new_securities:
             notes.append(f"{len(new_securities)} securities new since the last version "
                          f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
 
+    window = window_arrays(prepared, max(params.window, VOL_LONG_WINDOW), np.concatenate([known, sorted(new_securities)]))
     version = _publish(store, previous, meta, params, registry, prepared.dates[keep], rows, links, notes,
-                       len(new_securities))
+                       len(new_securities), window)
     if merged is not None:
         store.write_table("cascade_assignments", merged)
     n_rows = 0 if rows is None else len(rows)
@@ -335,56 +336,81 @@ def _repair_leading_etf_holes(store: Store, etf_returns: pd.DataFrame, tail_star
         etf_returns.iloc[:first, etf_returns.columns.get_loc(etf)] = 0.0
 
 
-def _check_overlap(store: Store, prepared, check_from: pd.Timestamp, end: pd.Timestamp) -> set[str]:
-    """The published rows of [check_from, end] must be what the window re-reads: the same trading
-    days and the same returns per security. Returns the securities with published rows there."""
-    stored = store.read_model(MODEL, columns=["date", "security_id", "returns_gross"],
+def _published_window(store: Store, previous: str, check_from: pd.Timestamp, end: pd.Timestamp
+                      ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """The returns the published version used on its trading days in [check_from, end]:
+    (days, securities (N,), returns (days × N) float64, NaN = none), and ``securities`` every
+    security the version covers.
+
+    From the arrays the version keeps beside its parts (a few hundred kB: the window's returns
+    as the build or the last update read them, the very values of its ``returns_gross``); a
+    version written before them is read back from its rows (every part is scanned: the parts
+    span all dates), and then covers the securities with rows in the window.
+    """
+    kept = store.read_arrays(MODEL, WINDOW_ARRAYS, previous)
+    if kept is not None:
+        rows = kept["dates"] >= check_from.to_datetime64()
+        days = pd.DatetimeIndex(kept["dates"][rows])
+        published = np.full((len(days), len(kept["securities"])), np.nan)
+        published[:, kept["traded"]] = kept["returns"][rows]
+        return days, kept["securities"].astype(str), published
+    stored = store.read_model(MODEL, version=previous, columns=["date", "security_id", "returns_gross"],
                               where="date >= ? AND date <= ?",
                               params=[check_from.to_pydatetime(), end.to_pydatetime()])
-    stored["security_id"] = stored["security_id"].astype(str)
+    days = pd.DatetimeIndex(stored["date"].unique()).sort_values()
+    # (days × securities) of the published returns, scattered from the long rows (a pivot sorts).
+    sid = pd.Categorical(stored["security_id"].astype(str))
+    published = np.full((len(days), len(sid.categories)), np.nan)
+    published[days.get_indexer(stored["date"]), sid.codes] = stored["returns_gross"].to_numpy(np.float64)
+    return days, np.asarray(sid.categories, dtype=str), published
+
+
+def _check_overlap(store: Store, previous: str, prepared: PreparedInputs, check_from: pd.Timestamp,
+                   end: pd.Timestamp) -> np.ndarray:
+    """The published rows of [check_from, end] must be what the window re-reads: the same trading
+    days and the same returns per security, bit for bit. Returns the securities the published
+    version covers (:func:`_published_window`)."""
+    days, securities, published = _published_window(store, previous, check_from, end)
     in_window = (prepared.dates >= check_from) & (prepared.dates <= end)
-    days = prepared.dates[in_window]
-    stored_days = pd.DatetimeIndex(stored["date"].unique()).sort_values()
-    if not days.equals(stored_days):
-        extra = days.difference(stored_days)
-        gone = stored_days.difference(days)
+    loaded_days = prepared.dates[in_window]
+    if not loaded_days.equals(days):
+        extra = loaded_days.difference(days)
+        gone = days.difference(loaded_days)
         raise DataValidationError(
             "the trading days the cascade covers changed since it was built "
             f"({len(extra)} new: {[str(d.date()) for d in extra[:3]]}, {len(gone)} gone: "
             f"{[str(d.date()) for d in gone[:3]]}): run `riskstrata build cascade`")
-    # (days × securities) of the published returns, scattered from the long rows (a pivot sorts).
-    sid = pd.Categorical(stored["security_id"])
-    published = np.full((len(days), len(sid.categories)), np.nan)
-    published[days.get_indexer(stored["date"]), sid.codes] = stored["returns_gross"].to_numpy(np.float64)
-    wide = pd.DataFrame(published, index=days, columns=sid.categories.astype(str))
-    loaded = pd.DataFrame(prepared.returns[in_window], index=days, columns=prepared.tickers.astype(str))
-    known = set(wide.columns)
-    traded = loaded.columns[loaded.notna().any().to_numpy()]
-    unseen = sorted(set(traded) - known)
+    loaded = prepared.returns[in_window]
+    ids = prepared.tickers.astype(str)
+    traded = np.isfinite(loaded).any(axis=0)
+    position = pd.Index(securities).get_indexer(ids)
+    unseen = sorted(ids[traded & (position < 0)])
     if unseen:
         raise DataValidationError(
             f"{len(unseen)} securities have returns on days the cascade covers but no rows in it "
             f"({', '.join(unseen[:5])}{' …' if len(unseen) > 5 else ''}: history ingested since the build): "
             "run `riskstrata build cascade`")
-    cols = sorted(known)
-    a = wide[cols].to_numpy(dtype=np.float64)
-    b = loaded.reindex(columns=cols).to_numpy(dtype=np.float64)
-    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    # The loaded returns laid out as the published ones (a security not re-read: NaN).
+    again = np.full_like(published, np.nan)
+    again[:, position[position >= 0]] = loaded[:, position >= 0]
+    differ = ~((published == again) | (np.isnan(published) & np.isnan(again)))
     if differ.any():
-        t, j = np.nonzero(differ)
+        order = np.argsort(securities, kind="stable")  # the first difference: by day, then security
+        t, j = np.nonzero(differ[:, order])
         raise DataValidationError(
             f"{int(differ.sum())} returns inside the trailing window differ from the published model "
-            f"(first: {cols[j[0]]} on {days[t[0]].date()}; prices corrected or re-ingested since the build): "
-            "run `riskstrata build cascade`")
-    return known
+            f"(first: {securities[order[j[0]]]} on {days[t[0]].date()}; prices corrected or re-ingested since the "
+            "build): run `riskstrata build cascade`")
+    return securities
 
 
 def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, registry: EtfRegistry | None,
              new_days: pd.DatetimeIndex, rows: pd.DataFrame | None, links: pd.DataFrame, notes: list[str],
-             n_new_securities: int) -> str:
+             n_new_securities: int, window: dict[str, np.ndarray]) -> str:
     """A new version = the previous version's parts (hard links) + one part of new rows, for the
-    cascade and for its link betas; the cascade becomes current only if no build published
-    meanwhile, and its link betas with it."""
+    cascade and for its link betas, and the window's returns for the next update to check
+    (:func:`~riskstrata.services.cascade.window_arrays`); the cascade becomes current only if
+    no build published meanwhile, and its link betas with it."""
     tag = f"u{new_days[-1]:%Y%m%d}-{uuid.uuid4().hex[:6]}"
     link_prev = meta["link_version"]
     with store.begin_version(LINK_MODEL) as writer:
@@ -404,6 +430,7 @@ def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, reg
             writer.adopt_part(store.model_dir(MODEL) / previous / part["file"], part["rows"])
         if n_rows:
             writer.write_part(rows, name=tag)
+        writer.write_arrays(WINDOW_ARRAYS, window)
         if store.current_version(MODEL) != previous:
             raise StoreError("the cascade was republished while this update ran: run `riskstrata update` again")
         version = writer.commit({**new_meta, "securities": int(meta.get("securities", 0)) + n_new_securities,
