@@ -120,3 +120,23 @@ def test_a_masters_latest_values_are_its_latest_records_and_stay_as_they_are():
     assert latest.to_dict() == {"S-META": "META", "S-XYZ": "XYZ"}
     latest.iloc[0] = "changed"  # a caller's copy: the master's lookup is not touched
     assert master.latest("ticker").to_dict() == {"S-META": "META", "S-XYZ": "XYZ"}
+
+
+def test_a_close_history_is_the_pandas_forward_fill_of_its_closes_and_their_days():
+    rng = np.random.default_rng(6)
+    for T, N in ((300, 40), (1, 3), (0, 4), (6, 0)):
+        x = rng.lognormal(0, 1, (T, N))
+        for value, share in ((np.nan, 0.3), (-1.0, 0.05), (np.inf, 0.03), (-np.inf, 0.02), (0.0, 0.02)):
+            x[rng.random(x.shape) < share] = value
+        if T > 40 and N > 4:
+            x[:40, 3] = np.nan   # listed late
+            x[:, 4] = np.nan     # never a close
+        closes = pd.DataFrame(x, index=pd.bdate_range("2020-01-01", periods=T)[rng.permutation(T)],
+                              columns=[f"S{i}" for i in range(N)])
+        history = FU.CloseHistory.of(closes)
+        a = closes.sort_index().to_numpy(dtype="float64", copy=True)
+        a[~(a > 0)] = np.nan
+        days = pd.DatetimeIndex(closes.sort_index().index).to_numpy("datetime64[D]").astype("float64")
+        assert bits(history.filled, pd.DataFrame(a).ffill().to_numpy()), (T, N)
+        assert bits(history.filled_day, pd.DataFrame(np.where(np.isfinite(a), days[:, None], np.nan)).ffill().to_numpy())
+        assert bits(history.frame.to_numpy(), a) and bits(history.days, days)

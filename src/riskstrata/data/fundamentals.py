@@ -819,9 +819,27 @@ class CloseHistory:
         a = adj.to_numpy(dtype="float64", na_value=np.nan, copy=True)
         a[~(a > 0)] = np.nan
         days = pd.DatetimeIndex(adj.index).to_numpy("datetime64[D]").astype("float64")
-        seen_day = np.where(np.isfinite(a), days[:, None], np.nan)
         frame = pd.DataFrame(a, index=adj.index, columns=adj.columns)
-        return cls(frame, days, frame.ffill().to_numpy(), pd.DataFrame(seen_day).ffill().to_numpy())
+        # Forward fills by position, in numpy (the values copied, never computed), name by name
+        # (each name's days contiguous): a close fills the days after it until the next; its
+        # day, until the next finite close.
+        by_name = np.ascontiguousarray(a.T)                     # (N, T')
+        N, T = by_name.shape
+        last = _last_position(~np.isnan(by_name))
+        filled = np.take(by_name.ravel(), np.maximum(last, 0) + (np.arange(N) * T)[:, None])
+        filled[last < 0] = np.nan
+        last = _last_position(np.isfinite(by_name))
+        filled_day = days[np.maximum(last, 0)]
+        filled_day[last < 0] = np.nan
+        # (T', N) C-ordered: :func:`price_relative` reads them flat, once per rolled panel.
+        return cls(frame, days, np.ascontiguousarray(filled.T), np.ascontiguousarray(filled_day.T))
+
+
+def _last_position(mask: np.ndarray) -> np.ndarray:
+    """(N, T) int: per row, the last position on or before each position where ``mask`` holds (−1: none)."""
+    last = np.where(mask, np.arange(mask.shape[1]), -1)
+    np.maximum.accumulate(last, axis=1, out=last)
+    return last
 
 
 def price_relative(adj_close: pd.DataFrame | CloseHistory, dates: pd.DatetimeIndex, price_day: np.ndarray) -> np.ndarray:
