@@ -270,16 +270,30 @@ def test_ingesting_the_same_file_twice_changes_nothing(store: Store, tmp_path: P
     pd.testing.assert_frame_equal(store.read_table("securities"), securities)
 
 
-def test_prices_are_stored_by_date_then_security_with_their_row_sums(store: Store, tmp_path: Path) -> None:
-    """Ordered by date (a date filter skips row groups), backfills and appends included; the
-    footer's per-date sums are the fingerprint's scan of the file, and unchanged by a re-ingest."""
+def test_prices_are_stored_by_date_then_security_with_their_row_sums(store: Store, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordered by date in blocks of a row group, each block by security then date (a date filter
+    skips row groups; a security's rows sit together in each), backfills and appends included;
+    the footer's per-date sums are the fingerprint's scan of the file, and unchanged by a re-ingest."""
+    import riskstrata.data.ingest as ingest_module
+    import riskstrata.data.store as store_module
+
+    for module in (ingest_module, store_module):  # row groups of 4 rows: several blocks of 15 rows
+        monkeypatch.setattr(module, "ROW_GROUP_ROWS", 4)
     late = [(d, t, base + i) for t, base in [("SPY", 300), ("AAA", 10), ("BBB", 20)] for i, d in enumerate(DAYS) if i >= 3]
     early = [(d, t, base + i) for t, base in [("BBB", 20), ("AAA", 10)] for i, d in enumerate(DAYS) if i < 3]
     ingest_prices(store, [write(tmp_path, "late.csv", long_csv(late))])
     ingest_prices(store, [write(tmp_path, "early.csv", long_csv(early))])  # a backfill
+    parquet = pq.ParquetFile(store.table_path("prices"))
+    groups = [parquet.read_row_group(i).to_pandas() for i in range(parquet.num_row_groups)]
+    assert [len(g) for g in groups] == [4, 4, 4, 3]
+    by_date = sorted(zip(pd.concat(groups)["date"], pd.concat(groups)["security_id"]))
+    for i, group in enumerate(groups):
+        keys = list(zip(group["security_id"], group["date"]))
+        assert keys == sorted(keys)                                          # by security, then date
+        assert sorted(zip(group["date"], group["security_id"])) == by_date[4 * i:4 * i + 4]  # the i-th block by date
     on_disk = pq.read_table(store.table_path("prices")).to_pandas()
-    keys = list(zip(on_disk["date"], on_disk["security_id"]))
-    assert keys == sorted(keys) and len(on_disk) == 15
+    assert len(on_disk) == 15
     kept = store.table_row_sums("prices")
     listed = '"security_id", "date", "ret", "volume"'
     for end in DAYS:

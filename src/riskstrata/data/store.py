@@ -194,6 +194,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Rows per Parquet row group of a table or part: small enough for DuckDB to skip most of a sorted
+# table on a filter (min/max statistics), large enough to compress well. (Prices, ordered by
+# date: groups of 64k, 32k or 16k rows made no date-filtered read faster and a security's slower,
+# docs/scale.md.)
+ROW_GROUP_ROWS = 1 << 18
+
+
 def _arrow_table(df: pd.DataFrame) -> pa.Table:
     """``df`` (index dropped) as an Arrow table, with the values ``pa.Table.from_pandas`` gives
     (NaN and NaT as nulls, strings inferred alike) but without its pandas schema metadata.
@@ -228,17 +235,13 @@ def write_parquet_to(df: pd.DataFrame, fh: Any, digest_by: DigestBy | None = Non
     per-date row sums go into the footer (key-value metadata) of the same file."""
     table = _arrow_table(df)
     sums = row_sums_of(table, digest_by) if digest_by is not None else None
-    # Row groups of 256k rows: small enough for DuckDB to skip most of a sorted table on a
-    # filter (min/max statistics), large enough to compress well. (Prices ordered by date: groups
-    # of 64k, 32k or 16k rows made no date-filtered read faster and a security's slower,
-    # docs/scale.md.)
     if sums is None:
-        pq.write_table(table, fh, row_group_size=1 << 18, **parquet_options(table))
+        pq.write_table(table, fh, row_group_size=ROW_GROUP_ROWS, **parquet_options(table))
         return
     # The writer pq.write_table wraps, to add the sums to the footer's key-value metadata only
     # (as schema metadata they would be stored twice: also inside the serialised Arrow schema).
     with pq.ParquetWriter(fh, table.schema, **parquet_options(table)) as writer:
-        writer.write_table(table, row_group_size=1 << 18)
+        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         writer.add_key_value_metadata(sums.to_metadata())
 
 
