@@ -150,10 +150,10 @@ def prepare_inputs(returns: pd.DataFrame, etf_returns: pd.DataFrame, assignments
     return PreparedInputs(dates, returns.columns, r, etf.columns, e, codes, diagnostics)
 
 
-def _listed_full_window(col: np.ndarray, window: int) -> np.ndarray:
-    """(T,) bool: the ETF has data on every row of the window ending at t (it is usable)."""
-    listed = np.isfinite(col).astype(np.float64)
-    return window_sums(listed, window) >= min(window, len(col)) - 0.5
+def _listed_full_window(etf_returns: np.ndarray, window: int) -> np.ndarray:
+    """(T, E) bool: each ETF has data on every row of the window ending at t (it is usable)."""
+    listed = np.isfinite(etf_returns).astype(np.float64)
+    return window_sums(listed, window) >= min(window, len(etf_returns)) - 0.5
 
 
 class CascadeEngine:
@@ -184,8 +184,8 @@ class CascadeEngine:
         none = np.zeros((T, 1))
         self._factors = np.hstack([np.nan_to_num(center(inputs.etf_returns), nan=0.0), none])
         self._raw_or_zero = np.hstack([self._raw, none])
-        self._usable = np.column_stack([_listed_full_window(inputs.etf_returns[:, j], params.window)
-                                        for j in range(E)] + [np.zeros(T, dtype=bool)])
+        self._usable = np.column_stack([_listed_full_window(inputs.etf_returns, params.window),
+                                        np.zeros(T, dtype=bool)])
         market = inputs.etf_column(params.market_etf)
         self._m = np.where(self.market_ok, self._factors[:, market], 0.0)[:, None]  # (T, 1)
         self._m_raw = self._raw[:, market][:, None]
@@ -388,6 +388,7 @@ class CascadeEngine:
         if not 0 <= first_row < max(self.T, 1):
             raise ValueError(f"first_row must be a date row (0 … {self.T - 1}), got {first_row}")
         start = max(first_row - 1, 0)
+        self._share_sums(first_row)  # a no-op when blocks() computed them before its threads
         codes = self.inputs.assignment.codes[start:, cols]
         n = len(cols)
         last = codes[-1] if len(codes) else np.zeros(n, dtype=np.int32)

@@ -177,14 +177,15 @@ def registry_fingerprint(registry: EtfRegistry | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def model_meta(params: CascadeParams, dates: pd.DatetimeIndex, notes: list[str], registry: EtfRegistry | None
-               ) -> dict:
-    """The meta.json fields of a cascade version covering ``dates`` (first … last stored date)."""
+def model_meta(params: CascadeParams, dates: pd.DatetimeIndex, notes: list[str], registry: EtfRegistry | None,
+               fingerprint: str | None = None) -> dict:
+    """The meta.json fields of a cascade version covering ``dates`` (first … last stored date);
+    fingerprint: the registry's :func:`registry_fingerprint` when the caller has it already."""
     return {"model": MODEL, "params": {"window": params.window, "halflife": params.halflife,
                                        "min_obs": params.min_obs_effective, "market_etf": params.market_etf,
                                        "lstar_threshold": LSTAR_THRESHOLD},
             "start": str(dates[0].date()), "end": str(dates[-1].date()), "notes": notes,
-            "identities_checked": True, "registry": registry_fingerprint(registry)}
+            "identities_checked": True, "registry": fingerprint or registry_fingerprint(registry)}
 
 
 def window_arrays(prepared: PreparedInputs, days: int, securities: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -143,7 +143,8 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
     registry = registry or EtfRegistry.default()
     meta = store.model_meta(MODEL, previous)
     params = _params(meta)
-    _check_registry(meta, registry)
+    fingerprint = registry_fingerprint(registry)
+    _check_registry(meta, fingerprint)
     end = pd.Timestamp(meta["end"])
     with store.one_connection():  # the update's reads (prices, master, assignments, model) on one connection
         if not store.has_table("prices"):
@@ -180,7 +181,7 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
                          f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
 
     window = window_arrays(prepared, max(params.window, VOL_LONG_WINDOW), np.concatenate([known, sorted(new_securities)]))
-    version = _publish(store, previous, meta, params, registry, prepared.dates[keep], rows, links, notes,
+    version = _publish(store, previous, meta, params, fingerprint, prepared.dates[keep], rows, links, notes,
                        len(new_securities), window)
     if merged is not None:
         store.write_table("cascade_assignments", merged)
@@ -257,12 +258,12 @@ def _check_inferred(store: Store, registry: EtfRegistry, meta: dict, inferred: p
             "run `riskstrata build cascade`")
 
 
-def _check_registry(meta: dict, registry: EtfRegistry | None) -> None:
+def _check_registry(meta: dict, fingerprint: str) -> None:
     built_with = meta.get("registry")
     if built_with is None:
         raise StoreError("the current cascade version does not record its ETF registry (built by an older "
                          "riskstrata): run `riskstrata build cascade` once, then updates work")
-    if built_with != registry_fingerprint(registry):
+    if built_with != fingerprint:
         raise DataValidationError("the cascade was built with a different ETF registry than this update's: pass "
                                   "the build's --registry, or run `riskstrata build cascade` with the new one")
 
@@ -285,6 +286,15 @@ def _norm_assignments(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _assignment_keys(frame: pd.DataFrame) -> set[tuple]:
+    """The rows of an assignment table as (security_id, valid_from in ns (NaT: the smallest),
+    sector_etf, subsector_etf) tuples, a missing ETF as None: equal rows give equal tuples."""
+    norm = _norm_assignments(frame)
+    since = norm["valid_from"].to_numpy(dtype="datetime64[ns]").view(np.int64)  # NaT is the smallest int64
+    etfs = [[None if pd.isna(v) else v for v in norm[col].tolist()] for col in ("sector_etf", "subsector_etf")]
+    return set(zip(norm["security_id"].tolist(), since.tolist(), *etfs))
+
+
 def _check_assignments(stored: pd.DataFrame, current: pd.DataFrame, end: pd.Timestamp
                        ) -> tuple[pd.DataFrame | None, list[str]]:
     """Compare the window's assignments with the published ones.
@@ -292,29 +302,26 @@ def _check_assignments(stored: pd.DataFrame, current: pd.DataFrame, end: pd.Time
     Returns (the table to store, or None when unchanged; notes). Raises DataValidationError when a
     security's ETFs changed on a date the published rows cover.
     """
-    old, now = _norm_assignments(stored), _norm_assignments(current)
-    key = lambda f: f.assign(valid_from=f["valid_from"].fillna(pd.Timestamp.min))  # noqa: E731 - NaT sorts/compares
-    both = key(old).merge(key(now), on=KEY, how="outer", indicator=True)
+    old, now = _assignment_keys(stored), _assignment_keys(current)
+    old_ids, now_ids = {k[0] for k in old}, {k[0] for k in now}
     # Securities outside the window (no price in it) keep their rows; new ones bring their own.
-    changed = both[(both["_merge"] != "both") & both["security_id"].isin(old["security_id"])
-                   & both["security_id"].isin(now["security_id"])]
-    later = changed["valid_from"] > end
-    bad = changed[~later]
-    if len(bad):
-        names = sorted(bad["security_id"].unique())
+    changed = [k for k in old ^ now if k[0] in old_ids and k[0] in now_ids]
+    end_ns = end.as_unit("ns").value
+    bad = sorted({k[0] for k in changed if k[1] <= end_ns})
+    if bad:
         raise DataValidationError(
-            f"the ETF assignments of {len(names)} securities changed since the cascade was built "
-            f"({', '.join(names[:5])}{' …' if len(names) > 5 else ''}) on dates it already covers: "
+            f"the ETF assignments of {len(bad)} securities changed since the cascade was built "
+            f"({', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}) on dates it already covers: "
             "run `riskstrata build cascade` (an update only appends rows)")
-    added = both[(both["_merge"] == "right_only")]
-    if not len(added):
+    added = now - old
+    if not added:
         return None, []
     notes = []
-    moved = added[added["security_id"].isin(old["security_id"])]
-    if len(moved):
-        notes.append(f"{moved['security_id'].nunique()} securities change ETFs from a new day on")
+    moved = {k[0] for k in added if k[0] in old_ids}
+    if moved:
+        notes.append(f"{len(moved)} securities change ETFs from a new day on")
     # The stored table: rows of securities outside the window unchanged, the window's as loaded.
-    merged = pd.concat([stored[~stored["security_id"].astype(str).isin(now["security_id"])], current[ASSIGNMENT_COLUMNS]],
+    merged = pd.concat([stored[~stored["security_id"].astype(str).isin(now_ids)], current[ASSIGNMENT_COLUMNS]],
                        ignore_index=True)
     return merged.astype({"valid_from": "datetime64[ns]"}), notes
 
@@ -323,8 +330,8 @@ def _repair_leading_etf_holes(store: Store, etf_returns: pd.DataFrame, tail_star
                               market_etf: str) -> None:
     """An ETF whose missing days begin the window but which traded before it: a rebuild sees those
     days inside its history and sets them to a zero return (prepare_inputs); do the same here."""
-    leading = [c for c in etf_returns.columns if c != market_etf and etf_returns[c].isna().iloc[0]
-               and etf_returns[c].notna().any()]
+    starts_missing = etf_returns.iloc[0].isna() & etf_returns.notna().any()
+    leading = [c for c in etf_returns.columns[starts_missing.to_numpy()] if c != market_etf]
     if not leading:
         return
     listed = store.query(
@@ -404,7 +411,7 @@ def _check_overlap(store: Store, previous: str, prepared: PreparedInputs, check_
     return securities
 
 
-def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, registry: EtfRegistry | None,
+def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, fingerprint: str,
              new_days: pd.DatetimeIndex, rows: pd.DataFrame | None, links: pd.DataFrame, notes: list[str],
              n_new_securities: int, window: dict[str, np.ndarray]) -> str:
     """A new version = the previous version's parts (hard links) + one part of new rows, for the
@@ -421,7 +428,7 @@ def _publish(store: Store, previous: str, meta: dict, params: CascadeParams, reg
         link_version = writer.commit({"model": LINK_MODEL, "params": meta["params"], "updated_from": link_prev},
                                      make_current=False)
     full = pd.DatetimeIndex([pd.Timestamp(meta["start"]), new_days[-1]])
-    new_meta = model_meta(params, full, meta.get("notes", []), registry)
+    new_meta = model_meta(params, full, meta.get("notes", []), None, fingerprint)
     if "loaded_from" in meta:
         new_meta["loaded_from"] = meta["loaded_from"]
     n_rows = 0 if rows is None else len(rows)
