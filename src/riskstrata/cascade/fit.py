@@ -1,10 +1,12 @@
 """Fit Model A on in-memory pandas data: the one entry point is :func:`fit_cascade`.
 
 The work is split into blocks of stocks that share their ETFs (SPEC §6: the partitions Dask
-would run). Inside a block every array is (T, n): moments come from
-:mod:`riskstrata.cascade.moments`, the algebra from :mod:`riskstrata.cascade.kernel`.
-Stocks with no missing day share their group's ETF moments; the others get their own,
-masked to the days they traded, so every regression uses exactly the stock's valid rows.
+would run). Inside a block every array is (T, n), one column per stock and ETF pair it holds:
+moments come from :mod:`riskstrata.cascade.moments`, the algebra from
+:mod:`riskstrata.cascade.kernel`. Stocks with no missing day share their pair's ETF moments;
+the others get their own, masked to the days they traded, so every regression uses exactly
+the stock's valid rows. Every step is elementwise per column along time, so a block of any
+stocks, or of the last dates only (a daily update), gives the whole fit's numbers bit for bit.
 """
 
 from __future__ import annotations

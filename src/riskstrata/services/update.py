@@ -13,8 +13,10 @@ has not changed. It checks what it can see, and refuses with a clear error rathe
 publish a row a rebuild would not give:
 
 - the trailing window it re-reads must match the published version: the same trading days,
-  the same returns (a corrected or backfilled price inside it, or a new security whose
-  history starts before the new days, needs a rebuild, because older rows change too);
+  the same returns, bit for bit (a corrected or backfilled price inside it, or a new security
+  whose history starts before the new days, needs a rebuild, because older rows change too).
+  A version keeps its window's returns beside its parts (``window_returns``) for this check;
+  one built before them is read back from its rows;
 - the ETF assignments must be the published ones, except rows taking effect on a new day
   (a reclassification from tomorrow changes only new rows);
 - securities with no classification keep the ETFs the last build inferred from their returns.
