@@ -12,7 +12,8 @@ history, and made a rebuild differ from an incremental update of the same data.)
 
 - uniform window (decay = 1): prefix and suffix are cumulative sums within blocks;
 - exponentially weighted window (decay = 0.5 ** (1 / halflife)): the prefix is the recursive
-  filter E_t = x_t + δ·E_{t−1} restarted at each block (``scipy.signal.lfilter``); the suffix is
+  filter E_t = x_t + δ·E_{t−1} restarted at each block (``scipy.signal.lfilter``; for a few
+  rows :func:`ew_filter`, the same arithmetic without importing scipy.signal); the suffix is
   the within-block reverse sum of δ^(block end − i)·x_i, lifted by δ^(t − block end). Together
   they are the exact W-row truncated EW sum.
 
@@ -81,12 +82,31 @@ def _decay_powers(window: int, decay: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _prefix_sums(x: np.ndarray, decay: float) -> np.ndarray:
     """The running sums of one block of at most W rows (no padding to W rows): within a block
-    they are :func:`_block_sums`' prefix, the same additions in the same order."""
-    if decay == 1.0:
-        return np.cumsum(x, axis=0)
-    from scipy.signal import lfilter
+    they are :func:`_block_sums`' prefix, the same additions in the same order (the weighted
+    prefix by :func:`ew_filter`, lfilter's arithmetic without importing ``scipy.signal``)."""
+    return np.cumsum(x, axis=0) if decay == 1.0 else ew_filter(x, decay)
 
-    return lfilter([1.0], [1.0, -decay], x, axis=0)
+
+def ew_filter(x: np.ndarray, decay: float, zi: np.ndarray | None = None) -> np.ndarray:
+    """``scipy.signal.lfilter([1], [1, −δ], x, axis=0, zi=zi)``'s output, bit for bit: the
+    running sums E_t = x_t + δ·E_{t−1} along axis 0, written out row by row in lfilter's own
+    transposed direct form — y_t = z + 1·x_t, then z = 0·x_t − (−δ)·y_t, the same IEEE
+    operations in the same order (signed zeros, NaN and inf included; z starts at 0, or ``zi``
+    of shape (1, ...)).
+
+    x: (T, ...) float64. A Python loop over the T rows (each a vector operation): for the few
+    rows of a daily update, where importing ``scipy.signal`` (~1 s of a fresh process's CPU)
+    would cost far more than the sums; a whole history is lfilter's (one C loop).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    z = np.zeros_like(x[:1]) if zi is None else np.array(zi, dtype=np.float64).reshape(x[:1].shape)
+    b0, b1, a1 = 1.0, 0.0, -decay
+    with np.errstate(all="ignore"):  # an inf or NaN runs on as it does in lfilter, silently
+        for t in range(len(x)):
+            out[t:t + 1] = z + b0 * x[t:t + 1]
+            z = x[t:t + 1] * b1 - out[t:t + 1] * a1
+    return out
 
 
 def _block_sums(x: np.ndarray, window: int, decay: float) -> np.ndarray:
