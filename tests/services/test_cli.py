@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -31,6 +32,7 @@ def demo_store(tmp_path_factory) -> Path:
     return store
 
 
+@functools.cache  # the demo store is only read here: its first name cannot change between tests
 def first_ticker(store: Path) -> str:
     import pandas as pd
 
