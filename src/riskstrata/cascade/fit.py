@@ -230,7 +230,7 @@ class CascadeEngine:
         return np.concatenate([sums, count], axis=1)
 
     def _group_sums(self, code: int) -> np.ndarray:
-        """(T, 11, 1) :meth:`_factor_sums` of pair ``code`` on every market day: shared by all the
+        """(T, 11, 1): :meth:`_factor_sums` of pair ``code`` on every market day: shared by all the
         pair's stocks with no missing day, and by its link betas; computed once per pair."""
         if code not in self._shared_sums:
             s, u = (self._factors[:, [j]] for j in self._pair_etfs(code))
@@ -390,8 +390,9 @@ class CascadeEngine:
         if not 0 <= first_row < max(self.T, 1):
             raise ValueError(f"first_row must be a date row (0 … {self.T - 1}), got {first_row}")
         start = max(first_row - 1, 0)
-        self._share_sums(first_row)  # a no-op when blocks() computed them before its threads
         codes = self.inputs.assignment.codes[start:, cols]
+        # The pairs' shared sums in one call (none left to compute when blocks() did it before its threads).
+        self._share_sums(codes=[int(c) for c in np.unique(codes)])
         n = len(cols)
         last = codes[-1] if len(codes) else np.zeros(n, dtype=np.int32)
         # One column per stock with the pair it holds on the last date, and one more per other
