@@ -259,7 +259,8 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
                      exposure_rows(new_dates, tickers, label, factors, x_new, blk.imputed[:, :, cols]))
         # The old rows of what the next update reads again: the tail read with the state (the
         # same numbers), else from the covariance read from the parts.
-        published = tail or PublishedTail.of(before_cov, pd.Index([]), np.empty((0, len(factors))))
+        published = (tail if tail is not None
+                     else PublishedTail.of(before_cov, pd.Index([]), np.empty((0, len(factors)))))
         if published is not None:
             published = published.extended(PublishedTail.of(_rows_after_first(cov), tickers, x_new[-1]))
         wr.write_arrays(STATE_ARRAYS, UpdateState(history_counts(mf, before), spec_state,
