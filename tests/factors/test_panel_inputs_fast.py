@@ -140,3 +140,21 @@ def test_a_close_history_is_the_pandas_forward_fill_of_its_closes_and_their_days
         assert bits(history.filled, pd.DataFrame(a).ffill().to_numpy()), (T, N)
         assert bits(history.filled_day, pd.DataFrame(np.where(np.isfinite(a), days[:, None], np.nan)).ffill().to_numpy())
         assert bits(history.frame.to_numpy(), a) and bits(history.days, days)
+
+
+def test_panels_by_security_id_read_no_ticker():
+    """The update's fundamentals are read without their tickers (a third of the read): the
+    panels by security id are the same; a panel that would list the tickers says what is missing."""
+    import pytest
+
+    from riskstrata.errors import DataValidationError
+
+    source = stored_source()
+    ids = list(source.master.records["security_id"])
+    days = pd.bdate_range("2024-01-01", periods=8)
+    lean = FU.StoredFundamentals(source.master, source.table.drop(columns=["ticker"]))
+    for field in ("market_cap", "shares_outstanding", "price"):
+        assert bits(FU.fundamentals_panel(lean, field, days, ids).to_numpy(),
+                    FU.fundamentals_panel(source, field, days, ids).to_numpy()), field
+    with pytest.raises(DataValidationError, match="tickers"):
+        FU.fundamentals_panel(lean, "market_cap", days)

@@ -192,7 +192,8 @@ PathLike = str | os.PathLike[str]
 class StoredFundamentals:
     """A store's fundamentals table and security master, read once: the source for many panels
     (Model B asks for a dozen fields; as a :class:`Store` each would read both again). Panels
-    from it equal those from the store it was read from."""
+    from it equal those from the store it was read from. The table may leave out ``ticker``:
+    panels by security id (Model B's) do not read it."""
 
     master: SecurityMaster
     table: pd.DataFrame
@@ -609,8 +610,8 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
         # Tables written before ``price_date`` existed lack it: the availability date stands in.
         stored = (set(source.table.columns) if isinstance(source, StoredFundamentals)
                   else set(source.table_columns("fundamentals")))
-        columns = ["security_id", "ticker", "available_date", *dict.fromkeys(c for c in inputs if c in stored),
-                   *(["price_date"] if "price_date" in stored else [])]
+        columns = ["security_id", *(["ticker"] if "ticker" in stored else []), "available_date",
+                   *dict.fromkeys(c for c in inputs if c in stored), *(["price_date"] if "price_date" in stored else [])]
         if isinstance(source, StoredFundamentals):
             long, keys, price_days = source.window(lo, hi)
             return _long_values(long[columns], field, derive, keys, price_days)
@@ -750,6 +751,8 @@ def fundamentals_panel(
     if names is None:
         frame = (source.read_table("fundamentals", columns=["ticker"]) if isinstance(source, Store)
                  else source.table if is_store else source)
+        if "ticker" not in frame.columns:
+            raise DataValidationError("fundamentals without tickers: name the panel's columns")
         names, by = pd.Index(sorted(frame["ticker"].dropna().astype("str").unique())), "ticker"
     names = pd.Index([str(x).strip() for x in names])
     t, n = len(dates), len(names)
