@@ -182,7 +182,8 @@ def update_cascade(store: Store, *, registry: EtfRegistry | None = None, allow_g
             notes.append(f"{len(new_securities)} securities new since the last version "
                          f"({', '.join(sorted(new_securities)[:5])}{' …' if len(new_securities) > 5 else ''})")
 
-    window = window_arrays(prepared, max(params.window, VOL_LONG_WINDOW), np.concatenate([known, sorted(new_securities)]))
+    covered = np.concatenate([known, np.array(sorted(new_securities), dtype=str)])  # every security the new version covers
+    window = window_arrays(prepared, max(params.window, VOL_LONG_WINDOW), covered)
     version = _publish(store, previous, meta, params, fingerprint, prepared.dates[keep], rows, links, notes,
                        len(new_securities), window)
     if merged is not None:
