@@ -218,3 +218,41 @@ def test_specific_state_round_trips_exactly_and_reads_its_older_form():
     older.update({name: np.array(getattr(state, name)) for name in ("centre", "weight", "first", "sigma", "caps",
                                                                     "recent_x", "recent_mask")})
     assert_same_fields(SpecificState.from_arrays(saved_and_loaded(older)), state)
+
+
+# --- the factor returns' history kept beside their parts ---------------------------------------
+
+def test_kept_returns_history_reads_as_the_parts_do(tmp_path):
+    from riskstrata.data.store import Store
+    from riskstrata.services.factors_update import RETURNS_ARRAYS, _stored_returns, returns_arrays
+
+    rng = np.random.default_rng(7)
+    dates = pd.bdate_range("2024-01-01", periods=40)
+    rows = pd.DataFrame({"date": dates, "MARKET": rng.standard_normal(40), "SIZE": rng.standard_normal(40),
+                         "t_MARKET": rng.standard_normal(40), "n_names": rng.integers(10, 20, 40),
+                         "coverage_MARKET": rng.random(40), "coverage_SIZE": rng.random(40),
+                         "coverage_VALUE": np.zeros(40)})
+    rows.loc[3, "SIZE"] = np.nan
+    store = Store(tmp_path / "store")
+    names = {"factor_returns": "factor_returns_X"}
+    with store.begin_version("factor_returns_X") as wr:
+        wr.write_part(rows.iloc[:30])
+        wr.write_part(rows.iloc[30:])
+        version = wr.commit({})
+    meta = {"factors": ["MARKET", "SIZE"], "companions": {"factor_returns": version}}
+    from_parts, columns = _stored_returns(store, names, meta, ["MARKET", "SIZE", "VALUE"])
+    assert columns == list(rows.columns) and len(from_parts) == 40
+
+    with store.begin_version("factor_returns_X") as wr:
+        wr.adopt_part(store.model_files("factor_returns_X", version)[0])
+        wr.adopt_part(store.model_files("factor_returns_X", version)[1])
+        wr.write_arrays(RETURNS_ARRAYS, returns_arrays(rows, ["MARKET", "SIZE"], ["MARKET", "SIZE", "VALUE"]))
+        kept_version = wr.commit({})
+    meta["companions"]["factor_returns"] = kept_version
+    from_arrays, kept_columns = _stored_returns(store, names, meta, ["MARKET", "SIZE", "VALUE"])
+    assert kept_columns == columns
+    assert list(from_arrays.columns) == ["date", "MARKET", "SIZE", "coverage_MARKET", "coverage_SIZE", "coverage_VALUE"]
+    pd.testing.assert_frame_equal(from_arrays, from_parts[list(from_arrays.columns)], check_exact=True)
+    # Arrays of other columns than the version's factors and spec are not used: the parts are read.
+    meta["factors"] = ["MARKET"]
+    assert list(_stored_returns(store, names, meta, ["MARKET", "SIZE", "VALUE"])[0].columns) == list(rows.columns)

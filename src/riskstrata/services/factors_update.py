@@ -120,8 +120,7 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
         if not len(new_dates):
             return {"model": spec, "version": None, "previous": previous, "new_dates": [],
                     "message": f"Model B ({spec}) is up to date: no trading day after {end.date()}"}
-        stored_fr = store.read_model(names["factor_returns"], version=meta["companions"]["factor_returns"])
-        stored_fr = stored_fr.sort_values("date").reset_index(drop=True)
+        stored_fr, fr_columns = _stored_returns(store, names, meta, model_spec.factors)
         old_dates = pd.DatetimeIndex(stored_fr["date"])
         if len(old_dates) < 2 or old_dates[-1] != end:
             raise _rebuild(spec, "the published model has fewer than two dates")
@@ -136,13 +135,50 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
             # that wakes a thread per product waits on a busy core (measured 0.1 s per Gram matrix
             # under load, 0.2 ms on one thread).
             with one_blas_thread():
-                out = _advance(store, model_spec, names, previous, meta, stored_fr, new_dates, state, new_sums, say)
+                out = _advance(store, model_spec, names, previous, meta, stored_fr, fr_columns, new_dates, state,
+                               new_sums, say)
         if out is None:  # the long way (module docstring)
             out = _recompute(store, model_spec, names, previous, meta, stored_fr, say)
     new = out["new_dates"]
     return {**out, "previous": previous,
             "message": f"Model B ({spec}): appended {len(new)} trading day(s) {new[0]} … {new[-1]} as version "
                        f"{out['version']}"}
+
+
+RETURNS_ARRAYS = "update_returns"  # beside a factor_returns version's parts: what an update reads of them
+
+
+def returns_arrays(rows: pd.DataFrame, factors: list[str], spec_factors: list[str],
+                   columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """What a factor_returns version keeps beside its parts (``RETURNS_ARRAYS``) so that the next
+    update reads no part: the whole history of the columns an update reads — the published
+    factors' returns and every spec factor's (lagged) coverage — and the table's columns.
+
+    rows: the version's rows in date order (``date`` and at least those columns, as
+    :func:`~riskstrata.services.factors.factor_return_rows` makes them); columns: the table's
+    columns in order (default: rows'). Returns dates (T,) datetime64 (the parts' unit), values
+    (T, C) float64 of the columns ``kept`` (C,), and ``columns``: the same numbers as the parts.
+    """
+    kept = [*factors, *(f"coverage_{f}" for f in spec_factors)]
+    return {"columns": np.asarray(list(rows.columns) if columns is None else columns, dtype=str),
+            "kept": np.asarray(kept, dtype=str),
+            "dates": pd.DatetimeIndex(rows["date"]).to_numpy(),
+            "values": rows[kept].to_numpy(dtype=np.float64)}
+
+
+def _stored_returns(store: Store, names: dict, meta: dict, spec_factors: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """(the published factor returns in date order, the table's columns): from the arrays the
+    version keeps beside its parts (:func:`returns_arrays`: ``date``, the published factors and
+    the coverage columns only), else read from the parts (every column)."""
+    model, version = names["factor_returns"], meta["companions"]["factor_returns"]
+    kept = store.read_arrays(model, RETURNS_ARRAYS, version)
+    want = [*meta["factors"], *(f"coverage_{f}" for f in spec_factors)]
+    if kept is not None and [str(c) for c in kept["kept"]] == want:
+        frame = pd.DataFrame(kept["values"], columns=want)
+        frame.insert(0, "date", pd.DatetimeIndex(kept["dates"], name="date"))
+        return frame, [str(c) for c in kept["columns"]]
+    frame = store.read_model(model, version=version).sort_values("date").reset_index(drop=True)
+    return frame, list(frame.columns)
 
 
 def _trading_days_after(store: Store, end: pd.Timestamp) -> pd.DatetimeIndex:
@@ -171,8 +207,10 @@ def _check_digest(store: Store, meta: dict, end: pd.Timestamp, new_end: pd.Times
 
 
 def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: dict, stored_fr: pd.DataFrame,
-             new_dates: pd.DatetimeIndex, state: UpdateState, new_sums: NewRows | None, say: Progress) -> dict | None:
-    """The update from the published state (module docstring); None when it must take the long way."""
+             fr_columns: list[str], new_dates: pd.DatetimeIndex, state: UpdateState, new_sums: NewRows | None,
+             say: Progress) -> dict | None:
+    """The update from the published state (module docstring); None when it must take the long way.
+    stored_fr, fr_columns: :func:`_stored_returns`."""
     from riskstrata.services.factors import (covariance_rows, exposure_rows, factor_return_rows,
                                              load_factor_inputs_kept, publish_summary, security_labels,
                                              specific_risk_rows, validation_table, version_meta)
@@ -247,11 +285,15 @@ def _advance(store: Store, spec: ModelSpec, names: dict, previous: str, meta: di
     with store.begin_version(names["factor_validation"]) as wr:
         wr.write_part(validation_table(reports))
         versions["factor_validation"] = wr.commit(vmeta, prune=False)
-    new_returns = factor_return_rows(reg, coverage_lag.iloc[T_old:])[list(stored_fr.columns)]
+    new_returns = factor_return_rows(reg, coverage_lag.iloc[T_old:])[fr_columns]
+    read_back = ["date", *factors, *coverage_cols]  # what the next update reads of the factor returns
+    history = pd.concat([stored_fr[read_back], new_returns[read_back]], ignore_index=True)
     for part, rows in (("factor_returns", new_returns), ("factor_cov", covariance_rows(_rows_after_first(cov))),
                        ("specific_risk", specific_risk_rows(spec_var, label))):
         with store.begin_version(names[part]) as wr:
             _carry_parts(store, wr, names[part], meta["companions"][part], rows)
+            if part == "factor_returns":
+                wr.write_arrays(RETURNS_ARRAYS, returns_arrays(history, factors, spec.factors, fr_columns))
             versions[part] = wr.commit(vmeta, prune=False)  # pruned once, after the last
     new_list = [str(d.date()) for d in new_dates]
     with store.begin_version(names["factors"]) as wr:
