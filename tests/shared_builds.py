@@ -112,8 +112,11 @@ def private_copy(source: Path, destination: Path) -> Path:
     writing. A test that means to damage a model file in place must copy it first."""
     def copy(src: str, dst: str) -> str:
         if _published_part(Path(src)):
-            os.link(src, dst)
-            return dst
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:  # another file system, or one without hard links: copy it after all
+                pass
         return shutil.copy2(src, dst)
 
     shutil.copytree(source, destination, copy_function=copy)
