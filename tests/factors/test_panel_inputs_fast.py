@@ -138,7 +138,8 @@ def test_a_close_history_is_the_pandas_forward_fill_of_its_closes_and_their_days
         a[~(a > 0)] = np.nan
         days = pd.DatetimeIndex(closes.sort_index().index).to_numpy("datetime64[D]").astype("float64")
         assert bits(history.filled, pd.DataFrame(a).ffill().to_numpy()), (T, N)
-        assert bits(history.filled_day, pd.DataFrame(np.where(np.isfinite(a), days[:, None], np.nan)).ffill().to_numpy())
+        seen_day = np.where(np.isfinite(a), days[:, None], np.nan)
+        assert bits(history.filled_day, pd.DataFrame(seen_day).ffill().to_numpy())
         assert bits(history.frame.to_numpy(), a) and bits(history.days, days)
 
 

@@ -611,7 +611,8 @@ def _load_long(source: Source, field: str, lo: pd.Timestamp, hi: pd.Timestamp, d
         stored = (set(source.table.columns) if isinstance(source, StoredFundamentals)
                   else set(source.table_columns("fundamentals")))
         columns = ["security_id", *(["ticker"] if "ticker" in stored else []), "available_date",
-                   *dict.fromkeys(c for c in inputs if c in stored), *(["price_date"] if "price_date" in stored else [])]
+                   *dict.fromkeys(c for c in inputs if c in stored),
+                   *(["price_date"] if "price_date" in stored else [])]
         if isinstance(source, StoredFundamentals):
             long, keys, price_days = source.window(lo, hi)
             return _long_values(long[columns], field, derive, keys, price_days)
