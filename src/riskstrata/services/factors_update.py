@@ -5,6 +5,8 @@ A published version keeps, beside its parts, the state its recursions reached on
 accumulators, the regression's notes, and what the update would otherwise read back from the
 parts (the covariance's diagonals, eigen biases and λ, the last date's matrix and exposures);
 and the fundamentals panels of its trailing rows with the snapshots in force on its last date.
+Its factor returns keep, beside their parts, the history of the columns an update reads
+(:func:`returns_arrays`: the factors' returns and coverage), so that no part is read back.
 An update of B new days reads the trailing panels the new dates' descriptors need
 (:func:`~riskstrata.factors.model.lookback_start`, one row more for the market return's lagged
 caps), with the history before them from the counts — prices afresh, the fundamentals panels
