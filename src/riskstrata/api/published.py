@@ -122,7 +122,15 @@ class Published:
 def load_published(store: Store, version: str,
                    factor_model: Callable[[], LatestFactorModel | None] | None = None) -> Published:
     """Load ``version`` (the store's current one) into memory. ``factor_model``: returns Model B's
-    snapshot as the worker holds it (None when not built), for the portfolio context."""
+    snapshot as the worker holds it (None when not built), for the portfolio context.
+
+    Its dozen reads share one DuckDB connection (each would otherwise open its own: ~20 ms of CPU)."""
+    with store.one_connection():
+        return _read_published(store, version, factor_model)
+
+
+def _read_published(store: Store, version: str,
+                    factor_model: Callable[[], LatestFactorModel | None] | None) -> Published:
     meta = store.model_meta(MODEL, version)
     snap = stored_snapshot(store)
     held = portfolio_context(store, version, snap.copy(), factor_model)  # before the tickers are upper-cased

@@ -19,6 +19,7 @@ picks the sector / subsector ETF whose orthogonalised return best explains the s
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -116,6 +117,12 @@ def _default_table() -> pd.DataFrame:
     path = resources.files("riskstrata") / "data" / "etf_map.csv"
     with resources.as_file(path) as real_path:
         return _read_raw(real_path)
+
+
+@lru_cache(maxsize=1)
+def _default_registry() -> EtfRegistry:
+    """The packaged registry, validated once; handed out only through :meth:`EtfRegistry.default`'s copies."""
+    return EtfRegistry(_default_table().copy())
 
 
 def _read_raw(path: str | PathLike[str]) -> pd.DataFrame:
@@ -246,8 +253,20 @@ class EtfRegistry:
     # ------------------------------------------------------------------ construction
     @classmethod
     def default(cls) -> EtfRegistry:
-        """The registry shipped with the package (``riskstrata/data/etf_map.csv``)."""
-        return cls(_default_table().copy())
+        """The registry shipped with the package (``riskstrata/data/etf_map.csv``).
+
+        Validated once per process (~35 ms); each call gets its own copy of the table and lookup
+        maps (~0.1 ms), so a caller that edits what it was given changes nothing for the others."""
+        return _default_registry()._private_copy()
+
+    def _private_copy(self) -> EtfRegistry:
+        """This registry with a table and lookup maps of its own, without validating it again."""
+        twin = copy.copy(self)  # the instance's fields as they are: __post_init__ does not run
+        object.__setattr__(twin, "table", self.table.copy())
+        for name in ("_sector", "_sub", "_parent", "_inception"):  # values are str, tuples, Timestamps: immutable
+            object.__setattr__(twin, name, dict(getattr(self, name)))
+        object.__setattr__(twin, "_sub_sector", {key: set(sectors) for key, sectors in self._sub_sector.items()})
+        return twin
 
     @classmethod
     def from_csv(cls, path: str | PathLike[str], market_etf: str = MARKET_ETF) -> EtfRegistry:

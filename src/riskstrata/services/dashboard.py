@@ -14,6 +14,7 @@ Units: returns and shares are decimals (0.05 = 5 %), hedge ratios are $ of ETF p
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 
@@ -282,6 +283,13 @@ def portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_expos
     and L* (``portfolio hedge``'s list: the analysis' hedge ratios × the hedged dollars), scaling when asked,
     and the look-through when ETF holdings are loaded. ``held``: the published version's portfolio
     context (a server's), so the page reads only the ETF holdings, if any, from the store."""
+    # Without it, the analysis, scaling and look-through read the store on one DuckDB connection.
+    with store.one_connection() if held is None else contextlib.nullcontext():
+        return _portfolio_view(store, holdings, value, scale_exposure, scale_reduce, held)
+
+
+def _portfolio_view(store: Store, holdings: H.Holdings, value: float, scale_exposure: str | None,
+                    scale_reduce: float | None, held: portfolio.PortfolioContext | None) -> PortfolioView:
     analysis = portfolio.analyze_portfolio(store, holdings, None, value, held)
     hedged, basis = portfolio.hedged_dollars(analysis, value)  # what `portfolio hedge` sizes its trades on
     trades, words = {}, {}
