@@ -78,7 +78,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         pass
     except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server from starting
         errors.log_unexpected(exc)
-    async with mcp_http.running(app):  # the SDK's session manager behind /mcp
+    async with mcp_http.running(app):  # /mcp: the SDK's session manager, started by the first /mcp request
         yield
     app.state.gate.close()  # the heavy-work pool's threads (riskstrata.api.limits.RequestGate)
 
@@ -119,7 +119,8 @@ def create_app(store: Store | str | None = None, settings: ApiSettings | None = 
         router = importlib.import_module(module).router  # routers import services lazily at app build
         app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)  # keys: KeyGuard, before the body
     _document_public_routes(app)
-    mcp_http.mount(app)  # /mcp: the MCP server for AI agents, behind the same keys and limits (before the / mount)
+    mcp_http.mount(app)  # /mcp: the MCP server for AI agents, behind the same keys and limits (before the / mount);
+    # the SDK is imported by the first /mcp request, not here: most workers never see one
     # The web dashboard at / (after /api, outside its key dependency: pages have their own access rule).
     from riskstrata.web import install as install_web
 
