@@ -224,7 +224,8 @@ def test_specific_state_round_trips_exactly_and_reads_its_older_form():
 
 def test_kept_returns_history_reads_as_the_parts_do(tmp_path):
     from riskstrata.data.store import Store
-    from riskstrata.services.factors_update import RETURNS_ARRAYS, _stored_returns, returns_arrays
+    from riskstrata.services.factors_state import RETURNS_ARRAYS, returns_arrays
+    from riskstrata.services.factors_update import _stored_returns
 
     rng = np.random.default_rng(7)
     dates = pd.bdate_range("2024-01-01", periods=40)

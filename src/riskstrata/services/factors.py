@@ -38,8 +38,8 @@ from riskstrata.factors.model import (DEFAULT_BLOCK_DATES, BlockSource, FactorIn
                                       block_bounds, factor_groups, fit_factor_model, one_blas_thread)
 from riskstrata.factors.spec import ModelSpec, load_spec, packaged_specs
 from riskstrata.factors.validation import ValidationReport, ValidationState, validation_reports_with_state
-from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, PublishedTail, TrailingPanels, UpdateState,
-                                               input_digest)
+from riskstrata.services.factors_state import (PANELS_ARRAYS, RETURNS_ARRAYS, STATE_ARRAYS, PublishedTail,
+                                               TrailingPanels, UpdateState, input_digest, returns_arrays)
 
 Progress = Callable[[str], None]
 SHARES_MAX_AGE_DAYS = 3000  # ~8 years; other fundamentals go stale after the panel default (400 days)
@@ -509,7 +509,9 @@ def publish(store: Store, result: FactorModelResult, validation: tuple[pd.DataFr
     table, state = validation if validation is not None else (None, None)
     versions = {}
     with store.begin_version(names["factor_returns"]) as w:
-        w.write_part(factor_return_rows(reg, result.coverage))
+        rows = factor_return_rows(reg, result.coverage)
+        w.write_part(rows)
+        w.write_arrays(RETURNS_ARRAYS, returns_arrays(rows, result.factors, result.spec.factors))
         versions["factor_returns"] = w.commit(meta, prune=False)  # pruned once, with the exposures
     if table is not None:
         with store.begin_version(names["factor_validation"]) as w:

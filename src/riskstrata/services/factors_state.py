@@ -15,7 +15,8 @@ running state each step needs to go on from the model's last date without the hi
 
 Beside it, ``update_panels.npz`` keeps the fundamentals panels of the trailing rows and the
 snapshots in force on the last date (:class:`TrailingPanels`): an update computes only the new
-days' rows of them.
+days' rows of them. Beside the factor_returns version's parts, ``update_returns.npz`` keeps the
+published factors' returns and coverage (:func:`returns_arrays`), so an update reads no part.
 
 The version's meta.json also records :func:`input_digest`: a fingerprint of every input row the
 model has seen. An update recomputes it over the same rows; any difference — a corrected price,
@@ -40,6 +41,7 @@ from riskstrata.factors.validation import ValidationState
 
 STATE_ARRAYS = "update_state"
 PANELS_ARRAYS = "update_panels"
+RETURNS_ARRAYS = "update_returns"  # beside a factor_returns version's parts: what an update reads of them
 
 
 # The dated input tables: per table, the date column that says which rows a model ending on
@@ -313,3 +315,21 @@ def read_trailing_panels(store: Store, model: str, version: str) -> TrailingPane
     """The version's :class:`TrailingPanels`, or None when it keeps none (an update then computes them)."""
     arrays = store.read_arrays(model, PANELS_ARRAYS, version)
     return None if arrays is None else TrailingPanels.from_arrays(arrays)
+
+
+def returns_arrays(rows: pd.DataFrame, factors: list[str], spec_factors: list[str],
+                   columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """What a factor_returns version keeps beside its parts (``RETURNS_ARRAYS``) so that the next
+    update reads no part: the whole history of the columns an update reads — the published
+    factors' returns and every spec factor's (lagged) coverage — and the table's columns.
+
+    rows: the version's rows in date order (``date`` and at least those columns, as
+    :func:`~riskstrata.services.factors.factor_return_rows` makes them); columns: the table's
+    columns in order (default: rows'). Returns dates (T,) datetime64 (the parts' unit), values
+    (T, C) float64 of the columns ``kept`` (C,), and ``columns``: the same numbers as the parts.
+    """
+    kept = [*factors, *(f"coverage_{f}" for f in spec_factors)]
+    return {"columns": np.asarray(list(rows.columns) if columns is None else columns, dtype=str),
+            "kept": np.asarray(kept, dtype=str),
+            "dates": pd.DatetimeIndex(rows["date"]).to_numpy(),
+            "values": rows[kept].to_numpy(dtype=np.float64)}

@@ -6,7 +6,7 @@ accumulators, the regression's notes, and what the update would otherwise read b
 parts (the covariance's diagonals, eigen biases and λ, the last date's matrix and exposures);
 and the fundamentals panels of its trailing rows with the snapshots in force on its last date.
 Its factor returns keep, beside their parts, the history of the columns an update reads
-(:func:`returns_arrays`: the factors' returns and coverage), so that no part is read back.
+(:func:`~riskstrata.services.factors_state.returns_arrays`: the factors' returns and coverage), so that no part is read back.
 An update of B new days reads the trailing panels the new dates' descriptors need
 (:func:`~riskstrata.factors.model.lookback_start`, one row more for the market return's lagged
 caps), with the history before them from the counts — prices afresh, the fundamentals panels
@@ -65,9 +65,9 @@ from riskstrata.factors.regression import RegressionResult
 from riskstrata.factors.spec import ModelSpec, load_spec
 from riskstrata.factors.specific import advance_specific_risk
 from riskstrata.factors.validation import StaleValidationState, advance_validation
-from riskstrata.services.factors_state import (PANELS_ARRAYS, STATE_ARRAYS, NewRows, PublishedTail,
+from riskstrata.services.factors_state import (PANELS_ARRAYS, RETURNS_ARRAYS, STATE_ARRAYS, NewRows, PublishedTail,
                                                UpdateState, extended_digest, input_digest_and_new_rows,
-                                               read_trailing_panels, read_update_state)
+                                               read_trailing_panels, read_update_state, returns_arrays)
 
 TOLERANCE = 1e-10  # a recomputed published number differing by more (relative above 1): data changed
 
@@ -145,27 +145,6 @@ def update_factor_model(store: Store, spec: str | ModelSpec = "US21", progress: 
     return {**out, "previous": previous,
             "message": f"Model B ({spec}): appended {len(new)} trading day(s) {new[0]} … {new[-1]} as version "
                        f"{out['version']}"}
-
-
-RETURNS_ARRAYS = "update_returns"  # beside a factor_returns version's parts: what an update reads of them
-
-
-def returns_arrays(rows: pd.DataFrame, factors: list[str], spec_factors: list[str],
-                   columns: list[str] | None = None) -> dict[str, np.ndarray]:
-    """What a factor_returns version keeps beside its parts (``RETURNS_ARRAYS``) so that the next
-    update reads no part: the whole history of the columns an update reads — the published
-    factors' returns and every spec factor's (lagged) coverage — and the table's columns.
-
-    rows: the version's rows in date order (``date`` and at least those columns, as
-    :func:`~riskstrata.services.factors.factor_return_rows` makes them); columns: the table's
-    columns in order (default: rows'). Returns dates (T,) datetime64 (the parts' unit), values
-    (T, C) float64 of the columns ``kept`` (C,), and ``columns``: the same numbers as the parts.
-    """
-    kept = [*factors, *(f"coverage_{f}" for f in spec_factors)]
-    return {"columns": np.asarray(list(rows.columns) if columns is None else columns, dtype=str),
-            "kept": np.asarray(kept, dtype=str),
-            "dates": pd.DatetimeIndex(rows["date"]).to_numpy(),
-            "values": rows[kept].to_numpy(dtype=np.float64)}
 
 
 def _stored_returns(store: Store, names: dict, meta: dict, spec_factors: list[str]) -> tuple[pd.DataFrame, list[str]]:
