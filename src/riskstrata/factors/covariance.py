@@ -49,7 +49,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from riskstrata.cascade.moments import decay_for
+from riskstrata.cascade.moments import decay_for, ew_filter
 from riskstrata.errors import DataValidationError, DateOutOfRange, IdentityViolation, InsufficientHistory
 
 # Eigenvalues below this fraction of the largest are numerical noise of an (almost) singular
@@ -132,9 +132,18 @@ class FactorCovariance:
 # EWMA + Newey–West kernels
 
 
+_FEW_ROWS = 64  # up to this many rows, the recursion in Python (no scipy.signal import)
+
+
 def _ew_filter(z: np.ndarray, decay: float, before: np.ndarray | None = None) -> np.ndarray:
     """S_t = δ·S_{t−1} + z_t along axis 0 from S_{−1} = ``before`` (None: 0), a first-order
-    recursive filter, O(T): the one place the recursion of every EWMA sum here is computed."""
+    recursive filter, O(T): the one place the recursion of every EWMA sum here is computed.
+
+    A few rows (a daily update's) go through :func:`~riskstrata.cascade.moments.ew_filter`,
+    lfilter's arithmetic bit for bit in a Python loop over rows: importing ``scipy.signal`` costs
+    a fresh process ~1 s of CPU, far more than those rows; a history takes lfilter's C loop."""
+    if len(z) <= _FEW_ROWS:
+        return ew_filter(z, decay, None if before is None else decay * np.asarray(before, dtype=np.float64)[None])
     from scipy.signal import lfilter  # here, not at import: scipy.signal alone costs ~1 s, paid by every CLI call
 
     if before is None:
