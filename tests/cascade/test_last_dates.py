@@ -1,9 +1,11 @@
 """The engine's fast paths give the whole fit's numbers, bit for bit.
 
 A daily update asks the engine for the last date(s) only (``first_row``) and solves every
-stock in one block of mixed ETF pairs. Both must give exactly the numbers of the general path
-(``blocks()`` over every date, one block per pair): the windows and the column means still see
-every date, and each later step is elementwise or looks back one date. The market has what
+stock in one block of mixed ETF pairs, in one pass (its pairs' shared sums gathered per column,
+its window sums stacked into one call). All must give exactly the numbers of the general path
+(``blocks()`` over every date, one block per pair, solved group by group, one window_sums call
+per series): the windows and the column means still see every date, and each later step is
+elementwise or looks back one date. The market has what
 makes a path differ: stocks reclassified on the very last dates (the time-safe returns of that
 date follow the pair held the day before), stocks with missing days inside the last window
 (their own masked moments), a stock listed inside the window, unassigned stocks, and an ETF
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from riskstrata.cascade import fit
 from riskstrata.cascade.fit import CascadeEngine, CascadeParams, prepare_inputs
 from riskstrata.data.synthetic import synthetic_market
 
@@ -53,14 +56,19 @@ def _engine(market, halflife: float | None = None) -> CascadeEngine:
 
 
 def _whole(engine: CascadeEngine) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The general path: every date, one block per pair, gathered to (T, N) per field."""
+    """The general path: every date, one block per pair, each solved group by group (a pair's
+    stocks with no gap, the stocks with gaps) with one window_sums call per series (as a build
+    over a long history runs), gathered to (T, N) per field."""
     T, N = engine.T, len(engine.inputs.tickers)
     values: dict[str, np.ndarray] = {}
     codes = np.zeros((T, N), dtype=np.int32)
-    for block in engine.blocks(check=True, workers=1):
-        for key, arr in block.values.items():
-            values.setdefault(key, np.empty((T, N), dtype=arr.dtype))[:, block.cols] = arr
-        codes[:, block.cols] = block.codes
+    with pytest.MonkeyPatch.context() as general:
+        general.setattr(fit, "ONE_PASS_CELLS", 0)
+        general.setattr(fit, "STACK_CELLS", 0)
+        for block in engine.blocks(check=True, workers=1):
+            for key, arr in block.values.items():
+                values.setdefault(key, np.empty((T, N), dtype=arr.dtype))[:, block.cols] = arr
+            codes[:, block.cols] = block.codes
     return values, codes
 
 
@@ -71,10 +79,14 @@ def assert_bit_equal(fast: dict[str, np.ndarray], whole: dict[str, np.ndarray], 
         np.testing.assert_array_equal(fast[key], arr[rows], err_msg=f"{what}: {key} differs from the whole fit")
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("halflife", [None, 21.0])
-def test_the_last_dates_alone_equal_the_whole_fit(market, halflife) -> None:
+def test_the_last_dates_alone_equal_the_whole_fit(market, halflife, one_pass, monkeypatch) -> None:
     engine = _engine(market, halflife)
     whole, codes = _whole(engine)
+    if not one_pass:  # the last dates by the general path too
+        monkeypatch.setattr(fit, "ONE_PASS_CELLS", 0)
+        monkeypatch.setattr(fit, "STACK_CELLS", 0)
     assert np.isfinite(whole["l3_mkt_hr"][-1]).sum() > 25  # the comparison is not of NaNs
     assert (whole["flags"][-40:] & 4).any()  # the late ETF's fallback is inside it
     everyone = np.arange(len(engine.inputs.tickers))

@@ -158,6 +158,26 @@ def _listed_full_window(etf_returns: np.ndarray, window: int) -> np.ndarray:
     return window_sums(listed, window) >= min(window, len(etf_returns)) - 0.5
 
 
+# Dates × columns up to which a block is solved in one pass (CascadeEngine._solve_columns):
+# a daily update's one or two dates of every stock, where numpy's per-call cost is the cost.
+ONE_PASS_CELLS = 1 << 16
+# Cells up to which several series' window sums are stacked into one window_sums call.
+STACK_CELLS = 1 << 14
+
+
+def _window_sums_of(series: dict[str, Callable[[], np.ndarray]], shape: tuple[int, ...], window: int, decay: float,
+                    first: int) -> dict[str, np.ndarray]:
+    """window_sums, on rows first … T − 1, of each series ``shape`` (T, n) that series[name]()
+    makes: in one call when they are small (stacked along a new axis 1: every sum runs along
+    time only, element by element, so stacking changes no bit), else one call each, each
+    series made just before its call (no stacked copy, one large temporary at a time)."""
+    if int(np.prod(shape)) * len(series) <= STACK_CELLS:
+        sums = window_sums(np.stack([np.broadcast_to(make(), shape) for make in series.values()], axis=1),
+                           window, decay, first)
+        return {name: sums[:, i] for i, name in enumerate(series)}
+    return {name: window_sums(np.broadcast_to(make(), shape), window, decay, first) for name, make in series.items()}
+
+
 class CascadeEngine:
     """Runs the cascade block by block over prepared inputs (no I/O).
 
@@ -216,25 +236,26 @@ class CascadeEngine:
     _FACTOR_SUMS = ("n_w", "m", "s", "u", "mm", "ms", "mu", "ss", "su", "uu", "count")
     _RETURN_SUMS = ("r", "rr", "rm", "rs", "ru")
 
-    def _factor_sums(self, s: np.ndarray, u: np.ndarray, mask: np.ndarray, first: int = 0) -> np.ndarray:
-        """(T − first, 11, n) window sums, on dates first … T − 1, of the weights, of the factors
-        and of their products (in ``_FACTOR_SUMS`` order; ``count``: valid days, = n_w for a
-        uniform window), each factor restricted to the valid rows ``mask``. s, u, mask: (T, n)
-        or (T, 1), broadcast."""
+    def _factor_sums(self, s: np.ndarray, u: np.ndarray, mask: np.ndarray, first: int = 0) -> dict[str, np.ndarray]:
+        """``_FACTOR_SUMS`` → (T − first, n) window sums, on dates first … T − 1, of the weights, of
+        the factors and of their products (``count``: valid days, = n_w for a uniform window),
+        each factor restricted to the valid rows ``mask``. s, u, mask: (T, n) or (T, 1), broadcast."""
         W, d = self.params.window, self.decay
         m = self._m
         fm, fs, fu = m * mask, s * mask, u * mask  # each factor series restricted to the valid rows
-        series = np.stack(np.broadcast_arrays(mask, fm, fs, fu, fm * m, fm * s, fm * u, fs * s, fs * u, fu * u), axis=1)
-        sums = window_sums(series, W, d, first)
-        count = sums[:, :1] if d == 1.0 else window_sums(series[:, :1], W, 1.0, first)
-        return np.concatenate([sums, count], axis=1)
+        shape = np.broadcast_shapes(mask.shape, fs.shape, fu.shape)
+        series = {"n_w": lambda: mask, "m": lambda: fm, "s": lambda: fs, "u": lambda: fu,
+                  "mm": lambda: fm * m, "ms": lambda: fm * s, "mu": lambda: fm * u,
+                  "ss": lambda: fs * s, "su": lambda: fs * u, "uu": lambda: fu * u}
+        out = _window_sums_of(series, shape, W, d, first)
+        out["count"] = out["n_w"] if d == 1.0 else window_sums(np.broadcast_to(mask, shape), W, 1.0, first)
+        return out
 
-    def _group_sums(self, code: int) -> np.ndarray:
-        """(T, 11, 1): :meth:`_factor_sums` of pair ``code`` on every market day: shared by all the
-        pair's stocks with no missing day, and by its link betas; computed once per pair."""
+    def _group_sums(self, code: int) -> dict[str, np.ndarray]:
+        """:meth:`_factor_sums` ((T, 1) each) of pair ``code`` on every market day: shared by all
+        the pair's stocks with no missing day, and by its link betas; computed once per pair."""
         if code not in self._shared_sums:
-            s, u = (self._factors[:, [j]] for j in self._pair_etfs(code))
-            self._shared_sums[code] = self._factor_sums(s, u, self.market_ok[:, None].astype(np.float64))
+            self._share_sums(codes=[code])
         return self._shared_sums[code]
 
     def _covariances(self, S: dict[str, np.ndarray], s_usable: np.ndarray, u_usable: np.ndarray
@@ -270,36 +291,43 @@ class CascadeEngine:
                        ) -> dict[str, np.ndarray]:
         """All estimates for columns i = (stock column ``stocks[i]``, pair code ``pairs[i]``), as if
         the stock held that pair on every date: (T − start, n) arrays for dates start … T − 1
-        (the windows and the column means still see every date)."""
-        T, n = self.T, len(stocks)
-        r_raw = self.inputs.returns[:, stocks]
-        valid = np.isfinite(r_raw) & self.market_ok[:, None]
-        r = np.where(valid, center(r_raw), 0.0)
+        (the windows and the column means still see every date).
+
+        Up to ONE_PASS_CELLS dates × columns (a daily update: every stock, a date or two) they
+        go through one pass, each pair's shared sums gathered per column. A larger block (a
+        build: the whole history) goes one group at a time — a pair's stocks with no missing
+        day on the pair's (T, 1) sums, the stocks with gaps on their own — so no (T, n) array
+        holds what one column would. Every step is elementwise per column: the same numbers.
+        """
+        n = len(stocks)
         # Stocks with no missing day share their pair's factor sums; the others get their own,
         # masked to the days they traded, so every regression uses exactly the stock's valid rows.
-        complete = (valid == self.market_ok[:, None]).all(axis=0)
-        sec, sub = self._pair_etfs(pairs)
-        s, u = self._factors[:, sec], self._factors[:, sub]
-        shared, which = np.unique(pairs[complete], return_inverse=True)
-        if complete.all() and len(shared) == 1:  # the usual block: one pair, no gaps, (T, 11, 1) sums
-            F = self._group_sums(int(shared[0]))[start:]
-        else:
-            F = np.empty((T - start, len(self._FACTOR_SUMS), n))
-            if len(shared):
-                G = np.concatenate([self._group_sums(int(c))[start:] for c in shared], axis=2)
-                F[:, :, complete] = G[:, :, which]
-        if not complete.all():
-            masked = ~complete
-            F[:, :, masked] = self._factor_sums(s[:, masked], u[:, masked], valid[:, masked].astype(np.float64), start)
-        stacked = np.stack([r, r * r, r * self._m, r * s, r * u], axis=1)
-        R = window_sums(stacked, self.params.window, self.decay, start)
-        S = {name: F[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
-        S.update((name, R[:, i]) for i, name in enumerate(self._RETURN_SUMS))
-        cov = self._covariances(S, self._usable[start:, sec], self._usable[start:, sub])
+        market_ok = self.market_ok[:, None]
+        complete = ((np.isfinite(self.inputs.returns[:, stocks]) & market_ok) == market_ok).all(axis=0)
+        if (self.T - start) * n <= ONE_PASS_CELLS:
+            return self._solve_group(stocks, pairs, complete, check, start)
+        groups = [np.flatnonzero(complete & (pairs == code)) for code in np.unique(pairs[complete])]
+        groups += [np.flatnonzero(~complete)] if not complete.all() else []
+        if len(groups) == 1:
+            return self._solve_group(stocks, pairs, complete, check, start)
+        est: dict[str, np.ndarray] = {}
+        for cols in groups:
+            for key, arr in self._solve_group(stocks[cols], pairs[cols], complete[cols], check, start).items():
+                est.setdefault(key, np.empty((self.T - start, n), dtype=arr.dtype))[:, cols] = arr
+        return est
 
+    def _solve_group(self, stocks: np.ndarray, pairs: np.ndarray, complete: np.ndarray, check: bool, start: int
+                     ) -> dict[str, np.ndarray]:
+        """:meth:`_solve_columns` for one group of columns (``complete``: the stock has no missing day)."""
+        one_pair = bool((pairs == pairs[0]).all())
+        sec, sub = self._pair_etfs(pairs[:1] if one_pair else pairs)  # (1,) broadcasts over the columns
+        r_raw = self.inputs.returns[:, stocks]
+        S = self._window_moments(r_raw, pairs, complete, sec, sub, start)
+        cov, count = self._covariances(S, self._usable[start:, sec], self._usable[start:, sub]), S["count"]
+        del S  # the window sums go before the solve allocates its outputs (their memory is reused)
         est = solve_cascade(cov)
         flags = est["flags"]
-        count = np.broadcast_to(S["count"], flags.shape)
+        count = np.broadcast_to(count, flags.shape)
         enough = count >= self.params.min_obs_effective - 0.5
         if check:
             check_normal_equations(cov, est, enough & (flags & NULLING_FLAGS == 0))
@@ -319,6 +347,37 @@ class CascadeEngine:
                     np.copyto(arr, np.nan, where=null_rows)
         self._time_safe_returns(est, r_raw[start:], sec, sub, start)
         return est
+
+    def _window_moments(self, r_raw: np.ndarray, pairs: np.ndarray, complete: np.ndarray, sec: np.ndarray,
+                        sub: np.ndarray, start: int) -> dict[str, np.ndarray]:
+        """The window sums (``_FACTOR_SUMS`` and ``_RETURN_SUMS``) of a group's columns, on dates
+        start … T − 1: r_raw (T, n) returns, pairs and complete (n,), sec and sub their ETF
+        columns ((n,), or (1,) when the group holds one pair)."""
+        rows, n = self.T - start, len(pairs)
+        valid = np.isfinite(r_raw) & self.market_ok[:, None]
+        r = np.where(valid, center(r_raw), 0.0)
+        s, u = self._factors[:, sec], self._factors[:, sub]
+        shared, which = np.unique(pairs[complete], return_inverse=True)
+        if complete.all() and len(shared) == 1:  # one pair, no gaps: its (T, 1) sums as they are
+            S = {k: v[start:] for k, v in self._group_sums(int(shared[0])).items()}
+        elif not complete.any():  # every stock with gaps: their own sums
+            S = self._factor_sums(s, u, valid.astype(np.float64), start)
+        else:
+            S = {k: np.empty((rows, n)) for k in self._FACTOR_SUMS}
+            if len(shared):
+                sums = [self._group_sums(int(code)) for code in shared]
+                for k, arr in S.items():
+                    arr[:, complete] = np.concatenate([g[k][start:] for g in sums], axis=1)[:, which]
+            if not complete.all():
+                masked = ~complete
+                pick = (lambda x: x) if len(sec) == 1 else (lambda x: x[:, masked])  # noqa: E731
+                own = self._factor_sums(pick(s), pick(u), valid[:, masked].astype(np.float64), start)
+                for k, arr in S.items():
+                    arr[:, masked] = own[k]
+        m = self._m
+        S.update(_window_sums_of({"r": lambda: r, "rr": lambda: r * r, "rm": lambda: r * m, "rs": lambda: r * s,
+                                  "ru": lambda: r * u}, r.shape, self.params.window, self.decay, start))
+        return S
 
     def _time_safe_returns(self, est: dict[str, np.ndarray], r_raw: np.ndarray, sec: np.ndarray, sub: np.ndarray,
                            start: int = 0) -> None:
@@ -376,7 +435,7 @@ class CascadeEngine:
             return
         s, u = (self._factors[:, j] for j in self._pair_etfs(codes))
         sums = self._factor_sums(s, u, self.market_ok[:, None].astype(np.float64))
-        self._shared_sums.update((code, sums[:, :, i:i + 1]) for i, code in enumerate(codes))
+        self._shared_sums.update((code, {k: v[:, i:i + 1] for k, v in sums.items()}) for i, code in enumerate(codes))
 
     def block(self, cols: np.ndarray, check: bool = True, first_row: int = 0) -> CascadeBlock:
         """Every field of stock columns ``cols`` on dates first_row … T − 1.
@@ -448,9 +507,8 @@ class CascadeEngine:
         codes = [code for code, _ in pairs]
         self._share_sums(codes=codes)
         # Every pair at once, as columns: (kept dates, pairs); each step is elementwise per date.
-        sums = np.concatenate([self._group_sums(code)[rows] for code in codes], axis=2) if codes \
-            else np.zeros((len(rows), len(self._FACTOR_SUMS), 0))
-        S = {name: sums[:, i] for i, name in enumerate(self._FACTOR_SUMS)}
+        S = {k: np.concatenate([self._group_sums(code)[k][rows] for code in codes], axis=1) if codes
+             else np.zeros((len(rows), 0)) for k in self._FACTOR_SUMS}
         sec, sub = self._pair_etfs(np.array(codes, dtype=np.intp))
         s_ok, u_ok = self._usable[rows][:, sec], self._usable[rows][:, sub]
         est = solve_cascade(self._covariances(S, s_ok, u_ok))
@@ -501,11 +559,11 @@ def _volatility(r: np.ndarray, first: int = 0) -> dict[str, np.ndarray]:
     """
     ok = np.isfinite(r)
     x = np.where(ok, center(r), 0.0)
-    stacked = np.stack([ok.astype(np.float64), x, x * x], axis=1)  # one window_sums call per window
+    series = {"n": lambda: ok.astype(np.float64), "s1": lambda: x, "s2": lambda: x * x}
     out = {}
     for name, window, need in (("vol_23d", VOL_SHORT_WINDOW, 15), ("vol_252d_ann", VOL_LONG_WINDOW, 126)):
-        sums = window_sums(stacked, window, first=first)
-        n, s1, s2 = sums[:, 0], sums[:, 1], sums[:, 2]
+        sums = _window_sums_of(series, x.shape, window, 1.0, first)
+        n, s1, s2 = sums["n"], sums["s1"], sums["s2"]
         with np.errstate(invalid="ignore", divide="ignore"):
             var = (s2 - s1 * s1 / n) / (n - 1.0)
         out[name] = np.where(n >= need, np.sqrt(np.maximum(var, 0.0)) * ANNUALISE, np.nan)
