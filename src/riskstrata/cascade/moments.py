@@ -99,9 +99,17 @@ def ew_filter(x: np.ndarray, decay: float, zi: np.ndarray | None = None) -> np.n
     would cost far more than the sums; a whole history is lfilter's (one C loop).
     """
     x = np.asarray(x, dtype=np.float64)
+    b0, b1, a1 = 1.0, 0.0, -decay
+    if x.ndim == 1:  # one series: the same operations on Python floats (IEEE doubles), ~50× faster per row
+        z1 = 0.0 if zi is None else float(np.asarray(zi, dtype=np.float64).reshape(1)[0])
+        sums = []
+        for v in x.tolist():
+            y = z1 + b0 * v
+            z1 = v * b1 - y * a1
+            sums.append(y)
+        return np.array(sums, dtype=np.float64)
     out = np.empty_like(x)
     z = np.zeros_like(x[:1]) if zi is None else np.array(zi, dtype=np.float64).reshape(x[:1].shape)
-    b0, b1, a1 = 1.0, 0.0, -decay
     with np.errstate(all="ignore"):  # an inf or NaN runs on as it does in lfilter, silently
         for t in range(len(x)):
             out[t:t + 1] = z + b0 * x[t:t + 1]

@@ -140,9 +140,10 @@ def _ew_filter(z: np.ndarray, decay: float, before: np.ndarray | None = None) ->
     recursive filter, O(T): the one place the recursion of every EWMA sum here is computed.
 
     A few rows (a daily update's) go through :func:`~riskstrata.cascade.moments.ew_filter`,
-    lfilter's arithmetic bit for bit in a Python loop over rows: importing ``scipy.signal`` costs
-    a fresh process ~1 s of CPU, far more than those rows; a history takes lfilter's C loop."""
-    if len(z) <= _FEW_ROWS:
+    lfilter's arithmetic bit for bit in a Python loop over rows, and so does one series (a loop
+    on floats, ~1 ms per 3,000 rows): importing ``scipy.signal`` costs a fresh process ~1 s of
+    CPU, far more than those rows; a history of many series takes lfilter's C loop."""
+    if len(z) <= _FEW_ROWS or np.ndim(z) == 1:
         return ew_filter(z, decay, None if before is None else decay * np.asarray(before, dtype=np.float64)[None])
     from scipy.signal import lfilter  # here, not at import: scipy.signal alone costs ~1 s, paid by every CLI call
 
