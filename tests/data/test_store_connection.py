@@ -83,3 +83,63 @@ def test_read_parts_reads_the_named_part_files_in_order(store):
     got = store.read_parts(list(reversed(files)))
     assert got["day"].tolist() == [12, 2]
     pd.testing.assert_frame_equal(store.read_parts(files), store.read_model("m"))
+
+
+# ---------------------------------------------------------------------- the process's database
+
+
+def test_threads_querying_at_once_each_see_their_own_views(store):
+    """Cursors of the one process database: every thread's views (tables, model_m) are its own,
+    so concurrent queries neither collide on a view name nor read another thread's."""
+    _filled(store)
+    want = store.query("SELECT count(*) AS n, sum(x) AS s FROM model_m").iloc[0].tolist()
+    errors, answers = [], []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            for _ in range(5):
+                answers.append(store.query("SELECT count(*) AS n, sum(x) AS s FROM model_m").iloc[0].tolist())
+                assert len(store.query("SELECT * FROM prices")) == 2
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and answers == [want] * 20
+
+
+def test_a_forked_child_reads_the_store_and_exits_cleanly(tmp_path):
+    """The parent has used the process database when it forks: the child makes its own and
+    exits with 0 (destroying the inherited one would abort it: its threads are the parent's)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import multiprocessing as mp, sys
+        import pandas as pd
+        from riskstrata.data.store import Store
+
+        store = Store({str(tmp_path / 's')!r})
+        store.write_table("t", pd.DataFrame({{"x": [1.0, 2.0]}}))
+        assert store.query("SELECT sum(x) AS s FROM t")["s"].iloc[0] == 3.0
+
+        def child(q):
+            q.put(float(store.query("SELECT sum(x) AS s FROM t")["s"].iloc[0]))
+
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        got = q.get(timeout=60)
+        p.join(60)
+        print(got, p.exitcode)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3.0", "0"]
