@@ -1075,20 +1075,20 @@ class VersionWriter:
             raise StoreError(f"version {self.version} of {self.model!r} is already committed")
         if not self.tmp_dir.is_dir():
             raise StoreError(f"build of {self.model!r} was aborted")
-        if name is None:
-            name = f"{len(self._parts):05d}"
-        if name.endswith(".parquet"):
-            name = name[: -len(".parquet")]
-        if name.startswith("part-"):
-            name = name[len("part-") :]
-        if not _PART_NAME.match(name):
-            raise StoreError(f"invalid part name {name!r}")
-        path = self.tmp_dir / f"part-{name}.parquet"
+        path = self.tmp_dir / self._part_file(name)
         if path.exists():
             raise StoreError(f"part {path.name} already written in this build")
         _write_parquet(df, path)
         self._parts.append({"file": path.name, "rows": int(len(df))})
         return path
+
+    def _part_file(self, name: str | None) -> str:
+        """The file name of a part: ``part-<name>.parquet`` (``name`` may already carry the prefix
+        or the suffix; default: the next running number), the name checked."""
+        name = f"{len(self._parts):05d}" if name is None else name.removesuffix(".parquet").removeprefix("part-")
+        if not _PART_NAME.match(name):
+            raise StoreError(f"invalid part name {name!r}")
+        return f"part-{name}.parquet"
 
     def adopt_part(self, path: Path, rows: int | None = None) -> Path:
         """Add an existing Parquet part to the build and return its path in the build.

@@ -496,12 +496,7 @@ class FsspecVersionWriter(VersionWriter):
 
     def write_part(self, df: pd.DataFrame, name: str | None = None) -> PurePosixPath:
         self._check_open()
-        if name is None:
-            name = f"{len(self._parts):05d}"
-        name = name.removesuffix(".parquet").removeprefix("part-")
-        if not _PART_NAME.match(name):
-            raise StoreError(f"invalid part name {name!r}")
-        path = _write_part(self.store.fs, self.tmp_dir / f"part-{name}.parquet", df)
+        path = _write_part(self.store.fs, self.tmp_dir / self._part_file(name), df)
         self._parts.append({"file": path.name, "rows": int(len(df))})
         return path
 
