@@ -294,3 +294,21 @@ def test_a_version_keeps_arrays_beside_its_parts(store: Store) -> None:
     assert len(store.model_files("cascade", version)) == 1                # arrays are not a part
     with store.begin_version("cascade") as w, pytest.raises(StoreError, match="no pickled objects"):
         w.write_arrays("update_state", {"names": np.array(["A", None], dtype=object)})
+
+
+def test_part_names_are_numbered_normalised_and_checked(store: Store) -> None:
+    """A part is ``part-<name>.parquet``: numbered by default, the prefix and suffix accepted,
+    anything but a plain file name refused before a byte is written; a name written twice too."""
+    frame = pd.DataFrame({"x": [1.0]})
+    with store.begin_version("m") as writer:
+        assert writer.write_part(frame).name == "part-00000.parquet"
+        assert writer.write_part(frame, "part-a.parquet").name == "part-a.parquet"
+        assert writer.write_part(frame, "b").name == "part-b.parquet"
+        for bad in ["../escape", "a/b", "", "a b"]:
+            with pytest.raises(StoreError, match="invalid part name"):
+                writer.write_part(frame, bad)
+        with pytest.raises(StoreError, match="already written"):
+            writer.write_part(frame, "b")
+        version = writer.commit()
+    assert [p["file"] for p in store.model_meta("m", version)["parts"]] == ["part-00000.parquet", "part-a.parquet",
+                                                                            "part-b.parquet"]
