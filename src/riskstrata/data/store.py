@@ -161,6 +161,19 @@ def _owner_alive(owner: dict[str, Any]) -> bool:
         return False
 
 
+_UNOWNED_GRACE_SECONDS = 60  # a build or claim without its owner record: the time it gets to write it
+
+
+def _abandoned(owner: dict[str, Any], age: float | None) -> bool:
+    """Whether a build directory or a build claim may be removed: its owner process (on this
+    host) is gone, or it is older than ``STALE_BUILD_SECONDS``, or it still has no owner record
+    a minute on. owner: its owner record ({} when none); age: seconds since it was written
+    (None: unknown, so only a dead owner counts)."""
+    if owner and not _owner_alive(owner):
+        return True
+    return age is not None and (age > STALE_BUILD_SECONDS or (not owner and age > _UNOWNED_GRACE_SECONDS))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -672,7 +685,7 @@ class Store:
     def _clean_stale_builds(self, folder: Path) -> None:
         if not folder.is_dir():  # never built
             return
-        host, now = socket.gethostname(), time.time()
+        now = time.time()
         for tmp in folder.glob(f"{_TMP_PREFIX}*"):
             if not tmp.is_dir():
                 continue
@@ -683,13 +696,12 @@ class Store:
                 owner = json.loads((tmp / _OWNER_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 owner = {}
-            dead = owner.get("host") == host and not _pid_alive(int(owner.get("pid", -1)))
             try:
                 age = now - tmp.stat().st_mtime
             except OSError:
                 continue
-            # No owner file: a prune's trash, or a build that has not written it yet (give it a minute).
-            if dead or age > STALE_BUILD_SECONDS or (not owner and age > 60):
+            # No owner file: a prune's trash, or a build that has not written it yet (given a minute).
+            if _abandoned(owner, age):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def current_version(self, model: str) -> str | None:
@@ -970,7 +982,7 @@ class Store:
                     age = time.time() - path.stat().st_mtime
                 except FileNotFoundError:
                     continue  # released meanwhile: try again
-                if (holder and not _owner_alive(holder)) or age > STALE_BUILD_SECONDS or (not holder and age > 60):
+                if _abandoned(holder, age):
                     path.unlink(missing_ok=True)
                     continue
                 return str(holder.get("job_id") or "unknown")

@@ -71,7 +71,7 @@ from fsspec.implementations.local import LocalFileSystem
 from riskstrata.data.row_sums import DIGEST_BY
 from riskstrata.data.store import (_CLAIM_FILE, _LEASES, _NAME, _OWNER_FILE, _PART_NAME, _REPLACED, _TMP_PREFIX,
                                    _VERSION_NAME, STALE_BUILD_SECONDS, Lease, Store, VersionWriter, _check_name,
-                                   _owner_alive, _pid_alive, _replaced, _version_time, default_store_root,
+                                   _abandoned, _owner_alive, _replaced, _version_time, default_store_root,
                                    keep_versions_default, write_parquet_to)
 from riskstrata.errors import StoreError
 
@@ -323,19 +323,14 @@ class FsspecStore(Store):
     def _clean_stale_builds(self, folder: PurePosixPath) -> None:
         """Remove killed builds (owner gone on this host, or older than ``STALE_BUILD_SECONDS``)
         and version directories a commit or a prune left without ``meta.json``."""
-        host, now = socket.gethostname(), time.time()
+        now = time.time()
         for name, kind in self._ls(folder):
             path = folder / name
             if kind != "directory":
                 continue
             if name.startswith(_TMP_PREFIX):
                 owner = self._json(path / _OWNER_FILE)
-                try:
-                    dead = owner.get("host") == host and not _pid_alive(int(owner.get("pid", -1)))
-                except (TypeError, ValueError):
-                    dead = False
-                age = self._age(path, owner)
-                if dead or (age is not None and (age > STALE_BUILD_SECONDS or (not owner and age > 60))):
+                if _abandoned(owner, self._age(path, owner)):
                     self._rm_tree(path)
             elif _VERSION_NAME.match(name) and not self.fs.isfile(str(path / "meta.json")):
                 committed = _version_time(name)
@@ -445,8 +440,7 @@ class FsspecStore(Store):
             if not self.fs.exists(str(path)):
                 continue  # released meanwhile: try again
             age = self._age(path, holder)
-            if (holder and not _owner_alive(holder)) or (age is not None and (
-                    age > STALE_BUILD_SECONDS or (not holder and age > 60))):
+            if _abandoned(holder, age):
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(str(path))
                 continue
