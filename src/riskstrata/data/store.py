@@ -174,6 +174,43 @@ def _abandoned(owner: dict[str, Any], age: float | None) -> bool:
     return age is not None and (age > STALE_BUILD_SECONDS or (not owner and age > _UNOWNED_GRACE_SECONDS))
 
 
+def create_local_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data``, readable by its owner only, unless it exists already
+    (never replaced: a second creator keeps the first one's bytes). The bytes go to a private
+    temp file first and are hard-linked into place, so nobody ever reads a partial file and of
+    two racing creators exactly one wins."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a file another process made first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+@contextlib.contextmanager
+def local_lock(path: Path) -> Iterator[None]:
+    """Hold a POSIX advisory lock on the file ``path`` (made if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: single-user machines; no lock
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -577,41 +614,14 @@ class Store:
         """Create the file at ``parts`` under the root with ``data``, readable by its owner only,
         unless it exists already (never replaced: a second creator keeps the first one's bytes).
 
-        The bytes go to a private temp file first and are hard-linked into place, so nobody
-        ever reads a partial file and of two racing creators exactly one wins.
+        (:func:`create_local_file`.)
         """
-        path = self.path(*parts)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # never replaces a file another process made first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        create_local_file(self.path(*parts), data)
 
-    @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Hold the store-wide lock ``name`` (a POSIX advisory lock on ``tables/.<name>.lock``)
-        for the block: serialises read-modify-write of a table between processes."""
-        path = self._home / "tables" / f".{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b") as fh:
-            try:
-                import fcntl
-            except ImportError:  # Windows: single-user machines; no lock
-                yield
-                return
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the store-wide lock ``name`` (a POSIX advisory lock on ``tables/.<name>.lock``,
+        :func:`local_lock`) for the block: serialises read-modify-write of a table between processes."""
+        return local_lock(self._home / "tables" / f".{name}.lock")
 
     def query(self, sql: str, params: list[Any] | None = None, *, models: bool = True) -> pd.DataFrame:
         """Run DuckDB ``sql`` with every table as a view of the same name and every model's

@@ -71,8 +71,8 @@ from fsspec.implementations.local import LocalFileSystem
 from riskstrata.data.row_sums import DIGEST_BY
 from riskstrata.data.store import (_CLAIM_FILE, _LEASES, _NAME, _OWNER_FILE, _PART_NAME, _REPLACED, _TMP_PREFIX,
                                    _VERSION_NAME, STALE_BUILD_SECONDS, Lease, Store, VersionWriter, _check_name,
-                                   _abandoned, _owner_alive, _replaced, _version_time, default_store_root,
-                                   keep_versions_default, write_parquet_to)
+                                   _abandoned, _owner_alive, _replaced, _version_time, create_local_file,
+                                   default_store_root, keep_versions_default, local_lock, write_parquet_to)
 from riskstrata.errors import StoreError
 
 log = logging.getLogger("riskstrata.store")
@@ -291,7 +291,7 @@ class FsspecStore(Store):
         system offers it; a ``file://`` store makes it as a local store does (mode 0600)."""
         path = self.path(*parts)
         if self._on_disk:
-            Store.create_file(_Disk(Path(str(self._home))), data, *parts)
+            create_local_file(Path(str(path)), data)
             return
         self.fs.makedirs(str(path.parent), exist_ok=True)
         self._create_exclusive(path, data)
@@ -301,7 +301,7 @@ class FsspecStore(Store):
         """The store-wide lock ``name``: ``fcntl`` on ``file://`` (shared with local-path users of
         the same directory), a lock of this process only elsewhere (see the module doc)."""
         if self._on_disk:
-            with Store.lock(_Disk(Path(str(self._home))), name):
+            with local_lock(Path(str(self._home)) / "tables" / f".{name}.lock"):
                 yield
             return
         with _PROCESS_LOCKS_GUARD:
@@ -452,17 +452,6 @@ class FsspecStore(Store):
         if self._json(path).get("job_id") == job_id:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(str(path))
-
-
-class _Disk(Store):
-    """A local store over a ``file://`` store's directory, created without touching the disk:
-    borrows the local implementations (exclusive create, fcntl lock) for an fsspec store."""
-
-    def __new__(cls, home: Path) -> _Disk:
-        return object.__new__(cls)
-
-    def __init__(self, home: Path) -> None:
-        self.root = self._home = home
 
 
 class FsspecVersionWriter(VersionWriter):
