@@ -290,3 +290,16 @@ def test_cli_reads_a_file_url_store(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["root"] == url and [v["version"] for v in info["models"][0]["versions"]] == made
+
+
+def test_a_file_url_store_creates_private_files_as_a_local_store_does(tmp_path: Path) -> None:
+    """On file:// the private files are made on disk like a local store's: mode 0600, the first
+    creator's bytes kept; the store-wide lock is the local one (a file under tables/)."""
+    url = Store((tmp_path / "s").as_uri())
+    url.create_file(b"first", "secrets", "x.bin")
+    url.create_file(b"second", "secrets", "x.bin")
+    on_disk = tmp_path / "s" / "secrets" / "x.bin"
+    assert on_disk.read_bytes() == b"first" and (on_disk.stat().st_mode & 0o777) == 0o600
+    assert Store(tmp_path / "s").read_file("secrets", "x.bin") == b"first"
+    with url.lock("keys"):
+        assert (tmp_path / "s" / "tables" / ".keys.lock").is_file()
