@@ -38,6 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from riskstrata.data import process_database
+
 __all__ = ["DIGEST_BY", "DigestBy", "RowSums", "row_sums_of"]
 
 
@@ -174,7 +176,7 @@ def _read_types(schema_bytes: bytes) -> dict[str, str]:
         path = os.path.join(folder, "empty.parquet")
         empty = schema.empty_table()
         pq.write_table(empty, path, **parquet_options(empty))
-        con = duckdb.connect()
+        con = process_database.cursor()
         try:
             described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()
         finally:
@@ -201,7 +203,7 @@ def row_sums_of(table: pa.Table, by: DigestBy) -> RowSums | None:
         return None
     hashed = ", ".join(f"CAST({_quoted(c)} AS {types[c]})" for c in columns)
     day = f"epoch_ns(CAST(CAST({_quoted(by.date)} AS {types[by.date]}) AS TIMESTAMP_NS))"
-    con = duckdb.connect()
+    con = process_database.cursor()
     try:
         con.register("rows_to_sum", table)
         found = con.execute(f"SELECT {day} AS day, count(*) AS n, sum(hash({hashed}))::HUGEINT AS h "

@@ -57,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from riskstrata.data import process_database
 from riskstrata.data.row_sums import DIGEST_BY, DigestBy, RowSums, parquet_options, row_sums_of
 from riskstrata.errors import ModelNotBuilt, StoreError
 
@@ -69,40 +70,6 @@ __all__ = ["DEFAULT_KEEP_VERSIONS", "DEFAULT_STORE", "PRUNE_GRACE_SECONDS", "Lea
 # views made on it). Not on the store itself: stores are pickled to cluster workers and shared by
 # a server's threads, and a DuckDB connection is neither picklable nor for concurrent use.
 _HELD = threading.local()
-
-
-class _ProcessDatabase:
-    """The one in-memory DuckDB database of this process, of which every store read takes a
-    cursor: a connection of its own (its temp views its own, safe on its thread) for ~0.4 ms of
-    CPU, where a new database costs ~20 ms (its catalog and thread pool) — more than most reads.
-
-    After a fork the child makes its own: the inherited one's threads are the parent's, and
-    destroying it in the child aborts the process, so the child keeps it, unused, forever.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._database: duckdb.DuckDBPyConnection | None = None
-        os.register_at_fork(before=self._lock.acquire, after_in_parent=self._lock.release,
-                            after_in_child=self._after_fork)
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            if self._database is None:
-                self._database = duckdb.connect()
-            return self._database.cursor()
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        if self._database is not None:
-            import ctypes
-
-            # Never deallocated (its destructor would join threads that do not exist here).
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._database))
-            self._database = None
-
-
-_DATABASE = _ProcessDatabase()
 
 # Table and model names become SQL view names, so they must be plain identifiers.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -598,7 +565,7 @@ class Store:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection that can read this store's files by :meth:`sql_path` (a
         cursor of the process's database: close it after use)."""
-        return _DATABASE.cursor()
+        return process_database.cursor()
 
     def sql_path(self, path: Path) -> str:
         """A store path as DuckDB reads it on a :meth:`connect` connection."""
