@@ -504,7 +504,7 @@ class Store:
         """The column names of table ``name`` (from its Parquet footer: no rows are read)."""
         if not self.has_table(name):
             raise StoreError(f"table {name!r} not found in store {self.root} (nothing ingested yet?)")
-        return list(pq.read_schema(self.table_path(name)).names)
+        return list(self._parquet_footer(self.table_path(name)).schema.to_arrow_schema().names)
 
     def table_row_sums(self, name: str) -> RowSums | None:
         """The per-date (rows, Σ row hashes) of table ``name`` that :meth:`write_table` kept in its

@@ -270,12 +270,6 @@ class FsspecStore(Store):
         with self.fs.open(str(path), "rb") as fh:
             return pq.read_metadata(fh)
 
-    def table_columns(self, name: str) -> list[str]:
-        if not self.has_table(name):
-            raise StoreError(f"table {name!r} not found in store {self.root} (nothing ingested yet?)")
-        with self.fs.open(str(self.table_path(name)), "rb") as fh:
-            return list(pq.read_schema(fh).names)
-
     def table_stamp(self, name: str) -> tuple[Any, ...] | None:
         path = self.table_path(name)
         return fs_stamp(self.fs, str(path), self.location(path))
